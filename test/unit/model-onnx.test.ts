@@ -52,12 +52,12 @@ describe('onnx encode/decode', () => {
     expect(opsetVersion(m)).toBe(13);
     expect(opsetVersion(m, 'com.microsoft')).toBe(1);
     expect(opsetVersion(m, 'nope')).toBeUndefined();
-    const [w, shape] = m.graph!.initializer;
+    const [w, shape] = m.graph!.initializer!;
     expect(Array.from(tensorToFloat32(w!))).toEqual([1.5, -2.25]);
     expect(Array.from(tensorToInt64(shape!))).toEqual([1n, -1n]);
     expect(tensorToNumbers(shape!)).toEqual([1, -1]);
-    expect(attrFloat(m.graph!.node[0]!, 'alpha', 0)).toBe(0.5);
-    expect(valueInfoDims(m.graph!.input[0]!)).toEqual(['N', 2]);
+    expect(attrFloat(m.graph!.node![0]!, 'alpha', 0)).toBe(0.5);
+    expect(valueInfoDims(m.graph!.input![0]!)).toEqual(['N', 2]);
   });
 
   it('saves atomically and loads back, leaving no temp files', async () => {
@@ -65,7 +65,7 @@ describe('onnx encode/decode', () => {
     const file = path.join(dir, 'tiny.onnx');
     await saveModel(tinyModel(), file);
     const m = await loadModel(file);
-    expect(m.graph!.node[0]!.opType).toBe('LeakyRelu');
+    expect(m.graph!.node![0]!.opType).toBe('LeakyRelu');
     expect(await readdir(dir)).toEqual(['tiny.onnx']);
   });
 
