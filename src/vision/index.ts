@@ -1,0 +1,3 @@
+export { createPreprocessor } from './preprocess.js';
+export { FrameDecodeError, FrameTooLargeError } from './errors.js';
+export type { InputSpec, PreprocessedFrame, Preprocessor, PreprocessorOptions, ResizeKernel } from './types.js';

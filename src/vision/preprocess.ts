@@ -1,0 +1,120 @@
+import sharp from 'sharp';
+import type { Metadata, OutputInfo } from 'sharp';
+import { FrameDecodeError, FrameTooLargeError } from './errors.js';
+import type { InputSpec, PreprocessedFrame, Preprocessor, PreprocessorOptions } from './types.js';
+
+const DEFAULT_MAX_INPUT_PIXELS = 40e6;
+const FIT = { crop: 'cover', fill: 'fill', pad: 'contain' } as const;
+
+/**
+ * Builds the frame → tensor function for one model input. Each call decodes with sharp (EXIF
+ * orientation applied, alpha dropped, greyscale/CMYK made sRGB), resizes per `spec.resize`, and
+ * normalises `(pixel * scale - mean[c]) / std[c]` into a fresh Float32Array in the spec's layout and
+ * channel order. The array is new on every call because the caller transfers it to the inference
+ * worker, which detaches it.
+ *
+ * Rejects with FrameDecodeError (corrupt, truncated, unsupported) or FrameTooLargeError.
+ */
+export function createPreprocessor(spec: InputSpec, options: PreprocessorOptions = {}): Preprocessor {
+  validateSpec(spec);
+  const maxInputPixels = options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
+  if (!(maxInputPixels > 0)) throw new RangeError(`maxInputPixels must be positive, got ${maxInputPixels}`);
+  const pad = options.padColor ?? { r: 0, g: 0, b: 0 };
+  const background = { r: pad.r, g: pad.g, b: pad.b, alpha: 1 };
+  const kernel = options.kernel ?? 'lanczos3';
+  const { width, height } = spec;
+
+  // One lookup table per tensor channel: 256 possible byte values, computed once with the exact
+  // manifest formula, so the per-pixel loop is three loads and three stores.
+  const sourceChannel = spec.channels === 'RGB' ? [0, 1, 2] : [2, 1, 0];
+  const luts = [0, 1, 2].map((c) => {
+    const lut = new Float32Array(256);
+    for (let v = 0; v < 256; v++) lut[v] = (v * spec.scale - spec.mean[c]!) / spec.std[c]!;
+    return lut;
+  }) as [Float32Array, Float32Array, Float32Array];
+  const dims = spec.layout === 'NCHW' ? [1, 3, height, width] : [1, height, width, 3];
+
+  return async function preprocess(image: Buffer): Promise<PreprocessedFrame> {
+    if (!Buffer.isBuffer(image) || image.length === 0) throw new FrameDecodeError('frame is empty');
+    // failOn 'error': a truncated JPEG is an error, not a half-grey image (the default 'warning'
+    // also catches it but rejects many camera JPEGs for harmless warnings).
+    const img = sharp(image, { failOn: 'error', limitInputPixels: maxInputPixels });
+    let meta: Metadata;
+    try {
+      meta = await img.metadata();
+    } catch (err) {
+      const message = (err as Error).message;
+      if (/pixel limit/i.test(message)) throw new FrameTooLargeError(await headerPixels(image), maxInputPixels);
+      throw new FrameDecodeError(`cannot read frame header: ${message}`, { cause: err });
+    }
+    if (!meta.width || !meta.height) throw new FrameDecodeError(`frame has no dimensions (format ${meta.format})`);
+    const pixels = meta.width * meta.height;
+    if (pixels > maxInputPixels) throw new FrameTooLargeError(pixels, maxInputPixels);
+    const oriented = meta.autoOrient ?? { width: meta.width, height: meta.height };
+
+    let raw: { data: Buffer; info: OutputInfo };
+    try {
+      raw = await img
+        .autoOrient()
+        .removeAlpha()
+        .toColourspace('srgb')
+        .resize(width, height, { fit: FIT[spec.resize], position: 'centre', background, kernel })
+        .raw({ depth: 'uchar' })
+        .toBuffer({ resolveWithObject: true });
+    } catch (err) {
+      const message = (err as Error).message;
+      // Backstop for formats whose header under-reports size (sharp checks again while decoding).
+      if (/pixel limit/i.test(message)) throw new FrameTooLargeError(pixels, maxInputPixels);
+      throw new FrameDecodeError(`cannot decode frame: ${message}`, { cause: err });
+    }
+    const { data: px, info } = raw;
+    if (info.channels !== 3 || info.width !== width || info.height !== height) {
+      throw new FrameDecodeError(
+        `decoder produced ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x3`,
+      );
+    }
+
+    const plane = width * height;
+    const out = new Float32Array(plane * 3);
+    const [l0, l1, l2] = luts;
+    const [s0, s1, s2] = sourceChannel as [number, number, number];
+    if (spec.layout === 'NCHW') {
+      for (let i = 0, p = 0; i < plane; i++, p += 3) {
+        out[i] = l0[px[p + s0]!]!;
+        out[plane + i] = l1[px[p + s1]!]!;
+        out[2 * plane + i] = l2[px[p + s2]!]!;
+      }
+    } else {
+      for (let p = 0; p < out.length; p += 3) {
+        out[p] = l0[px[p + s0]!]!;
+        out[p + 1] = l1[px[p + s1]!]!;
+        out[p + 2] = l2[px[p + s2]!]!;
+      }
+    }
+    return { tensor: { data: out, dims: [...dims] }, width: oriented.width, height: oriented.height };
+  };
+}
+
+/** Size from the header alone (no pixel limit), only to say how large a rejected frame was. */
+async function headerPixels(image: Buffer): Promise<number> {
+  const meta = await sharp(image, { limitInputPixels: false }).metadata().catch(() => undefined);
+  return (meta?.width ?? 0) * (meta?.height ?? 0);
+}
+
+/** A bad spec is a configuration error: thrown at creation, never per frame. */
+function validateSpec(spec: InputSpec): void {
+  const fail = (what: string): never => {
+    throw new TypeError(`invalid model input spec: ${what}`);
+  };
+  if (!Number.isInteger(spec.width) || spec.width <= 0) fail(`width ${spec.width}`);
+  if (!Number.isInteger(spec.height) || spec.height <= 0) fail(`height ${spec.height}`);
+  if (spec.layout !== 'NCHW' && spec.layout !== 'NHWC') fail(`layout ${String(spec.layout)}`);
+  if (spec.channels !== 'RGB' && spec.channels !== 'BGR') fail(`channels ${String(spec.channels)}`);
+  if (!(spec.resize in FIT)) fail(`resize ${String(spec.resize)}`);
+  if (!Number.isFinite(spec.scale)) fail(`scale ${spec.scale}`);
+  for (const key of ['mean', 'std'] as const) {
+    const v = spec[key];
+    if (!Array.isArray(v) || v.length !== 3 || !v.every(Number.isFinite)) fail(`${key} must be 3 numbers`);
+  }
+  if (spec.std.some((s) => s === 0)) fail('std must not contain 0');
+}

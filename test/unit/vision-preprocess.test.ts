@@ -1,0 +1,191 @@
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { createPreprocessor, FrameDecodeError, FrameTooLargeError, type InputSpec } from '../../src/vision/index.js';
+
+type RGB = [number, number, number];
+
+/** Encodes a row-major grid of RGB pixels as a lossless PNG. */
+async function png(grid: RGB[][]): Promise<Buffer> {
+  const height = grid.length;
+  const width = grid[0]!.length;
+  const raw = Buffer.from(grid.flat(2));
+  return sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
+}
+
+/** A grid whose pixels are all different, so any misplaced pixel shows. */
+function distinctGrid(width: number, height: number): RGB[][] {
+  return Array.from({ length: height }, (_, y) =>
+    Array.from({ length: width }, (_, x): RGB => [10 + 30 * x, 20 + 50 * y, 200 - 20 * x - 40 * y]),
+  );
+}
+
+/** Each `block`-sized cell has one colour: every resampling kernel then keeps that colour exactly. */
+function blockGrid(cols: number, rows: number, bw: number, bh: number): { grid: RGB[][]; cell: (x: number, y: number) => RGB } {
+  const cell = (x: number, y: number): RGB => [40 + 100 * x, 60 + 90 * y, 250 - 70 * x - 50 * y];
+  const grid = Array.from({ length: rows * bh }, (_, y) =>
+    Array.from({ length: cols * bw }, (_, x) => cell(Math.floor(x / bw), Math.floor(y / bh))),
+  );
+  return { grid, cell };
+}
+
+const identity = { scale: 1, mean: [0, 0, 0], std: [1, 1, 1] } as const;
+function spec(over: Partial<InputSpec>): InputSpec {
+  return {
+    name: 'input', layout: 'NCHW', width: 2, height: 2, channels: 'RGB',
+    scale: 1, mean: [0, 0, 0], std: [1, 1, 1], resize: 'crop', ...over,
+  };
+}
+
+/** Reads pixel (x, y) of an NCHW tensor as [c0, c1, c2]. */
+function nchwAt(data: Float32Array, w: number, h: number, x: number, y: number): number[] {
+  return [0, 1, 2].map((c) => data[c * w * h + y * w + x]!);
+}
+
+describe('createPreprocessor', () => {
+  it('crop: keeps the centre of a wide frame when the shorter side already fits', async () => {
+    const grid = distinctGrid(4, 2);
+    const pre = createPreprocessor(spec({ resize: 'crop', ...identity }), { kernel: 'nearest' });
+    const { tensor, width, height } = await pre(await png(grid));
+    expect([width, height]).toEqual([4, 2]);
+    expect(tensor.dims).toEqual([1, 3, 2, 2]);
+    for (let y = 0; y < 2; y++)
+      for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(grid[y]![x + 1]);
+  });
+
+  it('crop: scales the shorter side down, then crops the centre', async () => {
+    // 8x4 of 2x2 blocks → scaled to 4x2 → centre columns are blocks 1 and 2.
+    const { grid, cell } = blockGrid(4, 2, 2, 2);
+    const pre = createPreprocessor(spec({ resize: 'crop' }), { kernel: 'nearest' });
+    const { tensor } = await pre(await png(grid));
+    for (let y = 0; y < 2; y++)
+      for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(cell(x + 1, y));
+  });
+
+  it('fill: stretches every block of the frame onto one output pixel', async () => {
+    // 8x2 → 2x2 squeezes x by 4 and keeps y: aspect ratio is not preserved.
+    const { grid, cell } = blockGrid(2, 2, 4, 1);
+    const pre = createPreprocessor(spec({ resize: 'fill' }), { kernel: 'nearest' });
+    const { tensor } = await pre(await png(grid));
+    for (let y = 0; y < 2; y++)
+      for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(cell(x, y));
+  });
+
+  it('pad: letterboxes with the configured colour above and below', async () => {
+    const grid = distinctGrid(4, 2);
+    const padColor = { r: 11, g: 22, b: 33 };
+    const pre = createPreprocessor(spec({ resize: 'pad', width: 4, height: 4 }), { kernel: 'nearest', padColor });
+    const { tensor } = await pre(await png(grid));
+    for (let x = 0; x < 4; x++) {
+      expect(nchwAt(tensor.data, 4, 4, x, 0)).toEqual([11, 22, 33]);
+      expect(nchwAt(tensor.data, 4, 4, x, 3)).toEqual([11, 22, 33]);
+      expect(nchwAt(tensor.data, 4, 4, x, 1)).toEqual(grid[0]![x]);
+      expect(nchwAt(tensor.data, 4, 4, x, 2)).toEqual(grid[1]![x]);
+    }
+  });
+
+  it('pad defaults to black', async () => {
+    const pre = createPreprocessor(spec({ resize: 'pad', width: 2, height: 4 }), { kernel: 'nearest' });
+    const { tensor } = await pre(await png(distinctGrid(2, 2)));
+    expect(nchwAt(tensor.data, 2, 4, 0, 0)).toEqual([0, 0, 0]);
+    expect(nchwAt(tensor.data, 2, 4, 1, 3)).toEqual([0, 0, 0]);
+  });
+
+  it('applies (pixel*scale - mean[c]) / std[c] in BGR order with an NHWC layout', async () => {
+    const grid = distinctGrid(2, 2);
+    const s = spec({
+      layout: 'NHWC', channels: 'BGR', scale: 1 / 255, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5],
+    });
+    const { tensor } = await createPreprocessor(s, { kernel: 'nearest' })(await png(grid));
+    expect(tensor.dims).toEqual([1, 2, 2, 3]);
+    for (let y = 0; y < 2; y++)
+      for (let x = 0; x < 2; x++) {
+        const [r, g, b] = grid[y]![x]!;
+        const bgr = [b, g, r];
+        for (let c = 0; c < 3; c++) {
+          const expected = (bgr[c]! * s.scale - s.mean[c]!) / s.std[c]!;
+          expect(tensor.data[(y * 2 + x) * 3 + c]).toBeCloseTo(expected, 5);
+        }
+      }
+  });
+
+  it('orders NCHW planes by the named channel order', async () => {
+    const grid = distinctGrid(2, 2);
+    const rgb = await createPreprocessor(spec({ channels: 'RGB' }))(await png(grid));
+    const bgr = await createPreprocessor(spec({ channels: 'BGR' }))(await png(grid));
+    const plane = (t: Float32Array, c: number) => Array.from(t.subarray(c * 4, c * 4 + 4));
+    expect(plane(bgr.tensor.data, 0)).toEqual(plane(rgb.tensor.data, 2));
+    expect(plane(bgr.tensor.data, 1)).toEqual(plane(rgb.tensor.data, 1));
+    expect(plane(bgr.tensor.data, 2)).toEqual(plane(rgb.tensor.data, 0));
+    expect(plane(rgb.tensor.data, 0)).toEqual(grid.flat().map((p) => p[0]));
+  });
+
+  it('turns greyscale into three equal channels and drops alpha', async () => {
+    const grey = await sharp(Buffer.from([0, 100, 200, 255]), { raw: { width: 2, height: 2, channels: 1 } })
+      .png()
+      .toBuffer();
+    const g = await createPreprocessor(spec({}), { kernel: 'nearest' })(grey);
+    for (const [x, y, v] of [[0, 0, 0], [1, 0, 100], [0, 1, 200], [1, 1, 255]] as const)
+      expect(nchwAt(g.tensor.data, 2, 2, x, y)).toEqual([v, v, v]);
+
+    const rgba = await sharp(Buffer.from([1, 2, 3, 255, 4, 5, 6, 255, 7, 8, 9, 255, 10, 11, 12, 255]), {
+      raw: { width: 2, height: 2, channels: 4 },
+    })
+      .png()
+      .toBuffer();
+    const a = await createPreprocessor(spec({}), { kernel: 'nearest' })(rgba);
+    expect(nchwAt(a.tensor.data, 2, 2, 1, 1)).toEqual([10, 11, 12]);
+  });
+
+  it('applies EXIF orientation and reports the oriented frame size', async () => {
+    const jpeg = await sharp(await png(distinctGrid(8, 4))).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const { width, height } = await createPreprocessor(spec({}))(jpeg);
+    expect([width, height]).toEqual([4, 8]);
+  });
+
+  it('returns a fresh buffer per frame, so transferring one never detaches the next', async () => {
+    const pre = createPreprocessor(spec({}));
+    const image = await png(distinctGrid(2, 2));
+    const a = await pre(image);
+    const b = await pre(image);
+    expect(a.tensor.data.buffer).not.toBe(b.tensor.data.buffer);
+    expect(Array.from(a.tensor.data)).toEqual(Array.from(b.tensor.data));
+  });
+
+  describe('bad frames', () => {
+    async function noisyJpeg(): Promise<Buffer> {
+      let state = 12345;
+      const noise = Buffer.alloc(128 * 128 * 3, 0).map(() => ((state = (state * 1103515245 + 12345) >>> 0) >>> 24));
+      return sharp(noise, { raw: { width: 128, height: 128, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+    }
+    const pre = createPreprocessor(spec({}));
+
+    it('rejects a JPEG truncated in its scan data instead of returning a grey image', async () => {
+      const jpeg = await noisyJpeg();
+      await expect(pre(jpeg)).resolves.toBeDefined();
+      for (const keep of [0.5, 0.9, 0.999]) {
+        await expect(pre(jpeg.subarray(0, Math.floor(jpeg.length * keep)))).rejects.toBeInstanceOf(FrameDecodeError);
+      }
+    });
+
+    it('rejects random bytes and an empty buffer', async () => {
+      let state = 7;
+      const random = Buffer.alloc(2000).map(() => ((state = (state * 69069 + 1) >>> 0) >>> 24));
+      await expect(pre(random)).rejects.toBeInstanceOf(FrameDecodeError);
+      await expect(pre(Buffer.alloc(0))).rejects.toBeInstanceOf(FrameDecodeError);
+    });
+
+    it('rejects a frame over the pixel limit before decoding it', async () => {
+      const limited = createPreprocessor(spec({}), { maxInputPixels: 100 });
+      await expect(limited(await png(distinctGrid(10, 10)))).resolves.toBeDefined();
+      const err = await limited(await png(distinctGrid(11, 10))).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FrameTooLargeError);
+      expect((err as FrameTooLargeError).pixels).toBe(110);
+    });
+  });
+
+  it('rejects an invalid spec at creation', () => {
+    expect(() => createPreprocessor(spec({ std: [1, 0, 1] }))).toThrow(/std/);
+    expect(() => createPreprocessor(spec({ width: 0 }))).toThrow(/width/);
+    expect(() => createPreprocessor(spec({ resize: 'zoom' as never }))).toThrow(/resize/);
+  });
+});
