@@ -1,0 +1,68 @@
+/** One thing wrong with the configuration. `key` is the dotted path (`sources[1].backend`), if any. */
+export interface ConfigProblem {
+  key?: string;
+  value?: unknown;
+  reason: string;
+  /** The full line shown to the user. */
+  message: string;
+}
+
+/**
+ * Every configuration problem found in one load. `key`, `value` and `reason` describe the first problem;
+ * `problems` holds all of them and the message has one line each, so `config check` shows everything
+ * wrong at once instead of one error per attempt.
+ */
+export class ConfigError extends Error {
+  readonly key: string | undefined;
+  readonly value: unknown;
+  readonly reason: string;
+  readonly problems: readonly ConfigProblem[];
+
+  constructor(problems: ConfigProblem | ConfigProblem[], options?: { cause?: unknown }) {
+    const list = Array.isArray(problems) ? problems : [problems];
+    if (list.length === 0) throw new TypeError('ConfigError needs at least one problem');
+    super(list.map((p) => p.message).join('\n'), options);
+    this.name = 'ConfigError';
+    this.problems = list;
+    const first = list[0]!;
+    this.key = first.key;
+    this.value = first.value;
+    this.reason = first.reason;
+  }
+}
+
+const MAX_SHOWN_VALUE = 120;
+
+/** A value as shown in messages: JSON, shortened, credentials in URLs masked. */
+export function showValue(value: unknown): string {
+  let text: string;
+  try {
+    text = value === undefined ? 'undefined' : (JSON.stringify(value) ?? String(value));
+  } catch {
+    text = String(value);
+  }
+  text = maskUrlCredentials(text);
+  return text.length > MAX_SHOWN_VALUE ? `${text.slice(0, MAX_SHOWN_VALUE)}…` : text;
+}
+
+/** `invalid configuration: mqtt.qos = 7: must be one of [0,1,2]` */
+export function invalidValue(key: string, value: unknown, reason: string, origin?: string): ConfigProblem {
+  const from = origin ? ` (from ${origin})` : '';
+  return { key, value, reason, message: `invalid configuration: ${key} = ${showValue(value)}${from}: ${reason}` };
+}
+
+export function unknownKey(key: string, suggestion?: string): ConfigProblem {
+  const hint = suggestion ? ` (did you mean ${suggestion}?)` : '';
+  return { key, reason: 'unknown key', message: `unknown key: ${key}${hint}` };
+}
+
+export function fileProblem(message: string, reason: string): ConfigProblem {
+  return { reason, message };
+}
+
+/** user:password@ in any scheme://…, and secret-looking query parameters. */
+export function maskUrlCredentials(text: string): string {
+  return text
+    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/:@"]*):[^\s/@"]*@/gi, '$1:***@')
+    .replace(/([?&](?:password|passwd|pass|token|secret|key|auth|sig|signature)=)[^&\s"]*/gi, '$1***');
+}

@@ -1,0 +1,15 @@
+export { EXIT, EX_CONFIG, EX_OK, EX_RUNTIME, EX_USAGE, type ExitCode } from './exit-codes.js';
+export { ConfigError, type ConfigProblem } from './errors.js';
+export { loadConfig, readConfigFile, MQTT_PASSWORD_CREDENTIAL, type LoadConfigOptions, type LoadedConfig } from './load.js';
+export { DEFAULT_SOURCE_ID, resolveSources } from './sources.js';
+export { redactConfig, configToJSON, REDACTED } from './redact.js';
+export { readSecretFile } from './secrets.js';
+export { projectRoot } from './paths.js';
+export { buildSchema, envName, schemaKeys, deviceIdFromHostname } from './schema.js';
+export {
+  CAPTURE_BACKENDS, EXECUTION_PROVIDERS, LOG_LEVELS, MODEL_PRECISIONS, GRAPH_OPTIMIZATION_LEVELS,
+  type CaptureBackend, type CaptureConfig, type Config, type EmbeddedBrokerConfig, type ExecutionProviderName,
+  type FfmpegCaptureConfig, type FilesCaptureConfig, type GraphOptimizationLevel, type HttpConfig,
+  type InferenceConfig, type LogLevel, type ModelConfig, type ModelPrecision, type MqttConfig,
+  type OutboxConfig, type SourceConfig, type WebcamCaptureConfig,
+} from './types.js';

@@ -1,0 +1,141 @@
+// Loading: schema defaults ← the config file ← INCEPTIOND_* environment variables, then derived values.
+//
+// config/default.json is NOT read here. The schema (schema.ts) holds the production defaults and is the
+// single source of truth; a second, implicit layer would make "where does this value come from?" hard to
+// answer on a device months later. config/default.json is `{}` on purpose: a valid file meaning "all
+// defaults", for `-c` and for packagers to copy.
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, fileProblem, invalidValue, type ConfigProblem } from './errors.js';
+import { buildSchema } from './schema.js';
+import { collectSources } from './sources.js';
+import type { Config } from './types.js';
+import { checkAgainstSchema } from './validate.js';
+
+export interface LoadConfigOptions {
+  /** Config file; falls back to $INCEPTIOND_CONFIG; none = defaults and env only. */
+  file?: string;
+  /** Defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+  /**
+   * Check that the files the config names (password, CA, certificate, key) are readable, so a daemon
+   * that would fail at connect time fails at start with exit 78 instead. Default true.
+   */
+  checkFiles?: boolean;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** Absolute path of the file that was read, if any. */
+  file?: string;
+}
+
+/** Name of the systemd credential (`LoadCredential=mqtt-password:…`) read when mqtt.passwordFile is empty. */
+export const MQTT_PASSWORD_CREDENTIAL = 'mqtt-password';
+
+/** Loads, validates and derives the configuration. Throws ConfigError listing every problem found. */
+export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
+  const env = options.env ?? process.env;
+  const fileName = options.file || env.INCEPTIOND_CONFIG || undefined;
+  const file = fileName === undefined ? undefined : path.resolve(fileName);
+  const input = file === undefined ? {} : readConfigFile(file);
+
+  const schema = buildSchema(env);
+  const { values, problems } = checkAgainstSchema(schema, input, env);
+  const raw = values as unknown as Config & { sources: unknown[] };
+
+  // Entries inherit from `capture`: with a bad `capture` every entry would repeat its problem.
+  const captureOk = !problems.some((p) => p.key === 'capture' || p.key?.startsWith('capture.'));
+  let sources: Config['sources'] = [];
+  if (captureOk && Array.isArray(raw.sources)) {
+    const collected = collectSources(raw.capture, raw.sources);
+    problems.push(...collected.problems);
+    sources = collected.resolved;
+  }
+  problems.push(...crossChecks(raw, options.checkFiles ?? true));
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const config = derive(raw, env);
+  config.sources = sources;
+  return file === undefined ? { config } : { config, file };
+}
+
+/** Reads and parses a config file; must hold a JSON object (an empty file means `{}`). */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new ConfigError(fileProblem(`cannot read config file ${file}: ${code}`, String(code)), { cause: err });
+  }
+  if (text.trim() === '') return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    // V8 quotes the offending text, newlines included; keep the error on one line.
+    const message = (err as Error).message.replace(/\s*\n\s*/g, ' ');
+    const reason = `${message}${lineAndColumn(text, (err as Error).message)}`;
+    throw new ConfigError(fileProblem(`config file ${file} is not valid JSON: ${reason}`, reason), { cause: err });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(fileProblem(`config file ${file} must hold a JSON object ({ … })`, 'not an object'));
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** " (line 3, column 7)" from V8's "… at position N", which alone is hard to find in a file. */
+function lineAndColumn(text: string, message: string): string {
+  const match = /position (\d+)/.exec(message);
+  if (!match) return '';
+  const before = text.slice(0, Number(match[1]));
+  const line = before.split('\n').length;
+  const column = before.length - before.lastIndexOf('\n');
+  return ` (line ${line}, column ${column})`;
+}
+
+/** Fills in the values whose default depends on other keys or on the machine. */
+function derive(raw: Config, env: NodeJS.ProcessEnv): Config {
+  const config = structuredClone(raw);
+  config.stateDir = path.resolve(config.stateDir);
+  config.runtimeDir = path.resolve(config.runtimeDir);
+  config.model.cacheDir = path.resolve(config.model.cacheDir || path.join(config.stateDir, 'models'));
+  if (config.inference.threads === 0) {
+    // Two threads get most of the speed-up on the boards we target and leave a core for capture and MQTT.
+    config.inference.threads = Math.max(1, Math.min(os.availableParallelism(), 2));
+  }
+  config.mqtt.baseTopic ||= `inceptiond/${config.deviceId}`;
+  config.mqtt.clientId ||= `inceptiond-${config.deviceId}`;
+  if (config.mqtt.passwordFile === '' && env.CREDENTIALS_DIRECTORY) {
+    const credential = path.join(env.CREDENTIALS_DIRECTORY, MQTT_PASSWORD_CREDENTIAL);
+    if (existsSync(credential)) config.mqtt.passwordFile = credential;
+  }
+  return config;
+}
+
+function crossChecks(config: Config, checkFiles: boolean): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const { mqtt } = config;
+  if ((mqtt.cert === '') !== (mqtt.key === '')) {
+    const missing = mqtt.cert === '' ? 'mqtt.cert' : 'mqtt.key';
+    problems.push(invalidValue(missing, '', 'mqtt.cert and mqtt.key must be set together'));
+  }
+  if (mqtt.embeddedBroker.enabled && config.http.enabled && mqtt.embeddedBroker.port !== 0 &&
+      mqtt.embeddedBroker.port === config.http.port && mqtt.embeddedBroker.host === config.http.host) {
+    problems.push(invalidValue('mqtt.embeddedBroker.port', mqtt.embeddedBroker.port, 'is also http.port'));
+  }
+  if (checkFiles) {
+    for (const key of ['passwordFile', 'ca', 'cert', 'key'] as const) {
+      const file = mqtt[key];
+      if (typeof file !== 'string' || file === '') continue;
+      try {
+        accessSync(file, constants.R_OK);
+      } catch (err) {
+        problems.push(invalidValue(`mqtt.${key}`, file, `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`));
+      }
+    }
+  }
+  return problems;
+}

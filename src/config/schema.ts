@@ -1,0 +1,170 @@
+// The single source of truth for configuration keys, their docs and their defaults.
+import os from 'node:os';
+import type convict from 'convict';
+import {
+  BOOLEAN, EXECUTION_PROVIDER_LIST, MQTT_URL, NATURAL, NON_EMPTY_STRING, PORT, SOURCE_ID, SOURCE_LIST,
+  STRING, STRING_LIST, TOPIC_PREFIX, TOPIC_SAFE_NAME, integer, numberInRange, oneOf,
+} from './formats.js';
+import {
+  CAPTURE_BACKENDS, GRAPH_OPTIMIZATION_LEVELS, LOG_LEVELS, MODEL_PRECISIONS, type CaptureConfig,
+} from './types.js';
+
+export const ENV_PREFIX = 'INCEPTIOND';
+
+/** A schema tree: groups are objects without `default`, leaves are convict properties. */
+export type SchemaNode = { [key: string]: SchemaNode | convict.SchemaObj };
+
+export function isLeaf(node: SchemaNode | convict.SchemaObj): node is convict.SchemaObj {
+  return Object.prototype.hasOwnProperty.call(node, 'default');
+}
+
+function leaf(doc: string, format: string, value: unknown): convict.SchemaObj {
+  return { doc, format, default: value };
+}
+
+/** `deviceId`'s default: the hostname, lower-cased and made topic-safe. */
+export function deviceIdFromHostname(hostname: string): string {
+  const id = hostname.toLowerCase().replace(/[^a-z0-9_-]/g, '-').slice(0, 64);
+  return /[a-z0-9]/.test(id) ? id : 'inceptiond';
+}
+
+/** systemd passes one path per `StateDirectory=` entry, colon-separated; ours is the first. */
+function firstPath(value: string | undefined): string | undefined {
+  const first = value?.split(':')[0];
+  return first ? first : undefined;
+}
+
+/** The capture keys, shared by `capture` and each `sources` entry (which take their defaults from `capture`). */
+export function captureSchema(): SchemaNode {
+  return {
+    backend: leaf('How frames are captured: webcam (fswebcam, one process per frame), ffmpeg (one long-running stream) or files (images from disk)', oneOf(CAPTURE_BACKENDS), 'webcam'),
+    intervalMs: leaf('Minimum ms between frames (0 = as fast as inference allows)', NATURAL, 1000),
+    retryInitialMs: leaf('First delay before retrying a failed capture; doubles up to retryMaxMs', NATURAL, 1000),
+    retryMaxMs: leaf('Longest delay between capture retries', NATURAL, 30_000),
+    files: {
+      path: leaf('Folder or glob of images (backend files)', STRING, ''),
+      loop: leaf('Start again at the first image after the last one', BOOLEAN, true),
+    },
+    webcam: {
+      device: leaf('V4L2 device (backend webcam)', NON_EMPTY_STRING, '/dev/video0'),
+      width: leaf('Capture width in pixels', integer(1, 16384), 640),
+      height: leaf('Capture height in pixels', integer(1, 16384), 480),
+      skipFrames: leaf('Frames discarded before the one kept, so auto-exposure can settle', integer(0, 1000), 2),
+      jpegQuality: leaf('JPEG quality of the captured frame', integer(1, 100), 90),
+      timeoutMs: leaf('A capture taking longer is killed and counted as a failure', integer(1), 10_000),
+    },
+    ffmpeg: {
+      input: leaf('V4L2 device, RTSP/HTTP URL or file (backend ffmpeg)', STRING, ''),
+      inputFormat: leaf('ffmpeg -f for the input, e.g. v4l2 or rtsp ("" = probe)', STRING, ''),
+      width: leaf('Output width (0 = source default)', integer(0, 16384), 0),
+      height: leaf('Output height (0 = source default)', integer(0, 16384), 0),
+      fps: leaf('Frames per second asked of ffmpeg (0 = source default)', integer(0, 1000), 0),
+      stallTimeoutMs: leaf('Restart ffmpeg when no frame arrives for this long', integer(1), 10_000),
+      extraInputArgs: leaf('Extra ffmpeg arguments placed before -i (env: a JSON array)', STRING_LIST, []),
+    },
+  };
+}
+
+/** Schema of one `sources` entry: `id` plus the capture keys, defaulting to the effective `capture` values. */
+export function sourceEntrySchema(capture: CaptureConfig): SchemaNode {
+  const schema: SchemaNode = { id: { doc: 'Topic-safe source name', format: SOURCE_ID, default: null }, ...captureSchema() };
+  applyDefaults(schema, { ...capture });
+  return schema;
+}
+
+function applyDefaults(node: SchemaNode, values: Record<string, unknown>): void {
+  for (const [key, child] of Object.entries(node)) {
+    if (!(key in values)) continue;
+    if (isLeaf(child)) child.default = structuredClone(values[key]);
+    else applyDefaults(child, values[key] as Record<string, unknown>);
+  }
+}
+
+/**
+ * The whole schema. Defaults that depend on the machine (hostname, systemd's directories) are read from
+ * `env` and `os` here, so tests can pass their own environment.
+ */
+export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
+  const schema: SchemaNode = {
+    deviceId: leaf('Name of this device in topics and client ids (default: the hostname, made topic-safe)', TOPIC_SAFE_NAME, deviceIdFromHostname(os.hostname())),
+    stateDir: leaf('Outbox, sequence counters and model cache (default: $STATE_DIRECTORY under systemd)', NON_EMPTY_STRING, firstPath(env.STATE_DIRECTORY) ?? '/var/lib/inceptiond'),
+    runtimeDir: leaf('Temporary capture files (default: $RUNTIME_DIRECTORY under systemd, else the OS temp dir)', NON_EMPTY_STRING, firstPath(env.RUNTIME_DIRECTORY) ?? os.tmpdir()),
+    capture: captureSchema(),
+    sources: leaf('Several cameras: [{"id": "door", "backend": "ffmpeg", "ffmpeg": {"input": "rtsp://…"}}, …]; keys left out come from capture. Empty = one source "camera" from capture', SOURCE_LIST, []),
+    model: {
+      path: leaf('ONNX model file ("" = build the Inception V2 topology into cacheDir)', STRING, ''),
+      manifest: leaf('Model manifest ("" = the one beside the model)', STRING, ''),
+      precision: leaf('Which precision to run: auto (what the model is), fp32 or int8 (fail if the model is not)', oneOf(MODEL_PRECISIONS), 'auto'),
+      cacheDir: leaf('Built and optimized models ("" = <stateDir>/models)', STRING, ''),
+    },
+    inference: {
+      executionProviders: leaf('ONNX Runtime execution providers in order of preference; cpu is the fallback', EXECUTION_PROVIDER_LIST, ['cpu']),
+      threads: leaf('Intra-op threads (0 = min(cores, 2))', integer(0, 256), 0),
+      allowSpinning: leaf('Let idle ORT threads spin (faster at high frame rates, burns CPU between frames)', BOOLEAN, false),
+      graphOptimizationLevel: leaf('ONNX Runtime graph optimization level', oneOf(GRAPH_OPTIMIZATION_LEVELS), 'all'),
+      topK: leaf('Labels per Result', integer(1, 1000), 5),
+      threshold: leaf('Labels scoring below this are left out', numberInRange(0, 1), 0),
+    },
+    mqtt: {
+      url: leaf('Broker URL: mqtt://, mqtts://, ws://, wss://, tcp:// or ssl://', MQTT_URL, 'mqtt://127.0.0.1:1883'),
+      qos: leaf('QoS of Results (status and metrics have their own)', oneOf([0, 1, 2]), 1),
+      baseTopic: leaf('Topic prefix ("" = inceptiond/<deviceId>)', TOPIC_PREFIX, ''),
+      clientId: leaf('MQTT client id ("" = inceptiond-<deviceId>)', STRING, ''),
+      protocolVersion: leaf('MQTT protocol version: 4 (3.1.1) or 5', oneOf([4, 5]), 4),
+      username: leaf('Broker user name ("" = anonymous)', STRING, ''),
+      passwordFile: leaf('File holding the broker password ("" = $CREDENTIALS_DIRECTORY/mqtt-password if it exists)', STRING, ''),
+      ca: leaf('CA certificate file (PEM) for mqtts/wss', STRING, ''),
+      cert: leaf('Client certificate file (PEM)', STRING, ''),
+      key: leaf('Client private key file (PEM)', STRING, ''),
+      rejectUnauthorized: leaf('Verify the broker certificate', BOOLEAN, true),
+      keepaliveSec: leaf('MQTT keep-alive in seconds', integer(0, 65535), 30),
+      embeddedBroker: {
+        enabled: leaf('Run an in-process broker (development, single-box setups)', BOOLEAN, false),
+        host: leaf('Address the embedded broker listens on', NON_EMPTY_STRING, '127.0.0.1'),
+        port: leaf('Port of the embedded broker (0 = ephemeral)', PORT, 1883),
+      },
+    },
+    outbox: {
+      maxMessages: leaf('Results kept while the broker is unreachable; the oldest are dropped beyond this', integer(1), 100_000),
+      maxBytes: leaf('Disk bytes the outbox may use', integer(1024), 64 * 1024 * 1024),
+      maxAgeSec: leaf('Results older than this are dropped undelivered', integer(1), 7 * 24 * 3600),
+      fsyncIntervalMs: leaf('How often the outbox is fsync-ed (0 = every write)', NATURAL, 1000),
+    },
+    http: {
+      enabled: leaf('Serve /healthz, /metrics and /status', BOOLEAN, true),
+      host: leaf('HTTP listen address', NON_EMPTY_STRING, '127.0.0.1'),
+      port: leaf('HTTP port (0 = ephemeral)', PORT, 9464),
+    },
+    metrics: {
+      intervalSec: leaf('Period of the <base>/metrics topic (0 = off)', NATURAL, 60),
+    },
+    log: {
+      level: leaf('Log level', oneOf(LOG_LEVELS), 'info'),
+    },
+  };
+  attachEnvNames(schema, []);
+  return schema;
+}
+
+/** `INCEPTIOND_` + the dotted path upper-cased with `_`: capture.webcam.device → INCEPTIOND_CAPTURE_WEBCAM_DEVICE. */
+export function envName(path: readonly string[]): string {
+  return [ENV_PREFIX, ...path].join('_').toUpperCase();
+}
+
+function attachEnvNames(node: SchemaNode, path: string[]): void {
+  for (const [key, child] of Object.entries(node)) {
+    if (isLeaf(child)) child.env = envName([...path, key]);
+    else attachEnvNames(child, [...path, key]);
+  }
+}
+
+/** Every leaf key (dotted) with its env var name, e.g. for docs and error messages. */
+export function schemaKeys(node: SchemaNode, prefix = ''): Array<{ key: string; env?: string; doc?: string }> {
+  const out: Array<{ key: string; env?: string; doc?: string }> = [];
+  for (const [key, child] of Object.entries(node)) {
+    const dotted = prefix ? `${prefix}.${key}` : key;
+    if (isLeaf(child)) out.push({ key: dotted, env: child.env, doc: child.doc });
+    else out.push(...schemaKeys(child, dotted));
+  }
+  return out;
+}

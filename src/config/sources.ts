@@ -1,0 +1,70 @@
+import { ConfigError, invalidValue, type ConfigProblem } from './errors.js';
+import { sourceEntrySchema } from './schema.js';
+import type { CaptureConfig, SourceConfig } from './types.js';
+import { checkAgainstSchema } from './validate.js';
+
+/** The id of the single source made from `capture` when `sources` is empty. */
+export const DEFAULT_SOURCE_ID = 'camera';
+
+/**
+ * The effective list of sources: each `sources` entry merged over `capture` (so an entry names only what
+ * differs), or one source "camera" made of `capture` when the list is empty. Also checks what only makes
+ * sense per source: unique ids and the input each backend needs. Throws ConfigError listing every problem.
+ * Idempotent: resolving already-resolved sources gives the same list.
+ */
+export function resolveSources(config: { capture: CaptureConfig; sources: readonly unknown[] }): SourceConfig[] {
+  const { resolved, problems } = collectSources(config.capture, config.sources);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return resolved;
+}
+
+/** As resolveSources, but returns the problems instead of throwing (the loader merges them with others). */
+export function collectSources(
+  capture: CaptureConfig,
+  entries: readonly unknown[],
+): { resolved: SourceConfig[]; problems: ConfigProblem[] } {
+  const problems: ConfigProblem[] = [];
+  if (entries.length === 0) {
+    const only: SourceConfig = { id: DEFAULT_SOURCE_ID, ...structuredClone(capture) };
+    problems.push(...checkBackendInput(only, 'capture'));
+    return { resolved: [only], problems };
+  }
+
+  const resolved: SourceConfig[] = [];
+  const seen = new Map<string, number>();
+  entries.forEach((entry, index) => {
+    const at = `sources[${index}]`;
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+      problems.push(invalidValue(at, entry, 'must be an object like {"id": "door", "backend": "ffmpeg", …}'));
+      return;
+    }
+    const check = checkAgainstSchema(sourceEntrySchema(capture), entry as Record<string, unknown>, {}, `${at}.`);
+    problems.push(...check.problems);
+    if (check.problems.length > 0) return;
+    const source = check.values as unknown as SourceConfig;
+    const first = seen.get(source.id);
+    if (first !== undefined) {
+      problems.push(invalidValue(`${at}.id`, source.id, `duplicates the id of sources[${first}]`));
+      return;
+    }
+    seen.set(source.id, index);
+    problems.push(...checkBackendInput(source, at));
+    resolved.push(source);
+  });
+  return { resolved, problems };
+}
+
+/** What each backend cannot run without, and retry delays in order. `at` is `capture` or `sources[i]`. */
+function checkBackendInput(source: SourceConfig, at: string): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  if (source.backend === 'files' && source.files.path === '') {
+    problems.push(invalidValue(`${at}.files.path`, '', 'is required when the backend is files'));
+  }
+  if (source.backend === 'ffmpeg' && source.ffmpeg.input === '') {
+    problems.push(invalidValue(`${at}.ffmpeg.input`, '', 'is required when the backend is ffmpeg'));
+  }
+  if (source.retryInitialMs > source.retryMaxMs) {
+    problems.push(invalidValue(`${at}.retryInitialMs`, source.retryInitialMs, `must not exceed retryMaxMs (${source.retryMaxMs})`));
+  }
+  return problems;
+}

@@ -1,0 +1,145 @@
+// The validated, derived configuration the rest of the daemon reads. Written out by hand (not inferred
+// from the convict schema) so editors show real names and docs; schema.ts must stay in step, which the
+// config tests check by loading every key.
+
+export const CAPTURE_BACKENDS = ['webcam', 'ffmpeg', 'files'] as const;
+export type CaptureBackend = (typeof CAPTURE_BACKENDS)[number];
+
+export const EXECUTION_PROVIDERS = [
+  'cpu', 'qnn', 'webgpu', 'cuda', 'tensorrt', 'coreml', 'dml', 'xnnpack', 'vsinpu', 'acl', 'rknpu', 'nnapi',
+] as const;
+export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const MODEL_PRECISIONS = ['auto', 'fp32', 'int8'] as const;
+export type ModelPrecision = (typeof MODEL_PRECISIONS)[number];
+
+export const GRAPH_OPTIMIZATION_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
+export type GraphOptimizationLevel = (typeof GRAPH_OPTIMIZATION_LEVELS)[number];
+
+export interface FilesCaptureConfig {
+  /** Folder or glob of images. */
+  path: string;
+  loop: boolean;
+}
+
+export interface WebcamCaptureConfig {
+  device: string;
+  width: number;
+  height: number;
+  /** Frames the camera delivers and we discard before the one kept (auto-exposure settles). */
+  skipFrames: number;
+  jpegQuality: number;
+  /** Per-capture limit; a hung capture process is killed after it. */
+  timeoutMs: number;
+}
+
+export interface FfmpegCaptureConfig {
+  /** V4L2 device, RTSP/HTTP URL or file. */
+  input: string;
+  /** ffmpeg `-f` for the input ('' = let ffmpeg probe). */
+  inputFormat: string;
+  /** 0 = source default. */
+  width: number;
+  height: number;
+  fps: number;
+  /** Restart the ffmpeg child when no frame arrives for this long. */
+  stallTimeoutMs: number;
+  extraInputArgs: string[];
+}
+
+export interface CaptureConfig {
+  backend: CaptureBackend;
+  /** Minimum ms between frames (0 = as fast as inference allows). */
+  intervalMs: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+  files: FilesCaptureConfig;
+  webcam: WebcamCaptureConfig;
+  ffmpeg: FfmpegCaptureConfig;
+}
+
+/** One camera: the `capture` settings with an id; keys a `sources` entry leaves out come from `capture`. */
+export interface SourceConfig extends CaptureConfig {
+  /** Topic-safe name, used in `<base>/<id>/labels`. */
+  id: string;
+}
+
+export interface ModelConfig {
+  /** ONNX file; '' = the model the daemon builds in `cacheDir` (see model-setup). */
+  path: string;
+  /** Manifest file; '' = found beside the model. */
+  manifest: string;
+  precision: ModelPrecision;
+  /** Derived: `<stateDir>/models` unless set. Always absolute. */
+  cacheDir: string;
+}
+
+export interface InferenceConfig {
+  executionProviders: ExecutionProviderName[];
+  /** Derived: a configured 0 becomes min(cores, 2). */
+  threads: number;
+  allowSpinning: boolean;
+  graphOptimizationLevel: GraphOptimizationLevel;
+  topK: number;
+  threshold: number;
+}
+
+export interface EmbeddedBrokerConfig {
+  enabled: boolean;
+  host: string;
+  port: number;
+}
+
+export interface MqttConfig {
+  url: string;
+  qos: 0 | 1 | 2;
+  /** Derived: `inceptiond/<deviceId>` unless set. */
+  baseTopic: string;
+  /** Derived: `inceptiond-<deviceId>` unless set. */
+  clientId: string;
+  protocolVersion: 4 | 5;
+  username: string;
+  /** Path of a file holding the password; derived from `$CREDENTIALS_DIRECTORY/mqtt-password` when unset. */
+  passwordFile: string;
+  ca: string;
+  cert: string;
+  key: string;
+  rejectUnauthorized: boolean;
+  keepaliveSec: number;
+  embeddedBroker: EmbeddedBrokerConfig;
+}
+
+export interface OutboxConfig {
+  maxMessages: number;
+  maxBytes: number;
+  maxAgeSec: number;
+  fsyncIntervalMs: number;
+}
+
+export interface HttpConfig {
+  enabled: boolean;
+  host: string;
+  /** 0 = ephemeral. */
+  port: number;
+}
+
+export interface Config {
+  deviceId: string;
+  /** Always absolute. */
+  stateDir: string;
+  /** Always absolute. */
+  runtimeDir: string;
+  capture: CaptureConfig;
+  /** The effective sources: the configured list, or the single default source "camera" built from `capture`. */
+  sources: SourceConfig[];
+  model: ModelConfig;
+  inference: InferenceConfig;
+  mqtt: MqttConfig;
+  outbox: OutboxConfig;
+  http: HttpConfig;
+  metrics: { intervalSec: number };
+  log: { level: LogLevel };
+}
