@@ -1,0 +1,294 @@
+import { randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
+import { access, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { raceAbort } from './abort.js';
+import { jpegProblem } from './jpeg.js';
+import {
+  CaptureError,
+  SourceStoppedError,
+  type Frame,
+  type FrameSource,
+  type SourceStats,
+  type WebcamSourceOptions,
+} from './types.js';
+import { requireInteger, requireSourceId } from './validate.js';
+
+/** The slice of node-webcam (CommonJS, untyped) this module uses. */
+interface FsWebcamInstance {
+  bin: string;
+  capture(location: string, callback: (error: Error | null, location?: string) => void): void;
+  runCaptureValidations(stderr: string): Error | null;
+}
+interface NodeWebcamModule {
+  FSWebcam: new (options: Record<string, unknown>) => FsWebcamInstance;
+}
+const require = createRequire(import.meta.url);
+const NodeWebcam = require('node-webcam') as NodeWebcamModule;
+
+/**
+ * node-webcam pastes every option into one /bin/sh command line, so each value must be harmless there:
+ * plain device paths (by-id/by-path names contain ":" "." "+" "-"), plain absolute directories.
+ */
+const DEVICE_PATH = /^\/dev\/[A-Za-z0-9._:+-]+(\/[A-Za-z0-9._:+-]+)*$/;
+const SAFE_DIR = /^\/([A-Za-z0-9._+-]+\/?)*$/;
+const SAFE_FILE = /^\/[A-Za-z0-9._+/-]+\.jpg$/;
+
+/** Seconds coreutils `timeout` waits after SIGTERM before SIGKILL. */
+const KILL_AFTER_S = 2;
+/** Extra time the JS-side timer gives `timeout` to kill and reap before next() settles on its own. */
+const JS_TIMER_GRACE_MS = 1000;
+const TMP_PREFIX = 'inceptiond-';
+
+export const WEBCAM_DEFAULTS = { skipFrames: 3, jpegQuality: 85, timeoutMs: 10_000 } as const;
+
+/**
+ * Debian's fswebcam (20140113) exits 0 when it fails; these stderr texts mean no image was captured.
+ * With -q it prints only errors, so other stderr text next to a valid JPEG is logged, not failed.
+ */
+const FATAL_STDERR = [
+  /no such file or directory/i,
+  /timed out waiting for frame/i,
+  /no frames captured/i,
+  /device or resource busy/i,
+  /unable to find a compatible palette format/i,
+  /error opening device/i,
+  /error selecting input/i,
+  /unable to open/i,
+  /unable to query/i,
+  /not a video4linux device/i,
+];
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\u001b\[[0-9;?]*[ -/]*[@-~]/g;
+
+/** Plain one-line text from fswebcam's coloured stderr. */
+export function cleanStderr(text: string): string {
+  return text
+    .replace(ANSI, '')
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line !== '')
+    .join('; ');
+}
+
+interface ExecError extends Error {
+  code?: number | string;
+  killed?: boolean;
+  signal?: NodeJS.Signals | null;
+}
+
+type ExecOutcome = { kind: 'done'; error: ExecError | null; stderr: string } | { kind: 'js-timeout' };
+
+/**
+ * One fswebcam process per frame through node-webcam, output to a unique file in tmpDir that is always
+ * deleted. Failures that fswebcam reports with exit 0 (stderr text, no file, empty or non-JPEG file)
+ * and hangs (killed by coreutils `timeout`) become CaptureErrors.
+ * Captures are serialised: a V4L2 device takes one reader at a time.
+ */
+export class WebcamSource implements FrameSource {
+  readonly id: string;
+  readonly backend = 'webcam' as const;
+  private readonly device: string;
+  private readonly width: number;
+  private readonly height: number;
+  private readonly skipFrames: number;
+  private readonly jpegQuality: number;
+  private readonly timeoutMs: number;
+  private readonly tmpDir: string;
+  private readonly logger: Logger;
+  private started = false;
+  private stopped = false;
+  private inflight: Promise<unknown> | undefined;
+  private captureSeq = 0;
+  private readonly counters: SourceStats = { captured: 0, failed: 0, dropped: 0 };
+
+  constructor(options: WebcamSourceOptions, logger: Logger) {
+    this.id = requireSourceId(options.id);
+    const id = this.id;
+    if (typeof options.device !== 'string' || !DEVICE_PATH.test(options.device) || options.device.includes('..')) {
+      throw new TypeError(
+        `source "${id}": webcam.device must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…, got ${JSON.stringify(options.device)}`,
+      );
+    }
+    this.device = options.device;
+    this.width = requireInteger(id, 'webcam.width', options.width, 16, 8192);
+    this.height = requireInteger(id, 'webcam.height', options.height, 16, 8192);
+    this.skipFrames = requireInteger(id, 'webcam.skipFrames', options.skipFrames ?? WEBCAM_DEFAULTS.skipFrames, 0, 1000);
+    this.jpegQuality = requireInteger(id, 'webcam.jpegQuality', options.jpegQuality ?? WEBCAM_DEFAULTS.jpegQuality, 0, 95);
+    this.timeoutMs = requireInteger(id, 'webcam.timeoutMs', options.timeoutMs ?? WEBCAM_DEFAULTS.timeoutMs, 100, 600_000);
+    const tmpDir = options.tmpDir ?? os.tmpdir();
+    if (typeof tmpDir !== 'string' || !SAFE_DIR.test(tmpDir) || tmpDir.includes('..')) {
+      throw new TypeError(
+        `source "${id}": webcam.tmpDir must be an absolute path of letters, digits and "._+-/", got ${JSON.stringify(tmpDir)}`,
+      );
+    }
+    this.tmpDir = tmpDir;
+    this.logger = logger.child({ source: id, backend: 'webcam', device: this.device });
+  }
+
+  /** The command node-webcam runs in place of plain `fswebcam`: coreutils kills a hung capture. */
+  get fswebcamCommand(): string {
+    return `timeout --kill-after=${KILL_AFTER_S}s ${this.timeoutMs / 1000}s fswebcam`;
+  }
+
+  async start(): Promise<void> {
+    try {
+      if (!(await stat(this.tmpDir)).isDirectory()) throw new Error('not a directory');
+      await access(this.tmpDir, constants.W_OK);
+    } catch (error) {
+      throw new CaptureError(`webcam "${this.id}": tmpDir ${this.tmpDir} is not a writable directory: ${(error as Error).message}`, this.id, {
+        cause: error,
+      });
+    }
+    await this.removeStaleFiles();
+    this.started = true;
+    this.stopped = false;
+    this.logger.info({ width: this.width, height: this.height, tmpDir: this.tmpDir }, 'webcam source started');
+  }
+
+  async next(signal?: AbortSignal): Promise<Frame> {
+    signal?.throwIfAborted();
+    if (this.stopped) throw new SourceStoppedError(this.id);
+    if (!this.started) throw new Error(`webcam source "${this.id}": next() before start()`);
+    // An aborted capture may still hold the device; wait for it rather than fail with "busy".
+    while (this.inflight) await raceAbort(this.inflight.catch(() => undefined), signal);
+    if (this.stopped) throw new SourceStoppedError(this.id);
+    const capture = this.capture();
+    this.inflight = capture;
+    capture.then(
+      () => (this.inflight = undefined),
+      () => (this.inflight = undefined),
+    );
+    return raceAbort(capture, signal);
+  }
+
+  async stop(): Promise<void> {
+    // A capture in flight finishes (bounded by timeoutMs) and deletes its own file; start() removes
+    // any file left by a process that died mid-capture.
+    this.stopped = true;
+  }
+
+  stats(): SourceStats {
+    return { ...this.counters };
+  }
+
+  private async capture(): Promise<Frame> {
+    try {
+      const frame = await this.captureOnce();
+      this.counters.captured++;
+      return frame;
+    } catch (error) {
+      this.counters.failed++;
+      throw error;
+    }
+  }
+
+  private async captureOnce(): Promise<Frame> {
+    const location = path.join(this.tmpDir, `${TMP_PREFIX}${this.id}-${randomUUID()}.jpg`);
+    if (!SAFE_FILE.test(location)) throw this.error(`unsafe temporary file name ${location}`);
+
+    let stderr = '';
+    const cam = new NodeWebcam.FSWebcam({
+      width: this.width,
+      height: this.height,
+      quality: this.jpegQuality,
+      delay: 0,
+      skip: this.skipFrames,
+      device: this.device,
+      output: 'jpeg',
+      callbackReturn: 'location',
+      saveShots: false,
+      verbose: false,
+      setValues: {},
+    });
+    cam.bin = this.fswebcamCommand;
+    // node-webcam's own check turns only "no such file" into a generic error and drops the stderr text.
+    cam.runCaptureValidations = (text: string) => {
+      stderr = text;
+      return null;
+    };
+
+    const exec = new Promise<ExecOutcome>((resolve) => {
+      try {
+        cam.capture(location, (error) => resolve({ kind: 'done', error: error as ExecError | null, stderr }));
+      } catch (error) {
+        resolve({ kind: 'done', error: error as ExecError, stderr: '' });
+      }
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const jsTimeout = new Promise<ExecOutcome>((resolve) => {
+      timer = setTimeout(() => resolve({ kind: 'js-timeout' }), this.timeoutMs + KILL_AFTER_S * 1000 + JS_TIMER_GRACE_MS);
+    });
+
+    const outcome = await Promise.race([exec, jsTimeout]);
+    clearTimeout(timer);
+    try {
+      if (outcome.kind === 'js-timeout') {
+        // `timeout` should have killed fswebcam already; whenever it does finish, its file is removed.
+        void exec.then(() => this.removeFile(location));
+        throw this.error(`fswebcam did not finish within ${this.timeoutMs} ms`);
+      }
+      return await this.readResult(location, outcome.error, outcome.stderr);
+    } finally {
+      await this.removeFile(location);
+    }
+  }
+
+  private async readResult(location: string, execError: ExecError | null, rawStderr: string): Promise<Frame> {
+    if (execError) {
+      const code = execError.code;
+      if (code === 124 || code === 137 || execError.signal) {
+        throw this.error(`fswebcam did not finish within ${this.timeoutMs} ms and was killed`, execError);
+      }
+      // exec's message is "Command failed: <command>\n<stderr>"; the command line is noise here.
+      const detail = cleanStderr(execError.message.replace(/^Command failed:[^\n]*\n?/, ''));
+      if (code === 127) {
+        throw this.error(`fswebcam is not installed or not on PATH (apt install fswebcam)${detail ? `: ${detail}` : ''}`, execError);
+      }
+      throw this.error(`fswebcam exited with code ${String(code)}${detail ? `: ${detail}` : ''}`, execError);
+    }
+    const stderr = cleanStderr(rawStderr);
+    if (FATAL_STDERR.some((pattern) => pattern.test(stderr))) throw this.error(`fswebcam failed: ${stderr}`);
+
+    let data: Buffer;
+    try {
+      data = await readFile(location);
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'fswebcam wrote no image' : `cannot read the image: ${(error as Error).message}`;
+      throw this.error(stderr ? `${reason}: ${stderr}` : reason, error);
+    }
+    const problem = jpegProblem(data);
+    if (problem) throw this.error(`fswebcam output rejected: ${problem}${stderr ? ` (${stderr})` : ''}`);
+    if (stderr) this.logger.debug({ stderr }, 'fswebcam reported on stderr but wrote a valid image');
+    return { sourceId: this.id, captureSeq: ++this.captureSeq, capturedAt: new Date(), data };
+  }
+
+  private error(reason: string, cause?: unknown): CaptureError {
+    return new CaptureError(`webcam "${this.id}" (${this.device}): ${reason}`, this.id, cause === undefined ? undefined : { cause });
+  }
+
+  private async removeFile(file: string): Promise<void> {
+    try {
+      await unlink(file);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.logger.warn({ file, err: error }, 'could not delete a temporary capture file');
+      }
+    }
+  }
+
+  /** Files of this source left by a process that died mid-capture. */
+  private async removeStaleFiles(): Promise<void> {
+    // Exact shape, so "camera" never matches the files of a source called "camera-2".
+    const prefix = `${TMP_PREFIX}${this.id}-`;
+    const uuidJpg = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.jpg$/;
+    const names = await readdir(this.tmpDir).catch(() => [] as string[]);
+    const stale = names.filter((name) => name.startsWith(prefix) && uuidJpg.test(name.slice(prefix.length)));
+    await Promise.all(stale.map((name) => this.removeFile(path.join(this.tmpDir, name))));
+    if (stale.length > 0) this.logger.info({ removed: stale.length }, 'removed stale capture files');
+  }
+}
