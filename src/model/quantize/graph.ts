@@ -1,0 +1,83 @@
+/** Small graph queries over an ONNX GraphProto, shared by the preparation and QDQ passes. */
+import { onnx } from '../onnx.js';
+
+export type Node = onnx.INodeProto;
+
+export function nodeInputs(n: Node): string[] {
+  return n.input ?? [];
+}
+
+export function nodeOutputs(n: Node): string[] {
+  return n.output ?? [];
+}
+
+export function initializerMap(g: onnx.IGraphProto): Map<string, onnx.ITensorProto> {
+  const m = new Map<string, onnx.ITensorProto>();
+  for (const t of g.initializer ?? []) if (t.name) m.set(t.name, t);
+  return m;
+}
+
+/** tensor name → nodes reading it (a node reading a tensor twice appears twice). */
+export function consumerMap(g: onnx.IGraphProto): Map<string, Node[]> {
+  const m = new Map<string, Node[]>();
+  for (const n of g.node ?? []) {
+    for (const i of nodeInputs(n)) {
+      if (!i) continue;
+      const list = m.get(i);
+      if (list) list.push(n);
+      else m.set(i, [n]);
+    }
+  }
+  return m;
+}
+
+export function producerMap(g: onnx.IGraphProto): Map<string, Node> {
+  const m = new Map<string, Node>();
+  for (const n of g.node ?? []) for (const o of nodeOutputs(n)) if (o) m.set(o, n);
+  return m;
+}
+
+export function graphOutputNames(g: onnx.IGraphProto): Set<string> {
+  return new Set((g.output ?? []).map((o) => o.name ?? ''));
+}
+
+export function graphInputNames(g: onnx.IGraphProto): Set<string> {
+  return new Set((g.input ?? []).map((o) => o.name ?? ''));
+}
+
+/** Replaces every read of `from` by `to` (node inputs only). */
+export function renameInputs(g: onnx.IGraphProto, from: string, to: string): void {
+  for (const n of g.node ?? []) {
+    const ins = nodeInputs(n);
+    for (let i = 0; i < ins.length; i++) if (ins[i] === from) ins[i] = to;
+  }
+}
+
+/** Names not yet used by any tensor, node or initializer of the graph. */
+export class NameAllocator {
+  private readonly used = new Set<string>();
+
+  constructor(g: onnx.IGraphProto) {
+    for (const n of g.node ?? []) {
+      if (n.name) this.used.add(n.name);
+      for (const t of [...nodeInputs(n), ...nodeOutputs(n)]) this.used.add(t);
+    }
+    for (const t of g.initializer ?? []) if (t.name) this.used.add(t.name);
+    for (const v of [...(g.input ?? []), ...(g.output ?? []), ...(g.valueInfo ?? [])]) if (v.name) this.used.add(v.name);
+  }
+
+  take(base: string): string {
+    let name = base;
+    for (let i = 1; this.used.has(name); i++) name = `${base}_${i}`;
+    this.used.add(name);
+    return name;
+  }
+}
+
+/** Drops initializers that no node reads and that are not graph outputs. */
+export function removeUnusedInitializers(g: onnx.IGraphProto): void {
+  const read = new Set<string>();
+  for (const n of g.node ?? []) for (const i of nodeInputs(n)) read.add(i);
+  for (const o of g.output ?? []) read.add(o.name ?? '');
+  g.initializer = (g.initializer ?? []).filter((t) => read.has(t.name ?? ''));
+}

@@ -1,0 +1,333 @@
+/**
+ * Static INT8 quantization in QDQ format (the part of onnxruntime.quantization that exists only in
+ * Python): prepare (exact rewrites) → calibrate (ranges) → emit QDQ → check per-layer SQNR.
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import type { Logger } from 'pino';
+import * as ort from 'onnxruntime-node';
+import { findManifestForModel, writeManifestBeside, type ModelManifest } from '../manifest.js';
+import { loadModel, onnx, opsetVersion, saveModel } from '../onnx.js';
+import { createPreprocessor } from '../../vision/index.js';
+import { calibrate, createSession, probeTensors, withExtraOutputs, type CalibrationMethod, type Range } from './calibrate.js';
+import { SqnrAccumulator, type ActivationType } from './numeric.js';
+import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
+import { emitQdq, planQdq, type FloatNode, type TensorQuant } from './qdq.js';
+
+export type { ActivationType } from './numeric.js';
+export type { CalibrationMethod } from './calibrate.js';
+export { UnsupportedModelError } from './prepare.js';
+
+/** Turns an encoded image into the model's input tensor values. */
+export type Preprocess = (image: Buffer) => Promise<Float32Array>;
+
+export interface QuantizeOptions {
+  input: string;
+  output: string;
+  calibration: {
+    /** image files (preprocessed with `preprocess`, or the input manifest's spec) or ready tensors */
+    images: string[] | AsyncIterable<Float32Array>;
+    preprocess?: Preprocess;
+  };
+  method: CalibrationMethod;
+  /** percentile method only; default 99.999 */
+  percentile?: number;
+  /** default uint8 (asymmetric, U8S8: what ORT's CPU kernels are fastest with) */
+  activationType?: ActivationType;
+  /** node names (or their first output names) to keep float */
+  exclude?: string[];
+  /** calibrate on at most this many images */
+  maxImages?: number;
+  /** how many layers to list in worstLayers (default 10) */
+  worstLayers?: number;
+  /** skip the avg-pool/conv swap (for measuring it) */
+  poolRewrite?: boolean;
+  logger?: Logger;
+  /** progress bar on stderr when it is a terminal */
+  progress?: boolean;
+}
+
+export interface LayerSqnr {
+  tensor: string;
+  /** node that produces the tensor in the quantized model */
+  node: string;
+  opType: string;
+  sqnrDb: number;
+}
+
+export interface QuantizeReport {
+  input: string;
+  output: string;
+  manifest?: string;
+  method: CalibrationMethod;
+  percentile?: number;
+  activationType: ActivationType;
+  calibrationImages: number;
+  skippedImages: { image: string; error: string }[];
+  /** preparation rewrites, e.g. "57 BatchNormalization folded into Conv" */
+  rewrites: string[];
+  foldedRelus: number;
+  /** activation tensors: calibrated range and the scale/zero point used */
+  tensors: TensorQuant[];
+  /** weights whose per-channel scales were raised so the int32 bias fits */
+  biasAdjusted: { node: string; channels: number[] }[];
+  /** lowest SQNR first: quantized vs float activation on a few calibration inputs */
+  worstLayers: LayerSqnr[];
+  sizeBytes: { before: number; after: number };
+  floatNodes: FloatNode[];
+  warnings: string[];
+}
+
+const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif', '.bmp']);
+
+/** Image files of a calibration folder, sorted; a missing or empty folder is an error. */
+export async function listCalibrationImages(dir: string): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch (err) {
+    throw new Error(`calibration folder ${dir} cannot be read: ${(err as Error).message}`);
+  }
+  const images = entries.filter((e) => IMAGE_EXTENSIONS.has(path.extname(e).toLowerCase())).sort();
+  if (images.length === 0) {
+    throw new Error(`calibration folder ${dir} has no images (${[...IMAGE_EXTENSIONS].join(' ')})`);
+  }
+  return images.map((e) => path.join(dir, e));
+}
+
+function isAsyncIterable(x: unknown): x is AsyncIterable<Float32Array> {
+  return typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
+}
+
+/** Reads and preprocesses images one at a time; an unreadable image is skipped with a warning. */
+async function* imageTensors(
+  images: string[],
+  preprocess: Preprocess,
+  skipped: { image: string; error: string }[],
+  warn: (msg: string) => void,
+): AsyncGenerator<Float32Array> {
+  for (const image of images) {
+    let data: Float32Array;
+    try {
+      data = await preprocess(await readFile(image));
+    } catch (err) {
+      const error = (err as Error).message;
+      skipped.push({ image, error });
+      warn(`calibration image skipped: ${image}: ${error}`);
+      continue;
+    }
+    yield data;
+  }
+}
+
+async function* take<T>(source: AsyncIterable<T>, max: number): AsyncGenerator<T> {
+  if (max <= 0) return;
+  let n = 0;
+  for await (const x of source) {
+    yield x;
+    if (++n >= max) return;
+  }
+}
+
+function staticDims(info: TensorInfo | undefined, name: string): number[] {
+  if (!info) throw new Error(`model input ${name} has no shape information`);
+  // A symbolic batch dimension is calibrated with batch 1; other symbolic dims cannot be guessed.
+  return info.dims.map((d, i) => {
+    if (typeof d === 'number' && d > 0) return d;
+    if (i === 0) return 1;
+    throw new Error(`model input ${name} has a dynamic dimension ${i} (${String(d)}); quantization needs a fixed input shape`);
+  });
+}
+
+export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeReport> {
+  const log = opts.logger;
+  const activationType = opts.activationType ?? 'uint8';
+  if (!['uint8', 'int8', 'uint16'].includes(activationType)) {
+    throw new Error(`activation type must be uint8, int8 or uint16, got "${String(activationType)}"`);
+  }
+  if (!['minmax', 'percentile', 'entropy'].includes(opts.method)) {
+    throw new Error(`calibration method must be minmax, percentile or entropy, got "${String(opts.method)}"`);
+  }
+  const percentile = opts.percentile ?? 99.999;
+  if (opts.method === 'percentile' && !(percentile > 0 && percentile <= 100)) {
+    throw new Error(`percentile must be in (0, 100], got ${percentile}`);
+  }
+  const warnings: string[] = [];
+  const warn = (msg: string): void => {
+    warnings.push(msg);
+    log?.warn(msg);
+  };
+
+  const original = await loadModel(opts.input);
+  const found = await findManifestForModel(opts.input).catch((err: Error) => {
+    warn(`manifest of ${opts.input} ignored: ${err.message}`);
+    return undefined;
+  });
+
+  // Calibration inputs: checked before any heavy work so a bad folder fails fast.
+  const skippedImages: { image: string; error: string }[] = [];
+  const maxImages = opts.maxImages ?? Infinity;
+  let inputs: AsyncIterable<Float32Array>;
+  let total: number | undefined;
+  if (isAsyncIterable(opts.calibration.images)) {
+    inputs = opts.calibration.images;
+  } else {
+    const images = opts.calibration.images;
+    if (!Array.isArray(images) || images.length === 0) throw new Error('no calibration images given');
+    let preprocess = opts.calibration.preprocess;
+    if (!preprocess) {
+      if (!found) {
+        throw new Error(`no manifest for ${opts.input}: cannot preprocess calibration images (pass a preprocess function)`);
+      }
+      const pre = createPreprocessor(found.manifest.input);
+      preprocess = async (buf) => (await pre(buf)).tensor.data;
+    }
+    const list = images.slice(0, Number.isFinite(maxImages) ? maxImages : undefined);
+    total = list.length;
+    inputs = imageTensors(list, preprocess, skippedImages, warn);
+  }
+  if (Number.isFinite(maxImages)) inputs = take(inputs, maxImages);
+
+  // 1. Prepare.
+  const fromOpset = opsetVersion(original) ?? 0;
+  const originalShapes = fromOpset < TARGET_OPSET ? await probeTensors(original) : undefined;
+  const { model: prepared, rewrites } = prepareModel(original, { shapes: originalShapes, poolRewrite: opts.poolRewrite });
+  log?.info({ rewrites }, 'model prepared');
+  const types = await probeTensors(prepared);
+
+  // 2. Plan: which nodes and tensors to quantize.
+  const plan = planQdq(prepared, types, { exclude: opts.exclude, activationType });
+  for (const w of plan.warnings) warn(w);
+  const g = prepared.graph!;
+  const inits = new Set((g.initializer ?? []).map((t) => t.name));
+  const graphInput = (g.input ?? []).find((i) => !inits.has(i.name));
+  if (!graphInput?.name) throw new Error(`${opts.input}: model has no input`);
+  if ((g.input ?? []).filter((i) => !inits.has(i.name)).length > 1) {
+    throw new Error(`${opts.input}: models with more than one input are not supported`);
+  }
+  const inputName = graphInput.name;
+  const inputDims = staticDims(types.get(inputName), inputName);
+  const toCalibrate = [...plan.own];
+
+  // 3. Calibrate.
+  const bar =
+    opts.progress && process.stderr.isTTY
+      ? new cliProgress.SingleBar(
+          { format: 'calibrating [{bar}] {value}/{total} images', stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        )
+      : undefined;
+  bar?.start(total ?? 0, 0);
+  let calibration;
+  try {
+    calibration = await calibrate(prepared, toCalibrate, inputs, {
+      method: opts.method,
+      percentile,
+      inputName,
+      inputDims,
+      keepInputs: 4,
+      onInput: (n) => {
+        bar?.update(n);
+        if (!bar && n % 50 === 0) log?.info({ images: n }, 'calibrating');
+      },
+    });
+  } catch (err) {
+    if (/no calibration inputs/.test((err as Error).message) && skippedImages.length > 0) {
+      throw new Error(`none of the ${skippedImages.length} calibration images could be read (first: ${skippedImages[0]!.image}: ${skippedImages[0]!.error})`);
+    }
+    throw err;
+  } finally {
+    bar?.stop();
+  }
+  log?.info({ images: calibration.inputs, tensors: toCalibrate.length, method: opts.method }, 'calibrated');
+
+  // 4. Emit QDQ and write.
+  const qdq = emitQdq(plan, calibration.ranges, activationType);
+  for (const b of qdq.biasAdjusted) {
+    warn(`${b.node}: weight scale raised on ${b.channels.length} channel(s) so the int32 bias fits`);
+  }
+  await saveModel(qdq.model, opts.output);
+
+  // 5. Per-layer SQNR on the inputs kept during calibration.
+  const worstLayers = await layerSqnr(prepared, qdq.model, qdq.dequantized, calibration.kept, inputName, inputDims);
+  const before = (await stat(opts.input)).size;
+  const after = (await stat(opts.output)).size;
+
+  let manifestPath: string | undefined;
+  if (found) {
+    const m: ModelManifest = {
+      ...found.manifest,
+      precision: 'int8',
+      notes: [found.manifest.notes, `INT8 QDQ (${opts.method} calibration, ${activationType} activations) of ${path.basename(opts.input)}.`]
+        .filter(Boolean)
+        .join(' '),
+    };
+    // The label path is relative to the manifest; re-anchor it for the output's folder.
+    if (m.labels) {
+      const abs = path.resolve(path.dirname(found.manifestPath), m.labels);
+      m.labels = path.relative(path.dirname(path.resolve(opts.output)), abs);
+    }
+    delete m.source; // the quantized file is not the downloaded one
+    manifestPath = await writeManifestBeside(opts.output, m);
+  } else {
+    warn(`no manifest found for ${opts.input}: none written beside ${opts.output}`);
+  }
+
+  const producersOut = new Map<string, onnx.INodeProto>();
+  for (const n of plan.model.graph?.node ?? []) for (const o of n.output ?? []) producersOut.set(o, n);
+  return {
+    input: opts.input,
+    output: opts.output,
+    ...(manifestPath ? { manifest: manifestPath } : {}),
+    method: opts.method,
+    ...(opts.method === 'percentile' ? { percentile } : {}),
+    activationType,
+    calibrationImages: calibration.inputs,
+    skippedImages,
+    rewrites,
+    foldedRelus: plan.foldedRelus,
+    tensors: qdq.tensors,
+    biasAdjusted: qdq.biasAdjusted,
+    worstLayers: worstLayers.slice(0, opts.worstLayers ?? 10).map((l) => {
+      const p = producersOut.get(l.tensor);
+      return { ...l, node: p?.name || l.tensor, opType: p?.opType ?? 'input' };
+    }),
+    sizeBytes: { before, after },
+    floatNodes: plan.floatNodes,
+    warnings,
+  };
+}
+
+/** SQNR of every dequantized activation against its float counterpart, lowest first. */
+async function layerSqnr(
+  floatModel: onnx.IModelProto,
+  qdqModel: onnx.IModelProto,
+  dequantized: Map<string, string>,
+  inputs: Float32Array[],
+  inputName: string,
+  inputDims: number[],
+): Promise<{ tensor: string; node: string; opType: string; sqnrDb: number }[]> {
+  if (inputs.length === 0) return [];
+  const pairs = [...dequantized].filter(([f]) => f !== inputName);
+  const floatSession = await createSession(withExtraOutputs(floatModel, pairs.map(([f]) => f)));
+  const qdqSession = await createSession(withExtraOutputs(qdqModel, pairs.map(([, q]) => q)));
+  const acc = new Map(pairs.map(([f]) => [f, new SqnrAccumulator()]));
+  try {
+    for (const data of inputs) {
+      const feed = { [inputName]: new ort.Tensor('float32', data, inputDims) };
+      // One tensor set at a time would double the runs; all at once holds one image's activations.
+      const fo = await floatSession.run(feed, pairs.map(([f]) => f));
+      const qo = await qdqSession.run(feed, pairs.map(([, q]) => q));
+      for (const [f, q] of pairs) acc.get(f)!.add(fo[f]!.data as Float32Array, qo[q]!.data as Float32Array);
+    }
+  } finally {
+    await floatSession.release();
+    await qdqSession.release();
+  }
+  return [...acc]
+    .map(([tensor, a]) => ({ tensor, node: tensor, opType: '', sqnrDb: a.db }))
+    .sort((a, b) => a.sqnrDb - b.sqnrDb);
+}
+
+export type { Range, TensorQuant, FloatNode };

@@ -1,0 +1,371 @@
+/**
+ * Preparation before calibration: exact graph rewrites that make the float model quantize well
+ * and fuse well. Every rewrite here keeps the float outputs equal up to float rounding.
+ *
+ *  1. opset upgrade to 13 (per-channel Q/DQ needs it), handling the ops whose semantics changed;
+ *  2. Dropout / Identity removal;
+ *  3. BatchNormalization folded into the preceding Conv;
+ *  4. Flatten(axis 0|1) → Reshape, which ORT runs directly on 8-bit data (Flatten it does not);
+ *  5. AveragePool → 1×1 Conv swapped to 1×1 Conv → AveragePool where it pools fewer channels
+ *     (DESIGN.md §5: the quantized avg-pool was 31 % of the INT8 time).
+ */
+import {
+  attrFloat,
+  attrInt,
+  attrInts,
+  DataType,
+  getAttr,
+  makeNode,
+  makeTensor,
+  onnx,
+  opsetVersion,
+  tensorToFloat32,
+} from '../onnx.js';
+import {
+  consumerMap,
+  graphOutputNames,
+  initializerMap,
+  NameAllocator,
+  producerMap,
+  removeUnusedInitializers,
+  renameInputs,
+  type Node,
+} from './graph.js';
+
+export const TARGET_OPSET = 13;
+
+export interface TensorInfo {
+  /** ORT type name, e.g. 'float32', 'int64' */
+  type: string;
+  dims: (number | string)[];
+}
+
+export interface PrepareOptions {
+  /** Shapes of the original model's tensors (from ORT), used where an upgrade depends on rank. */
+  shapes?: Map<string, TensorInfo>;
+  /** Skip the avg-pool/1×1-conv swap (to measure it). */
+  poolRewrite?: boolean;
+}
+
+export interface PrepareResult {
+  model: onnx.ModelProto;
+  /** One line per rewrite kind with its count, for the report. */
+  rewrites: string[];
+}
+
+export class UnsupportedModelError extends Error {
+  override name = 'UnsupportedModelError';
+}
+
+/** Ops whose float semantics did not change between opset 7 and 13. */
+const UNCHANGED_SINCE_7 = new Set([
+  'Conv', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool', 'Relu', 'LeakyRelu', 'Sigmoid',
+  'Tanh', 'Concat', 'Add', 'Sub', 'Mul', 'Div', 'Sum', 'Max', 'Min', 'Mean', 'Flatten', 'Transpose', 'LRN',
+  'MatMul', 'Identity', 'Dropout', 'Shape', 'Cast', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'PRelu', 'Elu',
+  'Selu', 'Softplus', 'Pow', 'Gather', 'InstanceNormalization', 'ArgMax', 'ArgMin', 'Constant', 'Tile',
+  'ReduceMean', 'ReduceMax', 'ReduceMin', 'ConvTranspose', 'HardSigmoid', 'Reciprocal', 'Floor', 'Ceil',
+]);
+
+function dropAttrs(n: Node, names: string[]): void {
+  n.attribute = (n.attribute ?? []).filter((a) => !names.includes(a.name ?? ''));
+}
+
+function setIntAttr(n: Node, name: string, value: number): void {
+  dropAttrs(n, [name]);
+  (n.attribute ??= []).push(onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i: value }));
+}
+
+function label(n: Node): string {
+  return `${n.opType} node "${n.name || n.output?.[0] || '?'}"`;
+}
+
+/** Upgrades the default-domain opset to 13; refuses ops it cannot convert exactly. */
+function upgradeOpset(model: onnx.ModelProto, shapes: Map<string, TensorInfo> | undefined, rewrites: string[]): void {
+  const from = opsetVersion(model) ?? 1;
+  if (from >= TARGET_OPSET) return;
+  const g = model.graph!;
+  const names = new NameAllocator(g);
+  const newInits: onnx.ITensorProto[] = [];
+  const int64Input = (base: string, values: number[]): string => {
+    const name = names.take(base);
+    newInits.push(makeTensor(name, DataType.INT64, [values.length], BigInt64Array.from(values.map(BigInt))));
+    return name;
+  };
+  const unsupported: string[] = [];
+  for (const n of g.node ?? []) {
+    if (n.domain && n.domain !== 'ai.onnx') continue;
+    const op = n.opType ?? '';
+    switch (op) {
+      case 'Softmax':
+      case 'LogSoftmax':
+      case 'Hardmax': {
+        // Before 13 these flatten the input to 2-D at `axis` (default 1); from 13 they act on one axis
+        // (default -1). They agree only when `axis` is the last dimension.
+        const axis = attrInt(n, 'axis', 1);
+        const rank = shapes?.get(n.input?.[0] ?? '')?.dims.length;
+        if (rank === undefined) {
+          throw new UnsupportedModelError(`${label(n)}: cannot upgrade to opset 13 without knowing its input rank`);
+        }
+        const a = axis < 0 ? axis + rank : axis;
+        if (a !== rank - 1) {
+          throw new UnsupportedModelError(
+            `${label(n)}: opset ${from} ${op} over the flattened dims ${a}..${rank - 1} has no single-axis opset-13 equivalent`,
+          );
+        }
+        setIntAttr(n, 'axis', a);
+        break;
+      }
+      case 'BatchNormalization': {
+        if (getAttr(n, 'spatial') && attrInt(n, 'spatial', 1) !== 1) {
+          throw new UnsupportedModelError(`${label(n)}: spatial=0 (per-element) batch normalization is not supported`);
+        }
+        dropAttrs(n, ['spatial', 'is_test', 'consumed_inputs']);
+        // Training-only outputs (running mean/var …) are not produced in inference.
+        if ((n.output?.length ?? 0) > 1) n.output = [n.output![0]!];
+        break;
+      }
+      case 'Reshape': {
+        if (getAttr(n, 'shape')) {
+          n.input = [n.input![0]!, int64Input(`${n.name || n.output![0]}_shape`, attrInts(n, 'shape'))];
+          dropAttrs(n, ['shape']);
+        }
+        break;
+      }
+      case 'Squeeze':
+      case 'Unsqueeze': {
+        if (getAttr(n, 'axes')) {
+          n.input = [n.input![0]!, int64Input(`${n.name || n.output![0]}_axes`, attrInts(n, 'axes'))];
+          dropAttrs(n, ['axes']);
+        }
+        break;
+      }
+      case 'Gemm':
+        dropAttrs(n, ['broadcast']);
+        break;
+      case 'Dropout':
+        // Removed by the next step whatever its attributes (inference).
+        break;
+      case 'Clip': {
+        if (from < 11) {
+          const lo = attrFloat(n, 'min', -3.4028234663852886e38);
+          const hi = attrFloat(n, 'max', 3.4028234663852886e38);
+          const loName = names.take(`${n.name || n.output![0]}_min`);
+          const hiName = names.take(`${n.name || n.output![0]}_max`);
+          newInits.push(makeTensor(loName, DataType.FLOAT, [], Float32Array.of(lo)));
+          newInits.push(makeTensor(hiName, DataType.FLOAT, [], Float32Array.of(hi)));
+          n.input = [n.input![0]!, loName, hiName];
+          dropAttrs(n, ['min', 'max']);
+        }
+        break;
+      }
+      default:
+        if (!UNCHANGED_SINCE_7.has(op) || from < 7) unsupported.push(`${op} ("${n.name || n.output?.[0]}")`);
+    }
+    dropAttrs(n, ['consumed_inputs']);
+  }
+  if (unsupported.length > 0) {
+    throw new UnsupportedModelError(
+      `cannot upgrade opset ${from} → ${TARGET_OPSET}: no exact conversion for ${[...new Set(unsupported)].slice(0, 10).join(', ')}`,
+    );
+  }
+  g.initializer = [...(g.initializer ?? []), ...newInits];
+  for (const o of model.opsetImport ?? []) {
+    if (!o.domain || o.domain === 'ai.onnx') o.version = TARGET_OPSET;
+  }
+  rewrites.push(`opset ${from} → ${TARGET_OPSET}`);
+}
+
+/** Dropout and Identity pass their input through at inference. */
+function removePassThrough(g: onnx.IGraphProto): number {
+  const outputs = graphOutputNames(g);
+  let removed = 0;
+  const keep: Node[] = [];
+  for (const n of g.node ?? []) {
+    const isPass = n.opType === 'Identity' || n.opType === 'Dropout';
+    const out = n.output?.[0];
+    const inp = n.input?.[0];
+    // Dropout's mask output must be unused; a pass-through feeding a graph output keeps that name.
+    const maskUsed = n.opType === 'Dropout' && (n.output?.length ?? 0) > 1 && n.output![1] !== '';
+    if (isPass && out && inp && !outputs.has(out) && !maskUsed && (!n.domain || n.domain === 'ai.onnx')) {
+      renameInputs(g, out, inp);
+      removed++;
+      continue;
+    }
+    keep.push(n);
+  }
+  g.node = keep;
+  return removed;
+}
+
+/** Conv → BatchNormalization becomes one Conv: W' = W·γ/σ, b' = (b − μ)·γ/σ + β, in float64. */
+function foldBatchNorm(g: onnx.IGraphProto): number {
+  const inits = initializerMap(g);
+  const consumers = consumerMap(g);
+  const producers = producerMap(g);
+  const outputs = graphOutputNames(g);
+  const names = new NameAllocator(g);
+  const removed = new Set<Node>();
+  let folded = 0;
+  for (const bn of g.node ?? []) {
+    if (bn.opType !== 'BatchNormalization' || (bn.domain && bn.domain !== 'ai.onnx')) continue;
+    const x = bn.input?.[0] ?? '';
+    const conv = producers.get(x);
+    if (!conv || conv.opType !== 'Conv' || removed.has(conv)) continue;
+    if ((consumers.get(x)?.length ?? 0) !== 1 || outputs.has(x)) continue;
+    const [, scaleN, biasN, meanN, varN] = bn.input ?? [];
+    const params = [scaleN, biasN, meanN, varN].map((n) => (n ? inits.get(n) : undefined));
+    const w = inits.get(conv.input?.[1] ?? '');
+    if (!w || params.some((p) => !p)) continue;
+    const [gamma, beta, mean, variance] = params.map((p) => tensorToFloat32(p!));
+    const eps = attrFloat(bn, 'epsilon', 1e-5);
+    const weights = tensorToFloat32(w);
+    const dims = (w.dims ?? []).map(Number);
+    const cout = dims[0]!;
+    if (gamma!.length !== cout) continue;
+    const perOut = weights.length / cout;
+    const oldBias = conv.input?.[2] ? inits.get(conv.input[2]) : undefined;
+    if (conv.input?.[2] && !oldBias) continue; // bias computed at run time: leave the BN alone
+    const b0 = oldBias ? tensorToFloat32(oldBias) : new Float32Array(cout);
+    const newW = new Float32Array(weights.length);
+    const newB = new Float32Array(cout);
+    for (let c = 0; c < cout; c++) {
+      const k = gamma![c]! / Math.sqrt(variance![c]! + eps);
+      for (let i = 0; i < perOut; i++) newW[c * perOut + i] = weights[c * perOut + i]! * k;
+      newB[c] = (b0[c]! - mean![c]!) * k + beta![c]!;
+    }
+    // Fresh initializer names: the originals may be shared with other nodes.
+    const wName = names.take(`${conv.input![1]}_bnfold`);
+    const bName = names.take(`${conv.output![0]}_bias_bnfold`);
+    g.initializer!.push(makeTensor(wName, DataType.FLOAT, dims, newW));
+    g.initializer!.push(makeTensor(bName, DataType.FLOAT, [cout], newB));
+    conv.input = [conv.input![0]!, wName, bName];
+    conv.output = [bn.output![0]!];
+    removed.add(bn);
+    folded++;
+  }
+  g.node = (g.node ?? []).filter((n) => !removed.has(n));
+  return folded;
+}
+
+/** Flatten with axis 0 or 1 is Reshape to [1,-1] / [0,-1] for any input shape. */
+function flattenToReshape(g: onnx.IGraphProto): number {
+  const names = new NameAllocator(g);
+  let n = 0;
+  for (const node of g.node ?? []) {
+    if (node.opType !== 'Flatten' || (node.domain && node.domain !== 'ai.onnx')) continue;
+    const axis = attrInt(node, 'axis', 1);
+    if (axis !== 0 && axis !== 1) continue;
+    const shapeName = names.take(`${node.output![0]}_shape`);
+    g.initializer!.push(makeTensor(shapeName, DataType.INT64, [2], BigInt64Array.of(axis === 0 ? 1n : 0n, -1n)));
+    node.opType = 'Reshape';
+    node.input = [node.input![0]!, shapeName];
+    node.attribute = [];
+    n++;
+  }
+  return n;
+}
+
+/**
+ * AveragePool (stride 1) → 1×1 Conv becomes 1×1 Conv → AveragePool: both are linear per position,
+ * so the order does not matter except for the bias. With count_include_pad=0 the average of a
+ * constant bias is the bias, so the swap is exact; with count_include_pad=1 padding zeros would
+ * shrink the bias at the borders, so the bias is added after the pool instead. Only done where
+ * the Conv has fewer output than input channels (the pool then touches fewer values).
+ */
+function swapAvgPoolConv(g: onnx.IGraphProto): number {
+  const inits = initializerMap(g);
+  const consumers = consumerMap(g);
+  const outputs = graphOutputNames(g);
+  const names = new NameAllocator(g);
+  let swapped = 0;
+  const newNodes: Node[] = [];
+  const replaced = new Map<Node, Node[]>();
+  for (const pool of g.node ?? []) {
+    if (pool.opType !== 'AveragePool' || (pool.domain && pool.domain !== 'ai.onnx')) continue;
+    const pooled = pool.output?.[0] ?? '';
+    const users = consumers.get(pooled) ?? [];
+    if (users.length !== 1 || outputs.has(pooled)) continue;
+    const conv = users[0]!;
+    if (conv.opType !== 'Conv' || conv.input?.[0] !== pooled) continue;
+    const w = inits.get(conv.input?.[1] ?? '');
+    if (!w) continue;
+    const dims = (w.dims ?? []).map(Number);
+    if (dims.length !== 4 || dims[2] !== 1 || dims[3] !== 1) continue;
+    if (attrInt(conv, 'group', 1) !== 1) continue;
+    if (attrInts(conv, 'strides', [1, 1]).some((s) => s !== 1)) continue;
+    if (attrInts(conv, 'pads', [0, 0, 0, 0]).some((p) => p !== 0)) continue;
+    if (getAttr(conv, 'auto_pad') && attrIntString(conv) !== 'NOTSET') continue;
+    if (attrInts(pool, 'strides', [1, 1]).some((s) => s !== 1)) continue;
+    if (dims[0]! >= dims[1]!) continue; // no gain: the pool would touch as many or more values
+    const biasName = conv.input?.[2];
+    const bias = biasName ? inits.get(biasName) : undefined;
+    if (biasName && !bias) continue;
+    const includePad = attrInt(pool, 'count_include_pad', 0) === 1;
+    const biasIsZero = !bias || tensorToFloat32(bias).every((v) => v === 0);
+
+    const x = pool.input![0]!;
+    const convOut = names.take(`${conv.output![0]}_prepool`);
+    const finalOut = conv.output![0]!;
+    const newConv = onnx.NodeProto.create({ ...conv, input: [...conv.input!], output: [convOut] });
+    newConv.input[0] = x;
+    const chain: Node[] = [newConv];
+    if (includePad && !biasIsZero) {
+      newConv.input = newConv.input.slice(0, 2);
+      const pooledOut = names.take(`${finalOut}_pooled`);
+      const biasShaped = names.take(`${biasName}_nchw`);
+      g.initializer!.push(makeTensor(biasShaped, DataType.FLOAT, [1, dims[0]!, 1, 1], tensorToFloat32(bias!)));
+      chain.push(onnx.NodeProto.create({ ...pool, input: [convOut], output: [pooledOut] }));
+      chain.push(makeNode('Add', [pooledOut, biasShaped], [finalOut], {}, names.take(`${finalOut}_bias_add`)));
+    } else {
+      chain.push(onnx.NodeProto.create({ ...pool, input: [convOut], output: [finalOut] }));
+    }
+    replaced.set(pool, []);
+    replaced.set(conv, chain);
+    swapped++;
+  }
+  for (const n of g.node ?? []) {
+    const r = replaced.get(n);
+    if (r) newNodes.push(...r);
+    else newNodes.push(n);
+  }
+  g.node = newNodes;
+  return swapped;
+}
+
+function attrIntString(n: Node): string {
+  const a = getAttr(n, 'auto_pad');
+  return a?.s ? new TextDecoder().decode(a.s) : 'NOTSET';
+}
+
+/** Applies the preparation steps to a copy of `model`. */
+export function prepareModel(original: onnx.IModelProto, opts: PrepareOptions = {}): PrepareResult {
+  const model = onnx.ModelProto.decode(onnx.ModelProto.encode(original).finish());
+  const g = model.graph;
+  if (!g || (g.node ?? []).length === 0) throw new UnsupportedModelError('model has no graph nodes');
+  const rewrites: string[] = [];
+  g.initializer ??= [];
+
+  // IR ≥ 4 lets initializers stay out of the graph inputs; listed as inputs they count as
+  // overridable, which stops ORT from treating weights as constants (no fusion, no folding).
+  const inits = new Set(g.initializer.map((t) => t.name ?? ''));
+  const before = (g.input ?? []).length;
+  g.input = (g.input ?? []).filter((i) => !inits.has(i.name ?? ''));
+  if (g.input.length !== before) rewrites.push(`${before - g.input.length} initializers removed from graph inputs`);
+  if (Number(model.irVersion) < 7) model.irVersion = 7;
+
+  upgradeOpset(model, opts.shapes, rewrites);
+  const passes = removePassThrough(g);
+  if (passes) rewrites.push(`${passes} Dropout/Identity removed`);
+  const bn = foldBatchNorm(g);
+  if (bn) rewrites.push(`${bn} BatchNormalization folded into Conv`);
+  const flat = flattenToReshape(g);
+  if (flat) rewrites.push(`${flat} Flatten → Reshape`);
+  if (opts.poolRewrite !== false) {
+    const sw = swapAvgPoolConv(g);
+    if (sw) rewrites.push(`${sw} AveragePool→1×1 Conv swapped to 1×1 Conv→AveragePool`);
+  }
+  removeUnusedInitializers(g);
+  // Shapes recorded for the old graph may no longer hold (renamed or rewritten tensors).
+  g.valueInfo = [];
+  return { model, rewrites };
+}

@@ -1,0 +1,435 @@
+/**
+ * QDQ emission, shaped so ORT's CPU provider fuses every quantized node into an int8 kernel
+ * (notes/onnxruntime.md §1.7): every input of a quantized node comes from a DequantizeLinear, its
+ * output feeds exactly one QuantizeLinear, scale/zero point are scalar initializers, weights are
+ * per-channel symmetric int8 behind a DQ, biases int32 behind a DQ, and no quantized node writes a
+ * graph output (the output is renamed and a DQ writes the original name).
+ */
+import {
+  attrFloat,
+  attrInt,
+  DataType,
+  getAttr,
+  makeNode,
+  makeTensor,
+  onnx,
+  tensorToFloat32,
+} from '../onnx.js';
+import {
+  consumerMap,
+  graphInputNames,
+  graphOutputNames,
+  initializerMap,
+  NameAllocator,
+  producerMap,
+  removeUnusedInitializers,
+  type Node,
+} from './graph.js';
+import {
+  activationParams,
+  adjustWeightScalesForBias,
+  perChannelWeightScales,
+  quantizeBias,
+  quantizePerChannel,
+  quantizeValue,
+  quantRange,
+  type ActivationType,
+  type QuantParams,
+} from './numeric.js';
+import type { Range } from './calibrate.js';
+import type { TensorInfo } from './prepare.js';
+
+/** Ops quantized with their own output range; ORT fuses each into a QLinear* kernel. */
+const OWN_RANGE_OPS = new Set(['Conv', 'Gemm', 'Concat', 'Add', 'Mul', 'AveragePool', 'GlobalAveragePool']);
+/** Ops ORT runs directly on 8-bit data when their output Q reuses the input's scale/zero point. */
+const DIRECT_OPS = new Set(['MaxPool', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze']);
+/** Ops kept float on purpose, without a warning. */
+const FLOAT_BY_DESIGN: Record<string, string> = {
+  Softmax: 'Softmax kept float: 8-bit probabilities would have a resolution of 1/255',
+  Relu: 'Relu kept float: its producer is not quantized or its input has other readers',
+};
+
+export interface FloatNode {
+  name: string;
+  opType: string;
+  reason: string;
+}
+
+export interface QdqPlan {
+  /** The prepared model with foldable Relus removed (their producers write the Relu output). */
+  model: onnx.ModelProto;
+  quantized: Set<Node>;
+  /** tensors that get their own calibrated range */
+  own: Set<string>;
+  /** tensor → tensor whose scale/zero point it reuses */
+  shared: Map<string, string>;
+  floatNodes: FloatNode[];
+  foldedRelus: number;
+  warnings: string[];
+}
+
+function nodeLabel(n: Node): string {
+  return n.name || n.output?.[0] || n.opType || '?';
+}
+
+function isDefaultDomain(n: Node): boolean {
+  return !n.domain || n.domain === 'ai.onnx';
+}
+
+/**
+ * Decides which nodes to quantize and which tensors need ranges. `types` gives element types
+ * (from ORT) so integer tensors are never quantized.
+ */
+export function planQdq(
+  prepared: onnx.IModelProto,
+  types: Map<string, TensorInfo>,
+  opts: { exclude?: string[]; activationType: ActivationType },
+): QdqPlan {
+  const model = onnx.ModelProto.decode(onnx.ModelProto.encode(prepared).finish());
+  const g = model.graph!;
+  const inits = initializerMap(g);
+  const exclude = new Set(opts.exclude ?? []);
+  const floatNodes: FloatNode[] = [];
+  const warnings: string[] = [];
+  const quantized = new Set<Node>();
+  const isFloat = (t: string): boolean => {
+    const init = inits.get(t);
+    if (init) return init.dataType === DataType.FLOAT;
+    return types.get(t)?.type === 'float32';
+  };
+  const known = new Set<string>();
+  for (const n of g.node ?? []) {
+    const excluded = exclude.has(n.name ?? '') || exclude.has(n.output?.[0] ?? '');
+    for (const e of [n.name ?? '', n.output?.[0] ?? '']) if (exclude.has(e)) known.add(e);
+    const op = n.opType ?? '';
+    if (excluded) {
+      floatNodes.push({ name: nodeLabel(n), opType: op, reason: 'excluded by request' });
+      continue;
+    }
+    if (!isDefaultDomain(n) || (!OWN_RANGE_OPS.has(op) && !DIRECT_OPS.has(op))) {
+      if (op in FLOAT_BY_DESIGN && isDefaultDomain(n)) continue; // decided below / by design
+      floatNodes.push({ name: nodeLabel(n), opType: op, reason: `no int8 kernel for ${op}: left float` });
+      warnings.push(`${op} node "${nodeLabel(n)}" is not quantized (unsupported op); it runs in float`);
+      continue;
+    }
+    const reason = unquantizableReason(n, inits, isFloat);
+    if (reason) {
+      floatNodes.push({ name: nodeLabel(n), opType: op, reason });
+      warnings.push(`${op} node "${nodeLabel(n)}" left float: ${reason}`);
+      continue;
+    }
+    if (OWN_RANGE_OPS.has(op)) quantized.add(n);
+  }
+  for (const e of exclude) if (!known.has(e)) warnings.push(`--exclude ${e}: no node has that name`);
+
+  // Relu folding: the producer takes the Relu's output (range [0, max] → zero point at qmin, so
+  // the clamp happens in the requantization). Legal only for asymmetric activations, a producer
+  // we quantize, and a pre-Relu tensor nobody else reads.
+  const consumers = consumerMap(g);
+  const producers = producerMap(g);
+  const outputs = graphOutputNames(g);
+  const removed = new Set<Node>();
+  let foldedRelus = 0;
+  for (const r of g.node ?? []) {
+    if (r.opType !== 'Relu' || !isDefaultDomain(r)) continue;
+    if (exclude.has(r.name ?? '') || exclude.has(r.output?.[0] ?? '')) continue;
+    const x = r.input?.[0] ?? '';
+    const p = producers.get(x);
+    if (p && quantized.has(p) && (consumers.get(x)?.length ?? 0) === 1 && !outputs.has(x) && (p.output?.length ?? 0) === 1) {
+      p.output = [r.output![0]!];
+      removed.add(r);
+      foldedRelus++;
+    } else {
+      floatNodes.push({ name: nodeLabel(r), opType: 'Relu', reason: FLOAT_BY_DESIGN.Relu! });
+    }
+  }
+  g.node = (g.node ?? []).filter((n) => !removed.has(n));
+  for (const n of g.node) {
+    if (n.opType === 'Softmax' && isDefaultDomain(n) && !exclude.has(n.name ?? '')) {
+      floatNodes.push({ name: nodeLabel(n), opType: 'Softmax', reason: FLOAT_BY_DESIGN.Softmax! });
+    }
+  }
+
+  const own = new Set<string>();
+  for (const n of g.node) {
+    if (!quantized.has(n)) continue;
+    const op = n.opType!;
+    const ins = op === 'Conv' || op === 'Gemm' ? [n.input![0]!] : (n.input ?? []).filter((i) => i && !inits.has(i));
+    for (const i of ins) own.add(i);
+    own.add(n.output![0]!);
+  }
+  // Direct ops, in topological order so chains (MaxPool → Reshape) resolve to one root.
+  const shared = new Map<string, string>();
+  const root = (t: string): string => shared.get(t) ?? t;
+  for (const n of g.node) {
+    const op = n.opType ?? '';
+    if (!DIRECT_OPS.has(op) || !isDefaultDomain(n)) continue;
+    if (exclude.has(n.name ?? '') || exclude.has(n.output?.[0] ?? '')) continue;
+    if (unquantizableReason(n, inits, isFloat)) continue;
+    const x = n.input![0]!;
+    if (!own.has(x) && !shared.has(x)) {
+      floatNodes.push({ name: nodeLabel(n), opType: op, reason: 'input is not quantized, so it runs in float' });
+      continue;
+    }
+    const out = n.output![0]!;
+    own.delete(out);
+    shared.set(out, root(x));
+    quantized.add(n);
+  }
+  return { model, quantized, own, shared, floatNodes, foldedRelus, warnings };
+}
+
+function unquantizableReason(
+  n: Node,
+  inits: Map<string, onnx.ITensorProto>,
+  isFloat: (t: string) => boolean,
+): string | undefined {
+  const op = n.opType ?? '';
+  const ins = (n.input ?? []).filter(Boolean);
+  if (op === 'Conv' || op === 'Gemm') {
+    const w = inits.get(n.input?.[1] ?? '');
+    if (!w) return 'weight is not a constant initializer';
+    if (w.dataType !== DataType.FLOAT) return 'weight is not float32';
+    const b = n.input?.[2];
+    if (b && (!inits.get(b) || inits.get(b)!.dataType !== DataType.FLOAT)) return 'bias is not a constant float initializer';
+    if (op === 'Gemm') {
+      if (attrInt(n, 'transA', 0) !== 0) return 'transA=1 is not supported';
+      if ((w.dims ?? []).length !== 2) return 'weight is not 2-D';
+      if (b) {
+        const nOut = Number(w.dims![attrInt(n, 'transB', 0) ? 0 : 1]);
+        const bt = inits.get(b)!;
+        const size = (bt.dims ?? []).reduce((a: number, d) => a * Number(d), 1);
+        if (size !== nOut) return 'bias is not one value per output column';
+      }
+    }
+    if (!isFloat(n.input![0]!)) return 'input is not float32';
+  } else {
+    for (const i of op in { Reshape: 1, Squeeze: 1, Unsqueeze: 1 } ? ins.slice(0, 1) : ins) {
+      if (!isFloat(i)) return `input ${i} is not float32`;
+    }
+  }
+  for (const o of n.output ?? []) if (o && !isFloat(o)) return `output ${o} is not float32`;
+  return undefined;
+}
+
+export interface TensorQuant {
+  tensor: string;
+  min: number;
+  max: number;
+  scale: number;
+  zeroPoint: number;
+  /** set when the tensor reuses another tensor's parameters (MaxPool, Reshape …) */
+  sharedWith?: string;
+}
+
+export interface QdqResult {
+  model: onnx.ModelProto;
+  tensors: TensorQuant[];
+  /** float tensor name → name of its dequantized copy in the QDQ model (for per-layer SQNR) */
+  dequantized: Map<string, string>;
+  /** weights whose channel scales were raised so the int32 bias fits */
+  biasAdjusted: { node: string; channels: number[] }[];
+}
+
+const ZP_TYPES: Record<ActivationType, { dataType: number; array: (v: number) => Uint8Array | Int8Array | Uint16Array }> = {
+  uint8: { dataType: DataType.UINT8, array: (v) => Uint8Array.of(v) },
+  int8: { dataType: DataType.INT8, array: (v) => Int8Array.of(v) },
+  uint16: { dataType: DataType.UINT16, array: (v) => Uint16Array.of(v) },
+};
+
+/** Writes Q/DQ nodes and quantized initializers for a plan and calibrated ranges. */
+export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationType: ActivationType): QdqResult {
+  const model = onnx.ModelProto.decode(onnx.ModelProto.encode(plan.model).finish());
+  const g = model.graph!;
+  const names = new NameAllocator(g);
+  const inits = initializerMap(g);
+  const outputs = graphOutputNames(g);
+  const graphInputs = graphInputNames(g);
+  const producers = producerMap(g);
+  const consumers = consumerMap(g);
+  const quantized = new Set<Node>();
+  // plan.quantized refers to nodes of plan.model; match them by position (the copy keeps order).
+  const planNodes = plan.model.graph!.node ?? [];
+  (g.node ?? []).forEach((n, i) => {
+    if (plan.quantized.has(planNodes[i]!)) quantized.add(n);
+  });
+  // 16-bit Q/DQ exist in the default domain only from opset 21.
+  const qdqDomain = activationType === 'uint16' ? 'com.microsoft' : '';
+  const zpType = ZP_TYPES[activationType];
+  const { qmin, qmax } = quantRange(activationType);
+
+  const params = new Map<string, { p: QuantParams; scaleName: string; zpName: string }>();
+  const tensors: TensorQuant[] = [];
+  const newInits: onnx.ITensorProto[] = [];
+  const paramsFor = (t: string): { p: QuantParams; scaleName: string; zpName: string } => {
+    const existing = params.get(t);
+    if (existing) return existing;
+    const r = ranges.get(t);
+    if (!r) throw new Error(`internal: no calibrated range for tensor ${t}`);
+    const p = activationParams(r, activationType);
+    const scaleName = names.take(`${t}_scale`);
+    const zpName = names.take(`${t}_zero_point`);
+    newInits.push(makeTensor(scaleName, DataType.FLOAT, [], Float32Array.of(p.scale)));
+    newInits.push(makeTensor(zpName, zpType.dataType, [], zpType.array(p.zeroPoint)));
+    const entry = { p, scaleName, zpName };
+    params.set(t, entry);
+    tensors.push({ tensor: t, min: r.min, max: r.max, scale: p.scale, zeroPoint: p.zeroPoint });
+    return entry;
+  };
+
+  // Q/DQ pairs for activations, placed right after their producer (graph inputs: at the start).
+  const after = new Map<Node | null, Node[]>();
+  const dequantized = new Map<string, string>();
+  const activations = [...plan.own, ...plan.shared.keys()];
+  for (const t of activations) {
+    const rootName = plan.shared.get(t);
+    const q = rootName ? paramsFor(rootName) : paramsFor(t);
+    params.set(t, q);
+    if (rootName) {
+      const r = ranges.get(rootName)!;
+      tensors.push({ tensor: t, min: r.min, max: r.max, scale: q.p.scale, zeroPoint: q.p.zeroPoint, sharedWith: rootName });
+    }
+    const producer = producers.get(t) ?? null;
+    const isOutput = outputs.has(t);
+    let qInput = t;
+    if (isOutput && producer) {
+      qInput = names.take(`${t}_QuantizeLinear_Input`);
+      producer.output = producer.output!.map((o) => (o === t ? qInput : o));
+    }
+    const qOut = names.take(`${t}_QuantizeLinear_Output`);
+    const dqOut = isOutput ? t : names.take(`${t}_DequantizeLinear_Output`);
+    const qNode = makeNode('QuantizeLinear', [qInput, q.scaleName, q.zpName], [qOut], {}, names.take(`${t}_QuantizeLinear`), qdqDomain || undefined);
+    const dqNode = makeNode('DequantizeLinear', [qOut, q.scaleName, q.zpName], [dqOut], {}, names.take(`${t}_DequantizeLinear`), qdqDomain || undefined);
+    if (!isOutput) {
+      for (const c of consumers.get(t) ?? []) c.input = c.input!.map((i) => (i === t ? dqOut : i));
+    }
+    const list = after.get(producer) ?? [];
+    list.push(qNode, dqNode);
+    after.set(producer, list);
+    dequantized.set(t, dqOut);
+    params.set(dqOut, q); // consumers now read dqOut; weights/bias look their input scale up by it
+    if (!producer && !graphInputs.has(t)) throw new Error(`internal: tensor ${t} has no producer and is not a graph input`);
+  }
+
+  // Weights, biases and constant inputs of the quantized nodes.
+  const biasAdjusted: { node: string; channels: number[] }[] = [];
+  const weightDqs: Node[] = [];
+  const dqInitializer = (
+    base: string,
+    tensor: onnx.ITensorProto,
+    scale: onnx.ITensorProto,
+    zp: onnx.ITensorProto,
+    axis?: number,
+  ): string => {
+    newInits.push(tensor, scale, zp);
+    const out = names.take(`${base}_DequantizeLinear_Output`);
+    weightDqs.push(
+      makeNode('DequantizeLinear', [tensor.name!, scale.name!, zp.name!], [out], axis === undefined ? {} : { axis }, names.take(`${base}_DequantizeLinear`)),
+    );
+    return out;
+  };
+  for (const n of g.node ?? []) {
+    if (!quantized.has(n)) continue;
+    const op = n.opType!;
+    if (op === 'Conv' || op === 'Gemm') {
+      quantizeWeightsAndBias(n, op, inits, names, params, dqInitializer, biasAdjusted);
+      continue;
+    }
+    if (!OWN_RANGE_OPS.has(op)) continue; // direct ops: shape inputs etc. stay as they are
+    // Constant inputs of Add/Mul/Concat: quantized with the activation type over their own range.
+    n.input = (n.input ?? []).map((i) => {
+      const c = inits.get(i);
+      if (!c || c.dataType !== DataType.FLOAT) return i;
+      const values = tensorToFloat32(c);
+      let mn = Infinity;
+      let mx = -Infinity;
+      for (const v of values) {
+        if (v < mn) mn = v;
+        if (v > mx) mx = v;
+      }
+      const p = activationParams({ min: mn, max: mx }, activationType);
+      const qv = new Float64Array(values.length);
+      for (let k = 0; k < values.length; k++) qv[k] = quantizeValue(values[k]!, p.scale, p.zeroPoint, qmin, qmax);
+      const dims = (c.dims ?? []).map(Number);
+      const arr = activationType === 'uint8' ? Uint8Array.from(qv) : activationType === 'int8' ? Int8Array.from(qv) : Uint16Array.from(qv);
+      const qt = makeTensor(names.take(`${i}_quantized`), zpType.dataType, dims, arr);
+      const st = makeTensor(names.take(`${i}_scale`), DataType.FLOAT, [], Float32Array.of(p.scale));
+      const zt = makeTensor(names.take(`${i}_zero_point`), zpType.dataType, [], zpType.array(p.zeroPoint));
+      newInits.push(qt, st, zt);
+      const out = names.take(`${i}_DequantizeLinear_Output`);
+      weightDqs.push(makeNode('DequantizeLinear', [qt.name!, st.name!, zt.name!], [out], {}, names.take(`${i}_DequantizeLinear`), qdqDomain || undefined));
+      return out;
+    });
+  }
+
+  const ordered: Node[] = [...weightDqs, ...(after.get(null) ?? [])];
+  for (const n of g.node ?? []) {
+    ordered.push(n);
+    ordered.push(...(after.get(n) ?? []));
+  }
+  g.node = ordered;
+  g.initializer = [...(g.initializer ?? []), ...newInits];
+  removeUnusedInitializers(g);
+  if (qdqDomain && !(model.opsetImport ?? []).some((o) => o.domain === qdqDomain)) {
+    model.opsetImport.push(onnx.OperatorSetIdProto.create({ domain: qdqDomain, version: 1 }));
+  }
+  return { model, tensors, dequantized, biasAdjusted };
+}
+
+function quantizeWeightsAndBias(
+  n: Node,
+  op: string,
+  inits: Map<string, onnx.ITensorProto>,
+  names: NameAllocator,
+  params: Map<string, { p: QuantParams; scaleName: string; zpName: string }>,
+  dqInitializer: (base: string, t: onnx.ITensorProto, s: onnx.ITensorProto, z: onnx.ITensorProto, axis?: number) => string,
+  biasAdjusted: { node: string; channels: number[] }[],
+): void {
+  const w = inits.get(n.input![1]!)!;
+  const dims = (w.dims ?? []).map(Number);
+  let values = tensorToFloat32(w);
+  let axis = 0;
+  let bias = n.input?.[2] ? tensorToFloat32(inits.get(n.input[2])!) : undefined;
+  if (op === 'Gemm') {
+    axis = attrInt(n, 'transB', 0) ? 0 : 1;
+    // QGemm needs beta = 1; alpha is folded into the weights so the bias scale is s_a × s_w.
+    const alpha = attrFloat(n, 'alpha', 1);
+    const beta = attrFloat(n, 'beta', 1);
+    if (alpha !== 1) values = values.map((v) => v * alpha);
+    if (bias && beta !== 1) bias = bias.map((v) => v * beta);
+    n.attribute = (n.attribute ?? []).filter((a) => a.name !== 'alpha' && a.name !== 'beta');
+    if (getAttr(n, 'alpha') || getAttr(n, 'beta')) throw new Error('internal: Gemm attributes not cleared');
+  }
+  const inputScale = params.get(n.input![0]!)?.p.scale;
+  if (inputScale === undefined) throw new Error(`internal: input of ${n.name} has no scale`);
+  let scales = perChannelWeightScales(values, dims, axis);
+  if (bias) {
+    const adj = adjustWeightScalesForBias(bias, inputScale, scales);
+    scales = adj.scales;
+    if (adj.adjusted.length) biasAdjusted.push({ node: nodeLabel(n), channels: adj.adjusted });
+  }
+  const qw = quantizePerChannel(values, dims, axis, scales);
+  const base = n.input![1]!;
+  const wOut = dqInitializer(
+    base,
+    makeTensor(names.take(`${base}_quantized`), DataType.INT8, dims, qw.data),
+    makeTensor(names.take(`${base}_scale`), DataType.FLOAT, [scales.length], scales),
+    makeTensor(names.take(`${base}_zero_point`), DataType.INT8, [scales.length], qw.zeroPoints),
+    axis,
+  );
+  const ins = [n.input![0]!, wOut];
+  if (bias) {
+    const qb = quantizeBias(bias, inputScale, scales);
+    const bBase = n.input![2]!;
+    ins.push(
+      dqInitializer(
+        bBase,
+        makeTensor(names.take(`${bBase}_quantized`), DataType.INT32, [bias.length], qb.data),
+        makeTensor(names.take(`${bBase}_quantized_scale`), DataType.FLOAT, [qb.scales.length], qb.scales),
+        makeTensor(names.take(`${bBase}_quantized_zero_point`), DataType.INT32, [qb.scales.length], new Int32Array(qb.scales.length)),
+        0,
+      ),
+    );
+  }
+  n.input = ins;
+}
