@@ -1,0 +1,34 @@
+// Public API of the model folder. The INT8 quantizer (./quantize/) and `model eval` (./eval.ts) are
+// written separately: their exports are added here by their author or the integrator.
+export * from './onnx.js';
+export {
+  ManifestError,
+  findManifestForModel,
+  loadLabels,
+  loadManifest,
+  modelsDir,
+  projectRoot,
+  resolveModel,
+  validateManifest,
+  writeManifestBeside,
+  type ChannelOrder,
+  type Layout,
+  type ModelManifest,
+  type ResizeMode,
+  type ResolvedModel,
+} from './manifest.js';
+export {
+  INPUT_NAME as BUILT_INPUT_NAME,
+  OUTPUT_NAME as BUILT_OUTPUT_NAME,
+  buildInceptionV2,
+  buildInceptionV2Detailed,
+  builtInputSpec,
+  generateImages,
+  writeBuiltModel,
+  type BuildOptions,
+  type BuiltModel,
+  type InceptionVariant,
+  type WrittenModel,
+} from './build.js';
+export { FetchError, fetchModel, listCatalogue, type FetchOptions, type FetchResult } from './fetch.js';
+export { formatModelInfo, inspectModel, type ModelInfo, type TensorInfo } from './inspect.js';
