@@ -1,0 +1,258 @@
+// Counters, gauges and latency distributions, exposed two ways: Prometheus text on GET /metrics and a
+// compact JSON snapshot for the `<base>/metrics` topic. Percentiles for the snapshot come from our own
+// sliding window: prom-client summaries re-sort on every observation and cost more than they tell here.
+import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { packageVersion } from './package-info.js';
+
+/** Why a frame was not classified: replaced by a newer one, undecodable, or inference failed on it. */
+export type DropReason = 'stale' | 'corrupt' | 'inference';
+const DROP_REASONS: readonly DropReason[] = ['stale', 'corrupt', 'inference'];
+
+export interface ResultTimings {
+  preprocessMs: number;
+  inferenceMs: number;
+  /** Capture to publish-ready. */
+  totalMs: number;
+}
+
+/** Nearest-rank percentiles in ms; null while there is no sample. */
+export interface Percentiles {
+  p50: number | null;
+  p90: number | null;
+  p99: number | null;
+}
+
+export interface MetricsSnapshot {
+  ts: string;
+  uptimeSec: number;
+  /** Results per second of each source since the previous snapshot. */
+  fps: Record<string, number>;
+  latencyMs: { preprocess: Percentiles; inference: Percentiles; total: Percentiles };
+  /** Since start. */
+  drops: Record<DropReason, number>;
+  /** Since start. */
+  captureFailures: number;
+  outbox: { depth: number; dropped: number };
+  rssBytes: number;
+  heapUsedBytes: number;
+  /** Since the previous snapshot. */
+  eventLoopDelayMs: { p50: number; p99: number; max: number };
+}
+
+export interface MetricsOptions {
+  /** Latency samples kept for percentiles (default 1000). */
+  window?: number;
+  /** Monotonic clock in ms (default performance.now); tests pass their own. */
+  now?: () => number;
+}
+
+/** Ring buffer of the last `capacity` numbers. */
+export class SlidingWindow {
+  private readonly values: Float64Array;
+  private next = 0;
+  private count = 0;
+
+  constructor(readonly capacity: number) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('capacity must be a positive integer');
+    this.values = new Float64Array(capacity);
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  push(value: number): void {
+    this.values[this.next] = value;
+    this.next = (this.next + 1) % this.capacity;
+    if (this.count < this.capacity) this.count++;
+  }
+
+  /** Sorted copy of the samples held. */
+  sorted(): Float64Array {
+    return this.values.slice(0, this.count).sort();
+  }
+
+  percentiles(): Percentiles {
+    const sorted = this.sorted();
+    return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99) };
+  }
+}
+
+/** Nearest-rank percentile: the smallest sample with at least p% of the samples at or below it. */
+export function percentile(sorted: ArrayLike<number>, p: number): number | null {
+  if (sorted.length === 0) return null;
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[Math.min(rank, sorted.length) - 1]!;
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+const roundPercentiles = (p: Percentiles): Percentiles => ({
+  p50: p.p50 === null ? null : round2(p.p50),
+  p90: p.p90 === null ? null : round2(p.p90),
+  p99: p.p99 === null ? null : round2(p.p99),
+});
+
+// Prometheus wants base units, so latencies are exported in seconds (Grafana formats them); the JSON
+// snapshot keeps ms like the Result payload.
+const LATENCY_BUCKETS_SEC = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class Metrics {
+  /** Our own registry, never prom-client's global one, so tests and several instances do not collide. */
+  readonly registry = new Registry();
+
+  private readonly now: () => number;
+  private readonly startedAt: number;
+  private readonly framesCaptured: Counter<'source'>;
+  private readonly captureFailures: Counter<'source'>;
+  private readonly framesDropped: Counter<'source' | 'reason'>;
+  private readonly results: Counter<'source'>;
+  private readonly outboxDroppedTotal: Counter;
+  private readonly outboxDepthGauge: Gauge;
+  private readonly mqttConnectedGauge: Gauge;
+  private readonly latency: Record<'preprocess' | 'inference' | 'total', { histogram: Histogram; window: SlidingWindow }>;
+  private readonly eventLoop: IntervalHistogram;
+
+  private readonly dropCounts: Record<DropReason, number> = { stale: 0, corrupt: 0, inference: 0 };
+  private captureFailureCount = 0;
+  private outboxDepth = 0;
+  private outboxDropped = 0;
+  private intervalStart: number;
+  private readonly intervalResults = new Map<string, number>();
+
+  constructor(options: MetricsOptions = {}) {
+    const window = options.window ?? 1000;
+    this.now = options.now ?? (() => performance.now());
+    this.startedAt = this.now();
+    this.intervalStart = this.startedAt;
+    const registers = [this.registry];
+
+    collectDefaultMetrics({ register: this.registry, prefix: 'inceptiond_' });
+    new Gauge({ name: 'inceptiond_build_info', help: 'Always 1; the version is a label', labelNames: ['version'], registers })
+      .set({ version: packageVersion }, 1);
+
+    this.framesCaptured = new Counter({ name: 'inceptiond_frames_captured_total', help: 'Frames captured', labelNames: ['source'], registers });
+    this.captureFailures = new Counter({ name: 'inceptiond_capture_failures_total', help: 'Captures that failed', labelNames: ['source'], registers });
+    this.framesDropped = new Counter({
+      name: 'inceptiond_frames_dropped_total',
+      help: 'Frames not classified: stale (a newer frame replaced it), corrupt (undecodable), inference (the model failed on it)',
+      labelNames: ['source', 'reason'],
+      registers,
+    });
+    this.results = new Counter({ name: 'inceptiond_results_total', help: 'Results produced', labelNames: ['source'], registers });
+    this.outboxDroppedTotal = new Counter({ name: 'inceptiond_outbox_dropped_total', help: 'Results dropped undelivered by the outbox limits', registers });
+    this.outboxDepthGauge = new Gauge({ name: 'inceptiond_outbox_depth', help: 'Results waiting for broker acknowledgement', registers });
+    this.mqttConnectedGauge = new Gauge({ name: 'inceptiond_mqtt_connected', help: '1 while connected to the broker', registers });
+
+    const latency = (stage: string, help: string) => ({
+      histogram: new Histogram({ name: `inceptiond_${stage}_duration_seconds`, help, buckets: LATENCY_BUCKETS_SEC, registers }),
+      window: new SlidingWindow(window),
+    });
+    this.latency = {
+      preprocess: latency('preprocess', 'Decode, resize and normalise time per frame'),
+      inference: latency('inference', 'session.run time per frame'),
+      total: latency('total', 'Capture to Result time per frame'),
+    };
+
+    this.eventLoop = monitorEventLoopDelay({ resolution: 10 });
+    this.eventLoop.enable();
+  }
+
+  frameCaptured(source: string): void {
+    this.framesCaptured.inc({ source });
+  }
+
+  captureFailed(source: string): void {
+    this.captureFailures.inc({ source });
+    this.captureFailureCount++;
+  }
+
+  frameDropped(source: string, reason: DropReason, count = 1): void {
+    this.framesDropped.inc({ source, reason }, count);
+    this.dropCounts[reason] += count;
+  }
+
+  recordResult(source: string, timings: ResultTimings): void {
+    this.results.inc({ source });
+    this.intervalResults.set(source, (this.intervalResults.get(source) ?? 0) + 1);
+    this.observe('preprocess', timings.preprocessMs);
+    this.observe('inference', timings.inferenceMs);
+    this.observe('total', timings.totalMs);
+  }
+
+  setOutboxDepth(depth: number): void {
+    this.outboxDepth = depth;
+    this.outboxDepthGauge.set(depth);
+  }
+
+  outboxDroppedMessages(count = 1): void {
+    this.outboxDropped += count;
+    this.outboxDroppedTotal.inc(count);
+  }
+
+  setMqttConnected(connected: boolean): void {
+    this.mqttConnectedGauge.set(connected ? 1 : 0);
+  }
+
+  /**
+   * The JSON for `<base>/metrics`. Ends the current interval: fps and event-loop delay cover the time
+   * since the previous call, so call it from one place (the metrics timer); peek() reads without that.
+   */
+  snapshot(): MetricsSnapshot {
+    const snap = this.peek();
+    this.intervalStart = this.now();
+    for (const source of this.intervalResults.keys()) this.intervalResults.set(source, 0);
+    this.eventLoop.reset();
+    return snap;
+  }
+
+  /** As snapshot(), without starting a new interval (for /status and on-demand requests). */
+  peek(): MetricsSnapshot {
+    const now = this.now();
+    const elapsedSec = (now - this.intervalStart) / 1000;
+    const fps: Record<string, number> = {};
+    for (const [source, count] of this.intervalResults) fps[source] = elapsedSec > 0 ? round2(count / elapsedSec) : 0;
+    const memory = process.memoryUsage();
+    const loop = this.eventLoop;
+    const hasLoopSamples = loop.count > 0;
+    return {
+      ts: new Date().toISOString(),
+      uptimeSec: Math.round((now - this.startedAt) / 1000),
+      fps,
+      latencyMs: {
+        preprocess: roundPercentiles(this.latency.preprocess.window.percentiles()),
+        inference: roundPercentiles(this.latency.inference.window.percentiles()),
+        total: roundPercentiles(this.latency.total.window.percentiles()),
+      },
+      drops: Object.fromEntries(DROP_REASONS.map((r) => [r, this.dropCounts[r]])) as Record<DropReason, number>,
+      captureFailures: this.captureFailureCount,
+      outbox: { depth: this.outboxDepth, dropped: this.outboxDropped },
+      rssBytes: memory.rss,
+      heapUsedBytes: memory.heapUsed,
+      eventLoopDelayMs: {
+        p50: hasLoopSamples ? round2(loop.percentile(50) / 1e6) : 0,
+        p99: hasLoopSamples ? round2(loop.percentile(99) / 1e6) : 0,
+        max: hasLoopSamples ? round2(loop.max / 1e6) : 0,
+      },
+    };
+  }
+
+  /** Prometheus text exposition. */
+  prometheus(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  close(): void {
+    this.eventLoop.disable();
+  }
+
+  private observe(stage: keyof Metrics['latency'], ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) return;
+    this.latency[stage].histogram.observe(ms / 1000);
+    this.latency[stage].window.push(ms);
+  }
+}

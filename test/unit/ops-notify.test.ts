@@ -1,0 +1,155 @@
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createNotifier, createSilentLogger, type Notifier } from '../../src/ops/index.js';
+
+interface Listener {
+  bind(path: string): void;
+  on(event: 'message', cb: (buf: Buffer) => void): void;
+  close(): void;
+}
+const unixDgram = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): Listener };
+
+/** A fake systemd: a datagram socket collecting what the notifier sends. */
+class FakeSystemd {
+  readonly messages: string[] = [];
+  private waiters: Array<{ match: (m: string) => boolean; resolve: (m: string) => void }> = [];
+  private readonly socket: Listener;
+
+  constructor(readonly path: string) {
+    this.socket = unixDgram.createSocket('unix_dgram');
+    this.socket.on('message', (buf) => {
+      const message = buf.toString();
+      this.messages.push(message);
+      this.waiters = this.waiters.filter((w) => (w.match(message) ? (w.resolve(message), false) : true));
+    });
+    this.socket.bind(path);
+  }
+
+  /** Resolves with the first message (already received or future) that matches. */
+  next(match: (m: string) => boolean): Promise<string> {
+    const seen = this.messages.find(match);
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve) => this.waiters.push({ match, resolve }));
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+let dir: string;
+let systemd: FakeSystemd;
+let notifier: Notifier | undefined;
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'inceptiond-notify-'));
+  systemd = new FakeSystemd(path.join(dir, 'notify.sock'));
+});
+afterEach(() => {
+  notifier?.stop();
+  notifier = undefined;
+  systemd.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function start(env: NodeJS.ProcessEnv): Notifier {
+  notifier = createNotifier({ logger: createSilentLogger(), env: { NOTIFY_SOCKET: systemd.path, ...env } });
+  return notifier;
+}
+
+describe('systemd notifier (unix-dgram)', () => {
+  it('sends READY with status, STATUS and STOPPING', async () => {
+    const n = start({});
+    expect(n.enabled).toBe(true);
+    await n.ready('publishing to mqtt://broker');
+    await n.status('degraded: camera: no frames\nretrying');
+    await n.stopping();
+    await systemd.next((m) => m === 'STOPPING=1');
+    expect(systemd.messages).toEqual([
+      'READY=1\nSTATUS=publishing to mqtt://broker',
+      'STATUS=degraded: camera: no frames retrying',
+      'STOPPING=1',
+    ]);
+  });
+
+  it('pings the watchdog only while healthy', async () => {
+    const n = start({ WATCHDOG_USEC: '20000' });
+    expect(n.watchdogIntervalMs).toBe(10);
+    let calls = 0;
+    let healthy = false;
+    n.startWatchdog(() => {
+      calls++;
+      // After three unhealthy checks, send a marker: datagrams arrive in order, so any ping sent while
+      // unhealthy would be received before it.
+      if (calls === 3) void n.status('probe');
+      if (calls > 3) healthy = true;
+      return healthy;
+    });
+    await systemd.next((m) => m === 'STATUS=probe');
+    const beforeProbe = systemd.messages.slice(0, systemd.messages.indexOf('STATUS=probe'));
+    expect(beforeProbe).not.toContain('WATCHDOG=1');
+
+    await systemd.next((m) => m === 'WATCHDOG=1');
+    expect(calls).toBeGreaterThan(3);
+  });
+
+  it('runs no watchdog when WATCHDOG_PID names another process', () => {
+    const n = start({ WATCHDOG_USEC: '20000', WATCHDOG_PID: String(process.pid + 1) });
+    expect(n.watchdogIntervalMs).toBeUndefined();
+    let called = false;
+    n.startWatchdog(() => (called = true));
+    expect(called).toBe(false);
+  });
+});
+
+describe('systemd notifier without systemd', () => {
+  it('is a no-op when NOTIFY_SOCKET is unset', async () => {
+    const n = createNotifier({ logger: createSilentLogger(), env: { WATCHDOG_USEC: '20000' } });
+    expect(n.enabled).toBe(false);
+    expect(n.watchdogIntervalMs).toBeUndefined();
+    await n.ready('x');
+    let called = false;
+    n.startWatchdog(() => (called = true));
+    expect(called).toBe(false);
+    n.stop();
+  });
+});
+
+describe('systemd notifier via systemd-notify', () => {
+  /** A fake systemd-notify on PATH that records the socket it was given and its arguments. */
+  function fakeSystemdNotify(): string {
+    const bin = path.join(dir, 'bin');
+    const log = path.join(dir, 'calls.log');
+    mkdirSync(bin);
+    writeFileSync(path.join(bin, 'systemd-notify'), `#!/bin/sh\necho "$NOTIFY_SOCKET $*" >> '${log}'\n`);
+    chmodSync(path.join(bin, 'systemd-notify'), 0o755);
+    return log;
+  }
+
+  it('spawns systemd-notify with --pid when forced', async () => {
+    const log = fakeSystemdNotify();
+    notifier = createNotifier({
+      logger: createSilentLogger(),
+      env: { NOTIFY_SOCKET: systemd.path, PATH: `${path.join(dir, 'bin')}:/usr/bin:/bin` },
+      transport: 'systemd-notify',
+    });
+    await notifier.ready('up');
+    await notifier.stopping();
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual([
+      `${systemd.path} --pid=${process.pid} READY=1 STATUS=up`,
+      `${systemd.path} --pid=${process.pid} STOPPING=1`,
+    ]);
+  });
+
+  it('uses systemd-notify for abstract sockets, which unix-dgram cannot address', async () => {
+    const log = fakeSystemdNotify();
+    notifier = createNotifier({
+      logger: createSilentLogger(),
+      env: { NOTIFY_SOCKET: '@inceptiond-test', PATH: `${path.join(dir, 'bin')}:/usr/bin:/bin` },
+    });
+    await notifier.ready();
+    expect(readFileSync(log, 'utf8').trim()).toBe(`@inceptiond-test --pid=${process.pid} READY=1`);
+  });
+});
