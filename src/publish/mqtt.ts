@@ -1,0 +1,507 @@
+/**
+ * MQTT publisher on mqtt.js 5. The Outbox is the single source of truth for Results: a drain loop
+ * hands at most `inflightWindow` entries to mqtt.js and acks each outbox entry on PUBACK (or when
+ * written, for QoS 0). While offline nothing is handed to mqtt.js, so its unbounded in-memory
+ * queues never grow; after a reconnect the drain resumes from the oldest unacknowledged entry.
+ * mqtt.js's own replay of in-flight packets is disabled (ConnectionScopedStore) so a reconnect
+ * re-sends each unacknowledged entry once, not twice. Delivery is at-least-once, in order of first
+ * delivery.
+ */
+import { EventEmitter } from 'node:events';
+import mqtt, { Store, type IClientOptions, type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import type { Outbox, OutboxEntry, Qos } from './outbox.js';
+import type { Result, ResponsePayload, StatusPayload } from './payload.js';
+import { topicsFor, type Topics } from './topics.js';
+
+export interface MqttPublisherOptions {
+  url: string;
+  clientId: string;
+  protocolVersion?: 4 | 5;
+  username?: string;
+  /** The secret itself (the caller reads the password file). */
+  password?: string | Buffer;
+  /** PEM contents, not paths. */
+  ca?: string | Buffer;
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  rejectUnauthorized?: boolean;
+  keepaliveSec?: number;
+  /** QoS of Results and responses. Default 1. */
+  qos?: Qos;
+  baseTopic: string;
+  outbox: Outbox;
+  /** The daemon's current status; published retained on every (re)connect. */
+  statusPayload: () => StatusPayload | Record<string, unknown>;
+  /** Results handed to mqtt.js and not yet acknowledged. Default 32. */
+  inflightWindow?: number;
+  connectTimeoutMs?: number;
+  reconnectPeriodMs?: number;
+  /** A request handler that takes longer gets an error response. Default 30 s. */
+  requestTimeoutMs?: number;
+}
+
+export interface PublisherStats {
+  connected: boolean;
+  outboxDepth: number;
+  outboxBytes: number;
+  /** Results dropped by the outbox bounds. */
+  dropped: number;
+  /** publishNow messages (metrics, snapshots, responses) dropped because the broker was unreachable. */
+  liveDropped: number;
+  /** Results the broker refused (e.g. a PUBACK reason code): dropped, since a retry cannot succeed. */
+  failed: number;
+  /** Results acknowledged by the broker. */
+  published: number;
+  /** Successful connections after the first one. */
+  reconnects: number;
+  inflight: number;
+}
+
+export type RequestHandler = (body: Record<string, unknown>) => unknown;
+
+const ERROR_LOG_INTERVAL_MS = 60_000;
+
+/** mqtt.js's in-memory store, minus the replay on reconnect (the outbox re-sends instead). */
+class ConnectionScopedStore extends Store {
+  private readonly ids = new Set<number>();
+  override put(packet: Parameters<Store['put']>[0], cb: Parameters<Store['put']>[1]): this {
+    if (packet.messageId !== undefined) this.ids.add(packet.messageId);
+    return super.put(packet, cb);
+  }
+  override del(packet: Parameters<Store['del']>[0], cb: Parameters<Store['del']>[1]): this {
+    if (packet.messageId !== undefined) this.ids.delete(packet.messageId);
+    return super.del(packet, cb);
+  }
+  override createStream(): ReturnType<Store['createStream']> {
+    return new Store().createStream();
+  }
+  /** Forget the packets of a closed connection. */
+  clear(): void {
+    for (const messageId of this.ids) {
+      try {
+        super.del({ messageId }, () => undefined);
+      } catch {
+        // store already closed by end()
+      }
+    }
+    this.ids.clear();
+  }
+}
+
+export class MqttPublisher {
+  readonly topics: Topics;
+  private client: MqttClient | null = null;
+  private readonly store = new ConnectionScopedStore();
+  private readonly outbox: Outbox;
+  private readonly qos: Qos;
+  private readonly window: number;
+  private readonly handlers = new Map<string, RequestHandler>();
+  private readonly changes = new EventEmitter();
+  /** Bumped on every connection loss; callbacks of an older connection no longer steer the drain. */
+  private generation = 0;
+  private sentThrough = 0;
+  private readonly inflight = new Set<number>();
+  private draining = false;
+  private drainAgain = false;
+  private statusPatch: Record<string, unknown> = {};
+  private lastStatusJson: string | null = null;
+  private everConnected = false;
+  private isConnected = false;
+  /** The request subscription of the current connection was answered (SUBACK or error). */
+  private subscribeSettled = false;
+  private outageStart: number | null = null;
+  private errorsInOutage = 0;
+  private lastErrorLog = 0;
+  private stopping: Promise<void> | null = null;
+  private stopped = false;
+  private counters = { liveDropped: 0, failed: 0, published: 0, reconnects: 0 };
+
+  constructor(
+    private readonly options: MqttPublisherOptions,
+    private readonly logger: Logger,
+  ) {
+    this.topics = topicsFor(options.baseTopic);
+    this.outbox = options.outbox;
+    this.qos = options.qos ?? 1;
+    this.window = Math.max(1, options.inflightWindow ?? 32);
+    this.changes.setMaxListeners(0);
+  }
+
+  /** Starts connecting and returns at once: the daemon runs (and queues Results) while the broker is away. */
+  async start(): Promise<void> {
+    if (this.client) return;
+    const o = this.options;
+    const clientOptions: IClientOptions = {
+      clientId: o.clientId,
+      protocolVersion: o.protocolVersion ?? 4,
+      username: o.username,
+      password: o.password === undefined ? undefined : Buffer.isBuffer(o.password) ? o.password : Buffer.from(o.password),
+      ca: o.ca,
+      cert: o.cert,
+      key: o.key,
+      rejectUnauthorized: o.rejectUnauthorized ?? true,
+      keepalive: o.keepaliveSec ?? 30,
+      connectTimeout: o.connectTimeoutMs ?? 10_000,
+      reconnectPeriod: Math.max(100, o.reconnectPeriodMs ?? 2_000),
+      // A refused CONNACK (e.g. credentials being rotated) must not stop reconnecting for good.
+      reconnectOnConnackError: true,
+      // The outbox is the session: nothing is kept by the broker or by mqtt.js between connections.
+      clean: true,
+      queueQoSZero: false,
+      resubscribe: false,
+      outgoingStore: this.store,
+      will: {
+        topic: this.topics.status,
+        payload: Buffer.from(JSON.stringify(this.willPayload())),
+        qos: 1,
+        retain: true,
+      },
+    };
+    const client = mqtt.connect(o.url, clientOptions);
+    this.client = client;
+    client.on('connect', () => this.onConnect());
+    client.on('close', () => this.onClose());
+    client.on('error', (err) => this.onError(err));
+    client.on('message', (topic, payload) => void this.onMessage(topic, payload));
+  }
+
+  /** Appends to the outbox and sends when connected. The only way Results are sent. */
+  async enqueue(topic: string, payload: string | Buffer): Promise<number> {
+    const id = await this.outbox.append({ topic, payload, qos: this.qos, retain: false });
+    this.drain();
+    return id;
+  }
+
+  /** `enqueue` for a Result, on `<base>/<source>/labels`. */
+  enqueueResult(result: Result): Promise<number> {
+    return this.enqueue(this.topics.labels(result.source), JSON.stringify(result));
+  }
+
+  /** Non-durable publish (metrics, snapshots, responses): dropped and counted when not connected. */
+  publishNow(topic: string, payload: string | Buffer, opts: { qos?: Qos; retain?: boolean } = {}): boolean {
+    const client = this.client;
+    if (!client || !client.connected || this.stopped) {
+      this.counters.liveDropped++;
+      return false;
+    }
+    client.publish(topic, payload, { qos: opts.qos ?? 0, retain: opts.retain ?? false }, (err) => {
+      if (err) {
+        this.counters.liveDropped++;
+        this.logger.debug({ err, topic }, 'mqtt: live message not delivered');
+      }
+    });
+    return true;
+  }
+
+  /** Merges into the status and republishes it (retained) when it changed. */
+  setStatus(patch: Partial<StatusPayload> | Record<string, unknown>): void {
+    this.statusPatch = { ...this.statusPatch, ...patch };
+    if (this.client) this.client.options.will!.payload = Buffer.from(JSON.stringify(this.willPayload()));
+    this.publishStatus(false);
+  }
+
+  onRequest(op: string, handler: RequestHandler): void {
+    this.topics.request(op); // validates the op
+    this.handlers.set(op, handler);
+  }
+
+  stats(): PublisherStats {
+    return {
+      connected: this.client?.connected ?? false,
+      outboxDepth: this.outbox.depth,
+      outboxBytes: this.outbox.bytes,
+      dropped: this.outbox.dropped,
+      ...this.counters,
+      inflight: this.inflight.size,
+    };
+  }
+
+  /** Resolves once connected and subscribed to requests; rejects after the timeout. */
+  async waitUntilConnected(timeoutMs: number): Promise<void> {
+    const ok = await this.waitUntil(() => this.client?.connected === true && this.subscribeSettled, Date.now() + timeoutMs);
+    if (!ok) throw new Error(`not connected to ${this.options.url} after ${timeoutMs} ms`);
+  }
+
+  /**
+   * Clean stop within `timeoutMs`: send what can be sent, publish the retained `offline` status,
+   * disconnect. mqtt.js's end(false) never returns while offline with in-flight QoS 1, so it is
+   * bounded and followed by end(true). The outbox keeps whatever was not acknowledged; the caller
+   * closes it.
+   */
+  stop(timeoutMs: number): Promise<void> {
+    this.stopping ??= this.stopWithin(timeoutMs);
+    return this.stopping;
+  }
+
+  private async stopWithin(timeoutMs: number): Promise<void> {
+    const client = this.client;
+    if (!client) return;
+    const deadline = Date.now() + timeoutMs;
+    const endReserve = Math.min(1_000, timeoutMs / 4);
+    await this.waitUntil(() => !client.connected || this.outbox.depth === 0, deadline - endReserve * 2);
+    if (client.connected) {
+      const offline = JSON.stringify({ ...this.currentStatus(), state: 'offline', since: new Date().toISOString() });
+      const sent = new Promise<void>((resolve) =>
+        client.publish(this.topics.status, offline, { qos: 1, retain: true }, () => resolve()),
+      );
+      await raceDeadline(sent, deadline - endReserve);
+    }
+    this.stopped = true;
+    const ended = await raceDeadline(client.endAsync(false), deadline);
+    if (!ended) {
+      this.logger.warn({ outboxDepth: this.outbox.depth }, 'mqtt: disconnect timed out, closing the connection; the outbox keeps unsent Results');
+      // end(true)'s callback is not always called when the stream is already gone (mqtt.js#710).
+      await raceDeadline(client.endAsync(true), Date.now() + 200);
+    }
+    this.resetInflight();
+    this.logger.info({ outboxDepth: this.outbox.depth, published: this.counters.published }, 'mqtt: stopped');
+  }
+
+  private onConnect(): void {
+    const client = this.client!;
+    if (this.stopped) return;
+    if (this.everConnected) this.counters.reconnects++;
+    if (this.outageStart !== null) {
+      this.logger.info(
+        { url: this.options.url, outageMs: Date.now() - this.outageStart, errors: this.errorsInOutage, outboxDepth: this.outbox.depth },
+        'mqtt: connected',
+      );
+    } else {
+      this.logger.info({ url: this.options.url, outboxDepth: this.outbox.depth }, 'mqtt: connected');
+    }
+    this.everConnected = true;
+    this.isConnected = true;
+    this.outageStart = null;
+    this.errorsInOutage = 0;
+    this.lastStatusJson = null;
+    this.publishStatus(true);
+    const generation = this.generation;
+    client.subscribe(this.topics.requestWildcard, { qos: 1 }, (err) => {
+      if (err && client.connected) this.logger.error({ err, topic: this.topics.requestWildcard }, 'mqtt: could not subscribe to requests');
+      if (generation === this.generation) this.subscribeSettled = true;
+      this.changes.emit('change');
+    });
+    this.drain();
+    this.changes.emit('change');
+  }
+
+  private onClose(): void {
+    const wasConnected = this.isConnected;
+    this.isConnected = false;
+    this.subscribeSettled = false;
+    if (wasConnected && !this.stopped) {
+      this.outageStart = Date.now();
+      this.errorsInOutage = 0;
+      this.logger.warn({ url: this.options.url, outboxDepth: this.outbox.depth }, 'mqtt: connection lost; Results are kept in the outbox');
+      this.lastErrorLog = Date.now();
+    }
+    this.resetInflight();
+    this.changes.emit('change');
+  }
+
+  /** Forget the closed connection's in-flight packets; the drain re-sends them from the outbox. */
+  private resetInflight(): void {
+    this.generation++;
+    this.inflight.clear();
+    this.sentThrough = this.outbox.ackedThrough;
+    this.lastStatusJson = null;
+    const client = this.client;
+    if (client?.outgoing) {
+      for (const [messageId, pending] of Object.entries(client.outgoing)) {
+        delete client.outgoing[Number(messageId)];
+        pending.cb?.(new Error('Connection closed'));
+      }
+    }
+    this.store.clear();
+  }
+
+  private onError(err: Error): void {
+    this.outageStart ??= Date.now();
+    this.errorsInOutage++;
+    const now = Date.now();
+    // The first error of an outage, then at most one a minute: mqtt.js emits one per retry.
+    if (this.errorsInOutage === 1 || now - this.lastErrorLog >= ERROR_LOG_INTERVAL_MS) {
+      this.lastErrorLog = now;
+      this.logger.warn(
+        { err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, url: this.options.url, errors: this.errorsInOutage, outboxDepth: this.outbox.depth },
+        'mqtt: cannot reach the broker; retrying',
+      );
+    }
+  }
+
+  private drain(): void {
+    if (this.draining) {
+      this.drainAgain = true; // a QoS 0 callback may fire synchronously inside publish()
+      return;
+    }
+    this.draining = true;
+    try {
+      do {
+        this.drainAgain = false;
+        const client = this.client;
+        if (!client || !client.connected || this.stopped) return;
+        const window = this.effectiveWindow(client);
+        while (this.inflight.size < window && client.connected) {
+          const batch = this.outbox.nextBatch(this.sentThrough, window - this.inflight.size);
+          if (batch.length === 0) break;
+          for (const entry of batch) this.send(client, entry);
+        }
+      } while (this.drainAgain);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** A v5 broker announces how many QoS>0 messages it accepts in flight; leave room for status and responses. */
+  private effectiveWindow(client: MqttClient): number {
+    const receiveMaximum = client.serverProperties?.receiveMaximum;
+    return receiveMaximum ? Math.max(1, Math.min(this.window, receiveMaximum - 4)) : this.window;
+  }
+
+  private send(client: MqttClient, entry: OutboxEntry): void {
+    const generation = this.generation;
+    this.sentThrough = entry.id;
+    this.inflight.add(entry.id);
+    client.publish(entry.topic, entry.payload, { qos: entry.qos, retain: entry.retain ?? false }, (err) =>
+      this.onSent(generation, entry, err),
+    );
+  }
+
+  private onSent(generation: number, entry: OutboxEntry, err: Error | undefined): void {
+    if (!err) {
+      this.outbox.ack(entry.id); // a PUBACK is a PUBACK, even from a connection already replaced
+      this.counters.published++;
+    }
+    if (generation !== this.generation) return;
+    this.inflight.delete(entry.id);
+    if (err && err.message !== 'Connection closed' && this.client?.connected) {
+      // Refused by the broker or by mqtt.js for this message (reason code, size, …): re-sending
+      // cannot help and would stall every Result behind it.
+      this.counters.failed++;
+      this.outbox.ack(entry.id);
+      this.logger.error({ err: { message: err.message, code: (err as { code?: unknown }).code }, topic: entry.topic, id: entry.id }, 'mqtt: broker refused a Result; dropped');
+    }
+    this.changes.emit('change');
+    this.drain();
+  }
+
+  private currentStatus(): Record<string, unknown> {
+    let base: Record<string, unknown> = {};
+    try {
+      base = { ...this.options.statusPayload() };
+    } catch (err) {
+      this.logger.error({ err }, 'mqtt: statusPayload() threw');
+    }
+    return { ...base, ...this.statusPatch };
+  }
+
+  private willPayload(): Record<string, unknown> {
+    const { version, model, provider } = this.currentStatus();
+    return { state: 'offline', version, model, provider, error: 'connection lost' };
+  }
+
+  private publishStatus(force: boolean): void {
+    const client = this.client;
+    if (!client || !client.connected || this.stopped) return;
+    const json = JSON.stringify(this.currentStatus());
+    if (!force && json === this.lastStatusJson) return;
+    this.lastStatusJson = json;
+    client.publish(this.topics.status, json, { qos: 1, retain: true }, (err) => {
+      if (err && client.connected) this.logger.warn({ err }, 'mqtt: status not published');
+    });
+  }
+
+  private async onMessage(topic: string, payload: Buffer): Promise<void> {
+    const op = this.topics.requestOp(topic);
+    if (op === null) return;
+    let transaction: string | number | undefined;
+    let response: ResponsePayload;
+    try {
+      const body = parseRequestBody(payload);
+      if (typeof body === 'string') {
+        response = { status: 'error', error: body };
+      } else {
+        if (typeof body.transaction === 'string' || typeof body.transaction === 'number') transaction = body.transaction;
+        const handler = this.handlers.get(op);
+        if (!handler) {
+          const known = [...this.handlers.keys()].sort().join(', ') || 'none';
+          response = { status: 'error', error: `unknown request "${op}" (known: ${known})` };
+        } else {
+          const data = await withTimeout(Promise.resolve().then(() => handler(body)), this.options.requestTimeoutMs ?? 30_000);
+          response = data === undefined ? { status: 'ok' } : { status: 'ok', data };
+        }
+      }
+    } catch (err) {
+      response = { status: 'error', error: err instanceof Error ? err.message : String(err) };
+    }
+    if (transaction !== undefined) response.transaction = transaction;
+    let json: string;
+    try {
+      json = JSON.stringify(response);
+    } catch (err) {
+      json = JSON.stringify({ status: 'error', error: `response could not be serialised: ${(err as Error).message}`, transaction });
+    }
+    this.publishNow(this.topics.response(op), json, { qos: this.qos, retain: false });
+  }
+
+  /** Resolves true when `cond` holds, false at the deadline; re-checked on every connection or ack change. */
+  private waitUntil(cond: () => boolean, deadline: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const finish = (value: boolean) => {
+        clearTimeout(timer);
+        this.changes.off('change', check);
+        resolve(value);
+      };
+      const check = () => {
+        if (cond()) finish(true);
+      };
+      const timer = setTimeout(() => finish(cond()), Math.max(0, deadline - Date.now()));
+      this.changes.on('change', check);
+      check();
+    });
+  }
+}
+
+/** The request body as an object, or an error message for the response. Empty payload = `{}`. */
+function parseRequestBody(payload: Buffer): Record<string, unknown> | string {
+  const text = payload.toString('utf8').trim();
+  if (text === '') return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    return `invalid JSON: ${(err as Error).message}`;
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return 'request body must be a JSON object';
+  return body as Record<string, unknown>;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`request timed out after ${ms} ms`)), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+/** true if the promise settled before the deadline. */
+async function raceDeadline(promise: Promise<unknown>, deadline: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
