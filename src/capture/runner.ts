@@ -8,7 +8,7 @@ export interface CaptureRunnerOptions {
   intervalMs: number;
   /** First retry delay after a failed capture. Default 1000. */
   retryInitialMs?: number;
-  /** Cap of the doubling retry delay. Default 30000. */
+  /** Cap of the doubling retry delay. Default 30000 (or retryInitialMs if larger). */
   retryMaxMs?: number;
   /** Each retry delay is shortened by up to this fraction at random, so cameras failing together spread out. Default 0.2. */
   retryJitter?: number;
@@ -38,7 +38,8 @@ export class CaptureRunner extends EventEmitter<CaptureRunnerEvents> {
 
   constructor(source: FrameSource, options: CaptureRunnerOptions) {
     super();
-    const { intervalMs, retryInitialMs = 1000, retryMaxMs = 30_000, retryJitter = 0.2 } = options;
+    const { intervalMs, retryInitialMs = 1000, retryJitter = 0.2 } = options;
+    const retryMaxMs = options.retryMaxMs ?? Math.max(30_000, retryInitialMs);
     const check = (name: string, value: number, ok: boolean): void => {
       if (!ok) throw new TypeError(`source "${source.id}": ${name} is invalid: ${JSON.stringify(value)}`);
     };
