@@ -387,16 +387,19 @@ class GraphBuilder {
 
     const weights = new Float32Array(classes * x.c);
     for (let i = 0; i < weights.length; i++) weights[i] = this.normal.next();
-    // Spread of the centred logits over the calibration batch sets the weight scale.
-    let sum2 = 0;
+    // The widest per-image spread of the centred logits sets the weight scale: high-contrast images
+    // spread the logits most, and they too should not give a one-hot softmax.
+    let spread = 0;
     for (let img = 0; img < x.n; img++) {
+      let sum2 = 0;
       for (let k = 0; k < classes; k++) {
         let l = 0;
         for (let i = 0; i < x.c; i++) l += weights[k * x.c + i]! * (pooled[img * x.c + i]! - mean[i]!);
         sum2 += l * l;
       }
+      spread = Math.max(spread, Math.sqrt(sum2 / classes));
     }
-    const spread = Math.sqrt(sum2 / (x.n * classes)) || 1;
+    spread ||= 1;
     const scale = TARGET_LOGIT_STD / spread;
     const bias = new Float32Array(classes);
     for (let k = 0; k < classes; k++) {
@@ -417,7 +420,7 @@ class GraphBuilder {
 }
 
 const BN_EPSILON = 1e-5;
-/** Logit spread over the calibration images: a clear but not certain top-1. */
+/** Logit spread of the most spread-out calibration image: a clear but not certain top-1. */
 const TARGET_LOGIT_STD = 2;
 
 // ---------------------------------------------------------------------------------------------
@@ -586,7 +589,7 @@ const VARIANT_INPUT: Record<InceptionVariant, ModelManifest['input']> = {
 };
 
 /** Generated images whose statistics set every BatchNormalization's running mean and variance. */
-const CALIBRATION_IMAGES = 6;
+const CALIBRATION_IMAGES = 8;
 
 export function builtInputSpec(variant: InceptionVariant = 'bn-inception'): ModelManifest['input'] {
   const spec = VARIANT_INPUT[variant];

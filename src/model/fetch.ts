@@ -4,13 +4,11 @@
  * renames to `out` once verified, so `out` is either absent or correct.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { Transform } from 'node:stream';
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
 import { loadManifest, modelsDir, writeManifestBeside, type ModelManifest } from './manifest.js';
@@ -172,25 +170,26 @@ async function download(t: Target, part: string, logger: Logger | undefined, sho
     : undefined;
   const mb = (n: number) => Math.round(n / 1e5) / 10;
   bar?.start(mb(total ?? 0), mb(done));
-  const meter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
+  // Chunks are written one by one and awaited, so after an interruption the .part holds every byte
+  // received and the next run can resume from its size.
+  const file = await open(part, append ? 'a' : 'w');
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      await file.write(chunk);
       done += chunk.length;
       bar?.update(mb(done));
       if (!bar && Date.now() - lastLog >= LOG_INTERVAL_MS) {
         lastLog = Date.now();
         logger?.info({ bytes: done, total }, 'downloading');
       }
-      cb(null, chunk);
-    },
-  });
-  try {
-    await pipeline(res.body, meter, createWriteStream(part, { flags: append ? 'a' : 'w' }));
+    }
   } catch (err) {
     throw new FetchError(
       `download of ${t.url} interrupted after ${done} bytes (${(err as Error).message}); run again to resume`,
     );
   } finally {
     bar?.stop();
+    await file.close();
   }
   if (!res.body.complete) {
     throw new FetchError(`download of ${t.url} interrupted after ${done} bytes; run again to resume`);
