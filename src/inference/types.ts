@@ -34,3 +34,25 @@ export interface ProviderAttempt {
   ok: boolean;
   reason?: string;
 }
+
+/** A graph input or output as the loaded session reports it. */
+export interface TensorInfo {
+  name: string;
+  /** Element type, e.g. "float32". */
+  type: string;
+  /** Numbers, or strings for symbolic dimensions (e.g. "N"); empty when unknown. */
+  dims: Array<number | string>;
+}
+
+/** What the engine settled on when its worker came up. */
+export interface EngineInfo {
+  provider: string;
+  attempts: ProviderAttempt[];
+  input: TensorInfo;
+  output: TensorInfo;
+  /** The session was loaded from the optimized-model cache. */
+  fromCache: boolean;
+  /** Session creation (including provider attempts) and the warm-up run, in the worker. */
+  loadMs: number;
+  warmupMs: number;
+}

@@ -1,0 +1,15 @@
+/** Messages between InferenceEngine (main thread) and worker.ts. Internal to this folder. */
+import type { EngineInfo, ProviderAttempt, SessionSettings } from './types.js';
+
+export interface WorkerInit {
+  settings: SessionSettings;
+}
+
+export type ToWorker = { type: 'run'; id: number; data: Float32Array; dims: number[] } | { type: 'close' };
+
+export type FromWorker =
+  | ({ type: 'ready' } & EngineInfo)
+  | { type: 'init-error'; kind: 'no-provider' | 'model'; message: string; attempts: ProviderAttempt[] }
+  | { type: 'result'; id: number; scores: Float32Array; inferenceMs: number }
+  | { type: 'run-error'; id: number; message: string }
+  | { type: 'closed' };

@@ -1,0 +1,116 @@
+/**
+ * Small ONNX classifiers built directly with onnx-proto, for inference tests (no download, no
+ * dependency on src/model). Topology: input [1,3,size,size] → Conv 3×3 (+Relu) × depth →
+ * GlobalAveragePool → Flatten → Gemm → Softmax (optional). Weights come from a seeded generator,
+ * so the same options always give the same model.
+ */
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import onnxProto from 'onnx-proto';
+import onnx = onnxProto.onnx;
+
+export interface TinyModelOptions {
+  /** Input height and width. Default 8. */
+  size?: number;
+  /** Channels of every conv layer. Default 4. */
+  channels?: number;
+  /** Number of conv layers. Default 1. */
+  depth?: number;
+  classes?: number;
+  seed?: number;
+  /** End with Softmax (probabilities) or leave logits. Default true. */
+  softmax?: boolean;
+  inputName?: string;
+  outputName?: string;
+}
+
+const FLOAT = onnx.TensorProto.DataType.FLOAT;
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function initializer(name: string, dims: number[], values: Float32Array): onnx.ITensorProto {
+  return { name, dims, dataType: FLOAT, rawData: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
+}
+
+function valueInfo(name: string, dims: number[]): onnx.IValueInfoProto {
+  return {
+    name,
+    type: { tensorType: { elemType: FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+  };
+}
+
+const ints = (name: string, v: number[]): onnx.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: v });
+const int = (name: string, v: number): onnx.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i: v });
+
+/** Encoded ONNX model bytes. */
+export function buildTinyModel(options: TinyModelOptions = {}): Uint8Array {
+  const { size = 8, channels = 4, depth = 1, classes = 10, seed = 1, softmax = true } = options;
+  const inputName = options.inputName ?? 'input';
+  const outputName = options.outputName ?? 'scores';
+  const rand = mulberry32(seed);
+  // He-style uniform init keeps activations in a sane range however deep the stack is.
+  const uniform = (n: number, fanIn: number) => {
+    const bound = Math.sqrt(6 / fanIn);
+    return new Float32Array(n).map(() => (rand() * 2 - 1) * bound);
+  };
+
+  const nodes: onnx.INodeProto[] = [];
+  const inits: onnx.ITensorProto[] = [];
+  let prev = inputName;
+  let inC = 3;
+  for (let l = 0; l < depth; l++) {
+    const w = `conv${l}.w`;
+    const b = `conv${l}.b`;
+    inits.push(initializer(w, [channels, inC, 3, 3], uniform(channels * inC * 9, inC * 9)));
+    inits.push(initializer(b, [channels], uniform(channels, 10)));
+    nodes.push({ opType: 'Conv', input: [prev, w, b], output: [`conv${l}`], name: `conv${l}`, attribute: [ints('kernel_shape', [3, 3]), ints('pads', [1, 1, 1, 1])] });
+    nodes.push({ opType: 'Relu', input: [`conv${l}`], output: [`relu${l}`], name: `relu${l}` });
+    prev = `relu${l}`;
+    inC = channels;
+  }
+  inits.push(initializer('fc.w', [classes, channels], uniform(classes * channels, channels)));
+  inits.push(initializer('fc.b', [classes], uniform(classes, 10)));
+  nodes.push({ opType: 'GlobalAveragePool', input: [prev], output: ['pool'], name: 'pool' });
+  nodes.push({ opType: 'Flatten', input: ['pool'], output: ['flat'], name: 'flat', attribute: [int('axis', 1)] });
+  const logits = softmax ? 'logits' : outputName;
+  nodes.push({ opType: 'Gemm', input: ['flat', 'fc.w', 'fc.b'], output: [logits], name: 'fc', attribute: [int('transB', 1)] });
+  if (softmax) nodes.push({ opType: 'Softmax', input: ['logits'], output: [outputName], name: 'softmax', attribute: [int('axis', 1)] });
+
+  const model: onnx.IModelProto = {
+    irVersion: 7,
+    producerName: 'inceptiond-tests',
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'tiny',
+      node: nodes,
+      initializer: inits,
+      input: [valueInfo(inputName, [1, 3, size, size])],
+      output: [valueInfo(outputName, [1, classes])],
+    },
+  };
+  return onnx.ModelProto.encode(model).finish();
+}
+
+/** Writes a tiny model into a fresh temp directory and returns its path. */
+export async function writeTinyModel(options: TinyModelOptions = {}, dir?: string): Promise<string> {
+  const folder = dir ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-tiny-')));
+  const file = path.join(folder, `tiny-${options.seed ?? 1}.onnx`);
+  await writeFile(file, buildTinyModel(options));
+  return file;
+}
+
+/** Deterministic input values for a [1,3,size,size] tensor. */
+export function seededInput(size: number, seed = 7): Float32Array {
+  const rand = mulberry32(seed);
+  return new Float32Array(3 * size * size).map(() => rand() * 2 - 1);
+}

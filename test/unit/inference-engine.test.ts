@@ -1,0 +1,252 @@
+import { mkdtemp, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import * as ort from 'onnxruntime-node';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { crashWorkerForTest } from '../../src/inference/engine.js';
+import {
+  EngineClosedError,
+  InferenceEngine,
+  InvalidTensorError,
+  ModelLoadError,
+  NoExecutionProviderError,
+  RestartLimitError,
+  WorkerCrashedError,
+  type SessionSettings,
+} from '../../src/inference/index.js';
+import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
+
+/** A pino logger whose records the test can read. */
+function captureLogger() {
+  const records: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) if (line) records.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, stream), records };
+}
+
+const SIZE = 8;
+const dims = [1, 3, SIZE, SIZE];
+let modelPath: string;
+let heavyPath: string;
+const HEAVY = 96;
+
+function settings(over: Partial<SessionSettings> = {}): SessionSettings {
+  return {
+    modelPath, executionProviders: ['cpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all', ...over,
+  };
+}
+
+/** Scores from an ordinary main-thread session with the same options: the reference. */
+async function directScores(file: string, input: Float32Array, d: number[]): Promise<number[]> {
+  const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1, graphOptimizationLevel: 'all' });
+  try {
+    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', input.slice(), d) });
+    return Array.from(out[session.outputNames[0]!]!.data as Float32Array);
+  } finally {
+    await session.release();
+  }
+}
+
+beforeAll(async () => {
+  modelPath = await writeTinyModel({ size: SIZE, classes: 10, seed: 3 });
+  // Heavy enough that a run spans many event-loop turns (about 0.3 G multiply-adds).
+  heavyPath = await writeTinyModel({ size: HEAVY, channels: 32, depth: 4, classes: 10, seed: 5 });
+});
+
+describe('InferenceEngine', () => {
+  let engine: InferenceEngine;
+  const { logger } = captureLogger();
+  beforeAll(async () => {
+    engine = await InferenceEngine.create(settings(), logger);
+  });
+  afterAll(async () => {
+    await engine.close();
+  });
+
+  it('reports the chosen provider and the model input and output', () => {
+    expect(engine.provider).toBe('cpu');
+    expect(engine.attempts).toEqual([{ provider: 'cpu', ok: true }]);
+    expect(engine.input).toEqual({ name: 'input', type: 'float32', dims });
+    expect(engine.output).toMatchObject({ name: 'scores', type: 'float32', dims: [1, 10] });
+  });
+
+  it('gives the same scores as a main-thread session', async () => {
+    const input = seededInput(SIZE, 11);
+    const expected = await directScores(modelPath, input, dims);
+    const out = await engine.run({ data: input.slice(), dims });
+    expect(out.scores).toBeInstanceOf(Float32Array);
+    expect(Array.from(out.scores)).toEqual(expected);
+    expect(out.inferenceMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it('transfers a whole-buffer tensor without copying, and copies a view into a larger buffer', async () => {
+    const owned = seededInput(SIZE, 12);
+    await engine.run({ data: owned, dims });
+    expect(owned.byteLength).toBe(0); // detached: it moved to the worker
+
+    const pool = new Float32Array(3 * SIZE * SIZE + 16);
+    const view = pool.subarray(16);
+    view.set(seededInput(SIZE, 12));
+    const out = await engine.run({ data: view, dims });
+    expect(pool.byteLength).toBeGreaterThan(0);
+    expect(Array.from(out.scores)).toEqual(await directScores(modelPath, seededInput(SIZE, 12), dims));
+  });
+
+  it('resolves sequential and concurrent runs in request order with their own scores', async () => {
+    const inputs = [0, 1, 2, 3, 4, 5, 6].map((i) => seededInput(SIZE, 100 + i));
+    const expected = await Promise.all(inputs.map((x) => directScores(modelPath, x, dims)));
+    expect(Array.from((await engine.run({ data: inputs[0]!.slice(), dims })).scores)).toEqual(expected[0]);
+    expect(Array.from((await engine.run({ data: inputs[1]!.slice(), dims })).scores)).toEqual(expected[1]);
+
+    const order: number[] = [];
+    const results = await Promise.all(
+      inputs.slice(2).map((x, i) =>
+        engine.run({ data: x.slice(), dims }).then((out) => {
+          order.push(i);
+          return Array.from(out.scores);
+        }),
+      ),
+    );
+    expect(order).toEqual([0, 1, 2, 3, 4]);
+    expect(results).toEqual(expected.slice(2));
+  });
+
+  it('rejects a tensor that does not fit the model input, and keeps working', async () => {
+    await expect(engine.run({ data: new Float32Array(10), dims })).rejects.toBeInstanceOf(InvalidTensorError);
+    await expect(engine.run({ data: new Float32Array(3 * 4 * 4), dims: [1, 3, 4, 4] })).rejects.toThrow(/do not fit/);
+    await expect(engine.run({ data: seededInput(SIZE), dims })).resolves.toBeDefined();
+  });
+});
+
+describe('execution provider selection', () => {
+  it('skips a provider this build lacks, says why, and falls back to cpu', async () => {
+    const { logger, records } = captureLogger();
+    const engine = await InferenceEngine.create(settings({ executionProviders: ['QNN', 'cpu'] }), logger);
+    try {
+      expect(engine.provider).toBe('cpu');
+      expect(engine.attempts).toEqual([
+        { provider: 'qnn', ok: false, reason: 'not compiled into this onnxruntime-node build' },
+        { provider: 'cpu', ok: true },
+      ]);
+      expect(records).toContainEqual(expect.objectContaining({ provider: 'qnn', reason: expect.stringMatching(/not compiled/) }));
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('fails clearly when no listed provider works and cpu is not listed', async () => {
+    const err = await InferenceEngine.create(settings({ executionProviders: ['qnn'] }), captureLogger().logger).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NoExecutionProviderError);
+    expect((err as NoExecutionProviderError).attempts).toEqual([
+      { provider: 'qnn', ok: false, reason: 'not compiled into this onnxruntime-node build' },
+    ]);
+    expect((err as Error).message).toMatch(/add "cpu"/);
+  });
+
+  it('reports a missing model file as a model error', async () => {
+    const err = await InferenceEngine.create(settings({ modelPath: '/nonexistent/model.onnx' }), captureLogger().logger).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ModelLoadError);
+    expect((err as Error).message).toMatch(/not found/);
+  });
+
+  it('reports an unknown input name with the names the model has', async () => {
+    const err = await InferenceEngine.create(settings({ inputName: 'data_0' }), captureLogger().logger).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ModelLoadError);
+    expect((err as Error).message).toMatch(/no input "data_0".*input/);
+  });
+});
+
+describe('worker behaviour', () => {
+  const heavyDims = [1, 3, HEAVY, HEAVY];
+  const heavySettings = () => settings({ modelPath: heavyPath });
+
+  it('keeps the main event loop turning while the worker infers', async () => {
+    const engine = await InferenceEngine.create(heavySettings(), captureLogger().logger);
+    try {
+      let ticks = 0;
+      let running = true;
+      const spin = () => {
+        ticks++;
+        if (running) setImmediate(spin);
+      };
+      setImmediate(spin);
+      await engine.run({ data: seededInput(HEAVY), dims: heavyDims });
+      running = false;
+      // A run on the main thread blocks it: only the turn before and after it would happen.
+      expect(ticks).toBeGreaterThan(10);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('rejects pending runs when the worker dies, then restarts it on the next run', async () => {
+    const { logger, records } = captureLogger();
+    const engine = await InferenceEngine.create(heavySettings(), logger);
+    try {
+      const input = seededInput(HEAVY, 9);
+      const before = Array.from((await engine.run({ data: input.slice(), dims: heavyDims })).scores);
+
+      const inFlight = [engine.run({ data: input.slice(), dims: heavyDims }), engine.run({ data: input.slice(), dims: heavyDims })];
+      expect(engine.pending).toBe(2);
+      await engine[crashWorkerForTest]();
+      for (const p of inFlight) await expect(p).rejects.toBeInstanceOf(WorkerCrashedError);
+      expect(engine.pending).toBe(0);
+      expect(records.some((r) => r.level === 50 && /worker died/.test(String(r.msg)))).toBe(true);
+
+      const after = await engine.run({ data: input.slice(), dims: heavyDims });
+      expect(Array.from(after.scores)).toEqual(before);
+      expect(engine.restarts).toBe(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('stops restarting a worker that keeps dying', async () => {
+    const engine = await InferenceEngine.create(settings(), captureLogger().logger, { maxRestarts: 1, restartWindowMs: 60_000 });
+    try {
+      await engine[crashWorkerForTest]();
+      await expect(engine.run({ data: seededInput(SIZE), dims })).resolves.toBeDefined();
+      await engine[crashWorkerForTest]();
+      await expect(engine.run({ data: seededInput(SIZE), dims })).rejects.toBeInstanceOf(RestartLimitError);
+      expect(engine.restarts).toBe(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('finishes queued runs on close, then refuses new ones', async () => {
+    const engine = await InferenceEngine.create(settings(), captureLogger().logger);
+    const queued = [1, 2, 3].map((i) => engine.run({ data: seededInput(SIZE, i), dims }));
+    await engine.close();
+    for (const p of queued) await expect(p).resolves.toHaveProperty('scores');
+    await expect(engine.run({ data: seededInput(SIZE), dims })).rejects.toBeInstanceOf(EngineClosedError);
+    await engine.close(); // idempotent
+  });
+
+  it('caches the optimized model and starts from it next time with the same scores', async () => {
+    const cacheDir = await mkdtemp(path.join(tmpdir(), 'inceptiond-cache-'));
+    const input = seededInput(SIZE, 21);
+    const first = await InferenceEngine.create(settings({ optimizedModelCacheDir: cacheDir }), captureLogger().logger);
+    const a = Array.from((await first.run({ data: input.slice(), dims })).scores);
+    await first.close();
+    expect(first.info.fromCache).toBe(false);
+    const files = await readdir(cacheDir);
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/-cpu-all\.onnx$/);
+
+    const second = await InferenceEngine.create(settings({ optimizedModelCacheDir: cacheDir }), captureLogger().logger);
+    try {
+      expect(second.info.fromCache).toBe(true);
+      const b = Array.from((await second.run({ data: input.slice(), dims })).scores);
+      for (let i = 0; i < a.length; i++) expect(b[i]).toBeCloseTo(a[i]!, 6);
+    } finally {
+      await second.close();
+    }
+  });
+});
