@@ -94,7 +94,10 @@ export interface WebcamSourceOptions extends CommonSourceOptions {
   jpegQuality?: number;
   /** Per-capture limit; a hung fswebcam is killed. Default 10000. */
   timeoutMs?: number;
-  /** Where each capture's temporary JPEG is written (and deleted), e.g. $RUNTIME_DIRECTORY. Default os.tmpdir(). */
+  /**
+   * Where each capture's temporary JPEG is written (and deleted), e.g. $RUNTIME_DIRECTORY; relative paths
+   * are resolved against the working directory. Default os.tmpdir().
+   */
   tmpDir?: string;
 }
 

@@ -120,10 +120,12 @@ export class WebcamSource implements FrameSource {
     this.skipFrames = requireInteger(id, 'webcam.skipFrames', options.skipFrames ?? WEBCAM_DEFAULTS.skipFrames, 0, 1000);
     this.jpegQuality = requireInteger(id, 'webcam.jpegQuality', options.jpegQuality ?? WEBCAM_DEFAULTS.jpegQuality, 0, 95);
     this.timeoutMs = requireInteger(id, 'webcam.timeoutMs', options.timeoutMs ?? WEBCAM_DEFAULTS.timeoutMs, 100, 600_000);
-    const tmpDir = options.tmpDir ?? os.tmpdir();
-    if (typeof tmpDir !== 'string' || !SAFE_DIR.test(tmpDir) || tmpDir.includes('..')) {
+    const rawTmpDir: unknown = options.tmpDir ?? os.tmpdir();
+    // Relative paths are resolved against the working directory; the result is pasted into the shell.
+    const tmpDir = typeof rawTmpDir === 'string' && rawTmpDir !== '' ? path.resolve(rawTmpDir) : '';
+    if (!SAFE_DIR.test(tmpDir) || tmpDir.includes('..')) {
       throw new TypeError(
-        `source "${id}": webcam.tmpDir must be an absolute path of letters, digits and "._+-/", got ${JSON.stringify(tmpDir)}`,
+        `source "${id}": webcam.tmpDir must be a path of letters, digits and "._+-/" only, got ${JSON.stringify(rawTmpDir)}${tmpDir && tmpDir !== rawTmpDir ? ` (resolved to ${tmpDir})` : ''}`,
       );
     }
     this.tmpDir = tmpDir;

@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import pino from 'pino';
 import sharp from 'sharp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -158,6 +162,23 @@ describe('FfmpegSource with a real ffmpeg', () => {
     expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
     await expect(source.next()).rejects.toBeInstanceOf(SourceStoppedError);
     source = undefined;
+  });
+
+  it('replays a file input forever (loop) without restarting ffmpeg', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'capture-ffmpeg-'));
+    try {
+      const clip = path.join(dir, 'clip.mkv');
+      // A 4-frame clip; the source must go on past its end.
+      execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc=size=96x64:rate=20:duration=0.2', '-c:v', 'mjpeg', clip]);
+      source = new FfmpegSource({ ...base, input: clip }, logger);
+      await source.start();
+      for (let i = 0; i < 10; i++) await source.next();
+      expect(source.restartCount).toBe(0);
+      expect(source.stats().failed).toBe(0);
+    } finally {
+      await source?.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('an aborted next() rejects with the abort reason and the source stays usable', async () => {

@@ -127,7 +127,7 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
     ['negative skipFrames', { skipFrames: -1 }],
     ['a timeout of NaN', { timeoutMs: Number.NaN }],
     ['a tmpDir with a semicolon', { tmpDir: '/tmp;touch /tmp/pwned' }],
-    ['a relative tmpDir', { tmpDir: 'tmp' }],
+    ['a tmpDir with a space', { tmpDir: '/tmp/my shots' }],
     ['an id with shell characters', { id: 'cam$(id)' }],
   ];
   it.each(invalid)('refuses %s at construction, before running anything', (_what, overrides) => {
@@ -216,6 +216,14 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
     expect(existsSync(stale)).toBe(false);
     expect(existsSync(otherSource)).toBe(true);
     await rm(otherSource);
+  });
+
+  it('resolves a relative tmpDir against the working directory', async () => {
+    const source = new WebcamSource(options({ tmpDir: path.relative(process.cwd(), tmpDir) }), logger);
+    await source.start();
+    await source.next();
+    const [call] = await fake.invocations();
+    expect(path.dirname(call!.argv.at(-1)!)).toBe(tmpDir);
   });
 
   it('refuses to start with a tmpDir that does not exist', async () => {
