@@ -49,11 +49,12 @@ describe('evaluateModels', () => {
 
   it('a perturbed copy gives finite SQNR and agreements within [0, 1], top-5 ≥ top-1', async () => {
     const m = buildSmallCnn({ seed: 8 });
-    const fc = m.graph!.initializer.findIndex((t) => t.name === 'fc_w');
-    const w = tensorToFloat32(m.graph!.initializer[fc]!);
+    const inits = m.graph!.initializer!;
+    const fc = inits.findIndex((t) => t.name === 'fc_w');
+    const w = tensorToFloat32(inits[fc]!);
     const rnd = lcg(77);
     const noisy = w.map((v) => v + (rnd() - 0.5) * 0.6);
-    m.graph!.initializer[fc] = makeTensor('fc_w', DataType.FLOAT, [10, 8], noisy);
+    inits[fc] = makeTensor('fc_w', DataType.FLOAT, [10, 8], noisy);
     const cand = path.join(dir, 'cand.onnx');
     await saveModel(m, cand);
     const r = await evaluateModels({ ref, cand, images, preprocess, repeats: 1 });

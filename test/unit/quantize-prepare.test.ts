@@ -16,6 +16,10 @@ async function runModel(m: onnx.IModelProto, input: Float32Array): Promise<Recor
   }
 }
 
+function graphOf(m: onnx.IModelProto): onnx.GraphProto {
+  return m.graph as onnx.GraphProto;
+}
+
 function ops(m: onnx.IModelProto): string[] {
   return (m.graph?.node ?? []).map((n) => n.opType ?? '');
 }
@@ -23,13 +27,13 @@ function ops(m: onnx.IModelProto): string[] {
 /** The small CNN as an opset-9 model: Dropout before the Gemm, initializers listed as inputs. */
 function opset9Model(): onnx.ModelProto {
   const m = buildSmallCnn({ seed: 4 });
-  const g = m.graph!;
+  const g = m.graph as onnx.GraphProto;
   m.opsetImport = [onnx.OperatorSetIdProto.create({ domain: '', version: 9 })];
   m.irVersion = 3;
   const flatIdx = g.node.findIndex((n) => n.opType === 'Flatten');
   g.node[flatIdx]!.output = ['flat_pre_dropout'];
   g.node.splice(flatIdx + 1, 0, makeNode('Dropout', ['flat_pre_dropout'], ['flat'], { ratio: { float: 0.5 } }, 'drop'));
-  for (const t of g.initializer) g.input.push(makeValueInfo(t.name, t.dataType, t.dims.map(Number)));
+  for (const t of g.initializer) g.input.push(makeValueInfo(t.name!, t.dataType!, (t.dims ?? []).map(Number)));
   return m;
 }
 
@@ -42,8 +46,8 @@ describe('prepareModel: exact rewrites', () => {
       expect(ops(model)).not.toContain('Flatten');
       expect(rewrites.join('\n')).toMatch(/swapped/);
       // the pool now follows the 1×1 conv
-      const pool = model.graph!.node.find((n) => n.opType === 'AveragePool')!;
-      const producer = model.graph!.node.find((n) => n.output.includes(pool.input[0]!))!;
+      const pool = graphOf(model).node.find((n) => n.opType === 'AveragePool')!;
+      const producer = graphOf(model).node.find((n) => n.output?.includes(pool.input![0]!))!;
       expect(producer.opType).toBe('Conv');
       if (cip === 1) expect(ops(model)).toContain('Add'); // bias added after the pool
       for (const input of smallInputList(3, 21)) {
@@ -61,10 +65,10 @@ describe('prepareModel: exact rewrites', () => {
     const { model, rewrites } = prepareModel(original, { shapes });
     expect(opsetVersion(model)).toBe(13);
     expect(ops(model)).not.toContain('Dropout');
-    expect(model.graph!.input.map((i) => i.name)).toEqual([SMALL_INPUT]);
+    expect(graphOf(model).input.map((i) => i.name)).toEqual([SMALL_INPUT]);
     expect(rewrites.join('\n')).toMatch(/opset 9 → 13/);
-    const softmax = model.graph!.node.find((n) => n.opType === 'Softmax')!;
-    expect(softmax.attribute.find((a) => a.name === 'axis')?.i).toBe(1);
+    const softmax = graphOf(model).node.find((n) => n.opType === 'Softmax')!;
+    expect(softmax.attribute?.find((a) => a.name === 'axis')?.i).toBe(1);
     const input = smallInputList(1, 5)[0]!;
     expect(sqnrDb((await runModel(original, input)).prob!, (await runModel(model, input)).prob!)).toBeGreaterThan(100);
   });
