@@ -118,8 +118,14 @@ export class InferenceEngine {
     return this.#closing;
   }
 
-  async [crashWorkerForTest](): Promise<void> {
-    await this.#worker?.terminate();
+  /** Makes the worker die from an uncaught error after the requests already sent to it. */
+  [crashWorkerForTest](): Promise<void> {
+    const worker = this.#worker;
+    if (!worker) return Promise.resolve();
+    return new Promise((resolve) => {
+      worker.once('exit', () => resolve());
+      worker.postMessage({ type: 'crash' } satisfies ToWorker);
+    });
   }
 
   private send(worker: Worker, tensor: InputTensor): Promise<InferenceOutput> {
@@ -228,16 +234,18 @@ export class InferenceEngine {
       worker.once('exit', () => resolve());
     });
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        this.logger.warn('inference worker did not close in time; terminating it');
-        resolve();
-      }, this.options.closeTimeoutMs);
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), this.options.closeTimeoutMs);
     });
     worker.postMessage({ type: 'close' } satisfies ToWorker);
-    await Promise.race([closed, timeout]);
+    const timedOut = await Promise.race([closed.then(() => false), timeout]);
     clearTimeout(timer);
     this.#worker = undefined;
+    if (timedOut) {
+      // Last resort: terminating a worker inside session.run can abort the whole process
+      // (onnxruntime-node throws a native error while the thread is torn down).
+      this.logger.error({ timeoutMs: this.options.closeTimeoutMs }, 'inference worker did not close in time; terminating it');
+    }
     await worker.terminate();
     this.rejectAll(new EngineClosedError());
   }

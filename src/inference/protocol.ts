@@ -5,7 +5,11 @@ export interface WorkerInit {
   settings: SessionSettings;
 }
 
-export type ToWorker = { type: 'run'; id: number; data: Float32Array; dims: number[] } | { type: 'close' };
+export type ToWorker =
+  | { type: 'run'; id: number; data: Float32Array; dims: number[] }
+  | { type: 'close' }
+  /** Test hook: the worker throws an uncaught error between runs, as a real crash would. */
+  | { type: 'crash' };
 
 export type FromWorker =
   | ({ type: 'ready' } & EngineInfo)

@@ -9,14 +9,13 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 import { normalizeProviders, sessionOptionsFor } from './session-options.js';
 import type { ProviderAttempt, SessionSettings, TensorInfo } from './types.js';
 
-const port = parentPort;
-if (!port) throw new Error('worker.ts must run in a worker thread');
+const port: MessagePort = requireParentPort();
 const post = (msg: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
 
 class InitError extends Error {
@@ -68,7 +67,15 @@ async function handle(msg: ToWorker): Promise<void> {
     await loaded?.session.release().catch(() => undefined);
     loaded = undefined;
     post({ type: 'closed' });
+    // Leave on our own, between runs: terminate() from outside during a native run aborts the process.
+    port.close();
     return;
+  }
+  if (msg.type === 'crash') {
+    setImmediate(() => {
+      throw new Error('simulated worker crash (test hook)');
+    });
+    return new Promise(() => undefined); // handle nothing after the crash
   }
   if (!loaded) {
     post({ type: 'run-error', id: msg.id, message: 'no session loaded' });
@@ -183,4 +190,9 @@ async function exists(file: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+function requireParentPort(): MessagePort {
+  if (!parentPort) throw new Error('worker.ts must run in a worker thread');
+  return parentPort;
 }

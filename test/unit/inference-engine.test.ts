@@ -140,6 +140,20 @@ describe('execution provider selection', () => {
     }
   });
 
+  it('records why a compiled-in provider failed to initialise and tries the next', async (ctx) => {
+    // webgpu is compiled into the linux-x64 binding; without a GPU adapter it fails at session creation.
+    if (!ort.listSupportedBackends().some((b) => b.name === 'webgpu')) ctx.skip();
+    const engine = await InferenceEngine.create(settings({ executionProviders: ['webgpu', 'cpu'] }), captureLogger().logger);
+    try {
+      if (engine.provider === 'webgpu') ctx.skip(); // this machine has a usable GPU
+      expect(engine.provider).toBe('cpu');
+      expect(engine.attempts[0]).toMatchObject({ provider: 'webgpu', ok: false, reason: expect.stringMatching(/\S/) });
+      expect(engine.attempts[0]!.reason).not.toMatch(/not compiled/);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('fails clearly when no listed provider works and cpu is not listed', async () => {
     const err = await InferenceEngine.create(settings({ executionProviders: ['qnn'] }), captureLogger().logger).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NoExecutionProviderError);
@@ -192,10 +206,16 @@ describe('worker behaviour', () => {
       const input = seededInput(HEAVY, 9);
       const before = Array.from((await engine.run({ data: input.slice(), dims: heavyDims })).scores);
 
+      // The crash is queued first, so these two are still pending when the worker dies.
+      const crashed = engine[crashWorkerForTest]();
       const inFlight = [engine.run({ data: input.slice(), dims: heavyDims }), engine.run({ data: input.slice(), dims: heavyDims })];
       expect(engine.pending).toBe(2);
-      await engine[crashWorkerForTest]();
-      for (const p of inFlight) await expect(p).rejects.toBeInstanceOf(WorkerCrashedError);
+      await crashed;
+      for (const p of inFlight) {
+        const err = await p.catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(WorkerCrashedError);
+        expect((err as Error).message).toMatch(/simulated worker crash/);
+      }
       expect(engine.pending).toBe(0);
       expect(records.some((r) => r.level === 50 && /worker died/.test(String(r.msg)))).toBe(true);
 
