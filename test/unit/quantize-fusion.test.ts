@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -117,6 +117,9 @@ describe('QDQ output is fused by ORT into int8 kernels', () => {
     expect(report.manifest).toBe(`${int8}.json`);
     const manifest = JSON.parse(await readFile(report.manifest!, 'utf8')) as { precision: string; labels?: string };
     expect(manifest.precision).toBe('int8');
+    // the label file still resolves from the new manifest's folder
+    expect(manifest.labels).toBeDefined();
+    await expect(stat(path.resolve(path.dirname(report.manifest!), manifest.labels!))).resolves.toBeTruthy();
 
     const model = await loadModel(fp32);
     const convs = (model.graph?.node ?? []).filter((n) => n.opType === 'Conv').length;

@@ -263,13 +263,9 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         .filter(Boolean)
         .join(' '),
     };
-    // The label path is relative to the manifest; re-anchor it for the output's folder.
-    if (m.labels) {
-      const abs = path.resolve(path.dirname(found.manifestPath), m.labels);
-      m.labels = path.relative(path.dirname(path.resolve(opts.output)), abs);
-    }
     delete m.source; // the quantized file is not the downloaded one
-    manifestPath = await writeManifestBeside(opts.output, m);
+    // Labels are relative to the input's manifest; the helper re-anchors them for the output.
+    manifestPath = await writeManifestBeside(opts.output, m, path.dirname(found.manifestPath));
   } else {
     warn(`no manifest found for ${opts.input}: none written beside ${opts.output}`);
   }
