@@ -57,6 +57,8 @@ describe('QDQ output is fused by ORT into int8 kernels', () => {
     expect(ops).toContain('com.microsoft:QLinearAveragePool');
     // Softmax stays float by design; everything else between the input Q and the output DQ is int8.
     expect(ops).toContain('Softmax');
+    // The logits reach the float Softmax straight from QGemm (float output), not through a DQ.
+    expect(ops).not.toContain('DequantizeLinear');
     expect(report.foldedRelus).toBe(3);
     expect(report.rewrites.join('\n')).toMatch(/2 BatchNormalization folded/);
     expect(report.rewrites.join('\n')).toMatch(/1 AveragePool→1×1 Conv swapped/);

@@ -212,13 +212,13 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
 
   // 3. Calibrate.
   const bar =
-    opts.progress && process.stderr.isTTY
+    opts.progress && process.stderr.isTTY && total !== undefined
       ? new cliProgress.SingleBar(
           { format: 'calibrating [{bar}] {value}/{total} images', stream: process.stderr, hideCursor: true },
           cliProgress.Presets.shades_classic,
         )
       : undefined;
-  bar?.start(total ?? 0, 0);
+  bar?.start(total ?? 0, 0); // tensors from an iterable have no known count: no bar, log lines instead
   let calibration;
   try {
     calibration = await calibrate(prepared, toCalibrate, inputs, {

@@ -176,6 +176,18 @@ export function planQdq(
     shared.set(out, root(x));
     quantized.add(n);
   }
+  // A Gemm whose output only float nodes read (the classifier's logits before Softmax) keeps a
+  // float output: ORT fuses DQ→Gemm without an output Q into a QGemm with float output, so the
+  // logits skip one 8-bit rounding at no cost. Not for graph outputs (a fused node must not write one).
+  const finalConsumers = consumerMap(g);
+  const sharedRoots = new Set(shared.values());
+  for (const n of g.node) {
+    if (n.opType !== 'Gemm' || !quantized.has(n)) continue;
+    const o = n.output![0]!;
+    const readers = finalConsumers.get(o) ?? [];
+    if (outputs.has(o) || sharedRoots.has(o) || readers.length === 0 || readers.some((r) => quantized.has(r))) continue;
+    own.delete(o);
+  }
   return { model, quantized, own, shared, floatNodes, foldedRelus, warnings };
 }
 
