@@ -85,8 +85,9 @@ const calibration = await writeImages(path.join(work, 'cal'), nCal, 1);
 const evalImages = await writeImages(path.join(work, 'eval'), nEval, 2);
 console.log(`built ${fp32}; ${nCal} calibration images, ${nEval} eval images, ${repeats} repeats, ${os.cpus().length} cpus`);
 
-const variants: { label: string; method: 'minmax' | 'percentile' | 'entropy'; poolRewrite: boolean }[] = [
-  { label: 'minmax-norewrite', method: 'minmax', poolRewrite: false },
+const variants: { label: string; method: 'minmax' | 'percentile' | 'entropy'; poolRewrite: boolean; shareConcatParams?: boolean }[] = [
+  { label: 'minmax-norewrite', method: 'minmax', poolRewrite: false, shareConcatParams: false },
+  { label: 'minmax-noconcatshare', method: 'minmax', poolRewrite: true, shareConcatParams: false },
   { label: 'minmax', method: 'minmax', poolRewrite: true },
   { label: 'percentile', method: 'percentile', poolRewrite: true },
   { label: 'entropy', method: 'entropy', poolRewrite: true },
@@ -95,7 +96,7 @@ const results: Record<string, unknown>[] = [];
 for (const v of variants) {
   const out = path.join(work, `int8-${v.label}.onnx`);
   const t0 = performance.now();
-  const rep = await quantizeModel({ input: fp32, output: out, calibration: { images: calibration }, method: v.method, poolRewrite: v.poolRewrite });
+  const rep = await quantizeModel({ input: fp32, output: out, calibration: { images: calibration }, method: v.method, poolRewrite: v.poolRewrite, shareConcatParams: v.shareConcatParams });
   const quantizeS = (performance.now() - t0) / 1000;
   const ev = await evaluateModels({ ref: fp32, cand: out, images: evalImages, repeats });
   const row = {
@@ -109,14 +110,51 @@ for (const v of variants) {
   console.log(JSON.stringify(row));
 }
 
+/**
+ * All models timed in one interleaved loop (round-robin, order rotating each round), so the
+ * ratios between them see the same machine load. Median ms per run.
+ */
+async function interleavedLatency(files: Record<string, string>, inputs: ort.Tensor[], rounds: number): Promise<Record<string, number>> {
+  const labels = Object.keys(files);
+  const sessions = await Promise.all(labels.map((l) => ort.InferenceSession.create(files[l]!, DAEMON_SESSION_OPTIONS)));
+  const times: number[][] = labels.map(() => []);
+  for (const s of sessions) await s.run({ [s.inputNames[0]!]: inputs[0]! });
+  for (let r = 0; r < rounds; r++) {
+    for (const x of inputs) {
+      for (let k = 0; k < labels.length; k++) {
+        const i = (k + r) % labels.length;
+        const s = sessions[i]!;
+        const t0 = performance.now();
+        await s.run({ [s.inputNames[0]!]: x });
+        times[i]!.push(performance.now() - t0);
+      }
+    }
+  }
+  for (const s of sessions) await s.release();
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  return Object.fromEntries(labels.map((l, i) => [l, med(times[i]!)]));
+}
+
 const pre = (await import('../src/vision/index.js')).createPreprocessor((await import('../src/model/build.js')).builtInputSpec());
 const input = new ort.Tensor('float32', (await pre(await readFile(evalImages[0]!))).tensor.data, [1, 3, 224, 224]);
 for (const [label, file] of [
   ['fp32', fp32],
   ['int8-minmax-norewrite', path.join(work, 'int8-minmax-norewrite.onnx')],
+  ['int8-minmax-noconcatshare', path.join(work, 'int8-minmax-noconcatshare.onnx')],
   ['int8-minmax', path.join(work, 'int8-minmax.onnx')],
 ] as const) {
   const byOp = await profileByOp(file, input, 20, path.join(work, `profile-${label}.`));
   const total = Object.values(byOp).reduce((a, b) => a + b, 0);
   console.log(`profile ${label}: total ${total.toFixed(2)} ms/run`, JSON.stringify(byOp));
 }
+
+const evalInputs = await Promise.all(
+  evalImages.slice(0, 4).map(async (f) => new ort.Tensor('float32', (await pre(await readFile(f))).tensor.data, [1, 3, 224, 224])),
+);
+const lat = await interleavedLatency(
+  Object.fromEntries([['fp32', fp32], ...variants.map((v) => [v.label, path.join(work, `int8-${v.label}.onnx`)] as const)]),
+  evalInputs,
+  arg('rounds', 15),
+);
+console.log('interleaved median ms:', JSON.stringify(Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, +v.toFixed(2)]))));
+console.log('ratio to fp32:', JSON.stringify(Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, +(v / lat.fp32!).toFixed(3)]))));

@@ -43,6 +43,8 @@ export interface QuantizeOptions {
   worstLayers?: number;
   /** skip the avg-pool/conv swap (for measuring it) */
   poolRewrite?: boolean;
+  /** Concat inputs reuse the Concat's scale/zero point so QLinearConcat copies bytes (default true) */
+  shareConcatParams?: boolean;
   logger?: Logger;
   /** progress bar on stderr when it is a terminal */
   progress?: boolean;
@@ -197,7 +199,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const types = await probeTensors(prepared);
 
   // 2. Plan: which nodes and tensors to quantize.
-  const plan = planQdq(prepared, types, { exclude: opts.exclude, activationType });
+  const plan = planQdq(prepared, types, { exclude: opts.exclude, activationType, shareConcatParams: opts.shareConcatParams });
   for (const w of plan.warnings) warn(w);
   const g = prepared.graph!;
   const inits = new Set((g.initializer ?? []).map((t) => t.name));

@@ -63,6 +63,14 @@ export interface QdqPlan {
   own: Set<string>;
   /** tensor → tensor whose scale/zero point it reuses */
   shared: Map<string, string>;
+  /**
+   * Concat inputs that reuse the Concat output's parameters (QLinearConcat then copies bytes
+   * instead of requantizing). Also calibrated: if the Concat range goes below 0 and the input is a
+   * folded Relu's output, the input keeps its own range so the Relu clamp is not lost.
+   */
+  concatShared: Set<string>;
+  /** outputs that were Relu outputs before the Relu was folded into their producer */
+  reluFolded: Set<string>;
   floatNodes: FloatNode[];
   foldedRelus: number;
   warnings: string[];
@@ -83,7 +91,7 @@ function isDefaultDomain(n: Node): boolean {
 export function planQdq(
   prepared: onnx.IModelProto,
   types: Map<string, TensorInfo>,
-  opts: { exclude?: string[]; activationType: ActivationType },
+  opts: { exclude?: string[]; activationType: ActivationType; shareConcatParams?: boolean },
 ): QdqPlan {
   const model = onnx.ModelProto.decode(onnx.ModelProto.encode(prepared).finish());
   const g = model.graph!;
@@ -129,6 +137,7 @@ export function planQdq(
   const producers = producerMap(g);
   const outputs = graphOutputNames(g);
   const removed = new Set<Node>();
+  const reluFolded = new Set<string>();
   let foldedRelus = 0;
   for (const r of g.node ?? []) {
     if (r.opType !== 'Relu' || !isDefaultDomain(r)) continue;
@@ -137,6 +146,7 @@ export function planQdq(
     const p = producers.get(x);
     if (p && quantized.has(p) && (consumers.get(x)?.length ?? 0) === 1 && !outputs.has(x) && (p.output?.length ?? 0) === 1) {
       p.output = [r.output![0]!];
+      reluFolded.add(r.output![0]!);
       removed.add(r);
       foldedRelus++;
     } else {
@@ -188,7 +198,20 @@ export function planQdq(
     if (outputs.has(o) || sharedRoots.has(o) || readers.length === 0 || readers.some((r) => quantized.has(r))) continue;
     own.delete(o);
   }
-  return { model, quantized, own, shared, floatNodes, foldedRelus, warnings };
+  const concatShared = new Set<string>();
+  if (opts.shareConcatParams !== false) {
+    const prod = producerMap(g);
+    for (const c of g.node) {
+      if (c.opType !== 'Concat' || !quantized.has(c)) continue;
+      for (const i of c.input ?? []) {
+        const p = prod.get(i);
+        if (!p || !quantized.has(p) || !OWN_RANGE_OPS.has(p.opType ?? '')) continue;
+        if ((finalConsumers.get(i)?.length ?? 0) !== 1 || outputs.has(i) || sharedRoots.has(i) || !own.has(i)) continue;
+        concatShared.add(i);
+      }
+    }
+  }
+  return { model, quantized, own, shared, concatShared, reluFolded, floatNodes, foldedRelus, warnings };
 }
 
 function unquantizableReason(
@@ -293,8 +316,23 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationTyp
   const after = new Map<Node | null, Node[]>();
   const dequantized = new Map<string, string>();
   const activations = [...plan.own, ...plan.shared.keys()];
+  const concatOf = new Map<string, string>();
+  for (const n of g.node ?? []) {
+    if (n.opType !== 'Concat') continue;
+    for (const i of n.input ?? []) if (plan.concatShared.has(i)) concatOf.set(i, n.output![0]!);
+  }
+  const rootOf = (t: string): string | undefined => {
+    const c = concatOf.get(t);
+    if (c !== undefined) {
+      // A folded Relu needs zero point = qmin for its clamp, i.e. a range starting at 0.
+      const cr = ranges.get(c);
+      if (cr && !(plan.reluFolded.has(t) && cr.min < 0)) return c;
+      return undefined;
+    }
+    return plan.shared.get(t);
+  };
   for (const t of activations) {
-    const rootName = plan.shared.get(t);
+    const rootName = rootOf(t);
     const q = rootName ? paramsFor(rootName) : paramsFor(t);
     params.set(t, q);
     if (rootName) {
