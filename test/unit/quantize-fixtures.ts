@@ -156,7 +156,11 @@ export async function writeImages(dir: string, n: number, seed = 5, size = 64): 
 }
 
 /** Op types (with domain) of the model ORT actually runs, saved via optimizedModelFilePath. */
-export async function optimizedOpTypes(modelPath: string, optimizedPath: string): Promise<string[]> {
+export async function optimizedOpTypes(
+  modelPath: string,
+  optimizedPath: string,
+  extra?: Record<string, unknown>,
+): Promise<string[]> {
   const ort = await import('onnxruntime-node');
   const { loadModel } = await import('../../src/model/onnx.js');
   const s = await ort.InferenceSession.create(modelPath, {
@@ -164,6 +168,7 @@ export async function optimizedOpTypes(modelPath: string, optimizedPath: string)
     optimizedModelFilePath: optimizedPath,
     executionProviders: ['cpu'],
     logSeverityLevel: 3,
+    ...(extra ? { extra } : {}),
   });
   await s.release();
   const m = await loadModel(optimizedPath);
