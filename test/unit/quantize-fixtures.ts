@@ -30,6 +30,8 @@ export interface SmallCnnOptions {
   logitsOutput?: boolean;
   /** insert an op the quantizer has no int8 kernel for (LRN) after the first Relu */
   unsupportedOp?: boolean;
+  /** branch a ends in Clip(0, 6) (ReLU6) instead of Relu */
+  relu6?: boolean;
   /** count_include_pad of the pool branch */
   countIncludePad?: 0 | 1;
 }
@@ -77,7 +79,11 @@ export function buildSmallCnn(opts: SmallCnnOptions = {}): onnx.ModelProto {
   nodes.push(makeNode('MaxPool', [poolIn], ['p1'], { kernel_shape: [2, 2], strides: [2, 2] }, 'maxpool1'));
   nodes.push(makeNode('Conv', ['p1', t('a_w', [4, 8, 1, 1], normals(32, 0.3, rnd))], ['a1'], { kernel_shape: [1, 1] }, 'branch_a'));
   bn('bn_a', 4, 'a1', 'a2');
-  nodes.push(makeNode('Relu', ['a2'], ['a3'], {}, 'relu_a'));
+  if (opts.relu6) {
+    nodes.push(makeNode('Clip', ['a2', t('clip_min', [], Float32Array.of(0)), t('clip_max', [], Float32Array.of(6))], ['a3'], {}, 'relu6_a'));
+  } else {
+    nodes.push(makeNode('Relu', ['a2'], ['a3'], {}, 'relu_a'));
+  }
   nodes.push(
     makeNode('AveragePool', ['p1'], ['b_pool'], { kernel_shape: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], count_include_pad: opts.countIncludePad ?? 0 }, 'branch_b_pool'),
   );

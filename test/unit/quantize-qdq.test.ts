@@ -83,6 +83,20 @@ describe('QDQ parameters', () => {
     expect(scale[0]).toBeCloseTo(byName.get('a_relu')!.scale, 10);
   });
 
+  it('Clip(0, 6) folds into its producer like a Relu; the range stays within [0, 6]', async () => {
+    const fp32 = path.join(dir, 'relu6.onnx');
+    const int8 = path.join(dir, 'relu6.int8.onnx');
+    await saveModel(buildSmallCnn({ relu6: true }), fp32);
+    const report = await quantizeModel({ input: fp32, output: int8, calibration: { images: smallInputs(4) }, method: 'minmax' });
+    expect(report.foldedRelus).toBe(3);
+    const a3 = report.tensors.find((t) => t.tensor === 'a3')!;
+    expect(a3.min).toBeGreaterThanOrEqual(0);
+    expect(a3.max).toBeLessThanOrEqual(6);
+    const ops = await optimizedOpTypes(int8, path.join(dir, 'relu6.int8.opt.onnx'));
+    expect(ops).not.toContain('Clip');
+    expect(ops).not.toContain('Conv');
+  });
+
   it('int8 activations (S8S8) fuse into QLinearConv where ORT allows int8 (ARM; forced here)', async () => {
     const fp32 = path.join(dir, 's8.onnx');
     const int8 = path.join(dir, 's8.int8.onnx');

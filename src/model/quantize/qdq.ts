@@ -47,6 +47,7 @@ const DIRECT_OPS = new Set(['MaxPool', 'Reshape', 'Transpose', 'Squeeze', 'Unsqu
 const FLOAT_BY_DESIGN: Record<string, string> = {
   Softmax: 'Softmax kept float: 8-bit probabilities would have a resolution of 1/255',
   Relu: 'Relu kept float: its producer is not quantized or its input has other readers',
+  Clip: 'Clip kept float: not a [0, max] clamp of a quantized producer read only by it',
 };
 
 export interface FloatNode {
@@ -56,7 +57,7 @@ export interface FloatNode {
 }
 
 export interface QdqPlan {
-  /** The prepared model with foldable Relus removed (their producers write the Relu output). */
+  /** The prepared model with foldable Relu/Clip(0,max) removed (their producers write their output). */
   model: onnx.ModelProto;
   quantized: Set<Node>;
   /** tensors that get their own calibrated range */
@@ -65,12 +66,13 @@ export interface QdqPlan {
   shared: Map<string, string>;
   /**
    * Concat inputs that reuse the Concat output's parameters (QLinearConcat then copies bytes
-   * instead of requantizing). Also calibrated: if the Concat range goes below 0 and the input is a
-   * folded Relu's output, the input keeps its own range so the Relu clamp is not lost.
+   * instead of requantizing). Also calibrated: if the input is a folded Relu/Clip output and the
+   * Concat range goes below 0 (or above the Clip max), the input keeps its own range so the
+   * clamp is not lost.
    */
   concatShared: Set<string>;
-  /** outputs that were Relu outputs before the Relu was folded into their producer */
-  reluFolded: Set<string>;
+  /** outputs of folded Relu/Clip nodes → the upper clamp (Infinity for Relu) their range must keep */
+  reluFolded: Map<string, number>;
   floatNodes: FloatNode[];
   foldedRelus: number;
   warnings: string[];
@@ -137,20 +139,31 @@ export function planQdq(
   const producers = producerMap(g);
   const outputs = graphOutputNames(g);
   const removed = new Set<Node>();
-  const reluFolded = new Set<string>();
+  const reluFolded = new Map<string, number>();
   let foldedRelus = 0;
+  // Clip(0, max) (ReLU6) folds the same way: the calibrated output range lies within [0, max].
+  const isZeroConst = (name: string | undefined): boolean => {
+    const t = name ? inits.get(name) : undefined;
+    if (!t || t.dataType !== DataType.FLOAT) return false;
+    const v = tensorToFloat32(t);
+    return v.length === 1 && v[0] === 0;
+  };
   for (const r of g.node ?? []) {
-    if (r.opType !== 'Relu' || !isDefaultDomain(r)) continue;
+    const isRelu = r.opType === 'Relu';
+    const isClip = r.opType === 'Clip';
+    if ((!isRelu && !isClip) || !isDefaultDomain(r)) continue;
     if (exclude.has(r.name ?? '') || exclude.has(r.output?.[0] ?? '')) continue;
+    const clampAtZero = isRelu || (isZeroConst(r.input?.[1]) && (!r.input?.[2] || inits.has(r.input[2])));
     const x = r.input?.[0] ?? '';
     const p = producers.get(x);
-    if (p && quantized.has(p) && (consumers.get(x)?.length ?? 0) === 1 && !outputs.has(x) && (p.output?.length ?? 0) === 1) {
+    if (clampAtZero && p && quantized.has(p) && (consumers.get(x)?.length ?? 0) === 1 && !outputs.has(x) && (p.output?.length ?? 0) === 1) {
       p.output = [r.output![0]!];
-      reluFolded.add(r.output![0]!);
+      const hi = isClip && r.input?.[2] ? tensorToFloat32(inits.get(r.input[2])!)[0]! : Infinity;
+      reluFolded.set(r.output![0]!, hi);
       removed.add(r);
       foldedRelus++;
     } else {
-      floatNodes.push({ name: nodeLabel(r), opType: 'Relu', reason: FLOAT_BY_DESIGN.Relu! });
+      floatNodes.push({ name: nodeLabel(r), opType: r.opType!, reason: FLOAT_BY_DESIGN[r.opType!]! });
     }
   }
   g.node = (g.node ?? []).filter((n) => !removed.has(n));
@@ -324,9 +337,11 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationTyp
   const rootOf = (t: string): string | undefined => {
     const c = concatOf.get(t);
     if (c !== undefined) {
-      // A folded Relu needs zero point = qmin for its clamp, i.e. a range starting at 0.
+      // A folded Relu/Clip clamps through its range: [0, …] (zero point = qmin) and, for Clip,
+      // no wider than its max. A Concat range that breaks either would lose the clamp.
       const cr = ranges.get(c);
-      if (cr && !(plan.reluFolded.has(t) && cr.min < 0)) return c;
+      const clampMax = plan.reluFolded.get(t);
+      if (cr && (clampMax === undefined || (cr.min >= 0 && cr.max <= clampMax))) return c;
       return undefined;
     }
     return plan.shared.get(t);
