@@ -23,5 +23,5 @@ for (const amp of [0.01, 0.1, 0.5]) {
 }
 const images = readdirSync(`${dir}/cal`).map((f) => `${dir}/cal/${f}`).slice(0, 4);
 const rep = await quantizeModel({ input: `${dir}/inception-v2.onnx`, output: '/tmp/q/w.onnx', calibration: { images }, method: 'minmax', worstLayers: 1000 });
-const order = ['conv1/7x7_s2_relu', 'conv2/3x3_reduce_relu', 'conv2/3x3_relu', 'inception_3a/output', 'inception_3b/output', 'inception_3c/output', 'inception_4a/output', 'inception_4c/output', 'inception_4e/output', 'inception_5a/output', 'inception_5b/output', 'pool_global', 'prob_1'];
+const order = ['conv1/7x7_s2_relu', 'conv2/3x3_reduce_relu', 'conv2/3x3_relu', 'inception_3a/output', 'inception_3b/output', 'inception_3c/output', 'inception_4a/output', 'inception_4c/output', 'inception_4e/output', 'inception_5a/output', 'inception_5b/output', 'pool_global'];
 for (const n of order) console.log(n, rep.worstLayers.find((l) => l.tensor === n)?.sqnrDb.toFixed(1));
