@@ -1,0 +1,230 @@
+#!/usr/bin/env node
+// Command-line entry (bin: inceptiond). Parses arguments and hands each command to the module that owns it.
+import { Command, CommanderError, Option } from 'commander';
+import type { Logger } from 'pino';
+import {
+  ConfigError,
+  EXIT,
+  configToJSON,
+  loadConfig,
+  redactConfig,
+  type Config,
+} from './config/index.js';
+import { createLogger } from './ops/index.js';
+import { VERSION } from './version.js';
+
+/** An error whose message is the whole story for the user: printed without a stack. */
+class UsageError extends Error {}
+
+function loadConfigOrThrow(file: string | undefined): Config {
+  return loadConfig({ file, env: process.env }).config;
+}
+
+/** Logger for one-shot commands: warnings and errors only, unless the config asks for more. */
+function commandLogger(level = 'warn'): Logger {
+  return createLogger({ level, name: 'inceptiond' });
+}
+
+async function runDaemon(opts: { config?: string }): Promise<void> {
+  const config = loadConfigOrThrow(opts.config);
+  const logger = createLogger({ level: config.log.level, name: 'inceptiond' });
+  process.on('unhandledRejection', (err) => {
+    logger.fatal({ err }, 'unhandled promise rejection: exiting so the supervisor restarts a clean process');
+    process.exit(EXIT.RUNTIME);
+  });
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception: exiting so the supervisor restarts a clean process');
+    process.exit(EXIT.RUNTIME);
+  });
+  const { Daemon } = await import('./daemon.js');
+  let daemon: Awaited<ReturnType<typeof Daemon.start>>;
+  try {
+    daemon = await Daemon.start(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
+    process.exitCode = err instanceof ConfigError ? EXIT.CONFIG : EXIT.RUNTIME;
+    return;
+  }
+  const info = daemon.info;
+  const broker = new URL(info.brokerUrl);
+  logger.info(
+    {
+      broker: info.brokerUrl,
+      baseTopic: info.baseTopic,
+      http: info.httpPort ? `http://${config.http.host}:${info.httpPort}` : undefined,
+      watch: `mosquitto_sub -h ${broker.hostname} -p ${broker.port || 1883} -t '${info.baseTopic}/#' -v`,
+    },
+    `running: watch the results with: mosquitto_sub -h ${broker.hostname} -p ${broker.port || 1883} -t '${info.baseTopic}/#' -v`,
+  );
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(EXIT.RUNTIME);
+    }
+    daemon.stop(`received ${signal}`).then(
+      () => process.exit(EXIT.OK),
+      (err: unknown) => {
+        logger.error({ err }, 'error while stopping');
+        process.exit(EXIT.RUNTIME);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+function buildProgram(): Command {
+  const program = new Command('inceptiond')
+    .description('Edge daemon: camera frames → Inception V2 on ONNX Runtime → labels over MQTT')
+    .version(VERSION)
+    .showHelpAfterError()
+    .exitOverride();
+
+  const configOption = () =>
+    new Option('-c, --config <file>', 'configuration file (JSON); also INCEPTIOND_CONFIG');
+
+  program
+    .command('run')
+    .description('run the daemon')
+    .addOption(configOption())
+    .action(runDaemon);
+
+  program
+    .command('classify')
+    .description('classify image files once and print the labels')
+    .addOption(configOption())
+    .option('--model <path>', 'ONNX model (its manifest is found beside it)')
+    .option('--top <k>', 'number of labels', parsePositiveInt)
+    .option('--json', 'print one JSON object per image')
+    .argument('<images...>')
+    .action(async (images: string[], opts) => {
+      const { classifyCommand } = await import('./classify.js');
+      const config = loadConfigOrThrow(opts.config);
+      await classifyCommand(config, commandLogger(), { images, model: opts.model, top: opts.top, json: !!opts.json });
+    });
+
+  const model = program.command('model').description('build, fetch, quantize, evaluate and inspect models');
+  model
+    .command('build')
+    .description('write the Inception V2 topology with seeded (synthetic) weights, and its manifest')
+    .option('--out <path>', 'output file', 'models/inception-v2-built.onnx')
+    .option('--seed <n>', 'weight seed', parseNonNegativeInt, 1)
+    .addOption(
+      new Option('--variant <name>', 'network layout').choices(['bn-inception', 'rethinking-v2']).default('bn-inception'),
+    )
+    .action(async (opts) => {
+      const { writeBuiltModel } = await import('./model/index.js');
+      const built = await writeBuiltModel(opts.out, { seed: opts.seed, variant: opts.variant });
+      process.stdout.write(
+        `wrote ${built.modelPath} (${(built.params / 1e6).toFixed(2)} M parameters, ${(built.macs / 1e9).toFixed(2)} G multiply-adds)\n` +
+          `wrote ${built.manifestPath}\n` +
+          'note: the weights are synthetic (seeded random): the labels it outputs mean nothing\n',
+      );
+    });
+
+  model
+    .command('fetch')
+    .description('download a catalogued model (models/*.json), verify its size and sha256, write its manifest')
+    .argument('[name]', 'catalogue name', 'inception-v2')
+    .option('--url <url>', 'download from this URL instead of the catalogue one')
+    .option('--out <path>', 'output file')
+    .action(async (name: string, opts) => {
+      const { fetchModel } = await import('./model/index.js');
+      const got = await fetchModel({ name, url: opts.url, out: opts.out, logger: commandLogger('info') });
+      process.stdout.write(`wrote ${got.path}\nwrote ${got.manifestPath}\n`);
+    });
+
+  model
+    .command('inspect')
+    .description('inputs, outputs, opset, operator histogram, size and precision of a model')
+    .argument('<path>')
+    .option('--json', 'print JSON')
+    .action(async (file: string, opts) => {
+      const { inspectModel, formatModelInfo } = await import('./model/index.js');
+      const info = await inspectModel(file);
+      process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : `${formatModelInfo(info)}\n`);
+    });
+
+  const cfg = program.command('config').description('check or print the configuration');
+  cfg
+    .command('check')
+    .description('validate a configuration file (exit 78 when invalid)')
+    .addOption(configOption())
+    .action((opts) => {
+      loadConfigOrThrow(opts.config);
+      process.stdout.write('configuration is valid\n');
+    });
+  cfg
+    .command('print')
+    .description('print the effective configuration, secrets redacted')
+    .addOption(configOption())
+    .action((opts) => {
+      const config = loadConfigOrThrow(opts.config);
+      process.stdout.write(`${configToJSON(redactConfig(config))}\n`);
+    });
+
+  program
+    .command('bench')
+    .description('raw session.run rate vs whole-pipeline rate, latency percentiles, RSS')
+    .addOption(configOption())
+    .option('--seconds <n>', 'seconds per measurement', parsePositiveInt, 10)
+    .option('--json', 'print JSON')
+    .action(async (opts) => {
+      const { benchCommand } = await import('./bench.js');
+      const config = loadConfigOrThrow(opts.config);
+      await benchCommand(config, commandLogger(), { seconds: opts.seconds, json: !!opts.json });
+    });
+
+  program
+    .command('doctor')
+    .description('check camera, model, execution providers and broker, each with a verdict')
+    .addOption(configOption())
+    .action(async (opts) => {
+      const { doctorCommand } = await import('./doctor.js');
+      const config = loadConfigOrThrow(opts.config);
+      process.exitCode = (await doctorCommand(config, commandLogger('error'))) ? EXIT.OK : EXIT.RUNTIME;
+    });
+
+  return program;
+}
+
+function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`expected a positive integer, got "${value}"`);
+  return n;
+}
+
+function parseNonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`expected a non-negative integer, got "${value}"`);
+  return n;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version are "errors" to commander; their exit code is 0.
+      process.exitCode = err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+      return;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`inceptiond: ${err.message}\n`);
+      process.exitCode = EXIT.CONFIG;
+      return;
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`inceptiond: ${err.message}\n`);
+      process.exitCode = EXIT.USAGE;
+      return;
+    }
+    process.stderr.write(`inceptiond: ${(err as Error).message ?? String(err)}\n`);
+    process.exitCode = EXIT.RUNTIME;
+  }
+}
+
+await main(process.argv);
