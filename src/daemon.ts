@@ -4,6 +4,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
+import sharp from 'sharp';
 import type { Config, SourceConfig } from './config/index.js';
 import { readSecretFile } from './config/index.js';
 import { CaptureRunner, createSource, SourceExhaustedError, type Frame, type SourceHealth } from './capture/index.js';
@@ -93,6 +94,8 @@ export class Daemon {
     };
     try {
       await mkdir(config.stateDir, { recursive: true });
+      // sharp's decoded-image cache (50 MB by default) buys nothing for a stream of new frames.
+      sharp.cache(false);
       const notifier = createNotifier({ logger });
       const metrics = new Metrics();
       closers.push({ name: 'metrics', close: () => metrics.close() });
@@ -176,6 +179,7 @@ export class Daemon {
       daemon.closers = closers;
       daemon.registerRequests();
       await publisher.start();
+      closers.push({ name: 'mqtt', close: () => publisher.stop(5_000) });
 
       if (config.http.enabled) {
         const http = await startHttpServer({
@@ -280,7 +284,8 @@ export class Daemon {
 
   private registerRequests(): void {
     this.publisher.onRequest('status', () => this.statusPayload());
-    this.publisher.onRequest('metrics', () => this.metrics.snapshot());
+    // peek, not snapshot: a request must not reset the interval the metrics timer reports on.
+    this.publisher.onRequest('metrics', () => this.metrics.peek());
   }
 
   private publishMetrics(): void {
@@ -433,7 +438,6 @@ export class Daemon {
       if (this.metricsTimer) clearInterval(this.metricsTimer);
       await Promise.all(this.pipelines.map((p) => p.done));
       this.state = 'offline';
-      await this.publisher.stop(5_000);
       await this.seq.flush();
       for (const c of [...this.closers].reverse()) {
         try {
