@@ -10,8 +10,7 @@ import {
   redactConfig,
   type Config,
 } from './config/index.js';
-import { createLogger } from './ops/index.js';
-import { VERSION } from './version.js';
+import { createLogger, packageVersion } from './ops/index.js';
 
 /** An error whose message is the whole story for the user: printed without a stack. */
 class UsageError extends Error {}
@@ -78,7 +77,7 @@ async function runDaemon(opts: { config?: string }): Promise<void> {
 function buildProgram(): Command {
   const program = new Command('inceptiond')
     .description('Edge daemon: camera frames → Inception V2 on ONNX Runtime → labels over MQTT')
-    .version(VERSION)
+    .version(packageVersion)
     .showHelpAfterError()
     .exitOverride();
 

@@ -19,10 +19,9 @@ import {
   type ResultPayload,
   type Topics,
 } from './publish/index.js';
-import { createNotifier, Metrics, startHttpServer, type Notifier } from './ops/index.js';
+import { createNotifier, Metrics, packageVersion, startHttpServer, type Notifier } from './ops/index.js';
 import { prepareModel, sessionSettingsFor, type PreparedModel } from './model-setup.js';
 import { toSourceOptions } from './source-options.js';
-import { VERSION } from './version.js';
 
 type DaemonState = 'starting' | 'online' | 'degraded' | 'offline';
 
@@ -229,7 +228,7 @@ export class Daemon {
     const error = this.currentError();
     return {
       state: this.state === 'starting' ? 'online' : this.state,
-      version: VERSION,
+      version: packageVersion,
       model: { name: this.model.manifest.name, precision: this.model.precision, synthetic: this.model.synthetic || undefined },
       provider: this.engine.provider,
       since: this.since.toISOString(),
