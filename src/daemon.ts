@@ -65,6 +65,8 @@ export class Daemon {
   private engineError?: string;
   private stopping?: Promise<void>;
   private metricsTimer?: NodeJS.Timeout;
+  private gaugeTimer?: NodeJS.Timeout;
+  private reportedOutboxDrops = 0;
   private closers: Array<{ name: string; close: () => Promise<void> | void }> = [];
   /** Results handed to the outbox since start (bench and tests read it). */
   resultCount = 0;
@@ -100,7 +102,11 @@ export class Daemon {
       closers.push({ name: 'metrics', close: () => metrics.close() });
 
       const model = await prepareModel(config, logger);
-      const engine = await InferenceEngine.create(sessionSettingsFor(config, model), logger);
+      // A saved optimized graph makes a restart's first Result come sooner (the optimizer is most of the load).
+      const engine = await InferenceEngine.create(
+        { ...sessionSettingsFor(config, model), optimizedModelCacheDir: path.join(config.stateDir, 'cache', 'ort') },
+        logger,
+      );
       closers.push({ name: 'inference', close: () => engine.close() });
       logger.info(
         {
@@ -148,7 +154,7 @@ export class Daemon {
       );
       closers.push({ name: 'outbox', close: () => outbox.close() });
       const seq = await SeqStore.open(config.stateDir, outbox);
-      closers.push({ name: 'seq', close: () => seq.flush() });
+      closers.push({ name: 'seq', close: () => seq.close() });
 
       const daemonRef: { current?: Daemon } = {};
       const publisher = new MqttPublisher(
@@ -196,6 +202,9 @@ export class Daemon {
       for (const source of config.sources) daemon.startSource(source);
       daemon.setState();
 
+      // The publisher owns the outbox and the connection; mirror them into the gauges once a second.
+      daemon.gaugeTimer = setInterval(() => daemon.syncPublisherGauges(), 1_000);
+      daemon.gaugeTimer.unref();
       if (config.metrics.intervalSec > 0) {
         daemon.metricsTimer = setInterval(() => daemon.publishMetrics(), config.metrics.intervalSec * 1000);
         daemon.metricsTimer.unref();
@@ -284,10 +293,24 @@ export class Daemon {
   private registerRequests(): void {
     this.publisher.onRequest('status', () => this.statusPayload());
     // peek, not snapshot: a request must not reset the interval the metrics timer reports on.
-    this.publisher.onRequest('metrics', () => this.metrics.peek());
+    this.publisher.onRequest('metrics', () => {
+      this.syncPublisherGauges();
+      return this.metrics.peek();
+    });
+  }
+
+  private syncPublisherGauges(): void {
+    const stats = this.publisher.stats();
+    this.metrics.setOutboxDepth(stats.outboxDepth);
+    this.metrics.setMqttConnected(stats.connected);
+    if (stats.dropped > this.reportedOutboxDrops) {
+      this.metrics.outboxDroppedMessages(stats.dropped - this.reportedOutboxDrops);
+      this.reportedOutboxDrops = stats.dropped;
+    }
   }
 
   private publishMetrics(): void {
+    this.syncPublisherGauges();
     const snapshot = { ...this.metrics.snapshot(), outbox: this.publisher.stats() };
     this.publisher.publishNow(this.topics.metrics, JSON.stringify(snapshot), { qos: 0, retain: false });
   }
@@ -317,12 +340,23 @@ export class Daemon {
       }
       this.setState();
     });
+    runner.on('corrupt', (err) => this.frameSkippedAsCorrupt(pipeline, err));
     this.pipelines.push(pipeline);
     pipeline.done = this.runPipeline(pipeline).catch((err: unknown) => {
       this.logger.error({ err, source: pipeline.id }, 'source pipeline stopped by an unexpected error');
       pipeline.health = { state: 'failing', error: (err as Error).message, failures: 1, since: new Date() };
       this.setState();
     });
+  }
+
+  private frameSkippedAsCorrupt(pipeline: SourcePipeline, err: Error): void {
+    this.metrics.frameDropped(pipeline.id, 'corrupt');
+    if (this.throttle.shouldLog(`corrupt:${pipeline.id}`)) {
+      this.logger.warn(
+        { source: pipeline.id, err: err.message },
+        'frame skipped: not a decodable image (counted in frames_dropped_total{reason="corrupt"}; logged once a minute)',
+      );
+    }
   }
 
   /**
@@ -354,10 +388,7 @@ export class Daemon {
           prepared = await this.preprocess(frame.data);
         } catch (err) {
           if (err instanceof FrameDecodeError || err instanceof FrameTooLargeError) {
-            this.metrics.frameDropped(pipeline.id, 'corrupt');
-            if (this.throttle.shouldLog(`corrupt:${pipeline.id}`)) {
-              this.logger.warn({ source: pipeline.id, err: err.message }, 'frame skipped: cannot decode (counted in frames_dropped_total{reason="corrupt"})');
-            }
+            this.frameSkippedAsCorrupt(pipeline, err);
             continue;
           }
           throw err;
@@ -435,9 +466,9 @@ export class Daemon {
       this.notifier.stopping();
       this.abort.abort();
       if (this.metricsTimer) clearInterval(this.metricsTimer);
+      if (this.gaugeTimer) clearInterval(this.gaugeTimer);
       await Promise.all(this.pipelines.map((p) => p.done));
       this.state = 'offline';
-      await this.seq.flush();
       for (const c of [...this.closers].reverse()) {
         try {
           await c.close();

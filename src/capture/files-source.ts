@@ -6,6 +6,7 @@ import { raceAbort } from './abort.js';
 import { jpegProblem } from './jpeg.js';
 import {
   CaptureError,
+  CorruptFrameError,
   SourceExhaustedError,
   SourceStoppedError,
   type FilesSourceOptions,
@@ -134,7 +135,7 @@ export class FilesSource implements FrameSource {
     const format = imageFormatOf(data);
     const problem = format === undefined ? 'not a JPEG, PNG or WebP image' : format === 'jpeg' ? jpegProblem(data) : undefined;
     if (problem) {
-      throw new CaptureError(`files source "${this.id}": ${file}: ${problem}`, this.id);
+      throw new CorruptFrameError(`files source "${this.id}": ${file}: ${problem}`, this.id);
     }
     this.counters.captured++;
     return { sourceId: this.id, captureSeq: ++this.captureSeq, capturedAt: new Date(), data };

@@ -1,5 +1,6 @@
 export {
   CaptureError,
+  CorruptFrameError,
   SourceExhaustedError,
   SourceStoppedError,
   type CommonSourceOptions,

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { abortableDelay } from './abort.js';
-import { CaptureError, SourceExhaustedError, SourceStoppedError, type Frame, type FrameSource, type SourceHealth, type SourceStats } from './types.js';
+import { CaptureError, CorruptFrameError, SourceExhaustedError, SourceStoppedError, type Frame, type FrameSource, type SourceHealth, type SourceStats } from './types.js';
 
 export interface CaptureRunnerOptions {
   /** Minimum ms between the starts of two captures; 0 = as fast as the caller asks. */
@@ -12,12 +12,16 @@ export interface CaptureRunnerOptions {
   retryMaxMs?: number;
   /** Each retry delay is shortened by up to this fraction at random, so cameras failing together spread out. Default 0.2. */
   retryJitter?: number;
+  /** Consecutive corrupt frames after which the source counts as failing (one bad frame is only skipped). Default 3. */
+  corruptFramesToFail?: number;
   logger: Logger;
 }
 
 export interface CaptureRunnerEvents {
   /** After every failed capture (state 'failing', error, consecutive count) and after the first success that follows. */
   health: [SourceHealth];
+  /** A frame arrived but was not a decodable image; it was skipped. */
+  corrupt: [CorruptFrameError];
 }
 
 /**
@@ -35,6 +39,8 @@ export class CaptureRunner extends EventEmitter<CaptureRunnerEvents> {
   private lastAttemptAt: number | undefined;
   private currentHealth: SourceHealth = { state: 'ok', failures: 0, since: new Date() };
   private totalFailures = 0;
+  private consecutiveCorrupt = 0;
+  private readonly corruptFramesToFail: number;
 
   constructor(source: FrameSource, options: CaptureRunnerOptions) {
     super();
@@ -53,6 +59,7 @@ export class CaptureRunner extends EventEmitter<CaptureRunnerEvents> {
     this.retryMaxMs = retryMaxMs;
     this.retryJitter = retryJitter;
     this.logger = options.logger;
+    this.corruptFramesToFail = options.corruptFramesToFail ?? 3;
   }
 
   get id(): string {
@@ -92,6 +99,11 @@ export class CaptureRunner extends EventEmitter<CaptureRunnerEvents> {
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
         if (error instanceof SourceExhaustedError || error instanceof SourceStoppedError) throw error;
+        if (error instanceof CorruptFrameError) {
+          this.emit('corrupt', error);
+          // One bad frame is skipped at the normal pace; a camera that only yields garbage is failing.
+          if (++this.consecutiveCorrupt < this.corruptFramesToFail) continue;
+        }
         this.recordFailure(error);
         await abortableDelay(this.retryDelayMs(), signal);
         continue;
@@ -126,6 +138,7 @@ export class CaptureRunner extends EventEmitter<CaptureRunnerEvents> {
   }
 
   private recordSuccess(): void {
+    this.consecutiveCorrupt = 0;
     if (this.currentHealth.state === 'ok') return;
     this.currentHealth = { state: 'ok', failures: 0, since: new Date() };
     this.emit('health', this.health());

@@ -49,6 +49,17 @@ export class CaptureError extends Error {
 }
 
 /**
+ * A frame arrived but its bytes are not a decodable image (a truncated JPEG, a file that is not an
+ * image). The runner skips it and counts it; only a run of them marks the source as failing.
+ */
+export class CorruptFrameError extends CaptureError {
+  constructor(message: string, sourceId: string) {
+    super(message, sourceId);
+    this.name = 'CorruptFrameError';
+  }
+}
+
+/**
  * A finite source (files without `loop`) has delivered its last frame. Not a capture failure:
  * the daemon should stop this source cleanly instead of retrying.
  */

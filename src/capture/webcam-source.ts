@@ -9,6 +9,7 @@ import { raceAbort } from './abort.js';
 import { jpegProblem } from './jpeg.js';
 import {
   CaptureError,
+  CorruptFrameError,
   SourceStoppedError,
   type Frame,
   type FrameSource,
@@ -264,7 +265,11 @@ export class WebcamSource implements FrameSource {
       throw this.error(stderr ? `${reason}: ${stderr}` : reason, error);
     }
     const problem = jpegProblem(data);
-    if (problem) throw this.error(`fswebcam output rejected: ${problem}${stderr ? ` (${stderr})` : ''}`);
+    if (problem) {
+      const message = `webcam "${this.id}" (${this.device}): fswebcam output rejected: ${problem}${stderr ? ` (${stderr})` : ''}`;
+      // An empty file is fswebcam failing quietly; bytes that do not form a JPEG are one bad frame.
+      throw data.length === 0 ? new CaptureError(message, this.id) : new CorruptFrameError(message, this.id);
+    }
     if (stderr) this.logger.debug({ stderr }, 'fswebcam reported on stderr but wrote a valid image');
     return { sourceId: this.id, captureSeq: ++this.captureSeq, capturedAt: new Date(), data };
   }

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   CaptureError,
   CaptureRunner,
+  CorruptFrameError,
   SourceExhaustedError,
   type Frame,
   type FrameSource,
@@ -49,6 +50,7 @@ class ScriptedSource implements FrameSource {
 }
 
 const fail = (message: string): CaptureError => new CaptureError(message, 'cam');
+const corrupt = (message: string): CorruptFrameError => new CorruptFrameError(message, 'cam');
 
 function track<T>(promise: Promise<T>): { settled: () => boolean; promise: Promise<T> } {
   let settled = false;
@@ -115,6 +117,37 @@ describe('CaptureRunner', () => {
     expect(events[3]!.since.getTime()).toBe(550);
     expect(runner.health().state).toBe('ok');
     expect(runner.stats().failed).toBe(3);
+  });
+
+  it('skips a corrupt frame at the normal pace without reporting the source as failing', async () => {
+    const source = new ScriptedSource([corrupt('truncated'), 'frame', corrupt('truncated'), corrupt('not a JPEG'), 'frame']);
+    const runner = new CaptureRunner(source, { intervalMs: 100, retryInitialMs: 5000, retryJitter: 0, logger });
+    const health: SourceHealth[] = [];
+    const skipped: string[] = [];
+    runner.on('health', (h) => health.push(h));
+    runner.on('corrupt', (err) => skipped.push(err.message));
+    const first = track(runner.next());
+    await vi.advanceTimersByTimeAsync(100);
+    expect((await first.promise).captureSeq).toBe(1);
+    const second = track(runner.next());
+    await vi.advanceTimersByTimeAsync(300);
+    expect((await second.promise).captureSeq).toBe(2);
+    expect(skipped).toEqual(['truncated', 'truncated', 'not a JPEG']);
+    expect(health).toEqual([]);
+    // Paced by intervalMs, never by the 5 s retry backoff.
+    expect(source.calls).toEqual([0, 100, 200, 300, 400]);
+  });
+
+  it('reports a source failing once corruptFramesToFail frames in a row were corrupt', async () => {
+    const source = new ScriptedSource([corrupt('bad'), corrupt('bad'), corrupt('bad'), 'frame']);
+    const runner = new CaptureRunner(source, { intervalMs: 0, retryInitialMs: 100, retryJitter: 0, corruptFramesToFail: 3, logger });
+    const health: SourceHealth[] = [];
+    runner.on('health', (h) => health.push(h));
+    const frame = track(runner.next());
+    await vi.advanceTimersByTimeAsync(100);
+    expect((await frame.promise).captureSeq).toBe(1);
+    expect(health.map((h) => h.state)).toEqual(['failing', 'ok']);
+    expect(health[0]!.error).toBe('bad');
   });
 
   it('restarts the backoff from retryInitialMs after a success', async () => {

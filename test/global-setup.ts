@@ -1,0 +1,62 @@
+/**
+ * Once per test run: compile src → dist when it is stale (integration tests run the real
+ * `node dist/cli.js`), and prepare one model cache that every daemon started by a test shares, so the
+ * Inception V2 is built (and quantized) once instead of once per daemon.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TestProject } from 'vitest/node';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+function distIsStale(): boolean {
+  try {
+    return statSync(path.join(root, 'dist', 'cli.js')).mtimeMs < newestMtime(path.join(root, 'src'));
+  } catch {
+    return true;
+  }
+}
+
+/** Settings every integration daemon uses for its model, so they all hit the same cache entry. */
+export function sharedModelEnv(cacheDir: string): Record<string, string> {
+  return {
+    INCEPTIOND_MODEL_CACHEDIR: cacheDir,
+    INCEPTIOND_MODEL_CALIBRATION_PATH: path.join(root, 'models', 'samples'),
+  };
+}
+
+export default async function setup(project: TestProject): Promise<void> {
+  if (distIsStale()) {
+    execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
+  }
+  // Kept between runs (under the git-ignored tmp/): the cache is keyed by model and options, so a stale
+  // entry is never used, and a second run skips the build.
+  const cacheDir = path.join(root, 'tmp', 'test-model-cache');
+  mkdirSync(cacheDir, { recursive: true });
+  const { loadConfig } = await import(path.join(root, 'dist', 'config', 'index.js'));
+  const { prepareModel } = await import(path.join(root, 'dist', 'model-setup.js'));
+  const { createSilentLogger } = await import(path.join(root, 'dist', 'ops', 'index.js'));
+  const { config } = loadConfig({ env: { ...sharedModelEnv(cacheDir), INCEPTIOND_STATEDIR: path.join(root, 'tmp', 'test-state') } });
+  await prepareModel(config, createSilentLogger());
+  project.provide('modelCacheDir', cacheDir);
+}
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    modelCacheDir: string;
+  }
+}
