@@ -3,6 +3,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import type { Config, SourceConfig } from './config/index.js';
@@ -349,6 +350,32 @@ export class Daemon {
     });
   }
 
+  /** A source that cannot start (e.g. its temp folder is unwritable) is retried like a failing capture. */
+  private async startWithRetry(pipeline: SourcePipeline): Promise<boolean> {
+    const { retryInitialMs, retryMaxMs } = this.config.capture;
+    for (let failures = 0; !this.abort.signal.aborted; ) {
+      try {
+        await pipeline.runner.start();
+        if (failures > 0) {
+          pipeline.health = { state: 'ok', failures: 0, since: new Date() };
+          this.logger.info({ source: pipeline.id }, 'source started');
+          this.setState();
+        }
+        return true;
+      } catch (err) {
+        failures += 1;
+        const error = (err as Error).message;
+        pipeline.health = { state: 'failing', error, failures, since: pipeline.health.since };
+        pipeline.lastActivity = performance.now();
+        this.logger.warn({ source: pipeline.id, error, failures }, 'source cannot start; retrying');
+        this.setState();
+        const delay = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(failures - 1, 30));
+        await sleep(delay, undefined, { signal: this.abort.signal }).catch(() => undefined);
+      }
+    }
+    return false;
+  }
+
   private frameSkippedAsCorrupt(pipeline: SourcePipeline, err: Error): void {
     this.metrics.frameDropped(pipeline.id, 'corrupt');
     if (this.throttle.shouldLog(`corrupt:${pipeline.id}`)) {
@@ -365,7 +392,7 @@ export class Daemon {
    */
   private async runPipeline(pipeline: SourcePipeline): Promise<void> {
     const signal = this.abort.signal;
-    await pipeline.runner.start();
+    if (!(await this.startWithRetry(pipeline))) return;
     let inflight: Promise<void> = Promise.resolve();
     try {
       while (!signal.aborted) {

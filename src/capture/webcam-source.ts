@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -140,6 +140,8 @@ export class WebcamSource implements FrameSource {
 
   async start(): Promise<void> {
     try {
+      // Outside systemd (no RuntimeDirectory) the configured folder may not exist yet.
+      await mkdir(this.tmpDir, { recursive: true });
       if (!(await stat(this.tmpDir)).isDirectory()) throw new Error('not a directory');
       await access(this.tmpDir, constants.W_OK);
     } catch (error) {
