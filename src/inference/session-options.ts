@@ -23,6 +23,9 @@ export function sessionOptionsFor(
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: overrides.graphOptimizationLevel ?? settings.graphOptimizationLevel,
+    // ORT prints its own plain-text lines on stderr, which break the JSON-lines log; its warnings
+    // (e.g. that a saved optimized model is hardware-specific) concern things we key and check ourselves.
+    logSeverityLevel: 3,
     extra: { session },
   };
   // 0 leaves ORT's default (one thread per physical core).
