@@ -202,6 +202,11 @@ function parseNonNegativeInt(value: string): number {
 }
 
 async function main(argv: string[]): Promise<void> {
+  // `inceptiond classify … | head` closes the pipe early: that is the reader being done, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.OK);
+    throw err;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
