@@ -20,7 +20,7 @@ import {
   type ResultPayload,
   type Topics,
 } from './publish/index.js';
-import { createNotifier, Metrics, packageVersion, startHttpServer, type Notifier } from './ops/index.js';
+import { createNotifier, lockStateDir, Metrics, packageVersion, startHttpServer, type Notifier } from './ops/index.js';
 import { prepareModel, sessionSettingsFor, type PreparedModel } from './model-setup.js';
 import { toSourceOptions } from './source-options.js';
 
@@ -96,6 +96,8 @@ export class Daemon {
     };
     try {
       await mkdir(config.stateDir, { recursive: true });
+      const lock = await lockStateDir(config.stateDir);
+      closers.push({ name: 'state lock', close: () => lock.release() });
       // sharp's decoded-image cache (50 MB by default) buys nothing for a stream of new frames.
       sharp.cache(false);
       const notifier = createNotifier({ logger });

@@ -6,3 +6,4 @@ export {
 export { startHttpServer, HttpListenError, type HealthReport, type HttpServer, type HttpServerOptions } from './http.js';
 export { createNotifier, type Notifier, type NotifierOptions } from './notify.js';
 export { packageVersion } from './package-info.js';
+export { lockStateDir, StateDirLockedError, type StateLock } from './state-lock.js';

@@ -195,6 +195,20 @@ describe('daemon with the files source', () => {
       await proxy.close();
     }
   });
+
+  it('refuses to start a second daemon on the same state directory, naming the first', async () => {
+    const t = await daemonConfig({ name: 'twice' });
+    const sub = await watch(t.labels);
+    const first = run(t.file);
+    await sub.waitForCount(1);
+    const second = run(t.file);
+    expect(await second.exited).toBe(1);
+    const fatal = second.logs.find((l) => l.level === 60);
+    expect(fatal?.msg).toContain(`in use by another inceptiond (pid ${first.child.pid})`);
+    // The first one is unharmed.
+    await sub.waitForCount(sub.messages.length + 2);
+    expect(await first.stop('SIGTERM')).toBe(0);
+  });
 });
 
 /** inceptiond_outbox_depth has no labels: read the plain sample line. */
