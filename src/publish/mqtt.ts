@@ -14,6 +14,10 @@ import type { Outbox, OutboxEntry, Qos } from './outbox.js';
 import type { Result, ResponsePayload, StatusPayload } from './payload.js';
 import { topicsFor, type Topics } from './topics.js';
 
+/** A clash of client ids shows as connections the broker closes within moments, again and again. */
+const SHORT_LIVED_MS = 5_000;
+const CLASH_THRESHOLD = 3;
+
 export interface MqttPublisherOptions {
   url: string;
   clientId: string;
@@ -108,6 +112,9 @@ export class MqttPublisher {
   private lastStatusJson: string | null = null;
   private everConnected = false;
   private isConnected = false;
+  private connectedAt = 0;
+  /** Connections in a row that the broker closed within SHORT_LIVED_MS: the signature of a client-id clash. */
+  private shortLivedConnections = 0;
   /** The request subscription of the current connection was answered (SUBACK or error). */
   private subscribeSettled = false;
   private outageStart: number | null = null;
@@ -162,6 +169,11 @@ export class MqttPublisher {
     this.client = client;
     client.on('connect', () => this.onConnect());
     client.on('close', () => this.onClose());
+    client.on('disconnect', (packet) => {
+      // MQTT 5 brokers may say why they hung up (0x8E: session taken over by the same client id).
+      const reasonCode = packet.reasonCode ?? 0;
+      this.logger.warn({ reasonCode, clientId: this.options.clientId }, `mqtt: the broker disconnected us (reason 0x${reasonCode.toString(16)})`);
+    });
     client.on('error', (err) => this.onError(err));
     client.on('message', (topic, payload) => void this.onMessage(topic, payload));
   }
@@ -272,6 +284,7 @@ export class MqttPublisher {
     }
     this.everConnected = true;
     this.isConnected = true;
+    this.connectedAt = Date.now();
     this.outageStart = null;
     this.errorsInOutage = 0;
     this.lastStatusJson = null;
@@ -291,6 +304,14 @@ export class MqttPublisher {
     this.isConnected = false;
     this.subscribeSettled = false;
     if (wasConnected && !this.stopped) {
+      this.shortLivedConnections = Date.now() - this.connectedAt < SHORT_LIVED_MS ? this.shortLivedConnections + 1 : 0;
+      if (this.shortLivedConnections === CLASH_THRESHOLD) {
+        this.logger.error(
+          { clientId: this.options.clientId, connections: this.shortLivedConnections },
+          'mqtt: the broker keeps closing the connection right after it opens: is another client using the same ' +
+            'client id? Give each device its own deviceId or mqtt.clientId (also check the broker ACL)',
+        );
+      }
       this.outageStart = Date.now();
       this.errorsInOutage = 0;
       this.logger.warn({ url: this.options.url, outboxDepth: this.outbox.depth }, 'mqtt: connection lost; Results are kept in the outbox');

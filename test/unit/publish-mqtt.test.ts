@@ -1,6 +1,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import mqtt from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -257,5 +258,34 @@ describe('MqttPublisher', () => {
     const nonObject = await responses.waitFor((m) => /must be a JSON object/.test(m.text));
     expect(nonObject.topic).toBe(`${BASE}/response/echo`);
     expect(p.stats().connected).toBe(true); // none of it broke the publisher
+  });
+});
+
+describe('MqttPublisher: two devices with one client id', () => {
+  it('says so in the log instead of reconnecting in silence', async () => {
+    let clash!: (line: { msg: string }) => void;
+    const clashLog = new Promise<{ msg: string }>((resolve) => (clash = resolve));
+    const sink = () =>
+      new Writable({
+        write(chunk, _encoding, callback) {
+          const line = JSON.parse(String(chunk)) as { msg: string };
+          if (/same client id/.test(line.msg)) clash(line);
+          callback();
+        },
+      });
+    const clientId = `dup-${Math.random().toString(16).slice(2, 10)}`;
+    // Each takes the session from the other on every reconnect, as two misconfigured boards would.
+    for (let i = 0; i < 2; i++) {
+      const p = new MqttPublisher(
+        {
+          url: broker.url, clientId, protocolVersion: broker.kind === 'mosquitto' ? 5 : 4, qos: 1, baseTopic: BASE,
+          outbox: await outboxIn(), statusPayload: () => ({ state: 'online' }), reconnectPeriodMs: 100,
+        },
+        pino({ level: 'error' }, sink()),
+      );
+      cleanups.push(() => p.stop(1_000));
+      await p.start();
+    }
+    expect((await clashLog).msg).toContain('Give each device its own deviceId or mqtt.clientId');
   });
 });
