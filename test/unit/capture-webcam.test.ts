@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
@@ -226,9 +226,16 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
     expect(path.dirname(call!.argv.at(-1)!)).toBe(tmpDir);
   });
 
-  it('refuses to start with a tmpDir that does not exist', async () => {
-    const source = new WebcamSource(options({ tmpDir: path.join(tmpDir, 'missing') }), logger);
-    await expect(source.start()).rejects.toThrow(/tmpDir .*missing is not a writable directory/);
+  it('creates a missing tmpDir, and refuses one that is a file', async () => {
+    const missing = path.join(tmpDir, 'missing', 'nested');
+    const created = new WebcamSource(options({ tmpDir: missing }), logger);
+    await created.start();
+    expect((await stat(missing)).isDirectory()).toBe(true);
+    await created.stop();
+    const file = path.join(tmpDir, 'a-file');
+    await writeFile(file, '');
+    const source = new WebcamSource(options({ tmpDir: file }), logger);
+    await expect(source.start()).rejects.toThrow(/tmpDir .*a-file is not a writable directory/);
   });
 });
 
