@@ -227,15 +227,18 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
   });
 
   it('creates a missing tmpDir, and refuses one that is a file', async () => {
-    const missing = path.join(tmpDir, 'missing', 'nested');
+    // Its own folder: the suite checks that captures leave tmpDir empty.
+    const scratch = await mkdtemp(path.join(os.tmpdir(), 'inceptiond-webcam-tmpdir-'));
+    const missing = path.join(scratch, 'missing', 'nested');
     const created = new WebcamSource(options({ tmpDir: missing }), logger);
     await created.start();
     expect((await stat(missing)).isDirectory()).toBe(true);
     await created.stop();
-    const file = path.join(tmpDir, 'a-file');
+    const file = path.join(scratch, 'a-file');
     await writeFile(file, '');
     const source = new WebcamSource(options({ tmpDir: file }), logger);
     await expect(source.start()).rejects.toThrow(/tmpDir .*a-file is not a writable directory/);
+    await rm(scratch, { recursive: true, force: true });
   });
 });
 
