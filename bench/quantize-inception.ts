@@ -14,8 +14,15 @@ import path from 'node:path';
 import sharp from 'sharp';
 import * as ort from 'onnxruntime-node';
 import { writeBuiltModel } from '../src/model/build.js';
-import { DAEMON_SESSION_OPTIONS, evaluateModels } from '../src/model/eval.js';
+import { sessionOptionsFor } from '../src/inference/session-options.js';
+import { evaluateModels } from '../src/model/eval.js';
 import { quantizeModel } from '../src/model/quantize/index.js';
+
+// The daemon's session options for its defaults (2 threads, no spinning, optimization 'all', cpu).
+const DAEMON_SESSION_OPTIONS = sessionOptionsFor(
+  { modelPath: '', executionProviders: ['cpu'], threads: 2, allowSpinning: false, graphOptimizationLevel: 'all' },
+  'cpu',
+);
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -98,7 +105,7 @@ for (const v of variants) {
   const t0 = performance.now();
   const rep = await quantizeModel({ input: fp32, output: out, calibration: { images: calibration }, method: v.method, poolRewrite: v.poolRewrite, shareConcatParams: v.shareConcatParams });
   const quantizeS = (performance.now() - t0) / 1000;
-  const ev = await evaluateModels({ ref: fp32, cand: out, images: evalImages, repeats });
+  const ev = await evaluateModels({ ref: fp32, cand: out, images: evalImages, repeats, sessionOptions: DAEMON_SESSION_OPTIONS });
   const row = {
     variant: v.label,
     quantizeS: +quantizeS.toFixed(1),

@@ -1,7 +1,8 @@
 /**
  * Compares a candidate model (e.g. the INT8 one) with a reference on the same images: how often
  * they agree on the top class, how close the outputs are (SQNR), and how fast each runs with the
- * daemon's session options, measured interleaved in one run so machine noise hits both alike.
+ * daemon's session options (passed in by the caller), measured interleaved in one run so machine
+ * noise hits both alike.
  */
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
@@ -20,8 +21,12 @@ export interface EvalOptions {
   preprocess?: (image: Buffer) => Promise<Float32Array>;
   /** timed passes over the images (default 3); outputs are compared on the first */
   repeats?: number;
-  /** default: as the daemon runs (2 threads, no spinning, optimization 'all', cpu) */
-  sessionOptions?: ort.InferenceSession.SessionOptions;
+  /**
+   * Session options for both models. Required: latency only means something with the options the
+   * daemon runs with, and those are built from the config by inference/ (sessionOptionsFor), which
+   * model/ does not import — the caller passes them in.
+   */
+  sessionOptions: ort.InferenceSession.SessionOptions;
   logger?: Logger;
   progress?: boolean;
 }
@@ -40,13 +45,6 @@ export interface EvalReport {
   /** candMs / refMs */
   latencyRatio: number;
 }
-
-export const DAEMON_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
-  executionProviders: ['cpu'],
-  intraOpNumThreads: 2,
-  graphOptimizationLevel: 'all',
-  extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
-};
 
 function topK(scores: ArrayLike<number>, k: number): number[] {
   const best: number[] = [];
@@ -89,7 +87,7 @@ export async function evaluateModels(opts: EvalOptions): Promise<EvalReport> {
     preprocess = async (buf) => (await pre(buf)).tensor.data;
   }
 
-  const sessionOptions = opts.sessionOptions ?? DAEMON_SESSION_OPTIONS;
+  const sessionOptions = opts.sessionOptions;
   const ref = await openSession(opts.ref, sessionOptions);
   let cand: ort.InferenceSession | undefined;
   try {

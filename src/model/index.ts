@@ -1,5 +1,4 @@
-// Public API of the model folder. The INT8 quantizer (./quantize/) and `model eval` (./eval.ts) are
-// written separately: their exports are added here by their author or the integrator.
+// Public API of the model folder, including the INT8 quantizer (./quantize/) and `model eval` (./eval.ts).
 export * from './onnx.js';
 export {
   ManifestError,
@@ -32,3 +31,15 @@ export {
 } from './build.js';
 export { FetchError, fetchModel, listCatalogue, type FetchOptions, type FetchResult } from './fetch.js';
 export { formatModelInfo, inspectModel, type ModelInfo, type TensorInfo } from './inspect.js';
+export {
+  UnsupportedModelError,
+  listCalibrationImages,
+  quantizeModel,
+  type ActivationType,
+  type CalibrationMethod,
+  type LayerSqnr,
+  type Preprocess,
+  type QuantizeOptions,
+  type QuantizeReport,
+} from './quantize/index.js';
+export { evaluateModels, type EvalOptions, type EvalReport } from './eval.js';

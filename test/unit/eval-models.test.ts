@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sessionOptionsFor } from '../../src/inference/session-options.js';
 import { evaluateModels } from '../../src/model/eval.js';
 import { DataType, makeTensor, saveModel, tensorToFloat32 } from '../../src/model/onnx.js';
 import { createPreprocessor } from '../../src/vision/index.js';
@@ -22,6 +23,11 @@ const pre = createPreprocessor({
   resize: 'fill',
 });
 const preprocess = async (b: Buffer): Promise<Float32Array> => (await pre(b)).tensor.data;
+// The daemon's options for its defaults (2 threads, no spinning, optimization 'all', cpu).
+const sessionOptions = sessionOptionsFor(
+  { modelPath: '', executionProviders: ['cpu'], threads: 2, allowSpinning: false, graphOptimizationLevel: 'all' },
+  'cpu',
+);
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'eval-'));
@@ -36,7 +42,7 @@ afterAll(async () => {
 
 describe('evaluateModels', () => {
   it('two identical models agree fully with infinite SQNR', async () => {
-    const r = await evaluateModels({ ref, cand: ref, images, preprocess, repeats: 2 });
+    const r = await evaluateModels({ ref, cand: ref, images, preprocess, sessionOptions, repeats: 2 });
     expect(Object.keys(r).sort()).toEqual(['candMs', 'images', 'latencyRatio', 'refMs', 'sqnrDb', 'top1Agreement', 'top5Agreement']);
     expect(r.images).toBe(6);
     expect(r.top1Agreement).toBe(1);
@@ -57,7 +63,7 @@ describe('evaluateModels', () => {
     inits[fc] = makeTensor('fc_w', DataType.FLOAT, [10, 8], noisy);
     const cand = path.join(dir, 'cand.onnx');
     await saveModel(m, cand);
-    const r = await evaluateModels({ ref, cand, images, preprocess, repeats: 1 });
+    const r = await evaluateModels({ ref, cand, images, preprocess, sessionOptions, repeats: 1 });
     expect(Number.isFinite(r.sqnrDb)).toBe(true);
     expect(r.sqnrDb).toBeGreaterThan(0);
     expect(r.sqnrDb).toBeLessThan(60);
@@ -71,10 +77,10 @@ describe('evaluateModels', () => {
   it('names a model that cannot be loaded and an image that cannot be decoded', async () => {
     const bogus = path.join(dir, 'bogus.onnx');
     await writeFile(bogus, 'nope');
-    await expect(evaluateModels({ ref, cand: bogus, images, preprocess })).rejects.toThrow(/cannot load model .*bogus\.onnx/);
+    await expect(evaluateModels({ ref, cand: bogus, images, preprocess, sessionOptions })).rejects.toThrow(/cannot load model .*bogus\.onnx/);
     const broken = path.join(dir, 'broken.jpg');
     await writeFile(broken, Buffer.from([0xff, 0xd8, 0x00]));
-    await expect(evaluateModels({ ref, cand: ref, images: [broken], preprocess })).rejects.toThrow(/cannot use image .*broken\.jpg/);
-    await expect(evaluateModels({ ref, cand: ref, images: [], preprocess })).rejects.toThrow(/no images/);
+    await expect(evaluateModels({ ref, cand: ref, images: [broken], preprocess, sessionOptions })).rejects.toThrow(/cannot use image .*broken\.jpg/);
+    await expect(evaluateModels({ ref, cand: ref, images: [], preprocess, sessionOptions })).rejects.toThrow(/no images/);
   });
 });
