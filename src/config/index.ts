@@ -7,8 +7,8 @@ export { readSecretFile } from './secrets.js';
 export { projectRoot } from './paths.js';
 export { buildSchema, envName, schemaKeys, deviceIdFromHostname } from './schema.js';
 export {
-  CAPTURE_BACKENDS, EXECUTION_PROVIDERS, LOG_LEVELS, MODEL_PRECISIONS, GRAPH_OPTIMIZATION_LEVELS,
-  type CaptureBackend, type CaptureConfig, type Config, type EmbeddedBrokerConfig, type ExecutionProviderName,
+  CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, EXECUTION_PROVIDERS, LOG_LEVELS, MODEL_PRECISIONS, GRAPH_OPTIMIZATION_LEVELS,
+  type CalibrationMethodName, type CaptureBackend, type CaptureConfig, type Config, type EmbeddedBrokerConfig, type ExecutionProviderName,
   type FfmpegCaptureConfig, type FilesCaptureConfig, type GraphOptimizationLevel, type HttpConfig,
   type InferenceConfig, type LogLevel, type ModelConfig, type ModelPrecision, type MqttConfig,
   type OutboxConfig, type SourceConfig, type WebcamCaptureConfig,

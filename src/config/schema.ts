@@ -6,7 +6,7 @@ import {
   STRING, STRING_LIST, TOPIC_PREFIX, TOPIC_SAFE_NAME, integer, numberInRange, oneOf,
 } from './formats.js';
 import {
-  CAPTURE_BACKENDS, GRAPH_OPTIMIZATION_LEVELS, LOG_LEVELS, MODEL_PRECISIONS, type CaptureConfig,
+  CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, GRAPH_OPTIMIZATION_LEVELS, LOG_LEVELS, MODEL_PRECISIONS, type CaptureConfig,
 } from './types.js';
 
 export const ENV_PREFIX = 'INCEPTIOND';
@@ -96,6 +96,10 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       manifest: leaf('Model manifest ("" = the one beside the model)', STRING, ''),
       precision: leaf('Which precision to run: auto (what the model is), fp32 or int8 (fail if the model is not)', oneOf(MODEL_PRECISIONS), 'auto'),
       cacheDir: leaf('Built and optimized models ("" = <stateDir>/models)', STRING, ''),
+      calibration: {
+        path: leaf('Images the daemon calibrates on when it quantizes a model itself: folder or glob ("" = the files source\'s path if there is one, else the bundled models/samples)', STRING, ''),
+        method: leaf('Calibration method when the daemon quantizes: minmax, percentile (99.999) or entropy', oneOf(CALIBRATION_METHODS), DEFAULT_CALIBRATION_METHOD),
+      },
     },
     inference: {
       executionProviders: leaf('ONNX Runtime execution providers in order of preference; cpu is the fallback', EXECUTION_PROVIDER_LIST, ['cpu']),
