@@ -2,16 +2,20 @@
 // quantized and cached when INT8 is wanted. Wiring layer: it may use model/ and vision/.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import type { Config } from './config/index.js';
+import { glob, isDynamicPattern } from 'tinyglobby';
+import { projectRoot, type Config } from './config/index.js';
 import type { SessionSettings } from './inference/index.js';
 import {
   loadLabels,
+  quantizeModel,
   resolveModel,
   writeBuiltModel,
   type ModelManifest,
+  type ResolvedModel,
 } from './model/index.js';
 
 export interface PreparedModel {
@@ -69,28 +73,255 @@ async function resolveFloatModel(config: Config, logger: Logger) {
 }
 
 export interface PrepareOptions {
-  /** Images to calibrate on when the model must be quantized here (the daemon passes its sample/scene frames). */
+  /** Images to calibrate on when the model must be quantized here (default: from model.calibration.path, see calibrationImagesFor). */
   calibrationImages?: () => Promise<string[]>;
 }
 
-export async function prepareModel(config: Config, logger: Logger, _opts: PrepareOptions = {}): Promise<PreparedModel> {
-  const resolved = await resolveFloatModel(config, logger);
+/** Bumped when the quantizer's output changes for the same inputs, so cached INT8 models are redone. */
+const QUANTIZER_VERSION = 1;
+/** The daemon calibrates on at most this many images, spread evenly over the sorted list. */
+export const MAX_DAEMON_CALIBRATION_IMAGES = 64;
+const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif', '.bmp']);
+
+/**
+ * Image files of a folder (not recursive) or a glob, sorted. `what` names the list in errors
+ * ("calibration folder", "image folder"). A missing path or one without images is an error.
+ */
+export async function listImageFiles(pathOrGlob: string, what: string): Promise<string[]> {
+  let candidates: string[];
+  if (isDynamicPattern(pathOrGlob)) {
+    candidates = await glob(pathOrGlob, { absolute: true, onlyFiles: true, expandDirectories: false });
+    if (candidates.length === 0) throw new ModelSetupError(`${what} ${pathOrGlob} matches no files`);
+  } else {
+    let isDir: boolean;
+    try {
+      isDir = (await stat(pathOrGlob)).isDirectory();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new ModelSetupError(
+        code === 'ENOENT' ? `${what} ${pathOrGlob} does not exist` : `${what} ${pathOrGlob} cannot be read: ${(err as Error).message}`,
+      );
+    }
+    if (!isDir) {
+      candidates = [path.resolve(pathOrGlob)];
+    } else {
+      let entries: string[];
+      try {
+        entries = await readdir(pathOrGlob);
+      } catch (err) {
+        throw new ModelSetupError(`${what} ${pathOrGlob} cannot be read: ${(err as Error).message}`);
+      }
+      candidates = entries.map((e) => path.resolve(pathOrGlob, e));
+    }
+  }
+  const images = candidates.filter((f) => IMAGE_EXTENSIONS.has(path.extname(f).toLowerCase())).sort();
+  if (images.length === 0) {
+    throw new ModelSetupError(`${what} ${pathOrGlob} has no images (${[...IMAGE_EXTENSIONS].join(' ')})`);
+  }
+  return images;
+}
+
+/** Up to `max` items spread evenly over the list (first and last included), order kept. */
+function spread<T>(items: T[], max: number): T[] {
+  if (items.length <= max) return items;
+  if (max === 1) return [items[0]!];
+  return Array.from({ length: max }, (_, i) => items[Math.round((i * (items.length - 1)) / (max - 1))]!);
+}
+
+/**
+ * Where the daemon's own quantization calibrates: model.calibration.path; else the path of the first
+ * files source (the scene the daemon will see); else the bundled sample images.
+ */
+export function calibrationPathFor(config: Config): string {
+  if (config.model.calibration.path) return config.model.calibration.path;
+  const files = config.sources.find((s) => s.backend === 'files' && s.files.path);
+  if (files) return files.files.path;
+  if (config.capture.backend === 'files' && config.capture.files.path) return config.capture.files.path;
+  return path.join(projectRoot, 'models', 'samples');
+}
+
+export async function calibrationImagesFor(config: Config): Promise<string[]> {
+  const where = calibrationPathFor(config);
+  const what = config.model.calibration.path ? 'model.calibration.path' : 'calibration folder';
+  return spread(await listImageFiles(where, what), MAX_DAEMON_CALIBRATION_IMAGES);
+}
+
+/** What makes a cached INT8 model valid: the source model's bytes and everything passed to the quantizer. */
+export interface Int8CacheKey {
+  sourceSha256: string;
+  method: Config['model']['calibration']['method'];
+  activationType: 'uint8';
+  percentile?: number;
+  /** sha256 of the calibration files' absolute paths and sizes, in order */
+  calibrationHash: string;
+}
+
+async function calibrationListHash(images: string[]): Promise<string> {
+  const hash = createHash('sha256');
+  for (const image of images) {
+    let size = -1;
+    try {
+      size = (await stat(image)).size;
+    } catch {
+      // unreadable now: quantizeModel will skip it; still part of the key
+    }
+    hash.update(`${path.resolve(image)}\0${size}\n`);
+  }
+  return hash.digest('hex');
+}
+
+/**
+ * `<stem>.int8-<sha12 of the source model>-<method>-<activation type>-<hash8 of the options>.onnx`, e.g.
+ * `inception-v2-built.int8-3f2a9c1b4d5e-percentile-uint8-a1b2c3d4.onnx`. The options hash covers the
+ * calibration file list, the percentile and the quantizer version; a changed model or option gives a new name.
+ */
+export function int8CacheFileName(sourceModel: string, key: Int8CacheKey): string {
+  const stem = path.basename(sourceModel).replace(/\.onnx$/i, '');
+  const options = createHash('sha256')
+    .update(JSON.stringify({ v: QUANTIZER_VERSION, percentile: key.percentile ?? null, calibration: key.calibrationHash }))
+    .digest('hex');
+  return `${stem}.int8-${key.sourceSha256.slice(0, 12)}-${key.method}-${key.activationType}-${options.slice(0, 8)}.onnx`;
+}
+
+/**
+ * The INT8 version of an FP32 model, quantized once and cached in model.cacheDir. The model file is
+ * written atomically (temp, fsync, rename) and its manifest after it, so a manifest beside a cached
+ * model means the model is whole; a crash mid-quantization leaves at most a hidden temp file, which
+ * is never used and is removed by the next quantization.
+ */
+async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel, opts: PrepareOptions): Promise<ResolvedModel> {
+  const images = await (opts.calibrationImages ?? (() => calibrationImagesFor(config)))();
+  if (images.length === 0) throw new ModelSetupError('no calibration images to quantize the model with');
+  const method = config.model.calibration.method;
+  const key: Int8CacheKey = {
+    sourceSha256: await fileSha256(fp32.modelPath),
+    method,
+    activationType: 'uint8',
+    ...(method === 'percentile' ? { percentile: 99.999 } : {}),
+    calibrationHash: await calibrationListHash(images),
+  };
+  const cacheDir = config.model.cacheDir;
+  const target = path.join(cacheDir, int8CacheFileName(fp32.modelPath, key));
+  if ((await exists(target)) && (await exists(`${target}.json`))) {
+    logger.info({ path: target, source: fp32.modelPath }, 'using cached INT8 model');
+    return resolveModel({ path: target });
+  }
+
+  await mkdir(cacheDir, { recursive: true });
+  await removeStaleTemps(cacheDir, logger);
+  logger.info(
+    { source: fp32.modelPath, out: target, method, calibrationImages: images.length, calibrationFrom: path.dirname(images[0]!) },
+    `quantizing ${path.basename(fp32.modelPath)} to INT8 (${method} calibration on ${images.length} images); done once, then cached`,
+  );
+  const t0 = performance.now();
+  let report;
+  try {
+    report = await quantizeModel({
+      input: fp32.modelPath,
+      output: target,
+      calibration: { images },
+      method,
+      activationType: key.activationType,
+      ...(key.percentile !== undefined ? { percentile: key.percentile } : {}),
+      logger: logger.child({ component: 'quantize' }),
+      progress: false,
+    });
+  } catch (err) {
+    // The model may be written and its manifest not: remove it so nothing half-done lingers.
+    await rm(target, { force: true });
+    await rm(`${target}.json`, { force: true });
+    throw new ModelSetupError(`cannot quantize ${fp32.modelPath} to INT8: ${(err as Error).message}`, { cause: err });
+  }
+  if (!report.manifest) {
+    await rm(target, { force: true });
+    throw new ModelSetupError(`quantizing ${fp32.modelPath} wrote no manifest (the source has none)`);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  logger.info(
+    {
+      path: target,
+      durationMs: Math.round(seconds * 1000),
+      calibrationImages: report.calibrationImages,
+      skippedImages: report.skippedImages.length,
+      sizeBytes: report.sizeBytes,
+      worstLayerSqnrDb: report.worstLayers[0] ? Math.round(report.worstLayers[0].sqnrDb * 10) / 10 : undefined,
+    },
+    `INT8 model ready in ${seconds.toFixed(1)} s (${mb(report.sizeBytes.before)} → ${mb(report.sizeBytes.after)})`,
+  );
+  await pruneOtherVersions(cacheDir, target, key.sourceSha256, logger);
+  return resolveModel({ path: target });
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Hidden temp files (`.<name>.<pid>.<ms>.tmp`, from writeFileAtomic) of INT8 cache entries whose writer is gone. */
+async function removeStaleTemps(cacheDir: string, logger: Logger): Promise<void> {
+  for (const name of await readdir(cacheDir).catch(() => [] as string[])) {
+    const m = /^\..+\.int8-.+\.onnx(?:\.json)?\.(\d+)\.\d+\.tmp$/.exec(name);
+    if (!m || processAlive(Number(m[1]))) continue;
+    await rm(path.join(cacheDir, name), { force: true });
+    logger.info({ file: name }, 'removed a temp file left by an interrupted quantization');
+  }
+}
+
+/** INT8 files made from an earlier version of the same model (same stem, other source hash) are dead weight. */
+async function pruneOtherVersions(cacheDir: string, keep: string, sourceSha256: string, logger: Logger): Promise<void> {
+  const stem = path.basename(keep).split('.int8-')[0]!;
+  const ours = `${stem}.int8-${sourceSha256.slice(0, 12)}-`;
+  for (const name of await readdir(cacheDir).catch(() => [] as string[])) {
+    if (!name.startsWith(`${stem}.int8-`) || name.startsWith(ours)) continue;
+    if (!/\.onnx(\.json)?$/.test(name)) continue;
+    await rm(path.join(cacheDir, name), { force: true });
+    logger.info({ file: name }, 'removed an INT8 model cached for an earlier version of the model');
+  }
+}
+
+/**
+ * The model to run, with its manifest and labels, following model.precision:
+ * - auto: an INT8 model runs as is; the built model (no model configured) is quantized once and
+ *   cached; a configured FP32 model runs FP32 (with a hint how to quantize it);
+ * - int8: an FP32 model is quantized once at startup and cached;
+ * - fp32: an INT8 model is refused.
+ */
+export async function prepareModel(config: Config, logger: Logger, opts: PrepareOptions = {}): Promise<PreparedModel> {
+  const configured = !!(config.model.path || config.model.manifest);
+  let resolved = await resolveFloatModel(config, logger);
   if (!(await exists(resolved.modelPath))) {
     throw new ModelSetupError(
       `model file not found: ${resolved.modelPath} (named by ${resolved.manifestPath}); ` +
         'fetch it with `inceptiond model fetch` or build one with `inceptiond model build`',
     );
   }
-  const precision = resolved.manifest.precision ?? 'fp32';
-  if (config.model.precision === 'int8' && precision !== 'int8') {
+  const wanted = config.model.precision;
+  const actual = resolved.manifest.precision ?? 'fp32';
+  if (wanted === 'fp32' && actual === 'int8') {
     throw new ModelSetupError(
-      `model.precision is int8 but ${resolved.modelPath} is ${precision}: quantize it with ` +
-        '`inceptiond model quantize IN OUT --calibration DIR` and point model.path at OUT',
+      `model.precision is fp32 but ${resolved.modelPath} is an INT8 model: ` +
+        'point model.path at its FP32 original, or set model.precision to auto',
     );
   }
-  if (config.model.precision === 'fp32' && precision === 'int8') {
-    throw new ModelSetupError(`model.precision is fp32 but ${resolved.modelPath} is an INT8 model`);
+  if (actual === 'fp32' && (wanted === 'int8' || (wanted === 'auto' && !configured))) {
+    resolved = await int8FromCache(config, logger, resolved, opts);
+  } else if (actual === 'fp32' && wanted === 'auto') {
+    logger.info(
+      { path: resolved.modelPath },
+      `running the FP32 model; an INT8 model is about 2× faster: \`inceptiond model quantize ${resolved.modelPath} ` +
+        `${resolved.modelPath.replace(/\.onnx$/i, '')}.int8.onnx --calibration DIR --from-source 64\` then point model.path at it ` +
+        '(or set model.precision to int8 to have the daemon quantize it at startup)',
+    );
   }
+  const precision = resolved.manifest.precision ?? 'fp32';
   const labels = await loadLabels(resolved.manifest, path.dirname(resolved.manifestPath));
   return {
     ...resolved,
