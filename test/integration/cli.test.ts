@@ -94,6 +94,8 @@ describe('npm start (run -c config/development.json)', () => {
     for (const m of results) expect(validateResult(JSON.parse(m.text)).ok).toBe(true);
     const status = JSON.parse((await sub.waitFor((m) => m.topic === 'dev/status')).text);
     expect(status.model.synthetic).toBe(true);
+    // npm start runs the quantized model (issue 3): the built FP32 model, quantized once and cached.
+    expect(status.model.precision).toBe('int8');
     expect((JSON.parse(results[0]!.text) as ResultPayload).model.precision).toBe(status.model.precision);
 
     expect(await daemon.stop('SIGINT')).toBe(0);
