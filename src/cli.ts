@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // Command-line entry (bin: inceptiond). Parses arguments and hands each command to the module that owns it.
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import {
+  CALIBRATION_METHODS,
   ConfigError,
+  DEFAULT_CALIBRATION_METHOD,
   EXIT,
   configToJSON,
   loadConfig,
@@ -22,6 +25,11 @@ function loadConfigOrThrow(file: string | undefined): Config {
 /** Logger for one-shot commands: warnings and errors only, unless the config asks for more. */
 function commandLogger(level = 'warn'): Logger {
   return createLogger({ level, name: 'inceptiond' });
+}
+
+/** The same on stderr, for commands whose stdout is a report (possibly JSON). */
+function stderrLogger(level = 'warn'): Logger {
+  return createLogger({ level, name: 'inceptiond', destination: pino.destination({ dest: 2, sync: true }) });
 }
 
 async function runDaemon(opts: { config?: string }): Promise<void> {
@@ -136,6 +144,57 @@ function buildProgram(): Command {
     });
 
   model
+    .command('quantize')
+    .description('static INT8 quantization (QDQ) of an FP32 ONNX classifier, calibrated on images; writes OUT and its manifest')
+    .argument('<in>', 'FP32 ONNX model (its manifest is found beside it)')
+    .argument('<out>', 'INT8 ONNX model to write (OUT.json is written beside it)')
+    .requiredOption('--calibration <dir>', 'folder (or glob) of calibration images; --from-source fills it first')
+    .addOption(
+      new Option('--method <method>', 'how activation ranges are calibrated').choices([...CALIBRATION_METHODS]).default(DEFAULT_CALIBRATION_METHOD),
+    )
+    .option('--percentile <p>', 'percentile of |activation| kept by --method percentile (default 99.999)', parsePercentile)
+    .addOption(new Option('--activation-type <type>', 'activation quantization type').choices(['uint8', 'int8', 'uint16']).default('uint8'))
+    .option('--exclude <node...>', 'node names (or their output names) to keep float')
+    .option('--max-images <n>', 'calibrate on at most this many images', parsePositiveInt)
+    .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
+    .option('--json', 'print the report as JSON')
+    .addOption(configOption())
+    .action(async (input: string, output: string, opts) => {
+      if (opts.percentile !== undefined && opts.method !== 'percentile') {
+        throw new UsageError(`--percentile applies to --method percentile only (got --method ${opts.method})`);
+      }
+      if (path.resolve(input) === path.resolve(output)) throw new UsageError('OUT must differ from IN');
+      const { quantizeCommand } = await import('./quantize-command.js');
+      await quantizeCommand(() => loadConfigOrThrow(opts.config), stderrLogger(), {
+        input,
+        output,
+        calibration: opts.calibration,
+        method: opts.method,
+        percentile: opts.percentile,
+        activationType: opts.activationType,
+        exclude: opts.exclude,
+        maxImages: opts.maxImages,
+        fromSource: opts.fromSource,
+        json: !!opts.json,
+      });
+    });
+
+  model
+    .command('eval')
+    .description("compare a candidate model with a reference: top-1/top-5 agreement, output SQNR, latency with the daemon's session options")
+    .argument('<ref>', 'reference model (e.g. FP32); its manifest says how to preprocess the images')
+    .argument('<cand>', 'candidate model (e.g. INT8)')
+    .requiredOption('--images <dir>', 'folder (or glob) of images')
+    .option('--repeats <n>', 'timed passes over the images (latency is the median run)', parsePositiveInt, 3)
+    .option('--json', 'print {"images","top1Agreement","top5Agreement","sqnrDb","refMs","candMs","latencyRatio"}')
+    .addOption(configOption())
+    .action(async (ref: string, cand: string, opts) => {
+      const { evalCommand } = await import('./quantize-command.js');
+      const config = loadConfigOrThrow(opts.config);
+      await evalCommand(config, stderrLogger(), { ref, cand, images: opts.images, repeats: opts.repeats, json: !!opts.json });
+    });
+
+  model
     .command('inspect')
     .description('inputs, outputs, opset, operator histogram, size and precision of a model')
     .argument('<path>')
@@ -192,6 +251,12 @@ function buildProgram(): Command {
 function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new UsageError(`expected a positive integer, got "${value}"`);
+  return n;
+}
+
+function parsePercentile(value: string): number {
+  const n = Number(value);
+  if (!(n > 0 && n <= 100)) throw new UsageError(`--percentile must be a number in (0, 100], got "${value}"`);
   return n;
 }
 

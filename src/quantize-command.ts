@@ -1,0 +1,274 @@
+// `inceptiond model quantize` and `inceptiond model eval`: wiring between the CLI, the config (for
+// --from-source and the daemon's session options), capture/ and the quantizer in model/.
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import * as ort from 'onnxruntime-node';
+import type { Logger } from 'pino';
+import sharp from 'sharp';
+import { CaptureRunner, SourceExhaustedError, createSource } from './capture/index.js';
+import type { CalibrationMethodName, Config } from './config/index.js';
+import { normalizeProviders, sessionOptionsFor } from './inference/session-options.js';
+import { listImageFiles } from './model-setup.js';
+import {
+  evaluateModels,
+  quantizeModel,
+  type ActivationType,
+  type EvalReport,
+  type QuantizeReport,
+} from './model/index.js';
+import { toSourceOptions } from './source-options.js';
+
+export interface QuantizeCommandOptions {
+  input: string;
+  output: string;
+  /** calibration folder (or glob); --from-source captures into it first */
+  calibration: string;
+  method: CalibrationMethodName;
+  percentile?: number;
+  activationType: ActivationType;
+  exclude?: string[];
+  maxImages?: number;
+  json: boolean;
+  /** capture this many frames from the configured source into `calibration` first */
+  fromSource?: number;
+}
+
+export interface CaptureResult {
+  source: string;
+  backend: string;
+  dir: string;
+  files: string[];
+  /** the source ran out (files backend without loop) before `count` frames */
+  exhausted: boolean;
+}
+
+/** A capture that fails this many times in a row ends --from-source (the daemon would retry forever). */
+const MAX_CONSECUTIVE_CAPTURE_FAILURES = 5;
+
+async function requireFile(file: string, what: string): Promise<void> {
+  let isFile: boolean;
+  try {
+    isFile = (await stat(file)).isFile();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(code === 'ENOENT' ? `${what} not found: ${file}` : `${what} ${file} cannot be read: ${(err as Error).message}`);
+  }
+  if (!isFile) throw new Error(`${what} ${file} is not a file`);
+}
+
+function isJpeg(data: Buffer): boolean {
+  return data.length >= 3 && data[0] === 0xff && data[1] === 0xd8 && data[2] === 0xff;
+}
+
+/**
+ * Captures `count` frames from the config's default source into `dir` (created if missing) as
+ * frame-0001.jpg, frame-0002.jpg, …, numbering on after frames already there. Frames are spaced by the
+ * source's capture.intervalMs (a camera's scene changes; a files source is read back to back).
+ */
+export async function captureCalibrationFrames(
+  config: Config,
+  logger: Logger,
+  dir: string,
+  count: number,
+  opts: { progress?: boolean } = {},
+): Promise<CaptureResult> {
+  const sourceConfig = config.sources[0];
+  if (!sourceConfig) throw new Error('the configuration has no source to capture from');
+  let source;
+  try {
+    const options = toSourceOptions(sourceConfig, config);
+    source = createSource(sourceConfig.backend === 'files' ? { ...options, intervalMs: 0 } : options, logger);
+  } catch (err) {
+    throw new Error(`cannot capture from source "${sourceConfig.id}": ${(err as Error).message}`);
+  }
+  const runner = new CaptureRunner(source, {
+    intervalMs: sourceConfig.backend === 'files' ? 0 : sourceConfig.intervalMs,
+    retryInitialMs: sourceConfig.retryInitialMs,
+    retryMaxMs: sourceConfig.retryMaxMs,
+    logger,
+  });
+  const abort = new AbortController();
+  runner.on('health', (h) => {
+    if (h.state === 'failing' && h.failures >= MAX_CONSECUTIVE_CAPTURE_FAILURES) {
+      abort.abort(
+        new Error(`source "${sourceConfig.id}" (${sourceConfig.backend}) failed ${h.failures} times in a row: ${h.error ?? 'unknown error'}`),
+      );
+    }
+  });
+
+  await mkdir(dir, { recursive: true });
+  let next = 0;
+  for (const name of await readdir(dir)) {
+    const m = /^frame-(\d+)\.jpg$/.exec(name);
+    if (m) next = Math.max(next, Number(m[1]));
+  }
+  const files: string[] = [];
+  let exhausted = false;
+  const bar =
+    opts.progress && process.stderr.isTTY
+      ? new cliProgress.SingleBar(
+          { format: `capturing from "${sourceConfig.id}" [{bar}] {value}/{total} frames`, stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        )
+      : undefined;
+  try {
+    try {
+      await runner.start();
+    } catch (err) {
+      throw new Error(`cannot start source "${sourceConfig.id}": ${(err as Error).message}`);
+    }
+    bar?.start(count, 0);
+    while (files.length < count) {
+      let frame;
+      try {
+        frame = await runner.next(abort.signal);
+      } catch (err) {
+        if (err instanceof SourceExhaustedError) {
+          exhausted = true;
+          break;
+        }
+        throw err;
+      }
+      // Other sources may hand over PNG or WebP; the folder holds JPEGs so the names say what they are.
+      const data = isJpeg(frame.data) ? frame.data : await sharp(frame.data).jpeg({ quality: 95 }).toBuffer();
+      const file = path.join(dir, `frame-${String(++next).padStart(4, '0')}.jpg`);
+      await writeFile(file, data);
+      files.push(file);
+      bar?.update(files.length);
+    }
+  } finally {
+    bar?.stop();
+    await runner.stop().catch(() => undefined);
+  }
+  if (files.length === 0) throw new Error(`source "${sourceConfig.id}" gave no frames`);
+  return { source: sourceConfig.id, backend: sourceConfig.backend, dir, files, exhausted };
+}
+
+export async function quantizeCommand(
+  config: () => Config,
+  logger: Logger,
+  opts: QuantizeCommandOptions,
+): Promise<QuantizeReport & { captured?: CaptureResult }> {
+  await requireFile(opts.input, 'model file');
+  let captured: CaptureResult | undefined;
+  if (opts.fromSource !== undefined) {
+    captured = await captureCalibrationFrames(config(), logger, opts.calibration, opts.fromSource, { progress: !opts.json });
+    if (!opts.json) {
+      process.stderr.write(
+        `captured ${captured.files.length} frame(s) from source "${captured.source}" (${captured.backend}) into ${captured.dir}` +
+          `${captured.exhausted ? ` (the source ran out before ${opts.fromSource})` : ''}\n`,
+      );
+    }
+  }
+  const images = await listImageFiles(opts.calibration, 'calibration folder');
+  await mkdir(path.dirname(path.resolve(opts.output)), { recursive: true });
+  const report = await quantizeModel({
+    input: opts.input,
+    output: opts.output,
+    calibration: { images },
+    method: opts.method,
+    ...(opts.percentile !== undefined ? { percentile: opts.percentile } : {}),
+    activationType: opts.activationType,
+    ...(opts.exclude?.length ? { exclude: opts.exclude } : {}),
+    ...(opts.maxImages !== undefined ? { maxImages: opts.maxImages } : {}),
+    progress: !opts.json,
+  });
+  const full = captured ? { ...report, captured } : report;
+  process.stdout.write(opts.json ? `${JSON.stringify(full, null, 2)}\n` : formatQuantizeReport(report));
+  return full;
+}
+
+function size(bytes: number): string {
+  return bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`;
+}
+
+export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
+  const lines: string[] = [];
+  const calib = r.method === 'percentile' ? `percentile ${r.percentile ?? 99.999}` : r.method;
+  lines.push(`wrote ${r.output} (INT8 QDQ: ${calib} calibration, ${r.activationType} activations, per-channel int8 weights)`);
+  lines.push(r.manifest ? `wrote ${r.manifest} (precision int8)` : `no manifest written (none found for ${r.input})`);
+  lines.push('rewrites:');
+  for (const w of r.rewrites.length ? r.rewrites : ['none']) lines.push(`  ${w}`);
+  if (r.foldedRelus > 0) lines.push(`  ${r.foldedRelus} Relu folded into the quantization of their input`);
+  lines.push(`calibration images: ${r.calibrationImages} used, ${r.skippedImages.length} skipped`);
+  for (const s of r.skippedImages) lines.push(`  skipped ${s.image}: ${s.error}`);
+  const ratio = r.sizeBytes.before > 0 ? r.sizeBytes.after / r.sizeBytes.before : 0;
+  lines.push(`size: ${size(r.sizeBytes.before)} → ${size(r.sizeBytes.after)} (${ratio.toFixed(2)}×)`);
+  if (r.floatNodes.length > 0) {
+    lines.push(`kept float: ${r.floatNodes.length} node(s)`);
+    for (const n of r.floatNodes.slice(0, 10)) lines.push(`  ${n.name} (${n.opType}): ${n.reason}`);
+  }
+  if (r.worstLayers.length > 0) {
+    lines.push('worst layers by SQNR (quantized vs float activation, dB; higher is better):');
+    const width = Math.max(...r.worstLayers.slice(0, worst).map((l) => l.node.length));
+    for (const l of r.worstLayers.slice(0, worst)) {
+      lines.push(`  ${l.sqnrDb.toFixed(1).padStart(6)}  ${l.node.padEnd(width)}  ${l.opType}`);
+    }
+  }
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export interface EvalCommandOptions {
+  ref: string;
+  cand: string;
+  images: string;
+  repeats?: number;
+  json: boolean;
+}
+
+/** The first configured execution provider this onnxruntime-node build has, as the daemon would pick it (cpu as a last resort). */
+function daemonProvider(config: Config): string {
+  const supported = new Set(ort.listSupportedBackends().map((b) => b.name.toLowerCase()));
+  return normalizeProviders(config.inference.executionProviders).find((p) => supported.has(p)) ?? 'cpu';
+}
+
+export async function evalCommand(config: Config, logger: Logger, opts: EvalCommandOptions): Promise<EvalReport> {
+  await requireFile(opts.ref, 'reference model');
+  await requireFile(opts.cand, 'candidate model');
+  const images = await listImageFiles(opts.images, 'image folder');
+  const provider = daemonProvider(config);
+  const sessionOptions = sessionOptionsFor(
+    {
+      modelPath: opts.ref,
+      executionProviders: [provider],
+      threads: config.inference.threads,
+      allowSpinning: config.inference.allowSpinning,
+      graphOptimizationLevel: config.inference.graphOptimizationLevel,
+    },
+    provider,
+  );
+  const report = await evaluateModels({
+    ref: opts.ref,
+    cand: opts.cand,
+    images,
+    ...(opts.repeats !== undefined ? { repeats: opts.repeats } : {}),
+    sessionOptions,
+    logger,
+    progress: !opts.json,
+  });
+  if (opts.json) {
+    const { images: n, top1Agreement, top5Agreement, sqnrDb, refMs, candMs, latencyRatio } = report;
+    // JSON has no Infinity: identical outputs give sqnrDb null.
+    process.stdout.write(
+      `${JSON.stringify({ images: n, top1Agreement, top5Agreement, sqnrDb: Number.isFinite(sqnrDb) ? sqnrDb : null, refMs, candMs, latencyRatio })}\n`,
+    );
+  } else {
+    const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+    process.stdout.write(
+      [
+        `reference: ${opts.ref}`,
+        `candidate: ${opts.cand}`,
+        `images: ${report.images}`,
+        `top-1 agreement: ${pct(report.top1Agreement)}`,
+        `top-5 agreement: ${pct(report.top5Agreement)}`,
+        `output SQNR: ${Number.isFinite(report.sqnrDb) ? `${report.sqnrDb.toFixed(1)} dB` : 'identical outputs'}`,
+        `latency (median session.run, ${provider}, ${config.inference.threads} thread(s)): ` +
+          `reference ${report.refMs.toFixed(2)} ms, candidate ${report.candMs.toFixed(2)} ms, ratio ${report.latencyRatio.toFixed(3)}`,
+        '',
+      ].join('\n'),
+    );
+  }
+  return report;
+}

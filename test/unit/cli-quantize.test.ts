@@ -1,0 +1,195 @@
+// `inceptiond model quantize` and `model eval` through the real compiled CLI (dist/cli.js, built by the
+// global setup when stale), on the built Inception V2 from the shared test model cache and on a small CNN.
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { projectRoot } from '../../src/config/index.js';
+import { BUILT_MODEL_FILE } from '../../src/model-setup.js';
+import { loadModel, saveModel, writeManifestBeside, type ModelManifest } from '../../src/model/index.js';
+import { buildSmallCnn, SMALL_INPUT, SMALL_SIZE, writeImages } from './quantize-fixtures.js';
+
+const run = promisify(execFile);
+const cli = path.join(projectRoot, 'dist', 'cli.js');
+// The child must not pick up this machine's INCEPTIOND_* settings.
+const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('INCEPTIOND_')));
+
+interface Outcome {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function inceptiond(...args: string[]): Promise<Outcome> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { cwd: projectRoot, env, maxBuffer: 64 << 20 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    if (typeof e.code !== 'number') throw err;
+    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/** An expected error: one `inceptiond: …` line, no stack trace. */
+function expectCleanError(o: Outcome, code: number, pattern: RegExp): void {
+  expect(o.code, o.stderr).toBe(code);
+  expect(o.stderr).toMatch(pattern);
+  expect(o.stderr).not.toMatch(/^\s+at /m);
+}
+
+let dir: string;
+let images: string;
+let builtFp32: string;
+let small: string;
+let smallImages: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'cli-quantize-'));
+  // The FP32 Inception V2 the global setup built into the shared cache (read only here).
+  builtFp32 = path.join(inject('modelCacheDir'), BUILT_MODEL_FILE);
+  // The 8 bundled samples: calibrating and evaluating on only 2–3 of them gives too noisy an SQNR to bound.
+  images = path.join(projectRoot, 'models', 'samples');
+
+  small = path.join(dir, 'small', 'small.onnx');
+  await mkdir(path.dirname(small), { recursive: true });
+  await saveModel(buildSmallCnn({ seed: 6 }), small);
+  const manifest: ModelManifest = {
+    name: 'small-cnn',
+    file: 'small.onnx',
+    input: { name: SMALL_INPUT, layout: 'NCHW', width: SMALL_SIZE, height: SMALL_SIZE, channels: 'RGB', scale: 1, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill' },
+    output: { name: 'prob', activation: 'softmax' },
+  };
+  await writeManifestBeside(small, manifest);
+  smallImages = path.join(dir, 'small-images');
+  await mkdir(smallImages);
+  await writeImages(smallImages, 3, 11, 48);
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('inceptiond model quantize / model eval on the built Inception V2', () => {
+  const int8 = () => path.join(dir, 'out', 'ib.int8.onnx');
+
+  it('quantize --json writes OUT and OUT.json with precision int8 and reports what it did', async () => {
+    const o = await inceptiond('model', 'quantize', builtFp32, int8(), '--calibration', images, '--json');
+    expect(o.code, o.stderr).toBe(0);
+    const report = JSON.parse(o.stdout) as {
+      output: string;
+      manifest: string;
+      method: string;
+      percentile: number;
+      activationType: string;
+      calibrationImages: number;
+      skippedImages: unknown[];
+      sizeBytes: { before: number; after: number };
+      worstLayers: { sqnrDb: number }[];
+    };
+    expect(report.method).toBe('percentile');
+    expect(report.percentile).toBe(99.999);
+    expect(report.activationType).toBe('uint8');
+    expect(report.calibrationImages).toBe(8);
+    expect(report.skippedImages).toEqual([]);
+    expect(report.sizeBytes.after).toBeLessThan(report.sizeBytes.before / 3);
+    expect(report.worstLayers.length).toBeGreaterThan(0);
+    expect(report.manifest).toBe(path.resolve(`${int8()}.json`));
+    const manifest = JSON.parse(await readFile(`${int8()}.json`, 'utf8')) as ModelManifest;
+    expect(manifest.precision).toBe('int8');
+    expect(manifest.file).toBe('ib.int8.onnx');
+    expect((await stat(int8())).size).toBe(report.sizeBytes.after);
+    const ops = new Set((await loadModel(int8())).graph!.node!.map((n) => n.opType));
+    expect(ops.has('QuantizeLinear') && ops.has('DequantizeLinear')).toBe(true);
+  });
+
+  it('eval --json prints exactly the seven keys with values in range', async () => {
+    const o = await inceptiond('model', 'eval', builtFp32, int8(), '--images', images, '--json', '--repeats', '1');
+    expect(o.code, o.stderr).toBe(0);
+    const r = JSON.parse(o.stdout) as Record<string, number>;
+    expect(Object.keys(r).sort()).toEqual(['candMs', 'images', 'latencyRatio', 'refMs', 'sqnrDb', 'top1Agreement', 'top5Agreement']);
+    expect(r.images).toBe(8);
+    for (const k of ['top1Agreement', 'top5Agreement'] as const) {
+      expect(r[k]).toBeGreaterThanOrEqual(0);
+      expect(r[k]).toBeLessThanOrEqual(1);
+    }
+    expect(r.top5Agreement).toBeGreaterThanOrEqual(r.top1Agreement!);
+    // Uncorrelated outputs of equal power give about -3 dB, a scale off by 2× about 0 dB; the built
+    // model's INT8 output measures 13.9 dB on the samples (synthetic weights; a trained model gets 30+).
+    expect(r.sqnrDb).toBeGreaterThan(8);
+    expect(r.sqnrDb).toBeLessThan(100);
+    expect(r.refMs).toBeGreaterThan(0);
+    expect(r.candMs).toBeGreaterThan(0);
+    expect(r.latencyRatio).toBeCloseTo(r.candMs! / r.refMs!, 10);
+  });
+});
+
+describe('inceptiond model quantize (small CNN)', () => {
+  it('prints a human report: rewrites, images used/skipped, size before → after, worst layers', async () => {
+    const out = path.join(dir, 'small-human.int8.onnx');
+    await writeFile(path.join(smallImages, 'broken.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0x00]));
+    try {
+      const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--method', 'minmax');
+      expect(o.code, o.stderr).toBe(0);
+      expect(o.stdout).toContain(`wrote ${out} (INT8 QDQ: minmax calibration, uint8 activations`);
+      expect(o.stdout).toContain(`wrote ${out}.json (precision int8)`);
+      expect(o.stdout).toMatch(/rewrites:\n {2}\d+ BatchNormalization folded into Conv/);
+      expect(o.stdout).toMatch(/calibration images: 3 used, 1 skipped\n {2}skipped .*broken\.jpg: /);
+      expect(o.stdout).toMatch(/size: [\d.]+ kB → [\d.]+ kB \([\d.]+×\)/);
+      expect(o.stdout).toMatch(/worst layers by SQNR .*:\n\s+-?[\d.]+\s+\S+\s+\S+/);
+    } finally {
+      await rm(path.join(smallImages, 'broken.jpg'), { force: true });
+    }
+  });
+
+  it('--from-source captures N frames from the configured source into the calibration folder, then quantizes', async () => {
+    const cal = path.join(dir, 'captured');
+    const config = path.join(dir, 'files-source.json');
+    await writeFile(config, JSON.stringify({ stateDir: path.join(dir, 'state'), capture: { backend: 'files', files: { path: smallImages, loop: true } } }));
+    const out = path.join(dir, 'small-src.int8.onnx');
+    const o = await inceptiond('model', 'quantize', small, out, '--calibration', cal, '--from-source', '5', '-c', config, '--json');
+    expect(o.code, o.stderr).toBe(0);
+    expect((await readdir(cal)).sort()).toEqual(['frame-0001.jpg', 'frame-0002.jpg', 'frame-0003.jpg', 'frame-0004.jpg', 'frame-0005.jpg']);
+    const report = JSON.parse(o.stdout) as { calibrationImages: number; captured: { files: string[]; source: string } };
+    expect(report.calibrationImages).toBe(5);
+    expect(report.captured.source).toBe('camera');
+    expect(JSON.parse(await readFile(`${out}.json`, 'utf8')).precision).toBe('int8');
+  });
+
+  it('an empty calibration folder exits 1 naming the folder', async () => {
+    const empty = path.join(dir, 'empty-folder');
+    await mkdir(empty);
+    const o = await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx'), '--calibration', empty);
+    expectCleanError(o, 1, new RegExp(`calibration folder ${empty} has no images`));
+    await expect(stat(path.join(dir, 'x.onnx'))).rejects.toThrow();
+  });
+
+  it('a file that is not ONNX exits 1 saying so', async () => {
+    const bogus = path.join(dir, 'bogus.onnx');
+    await writeFile(bogus, 'this is not a protobuf');
+    const o = await inceptiond('model', 'quantize', bogus, path.join(dir, 'x.onnx'), '--calibration', smallImages);
+    expectCleanError(o, 1, new RegExp(`not an ONNX model: ${bogus}`));
+    const e = await inceptiond('model', 'eval', small, bogus, '--images', smallImages);
+    expectCleanError(e, 1, new RegExp(`cannot load model ${bogus}`));
+  });
+
+  it('a missing model or calibration folder exits 1; bad options exit 2', async () => {
+    const noImages = path.join(dir, 'no-images');
+    await mkdir(noImages, { recursive: true });
+    expectCleanError(
+      await inceptiond('model', 'quantize', path.join(dir, 'nope.onnx'), path.join(dir, 'x.onnx'), '--calibration', smallImages),
+      1,
+      /model file not found: .*nope\.onnx/,
+    );
+    expectCleanError(
+      await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx'), '--calibration', path.join(dir, 'missing')),
+      1,
+      /calibration folder .*missing does not exist/,
+    );
+    expectCleanError(await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx'), '--calibration', smallImages, '--method', 'kl'), 2, /--method/);
+    expectCleanError(await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx'), '--calibration', smallImages, '--percentile', '120'), 2, /--percentile/);
+    expectCleanError(await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx')), 2, /--calibration/);
+    expectCleanError(await inceptiond('model', 'eval', small, small, '--images', noImages), 1, /image folder .*no-images has no images/);
+  });
+});
