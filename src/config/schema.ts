@@ -94,7 +94,7 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
     model: {
       path: leaf('ONNX model file ("" = build the Inception V2 topology into cacheDir)', STRING, ''),
       manifest: leaf('Model manifest ("" = the one beside the model)', STRING, ''),
-      precision: leaf('Which precision to run: auto (what the model is), fp32 or int8 (fail if the model is not)', oneOf(MODEL_PRECISIONS), 'auto'),
+      precision: leaf('Which precision to run: auto (an INT8 model as is, the built model quantized to INT8, a configured FP32 model as FP32), fp32 (an INT8 model is refused) or int8 (an FP32 model is quantized at startup, once, and cached in cacheDir)', oneOf(MODEL_PRECISIONS), 'auto'),
       cacheDir: leaf('Built and optimized models ("" = <stateDir>/models)', STRING, ''),
       calibration: {
         path: leaf('Images the daemon calibrates on when it quantizes a model itself: folder or glob ("" = the files source\'s path if there is one, else the bundled models/samples)', STRING, ''),
