@@ -54,7 +54,7 @@ export async function fileSha256(p: string): Promise<string> {
  * The FP32 model named by the config, or the built Inception V2 in the model cache (built on first
  * use, which takes a few seconds and says plainly that its weights are synthetic).
  */
-async function resolveFloatModel(config: Config, logger: Logger) {
+async function resolveFloatModel(config: Config, logger: Logger, onStatus?: (status: string) => void) {
   if (config.model.path || config.model.manifest) {
     return resolveModel({ path: config.model.path || undefined, manifest: config.model.manifest || undefined });
   }
@@ -66,6 +66,7 @@ async function resolveFloatModel(config: Config, logger: Logger) {
       'no model configured: building the Inception V2 topology with SYNTHETIC seeded weights ' +
         '(its labels mean nothing; set model.path to a real model, e.g. from `inceptiond model fetch`)',
     );
+    onStatus?.('building the Inception V2 model (once)');
     const built = await writeBuiltModel(builtPath, { seed: 1 });
     logger.info({ path: built.modelPath, params: built.params }, 'model built');
   }
@@ -75,6 +76,11 @@ async function resolveFloatModel(config: Config, logger: Logger) {
 export interface PrepareOptions {
   /** Images to calibrate on when the model must be quantized here (default: from model.calibration.path, see calibrationImagesFor). */
   calibrationImages?: () => Promise<string[]>;
+  /**
+   * Told when a slow step starts ("building the model", "quantizing the model to INT8") so the daemon
+   * can say so to systemd (STATUS=, EXTEND_TIMEOUT_USEC=): on a small board a first start can take minutes.
+   */
+  onStatus?: (status: string) => void;
 }
 
 /** Bumped when the quantizer's output changes for the same inputs, so cached INT8 models are redone. */
@@ -213,6 +219,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
     { source: fp32.modelPath, out: target, method, calibrationImages: images.length, calibrationFrom: path.dirname(images[0]!) },
     `quantizing ${path.basename(fp32.modelPath)} to INT8 (${method} calibration on ${images.length} images); done once, then cached`,
   );
+  opts.onStatus?.(`quantizing ${path.basename(fp32.modelPath)} to INT8 (once)`);
   const t0 = performance.now();
   let report;
   try {
@@ -296,7 +303,7 @@ async function pruneOtherVersions(cacheDir: string, keep: string, sourceSha256: 
  */
 export async function prepareModel(config: Config, logger: Logger, opts: PrepareOptions = {}): Promise<PreparedModel> {
   const configured = !!(config.model.path || config.model.manifest);
-  let resolved = await resolveFloatModel(config, logger);
+  let resolved = await resolveFloatModel(config, logger, opts.onStatus);
   if (!(await exists(resolved.modelPath))) {
     throw new ModelSetupError(
       `model file not found: ${resolved.modelPath} (named by ${resolved.manifestPath}); ` +

@@ -50,7 +50,9 @@ describe('prepareModel with no model configured (the built Inception V2)', () =>
   it('auto quantizes the built model once into model.cacheDir and runs it as INT8', async () => {
     const cfg = await config(base, 'auto');
     const { logger, messages } = captureLogger();
-    first = await prepareModel(cfg, logger);
+    const statuses: string[] = [];
+    first = await prepareModel(cfg, logger, { onStatus: (st) => statuses.push(st) });
+    expect(statuses).toEqual(['building the Inception V2 model (once)', 'quantizing inception-v2-built.onnx to INT8 (once)']);
     expect(first.precision).toBe('int8');
     expect(first.synthetic).toBe(true);
     expect(path.dirname(first.modelPath)).toBe(cfg.model.cacheDir);
@@ -69,7 +71,9 @@ describe('prepareModel with no model configured (the built Inception V2)', () =>
     const cfg = await config(base, 'auto2');
     const before = await stat(first.modelPath);
     const { logger, messages } = captureLogger();
-    const again = await prepareModel(cfg, logger);
+    const statuses: string[] = [];
+    const again = await prepareModel(cfg, logger, { onStatus: (st) => statuses.push(st) });
+    expect(statuses).toEqual([]);
     expect(again.modelPath).toBe(first.modelPath);
     expect(again.precision).toBe('int8');
     const after = await stat(first.modelPath);
