@@ -24,6 +24,9 @@ import { createNotifier, lockStateDir, Metrics, packageVersion, startHttpServer,
 import { prepareModel, sessionSettingsFor, type PreparedModel } from './model-setup.js';
 import { toSourceOptions } from './source-options.js';
 
+/** Start-up time asked of systemd per model build/quantization step (a Pi Zero-class board is the worst case). */
+const MODEL_SETUP_TIMEOUT_MS = 15 * 60_000;
+
 type DaemonState = 'starting' | 'online' | 'degraded' | 'offline';
 
 interface SourcePipeline {
@@ -104,7 +107,10 @@ export class Daemon {
       const metrics = new Metrics();
       closers.push({ name: 'metrics', close: () => metrics.close() });
 
-      const model = await prepareModel(config, logger);
+      // Building or quantizing the model (first start only) can take minutes on a small board.
+      const model = await prepareModel(config, logger, {
+        onStatus: (status) => void notifier.status(status, { extendTimeoutMs: MODEL_SETUP_TIMEOUT_MS }),
+      });
       // A saved optimized graph makes a restart's first Result come sooner (the optimizer is most of the load).
       const engine = await InferenceEngine.create(
         { ...sessionSettingsFor(config, model), optimizedModelCacheDir: path.join(config.stateDir, 'cache', 'ort') },

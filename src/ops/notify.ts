@@ -16,8 +16,12 @@ export interface Notifier {
   readonly watchdogIntervalMs: number | undefined;
   /** Start-up finished. Resolves when sent; never rejects (failures are logged). */
   ready(status?: string): Promise<void>;
-  /** Free-form text shown by `systemctl status`. */
-  status(text: string): Promise<void>;
+  /**
+   * Free-form text shown by `systemctl status`. With extendTimeoutMs, also asks systemd for that much
+   * more start-up time (EXTEND_TIMEOUT_USEC=): a first start that builds or quantizes the model on a
+   * small board can outlast TimeoutStartSec.
+   */
+  status(text: string, options?: { extendTimeoutMs?: number }): Promise<void>;
   stopping(status?: string): Promise<void>;
   /**
    * Pings WATCHDOG=1 every watchdogIntervalMs, but only while isHealthy() returns true: a pipeline that
@@ -141,7 +145,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
     enabled: true,
     watchdogIntervalMs,
     ready: (status) => notify(status === undefined ? 'READY=1' : `READY=1\n${statusLine(status)}`),
-    status: (text) => notify(statusLine(text)),
+    status: (text, { extendTimeoutMs } = {}) =>
+      notify(extendTimeoutMs ? `${statusLine(text)}\nEXTEND_TIMEOUT_USEC=${Math.round(extendTimeoutMs * 1000)}` : statusLine(text)),
     stopping: (status) => notify(status === undefined ? 'STOPPING=1' : `STOPPING=1\n${statusLine(status)}`),
     startWatchdog(isHealthy) {
       if (watchdogIntervalMs === undefined || stopped) return;

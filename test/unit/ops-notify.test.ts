@@ -65,11 +65,13 @@ describe('systemd notifier (unix-dgram)', () => {
     expect(n.enabled).toBe(true);
     await n.ready('publishing to mqtt://broker');
     await n.status('degraded: camera: no frames\nretrying');
+    await n.status('quantizing (once)', { extendTimeoutMs: 600_000 });
     await n.stopping();
     await systemd.next((m) => m === 'STOPPING=1');
     expect(systemd.messages).toEqual([
       'READY=1\nSTATUS=publishing to mqtt://broker',
       'STATUS=degraded: camera: no frames retrying',
+      'STATUS=quantizing (once)\nEXTEND_TIMEOUT_USEC=600000000',
       'STOPPING=1',
     ]);
   });
