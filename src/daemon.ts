@@ -21,7 +21,7 @@ import {
   type Topics,
 } from './publish/index.js';
 import { createNotifier, lockStateDir, Metrics, packageVersion, startHttpServer, type Notifier } from './ops/index.js';
-import { prepareModel, sessionSettingsFor, type PreparedModel } from './model-setup.js';
+import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './model-setup.js';
 import { toSourceOptions } from './source-options.js';
 
 /** Start-up time asked of systemd per model build/quantization step (a Pi Zero-class board is the worst case). */
@@ -108,7 +108,7 @@ export class Daemon {
       closers.push({ name: 'metrics', close: () => metrics.close() });
 
       // Building or quantizing the model (first start only) can take minutes on a small board.
-      const model = await prepareModel(config, logger, {
+      const model = await prepareModelIsolated(config, logger, {
         onStatus: (status) => void notifier.status(status, { extendTimeoutMs: MODEL_SETUP_TIMEOUT_MS }),
       });
       // A saved optimized graph makes a restart's first Result come sooner (the optimizer is most of the load).

@@ -4,11 +4,13 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { access, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { glob, isDynamicPattern } from 'tinyglobby';
 import { projectRoot, type Config } from './config/index.js';
 import type { SessionSettings } from './inference/index.js';
+import type { ChildMessage, ChildRequest } from './model-setup-child.js';
 import {
   loadLabels,
   quantizeModel,
@@ -349,4 +351,28 @@ export function sessionSettingsFor(config: Config, model: PreparedModel): Sessio
     allowSpinning: config.inference.allowSpinning,
     graphOptimizationLevel: config.inference.graphOptimizationLevel,
   };
+}
+
+/**
+ * prepareModel in a short-lived child process (see model-setup-child.ts), for the daemon. Falls back to
+ * running in this process where the compiled child is absent (tests running the TypeScript sources).
+ */
+export async function prepareModelIsolated(config: Config, logger: Logger, opts: PrepareOptions = {}): Promise<PreparedModel> {
+  const childModule = fileURLToPath(new URL('./model-setup-child.js', import.meta.url));
+  if (!(await exists(childModule))) return prepareModel(config, logger, opts);
+  const { fork } = await import('node:child_process');
+  const child = fork(childModule, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return new Promise<PreparedModel>((resolve, reject) => {
+    let settled = false;
+    child.on('message', (message: ChildMessage) => {
+      if (message.kind === 'status') opts.onStatus?.(message.status);
+      else if (message.kind === 'done') (settled = true), resolve(message.model);
+      else (settled = true), reject(Object.assign(new ModelSetupError(message.message), { cause: message.name }));
+    });
+    child.once('error', (err) => !settled && ((settled = true), reject(err)));
+    child.once('exit', (code, signal) => {
+      if (!settled) reject(new ModelSetupError(`model setup process ended (${signal ?? `exit ${code}`}) before finishing`));
+    });
+    child.send({ config } satisfies ChildRequest);
+  });
 }

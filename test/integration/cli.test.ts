@@ -65,6 +65,22 @@ describe('config check', () => {
   });
 });
 
+describe('run with a model that cannot be loaded', () => {
+  it('exits 1 with a fatal log line naming the file (model setup runs in a child process)', async () => {
+    const missing = path.join(work, 'no-such-model.onnx');
+    const daemon = startDaemon(['run', '-c', 'config/development.json'], {
+      INCEPTIOND_STATEDIR: path.join(work, 'state-missing-model'),
+      INCEPTIOND_MODEL_PATH: missing,
+      INCEPTIOND_MQTT_EMBEDDEDBROKER_ENABLED: 'false',
+      INCEPTIOND_HTTP_ENABLED: 'false',
+    });
+    daemons.push(daemon);
+    expect(await daemon.exited).toBe(1);
+    const fatal = daemon.logs.find((l) => l.level === 60);
+    expect(fatal?.msg).toContain(missing);
+  });
+});
+
 describe('npm start (run -c config/development.json)', () => {
   async function devDaemon(port: number): Promise<DaemonProcess> {
     const daemon = startDaemon(['run', '-c', 'config/development.json'], {
