@@ -325,7 +325,7 @@ export class Daemon {
   }
 
   private startSource(sourceConfig: SourceConfig): void {
-    const source = createSource(toSourceOptions(sourceConfig, this.config), this.logger.child({ source: sourceConfig.id }));
+    const source = createSource(toSourceOptions(sourceConfig, this.config), this.logger);
     const runner = new CaptureRunner(source, {
       intervalMs: sourceConfig.intervalMs,
       retryInitialMs: this.config.capture.retryInitialMs,

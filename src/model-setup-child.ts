@@ -12,7 +12,7 @@ export type ChildMessage =
   | { kind: 'failed'; name: string; message: string };
 
 process.once('message', (request: ChildRequest) => {
-  const logger = createLogger({ level: request.config.log.level, name: 'inceptiond' }).child({ component: 'model-setup' });
+  const logger = createLogger({ level: request.config.log.level, name: 'inceptiond' });
   const send = (message: ChildMessage) => new Promise<void>((resolve) => process.send!(message, undefined, {}, () => resolve()));
   prepareModel(request.config, logger, { onStatus: (status) => void send({ kind: 'status', status }) })
     .then(
