@@ -17,6 +17,9 @@ import {
   percentileRange,
   SignedHistogram,
 } from '../../src/model/quantize/histogram.js';
+import { calibrate } from '../../src/model/quantize/calibrate.js';
+import { DataType, makeModel, makeNode, makeValueInfo, onnx } from '../../src/model/onnx.js';
+import { lcg } from './quantize-fixtures.js';
 
 describe('roundHalfEven', () => {
   it('rounds ties to the even neighbour in both directions', () => {
@@ -180,5 +183,48 @@ describe('histograms', () => {
     expect(r.min).toBeLessThan(0.001);
     expect(r.max).toBeGreaterThan(0.9);
     expect(r.max).toBeLessThan(10);
+  });
+});
+
+describe('entropy calibration models the activation type', () => {
+  /** One Relu: `x` (a graph input) is signed, `y` (a ReLU output) never negative. */
+  const reluModel = makeModel({
+    graph: onnx.GraphProto.create({
+      name: 'relu',
+      node: [makeNode('Relu', ['x'], ['y'])],
+      input: [makeValueInfo('x', DataType.FLOAT, [1, 4096])],
+      output: [makeValueInfo('y', DataType.FLOAT, [1, 4096])],
+    }),
+    opset: 13,
+  });
+  const rand = lcg(11);
+  // Laplace-distributed pre-activations: the heavy tail real conv outputs have.
+  const laplace = (): number => (rand() < 0.5 ? -1 : 1) * -Math.log(1 - rand());
+  const inputs = Array.from({ length: 16 }, () => Float32Array.from({ length: 4096 }, laplace));
+  async function* feed(): AsyncGenerator<Float32Array> {
+    yield* inputs;
+  }
+  const histogramOf = (f: (v: number) => number): SignedHistogram => {
+    const h = new SignedHistogram(2048);
+    for (const x of inputs) h.add(Float32Array.from(x, f));
+    return h;
+  };
+  const opts = { method: 'entropy' as const, inputName: 'x', inputDims: [1, 4096] };
+
+  it('searches with the levels an 8-bit asymmetric type has over the window: 256, or 512 for a ReLU output', async () => {
+    // The histogram window is [-T, T]; uint8 spends its 256 levels on [0, T] when nothing is
+    // negative. ORT's fixed 128 bins would model a quantizer 4× coarser than the one the ReLU gets.
+    const { ranges } = await calibrate(reluModel, ['x', 'y'], feed(), opts);
+    expect(ranges.get('x')).toEqual(entropyRange(histogramOf((v) => v).snapshot(), 256));
+    expect(ranges.get('y')).toEqual(entropyRange(histogramOf((v) => Math.max(0, v)).snapshot(), 512));
+    expect(ranges.get('y')).not.toEqual(entropyRange(histogramOf((v) => Math.max(0, v)).snapshot(), 128));
+    expect(ranges.get('y')!.min).toBe(0);
+  });
+
+  it('clips nothing for 16-bit activations (as many levels as histogram bins)', async () => {
+    const { ranges } = await calibrate(reluModel, ['x', 'y'], feed(), { ...opts, levels: 65536 });
+    const all = inputs.flatMap((x) => Array.from(x));
+    expect(ranges.get('x')).toEqual({ min: Math.min(...all), max: Math.max(...all) });
+    expect(ranges.get('y')).toEqual({ min: 0, max: Math.max(...all) });
   });
 });

@@ -226,6 +226,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     calibration = await calibrate(prepared, toCalibrate, inputs, {
       method: opts.method,
       percentile,
+      levels: activationType === 'uint16' ? 65536 : 256,
       inputName,
       inputDims,
       keepInputs: 4,
