@@ -22,7 +22,7 @@
 // Usage (after npm run build):  node scripts/trained-inception.mjs [--check 4] [--cal 64] [--eval 300]
 //                                 [--methods percentile,minmax,entropy] [--repeats 2]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +30,8 @@ import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { asFloat, DataType, makeModel, makeNode, makeTensor, makeValueInfo, onnx, saveModel } from '../dist/model/onnx.js';
 import { writeManifestBeside } from '../dist/model/manifest.js';
+import { SqnrAccumulator } from '../dist/model/quantize/numeric.js';
+import { createPreprocessor } from '../dist/vision/index.js';
 
 const { values } = parseArgs({
   options: {
@@ -61,11 +63,15 @@ const require = createRequire(import.meta.url);
 const { modelTopology, weightsManifest } = require(path.join(modelDir, 'model.min.js'));
 const CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy']; // nsfwjs's NSFW_CLASSES, in output order
 
-/** tfjs weight groups: base64 shards; uint8 values dequantized as q * scale + min. */
+/** tfjs weight groups: base64 shards; uint8 values dequantized as q * scale + min. Decoded once. */
+let decoded;
 function loadWeights() {
+  if (decoded) return decoded;
   const weights = new Map();
+  const groups = [];
   for (const group of weightsManifest) {
     const bytes = Buffer.concat(group.paths.map((p) => Buffer.from(require(path.join(modelDir, `${p}.min.js`)), 'base64')));
+    groups.push(bytes);
     let off = 0;
     for (const spec of group.weights) {
       const n = spec.shape.reduce((a, b) => a * b, 1);
@@ -81,7 +87,8 @@ function loadWeights() {
       weights.set(spec.name, { shape: spec.shape, v });
     }
   }
-  return { weights, weightData: Buffer.concat(weightsManifest.flatMap((g) => g.paths.map((p) => Buffer.from(require(path.join(modelDir, `${p}.min.js`)), 'base64')))) };
+  decoded = { weights, weightData: Buffer.concat(groups) };
+  return decoded;
 }
 
 /** Keras [kh, kw, in, out] → ONNX [out, in, kh, kw]. */
@@ -293,7 +300,7 @@ const category = (f) => f.split('.')[1];
 /** Fills `dir` with exactly `files` (copies from photoDir). */
 function materialize(dir, files) {
   mkdirSync(dir, { recursive: true });
-  for (const f of readdirSync(dir)) if (!files.includes(f)) sh('rm', ['-f', path.join(dir, f)]);
+  for (const f of readdirSync(dir)) if (!files.includes(f)) rmSync(path.join(dir, f), { force: true });
   for (const f of files) if (!existsSync(path.join(dir, f))) writeFileSync(path.join(dir, f), readFileSync(path.join(photoDir, f)));
   return dir;
 }
@@ -308,11 +315,9 @@ log(`${readdirSync(calDir).length} calibration and ${readdirSync(evalDir).length
 // 3. Conversion check against tfjs (pure JavaScript CPU backend; slow, so a few photos)
 
 const ort = await import('onnxruntime-node');
-/** The model's input tensor for a photo, exactly as the daemon's preprocessing makes it (fill, x/255, NHWC). */
-async function inputOf(file) {
-  const { data } = await sharp(file).resize(SIZE, SIZE, { fit: 'fill' }).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return Float32Array.from(data, (p) => p / 255);
-}
+/** The model's input tensor for a photo: the daemon's own preprocessing with the manifest's spec (as model eval does). */
+const preprocess = createPreprocessor({ name: modelTopology.model_config.config.input_layers[0][0], ...INPUT_SPEC });
+const inputOf = async (file) => (await preprocess(readFileSync(file))).tensor.data;
 const nCheck = Number(values.check);
 if (nCheck > 0) {
   const tfjsDir = path.join(work, 'tfjs');
@@ -397,8 +402,7 @@ async function compareHeads(fp32, int8, files) {
   const argmax = (p) => p.indexOf(Math.max(...p));
   let right32 = 0;
   let right8 = 0;
-  let sig = 0;
-  let noise = 0;
+  const logits = new SqnrAccumulator();
   const flips = [];
   for (const f of files) {
     const feed = { [a.inputNames[0]]: new ort.Tensor('float32', await inputOf(path.join(photoDir, f)), [1, SIZE, SIZE, 3]) };
@@ -407,14 +411,14 @@ async function compareHeads(fp32, int8, files) {
     const [pa, pb] = [ra.probabilities.data, rb.probabilities.data];
     if (argmax(pa) === truth) right32++;
     if (argmax(pb) === truth) right8++;
-    ra.logits.data.forEach((v, i) => ((sig += v * v), (noise += (v - rb.logits.data[i]) ** 2)));
+    logits.add(ra.logits.data, rb.logits.data);
     if (argmax(pa) !== argmax(pb)) {
       const sorted = [...pa].sort((x, y) => y - x);
       flips.push(`${f}: ${HEAD_CLASSES[argmax(pa)]} ${sorted[0].toFixed(3)} vs ${HEAD_CLASSES[argmax(pb)]} (FP32 margin ${(sorted[0] - sorted[1]).toFixed(3)})`);
     }
   }
   await Promise.all([a.release(), b.release()]);
-  return { accuracyFp32: right32 / files.length, accuracyInt8: right8 / files.length, logitsSqnrDb: 10 * Math.log10(sig / noise), flips };
+  return { accuracyFp32: right32 / files.length, accuracyInt8: right8 / files.length, logitsSqnrDb: logits.db, flips };
 }
 if (!existsSync(photoModel)) {
   const trainFiles = photos.filter((f, i) => i % 2 === 0 && HEAD_CLASSES.includes(category(f)));

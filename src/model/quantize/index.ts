@@ -11,7 +11,7 @@ import { findManifestForModel, writeManifestBeside, type ModelManifest } from '.
 import { loadModel, onnx, opsetVersion, saveModel } from '../onnx.js';
 import { createPreprocessor } from '../../vision/index.js';
 import { calibrate, createSession, probeTensors, withExtraOutputs, type CalibrationMethod, type Range } from './calibrate.js';
-import { SqnrAccumulator, type ActivationType } from './numeric.js';
+import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
 import { emitQdq, planQdq, type FloatNode, type TensorQuant } from './qdq.js';
 
@@ -226,7 +226,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     calibration = await calibrate(prepared, toCalibrate, inputs, {
       method: opts.method,
       percentile,
-      levels: activationType === 'uint16' ? 65536 : 256,
+      levels: quantRange(activationType).qmax - quantRange(activationType).qmin + 1,
       inputName,
       inputDims,
       keepInputs: 4,
