@@ -22,13 +22,11 @@ function loadConfigOrThrow(file: string | undefined): Config {
   return loadConfig({ file, env: process.env }).config;
 }
 
-/** Logger for one-shot commands: warnings and errors only, unless the config asks for more. */
+/**
+ * Logger for one-shot commands: warnings and errors only, on stderr, so stdout carries nothing but the
+ * command's data (`classify --json | jq` must not meet a log line between two results).
+ */
 function commandLogger(level = 'warn'): Logger {
-  return createLogger({ level, name: 'inceptiond' });
-}
-
-/** The same on stderr, for commands whose stdout is a report (possibly JSON). */
-function stderrLogger(level = 'warn'): Logger {
   return createLogger({ level, name: 'inceptiond', destination: pino.destination({ dest: 2, sync: true }) });
 }
 
@@ -165,7 +163,7 @@ function buildProgram(): Command {
       }
       if (path.resolve(input) === path.resolve(output)) throw new UsageError('OUT must differ from IN');
       const { quantizeCommand } = await import('./quantize-command.js');
-      await quantizeCommand(() => loadConfigOrThrow(opts.config), stderrLogger(), {
+      await quantizeCommand(() => loadConfigOrThrow(opts.config), commandLogger(), {
         input,
         output,
         calibration: opts.calibration,
@@ -191,7 +189,7 @@ function buildProgram(): Command {
     .action(async (ref: string, cand: string, opts) => {
       const { evalCommand } = await import('./quantize-command.js');
       const config = loadConfigOrThrow(opts.config);
-      await evalCommand(config, stderrLogger(), { ref, cand, images: opts.images, repeats: opts.repeats, json: !!opts.json });
+      await evalCommand(config, commandLogger(), { ref, cand, images: opts.images, repeats: opts.repeats, json: !!opts.json });
     });
 
   model
