@@ -1,6 +1,8 @@
 // `inceptiond doctor`: checks each thing the daemon depends on and gives a verdict with the reason,
 // so a user can fix a board without reading logs. Every check is bounded in time.
+import { execFile } from 'node:child_process';
 import { access, constants, mkdir } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
 import { listSupportedBackends } from 'onnxruntime-node';
@@ -44,6 +46,44 @@ async function checkStateDir(config: Config): Promise<Check> {
     return { name: 'state directory', ok: true, detail: `${config.stateDir} is writable` };
   } catch (err) {
     return { name: 'state directory', ok: false, detail: `${config.stateDir}: ${(err as Error).message}` };
+  }
+}
+
+/**
+ * Which ffmpeg the ffmpeg sources would run (capture.ffmpeg.path, else PATH) and its version. Only a
+ * failure when a source uses it: the other backends do not need ffmpeg.
+ */
+export async function checkFfmpeg(config: Config): Promise<Check> {
+  const users = config.sources.filter((s) => s.backend === 'ffmpeg');
+  const bins = [...new Set((users.length ? users : [config.sources[0] ?? config.capture]).map((s) => s.ffmpeg.path || 'ffmpeg'))];
+  const details: string[] = [];
+  let ok = true;
+  for (const bin of bins) {
+    try {
+      const { stdout } = await promisify(execFile)(bin, ['-hide_banner', '-version'], { timeout: 10_000 });
+      // "ffmpeg version 5.1.6-0+deb12u1 Copyright (c) …": the version, without the copyright.
+      const version = (stdout.split('\n')[0] ?? '').replace(/\s+Copyright.*$/, '').trim();
+      const resolved = bin.includes('/') ? bin : await which(bin);
+      details.push(`${resolved ?? bin}: ${version}`);
+    } catch (err) {
+      const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (err as Error).message.split('\n')[0];
+      if (users.length) {
+        ok = false;
+        details.push(`${bin}: ${reason} (install ffmpeg, e.g. apt install ffmpeg, or set capture.ffmpeg.path)`);
+      } else {
+        details.push(`${bin}: ${reason} (only needed by capture.backend ffmpeg)`);
+      }
+    }
+  }
+  return { name: 'ffmpeg', ok, detail: details.join('; ') };
+}
+
+async function which(name: string): Promise<string | undefined> {
+  try {
+    const { stdout } = await promisify(execFile)('sh', ['-c', 'command -v "$1"', 'sh', name], { timeout: 5_000 });
+    return stdout.trim() || undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -154,6 +194,7 @@ async function checkBroker(config: Config): Promise<Check> {
 export async function doctorCommand(config: Config, logger: Logger): Promise<boolean> {
   const checks: Check[] = [
     await checkStateDir(config),
+    await checkFfmpeg(config),
     ...(await checkSources(config, logger)),
     ...(await checkModelAndProviders(config, logger)),
     await checkBroker(config),

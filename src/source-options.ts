@@ -30,6 +30,7 @@ export function toSourceOptions(source: SourceConfig, config: Config): SourceOpt
         fps: source.ffmpeg.fps || undefined,
         stallTimeoutMs: source.ffmpeg.stallTimeoutMs,
         extraInputArgs: source.ffmpeg.extraInputArgs,
+        ffmpegPath: source.ffmpeg.path || undefined,
       };
   }
 }

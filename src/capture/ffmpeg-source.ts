@@ -59,6 +59,10 @@ export function validateFfmpegOptions(options: FfmpegSourceOptions): void {
   const initial = requireInteger(id, 'ffmpeg.restartInitialMs', options.restartInitialMs ?? FFMPEG_DEFAULTS.restartInitialMs, 0, 3_600_000);
   const max = requireInteger(id, 'ffmpeg.restartMaxMs', options.restartMaxMs ?? FFMPEG_DEFAULTS.restartMaxMs, 0, 3_600_000);
   if (max < initial) throw new TypeError(`source "${id}": ffmpeg.restartMaxMs (${max}) is below restartInitialMs (${initial})`);
+  // eslint-disable-next-line no-control-regex
+  if (options.ffmpegPath !== undefined && (typeof options.ffmpegPath !== 'string' || /[\u0000-\u001f]/.test(options.ffmpegPath))) {
+    throw new TypeError(`source "${id}": ffmpeg.path must be a file path or a command name, got ${JSON.stringify(options.ffmpegPath)}`);
+  }
 }
 
 /**
@@ -146,8 +150,11 @@ export class FfmpegSource implements FrameSource {
   private restarts = 0;
   private readonly counters: SourceStats = { captured: 0, failed: 0, dropped: 0 };
 
-  constructor(options: FfmpegSourceOptions, logger: Logger, private readonly ffmpegBin = 'ffmpeg') {
+  private readonly ffmpegBin: string;
+
+  constructor(options: FfmpegSourceOptions, logger: Logger) {
     validateFfmpegOptions(options);
+    this.ffmpegBin = options.ffmpegPath || 'ffmpeg';
     this.id = options.id;
     this.options = options;
     this.args = buildFfmpegArgs(options);

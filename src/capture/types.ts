@@ -136,6 +136,8 @@ export interface FfmpegSourceOptions extends CommonSourceOptions {
   /** Restart backoff after ffmpeg exits or stalls: initial and maximum delay. Defaults 1000 and 30000. */
   restartInitialMs?: number;
   restartMaxMs?: number;
+  /** The ffmpeg executable: a path, or a name looked up on PATH. Default 'ffmpeg'. */
+  ffmpegPath?: string;
 }
 
 export type SourceOptions = FilesSourceOptions | WebcamSourceOptions | FfmpegSourceOptions;

@@ -61,6 +61,7 @@ export function captureSchema(): SchemaNode {
       fps: leaf('Frames per second asked of ffmpeg (0 = source default)', integer(0, 1000), 0),
       stallTimeoutMs: leaf('Restart ffmpeg when no frame arrives for this long', integer(1), 10_000),
       extraInputArgs: leaf('Extra ffmpeg arguments placed before -i (env: a JSON array)', STRING_LIST, []),
+      path: leaf('The ffmpeg executable ("" = ffmpeg on PATH; `inceptiond doctor` shows which one and its version)', STRING, ''),
     },
   };
 }

@@ -54,6 +54,8 @@ export interface FfmpegCaptureConfig {
   /** Restart the ffmpeg child when no frame arrives for this long. */
   stallTimeoutMs: number;
   extraInputArgs: string[];
+  /** The ffmpeg executable ('' = `ffmpeg` on PATH). */
+  path: string;
 }
 
 export interface CaptureConfig {
