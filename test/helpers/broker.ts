@@ -4,11 +4,12 @@
  * forces Aedes. Plus `collect()`, a subscriber that lets a test await messages instead of sleeping.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { which } from './which.js';
 
 export interface TestBroker {
   kind: 'mosquitto' | 'aedes';
@@ -28,19 +29,9 @@ export async function startBroker(opts: { port?: number } = {}): Promise<TestBro
   return binary ? startMosquitto(binary, port) : startAedes(port);
 }
 
+/** Debian installs mosquitto in /usr/sbin, which a user's PATH may lack. */
 export function findMosquitto(): string | null {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
-  for (const dir of dirs) {
-    if (!dir) continue;
-    const candidate = join(dir, 'mosquitto');
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
+  return which('mosquitto', ['/usr/sbin', '/usr/local/sbin']);
 }
 
 /** A port that was free a moment ago (bind 0, read, close). */

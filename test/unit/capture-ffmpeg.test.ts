@@ -5,10 +5,12 @@ import path from 'node:path';
 import pino from 'pino';
 import sharp from 'sharp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { testFfmpeg } from '../helpers/ffmpeg.js';
 import { buildFfmpegArgs, CaptureError, createSource, FfmpegSource, SourceStoppedError, type FfmpegSourceOptions, type Frame } from '../../src/capture/index.js';
 
 const logger = pino({ level: 'silent' });
-const base = { id: 'cam', backend: 'ffmpeg', intervalMs: 0, stallTimeoutMs: 5000 } as const;
+const ffmpeg = testFfmpeg();
+const base = { id: 'cam', backend: 'ffmpeg', intervalMs: 0, stallTimeoutMs: 5000, ffmpegPath: ffmpeg.path } as const;
 
 describe('buildFfmpegArgs', () => {
   it('reads a lavfi graph in real time and re-encodes to MJPEG on stdout', () => {
@@ -56,6 +58,7 @@ describe('FfmpegSource options', () => {
     ['a tiny stall timeout', { input: 'x', stallTimeoutMs: 0 }],
     ['extra args that are not strings', { input: 'x', extraInputArgs: [1 as unknown as string] }],
     ['a restart cap below the initial delay', { input: 'x', restartInitialMs: 5000, restartMaxMs: 100 }],
+    ['an ffmpeg path with a newline', { input: 'x', ffmpegPath: '/usr/bin/ffmpeg\n-y' }],
   ];
   it.each(bad)('refuses %s', (_what, override) => {
     expect(() => createSource({ ...base, input: 'x', ...override } as FfmpegSourceOptions, logger)).toThrow(TypeError);
@@ -169,7 +172,7 @@ describe('FfmpegSource with a real ffmpeg', () => {
     try {
       const clip = path.join(dir, 'clip.mkv');
       // A 4-frame clip; the source must go on past its end.
-      execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc=size=96x64:rate=20:duration=0.2', '-c:v', 'mjpeg', clip]);
+      execFileSync(ffmpeg.path, ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc=size=96x64:rate=20:duration=0.2', '-c:v', 'mjpeg', clip]);
       source = new FfmpegSource({ ...base, input: clip }, logger);
       await source.start();
       for (let i = 0; i < 10; i++) await source.next();
@@ -179,6 +182,17 @@ describe('FfmpegSource with a real ffmpeg', () => {
       await source?.stop();
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it('runs the configured ffmpeg executable, and names it when it cannot be run', async () => {
+    source = new FfmpegSource(
+      { ...base, input: 'testsrc=size=160x120:rate=10', inputFormat: 'lavfi', ffmpegPath: '/nonexistent/bin/ffmpeg', restartInitialMs: 20, restartMaxMs: 40 },
+      logger,
+    );
+    await source.start();
+    await expect(source.next()).rejects.toThrow(/cannot run \/nonexistent\/bin\/ffmpeg: .*ENOENT/);
+    await expect(source.next()).rejects.toBeInstanceOf(CaptureError); // retried, still failing
+    expect(source.restartCount).toBeGreaterThanOrEqual(1);
   });
 
   it('an aborted next() rejects with the abort reason and the source stays usable', async () => {
