@@ -38,6 +38,8 @@ export interface NotifierOptions {
   env?: NodeJS.ProcessEnv;
   /** 'auto' (default): unix-dgram when it loads, else systemd-notify. 'systemd-notify' forces the fallback. */
   transport?: 'auto' | 'systemd-notify';
+  /** The module that provides AF_UNIX datagram sockets. Default 'unix-dgram' (tests name a missing one). */
+  unixDgramModule?: string;
 }
 
 /** The part of unix-dgram we use (it ships no types). */
@@ -108,7 +110,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     if (options.transport === 'systemd-notify' || socketPath.startsWith('@')) return spawnSend;
     let mod: UnixDgramModule;
     try {
-      const name = 'unix-dgram';
+      const name = options.unixDgramModule ?? 'unix-dgram';
       const imported = (await import(name)) as { default?: UnixDgramModule } & Partial<UnixDgramModule>;
       mod = (imported.default ?? imported) as UnixDgramModule;
     } catch (err) {

@@ -1,16 +1,18 @@
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createNotifier, createSilentLogger, type Notifier } from '../../src/ops/index.js';
+import { loadUnixDgram, SKIP } from '../helpers/tools.js';
 
 interface Listener {
   bind(path: string): void;
   on(event: 'message', cb: (buf: Buffer) => void): void;
   close(): void;
 }
-const unixDgram = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): Listener };
+// An optionalDependency: without it (no compiler on the board) the daemon falls back to systemd-notify,
+// and the tests that need a real datagram socket say they were skipped.
+const unixDgram = loadUnixDgram<{ createSocket(type: 'unix_dgram'): Listener }>();
 
 /** A fake systemd: a datagram socket collecting what the notifier sends. */
 class FakeSystemd {
@@ -19,7 +21,7 @@ class FakeSystemd {
   private readonly socket: Listener;
 
   constructor(readonly path: string) {
-    this.socket = unixDgram.createSocket('unix_dgram');
+    this.socket = unixDgram!.createSocket('unix_dgram');
     this.socket.on('message', (buf) => {
       const message = buf.toString();
       this.messages.push(message);
@@ -41,25 +43,31 @@ class FakeSystemd {
 }
 
 let dir: string;
-let systemd: FakeSystemd;
+let socketPath: string;
 let notifier: Notifier | undefined;
 beforeEach(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'inceptiond-notify-'));
-  systemd = new FakeSystemd(path.join(dir, 'notify.sock'));
+  socketPath = path.join(dir, 'notify.sock');
 });
 afterEach(() => {
   notifier?.stop();
   notifier = undefined;
-  systemd.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-function start(env: NodeJS.ProcessEnv): Notifier {
-  notifier = createNotifier({ logger: createSilentLogger(), env: { NOTIFY_SOCKET: systemd.path, ...env } });
-  return notifier;
-}
-
 describe('systemd notifier (unix-dgram)', () => {
+  let systemd: FakeSystemd;
+  beforeEach((ctx) => {
+    ctx.skip(!unixDgram, SKIP.unixDgram);
+    systemd = new FakeSystemd(socketPath);
+    return () => systemd.close();
+  });
+
+  function start(env: NodeJS.ProcessEnv): Notifier {
+    notifier = createNotifier({ logger: createSilentLogger(), env: { NOTIFY_SOCKET: systemd.path, ...env } });
+    return notifier;
+  }
+
   it('sends READY with status, STATUS and STOPPING', async () => {
     const n = start({});
     expect(n.enabled).toBe(true);
@@ -96,17 +104,20 @@ describe('systemd notifier (unix-dgram)', () => {
     await systemd.next((m) => m === 'WATCHDOG=1');
     expect(calls).toBeGreaterThan(3);
   });
-
-  it('runs no watchdog when WATCHDOG_PID names another process', () => {
-    const n = start({ WATCHDOG_USEC: '20000', WATCHDOG_PID: String(process.pid + 1) });
-    expect(n.watchdogIntervalMs).toBeUndefined();
-    let called = false;
-    n.startWatchdog(() => (called = true));
-    expect(called).toBe(false);
-  });
 });
 
 describe('systemd notifier without systemd', () => {
+  it('runs no watchdog when WATCHDOG_PID names another process', () => {
+    notifier = createNotifier({
+      logger: createSilentLogger(),
+      env: { NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: '20000', WATCHDOG_PID: String(process.pid + 1) },
+    });
+    expect(notifier.watchdogIntervalMs).toBeUndefined();
+    let called = false;
+    notifier.startWatchdog(() => (called = true));
+    expect(called).toBe(false);
+  });
+
   it('is a no-op when NOTIFY_SOCKET is unset', async () => {
     const n = createNotifier({ logger: createSilentLogger(), env: { WATCHDOG_USEC: '20000' } });
     expect(n.enabled).toBe(false);
@@ -134,15 +145,26 @@ describe('systemd notifier via systemd-notify', () => {
     const log = fakeSystemdNotify();
     notifier = createNotifier({
       logger: createSilentLogger(),
-      env: { NOTIFY_SOCKET: systemd.path, PATH: `${path.join(dir, 'bin')}:/usr/bin:/bin` },
+      env: { NOTIFY_SOCKET: socketPath, PATH: `${path.join(dir, 'bin')}:/usr/bin:/bin` },
       transport: 'systemd-notify',
     });
     await notifier.ready('up');
     await notifier.stopping();
     expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual([
-      `${systemd.path} --pid=${process.pid} READY=1 STATUS=up`,
-      `${systemd.path} --pid=${process.pid} STOPPING=1`,
+      `${socketPath} --pid=${process.pid} READY=1 STATUS=up`,
+      `${socketPath} --pid=${process.pid} STOPPING=1`,
     ]);
+  });
+
+  it('falls back to systemd-notify when unix-dgram cannot be loaded (not built on this board)', async () => {
+    const log = fakeSystemdNotify();
+    notifier = createNotifier({
+      logger: createSilentLogger(),
+      env: { NOTIFY_SOCKET: socketPath, PATH: `${path.join(dir, 'bin')}:/usr/bin:/bin` },
+      unixDgramModule: 'unix-dgram-not-installed',
+    });
+    await notifier.ready('up');
+    expect(readFileSync(log, 'utf8').trim()).toBe(`${socketPath} --pid=${process.pid} READY=1 STATUS=up`);
   });
 
   it('uses systemd-notify for abstract sockets, which unix-dgram cannot address', async () => {
