@@ -8,6 +8,9 @@ import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
+import { findMosquitto } from './helpers/broker.js';
+import { testFfmpeg } from './helpers/ffmpeg.js';
+import { hasFswebcam, loadUnixDgram, testBrokerKind } from './helpers/tools.js';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 
@@ -36,7 +39,20 @@ export function sharedModelEnv(cacheDir: string): Record<string, string> {
   };
 }
 
+/** One line saying which optional tools this run has, so a reader knows what the results cover. */
+function describeTools(): string {
+  const broker =
+    testBrokerKind() === 'mosquitto'
+      ? `mosquitto (${findMosquitto()}, MQTT 5 tests run)`
+      : 'Aedes in-process (MQTT 3.1.1 only: the MQTT 5 tests are skipped; apt install mosquitto to run them)';
+  const ffmpeg = testFfmpeg();
+  const fswebcam = hasFswebcam() ? "Debian's fswebcam present" : "no fswebcam (the one test against Debian's real fswebcam is skipped; the others use a fake)";
+  const dgram = loadUnixDgram() ? 'unix-dgram built' : 'unix-dgram not built (the systemd-notify fallback is tested instead)';
+  return `test tools: broker ${broker}; ffmpeg from ${ffmpeg.origin} (${ffmpeg.path}); ${fswebcam}; ${dgram}`;
+}
+
 export default async function setup(project: TestProject): Promise<void> {
+  process.stdout.write(`${describeTools()}\n`);
   if (distIsStale()) {
     execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
       cwd: root,

@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -6,6 +5,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CaptureError, createSource, WebcamSource, type WebcamSourceOptions } from '../../src/capture/index.js';
+import { hasFswebcam, SKIP } from '../helpers/tools.js';
 import { installFakeFswebcam, type FakeFswebcam, type FakeFswebcamMode } from '../helpers/fake-fswebcam/index.js';
 
 const logger = pino({ level: 'silent' });
@@ -246,17 +246,9 @@ async function waitForInvocations(fake: FakeFswebcam, count: number): Promise<vo
   await vi.waitFor(async () => expect((await fake.invocations()).length).toBeGreaterThanOrEqual(count), { timeout: 10_000 });
 }
 
-function hasRealFswebcam(): boolean {
-  try {
-    execFileSync('sh', ['-c', 'command -v fswebcam'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-describe.runIf(hasRealFswebcam())("webcam source with Debian's real fswebcam", () => {
-  it('reports a missing device although fswebcam exits 0', async () => {
+describe("webcam source with Debian's real fswebcam", () => {
+  it('reports a missing device although fswebcam exits 0', async (ctx) => {
+    ctx.skip(!hasFswebcam(), SKIP.fswebcam);
     const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'capture-real-'));
     try {
       const source = new WebcamSource(

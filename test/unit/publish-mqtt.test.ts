@@ -9,6 +9,7 @@ import { MqttPublisher, type MqttPublisherOptions } from '../../src/publish/mqtt
 import { Outbox } from '../../src/publish/outbox.js';
 import { buildResult, validateResult, type Result } from '../../src/publish/payload.js';
 import { collect, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
+import { SKIP } from '../helpers/tools.js';
 
 const logger = pino({ level: 'silent' });
 const BASE = 'inceptiond/test-dev';
@@ -102,6 +103,21 @@ describe('MqttPublisher', () => {
     expect(p.stats().connected).toBe(true);
     await p.stop(5_000); // a clean stop waits for the last PUBACKs
     expect(p.stats()).toMatchObject({ outboxDepth: 0, published: 50, dropped: 0 });
+  });
+
+  it('speaks MQTT 5: Results and the retained status reach an MQTT 5 subscriber', async (ctx) => {
+    ctx.skip(broker.kind !== 'mosquitto', SKIP.mqtt5);
+    const sub = await collect(broker.url, `${BASE}/#`, { protocolVersion: 5 });
+    cleanups.push(() => sub.close());
+    const p = publisher(broker.url, await outboxIn(), { protocolVersion: 5 });
+    await p.start();
+    for (let seq = 1; seq <= 3; seq++) await p.enqueueResult(result(seq));
+    await waitForDistinct(sub, 3);
+    expect(firstDeliveries(sub)).toEqual([1, 2, 3]);
+    const status = await sub.waitFor((m) => m.topic === `${BASE}/status`);
+    expect(JSON.parse(status.text)).toMatchObject({ state: 'online' });
+    await p.stop(5_000);
+    expect(p.stats()).toMatchObject({ outboxDepth: 0, published: 3 });
   });
 
   it('keeps every Result produced while the broker is down and delivers them in order after its restart', async () => {
