@@ -32,14 +32,27 @@ export {
 export { FetchError, fetchModel, listCatalogue, type FetchOptions, type FetchResult } from './fetch.js';
 export { formatModelInfo, inspectModel, type ModelInfo, type TensorInfo } from './inspect.js';
 export {
+  DEFAULT_TARGET,
+  TARGET_ALIASES,
+  TARGET_NAMES,
+  TargetOptionError,
   UnsupportedModelError,
+  canonicalTarget,
+  describeWeights,
   listCalibrationImages,
   quantizeModel,
+  resolveTarget,
+  targetHelpLines,
   type ActivationType,
   type CalibrationMethod,
   type LayerSqnr,
   type Preprocess,
+  type QdqSettings,
   type QuantizeOptions,
   type QuantizeReport,
+  type TargetName,
+  type TargetOverrides,
+  type WeightScheme,
+  type WeightType,
 } from './quantize/index.js';
 export { evaluateModels, type EvalOptions, type EvalReport } from './eval.js';

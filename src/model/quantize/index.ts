@@ -11,13 +11,27 @@ import { findManifestForModel, writeManifestBeside, type ModelManifest } from '.
 import { loadModel, onnx, opsetVersion, saveModel } from '../onnx.js';
 import { createPreprocessor } from '../../vision/index.js';
 import { calibrate, createSession, probeTensors, withExtraOutputs, type CalibrationMethod, type Range } from './calibrate.js';
-import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
+import { quantRange, SqnrAccumulator, type ActivationType, type WeightType } from './numeric.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
 import { emitQdq, planQdq, type FloatNode, type TensorQuant } from './qdq.js';
+import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName } from './targets.js';
 
-export type { ActivationType } from './numeric.js';
+export type { ActivationType, WeightScheme, WeightType } from './numeric.js';
 export type { CalibrationMethod } from './calibrate.js';
 export { UnsupportedModelError } from './prepare.js';
+export {
+  DEFAULT_TARGET,
+  TARGET_ALIASES,
+  TARGET_NAMES,
+  TargetOptionError,
+  canonicalTarget,
+  describeWeights,
+  resolveTarget,
+  targetHelpLines,
+  type QdqSettings,
+  type TargetName,
+  type TargetOverrides,
+} from './targets.js';
 
 /** Turns an encoded image into the model's input tensor values. */
 export type Preprocess = (image: Buffer) => Promise<Float32Array>;
@@ -33,8 +47,25 @@ export interface QuantizeOptions {
   method: CalibrationMethod;
   /** percentile method only; default 99.999 */
   percentile?: number;
-  /** default uint8 (asymmetric, U8S8: what ORT's CPU kernels are fastest with) */
+  /**
+   * The execution provider the model is shaped for (default cpu): sets every option below that is
+   * left undefined. A combination the target cannot run throws TargetOptionError.
+   */
+  target?: TargetName | 'cpu-x86';
+  /** default: the target's (uint8 for cpu: asymmetric U8S8, what ORT's x86 CPU kernels are fastest with) */
   activationType?: ActivationType;
+  /** Conv/Gemm weights per output channel (symmetric) or one scale per tensor; default: the target's */
+  perChannel?: boolean;
+  /** weight integer type; default: the target's */
+  weightType?: WeightType;
+  /** symmetric weights (zero point in the middle); default: true for int8, false for uint8 */
+  weightSymmetric?: boolean;
+  /** widen narrower ranges to this (QNN: 1e-4); default: the target's */
+  minRealRange?: number;
+  /** quantize Softmax with the fixed output range [0, 1]; default: the target's */
+  quantizeSoftmax?: boolean;
+  /** keep Relu/Clip as quantized node units instead of folding them into their producer (default false) */
+  keepActivations?: boolean;
   /** node names (or their first output names) to keep float */
   exclude?: string[];
   /** calibrate on at most this many images */
@@ -62,9 +93,13 @@ export interface QuantizeReport {
   input: string;
   output: string;
   manifest?: string;
+  /** the provider the model is shaped for */
+  target: TargetName;
   method: CalibrationMethod;
   percentile?: number;
   activationType: ActivationType;
+  /** every setting the target and the options resolved to */
+  settings: QdqSettings;
   calibrationImages: number;
   skippedImages: { image: string; error: string }[];
   /** preparation rewrites, e.g. "57 BatchNormalization folded into Conv" */
@@ -144,10 +179,22 @@ function staticDims(info: TensorInfo | undefined, name: string): number[] {
 
 export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeReport> {
   const log = opts.logger;
-  const activationType = opts.activationType ?? 'uint8';
-  if (!['uint8', 'int8', 'uint16'].includes(activationType)) {
-    throw new Error(`activation type must be uint8, int8 or uint16, got "${String(activationType)}"`);
+  if (opts.activationType !== undefined && !['uint8', 'int8', 'uint16'].includes(opts.activationType)) {
+    throw new Error(`activation type must be uint8, int8 or uint16, got "${String(opts.activationType)}"`);
   }
+  if (opts.weightType !== undefined && !['uint8', 'int8'].includes(opts.weightType)) {
+    throw new Error(`weight type must be uint8 or int8, got "${String(opts.weightType)}"`);
+  }
+  const settings = resolveTarget(opts.target ?? DEFAULT_TARGET, {
+    activationType: opts.activationType,
+    perChannel: opts.perChannel,
+    weightType: opts.weightType,
+    weightSymmetric: opts.weightSymmetric,
+    minRealRange: opts.minRealRange,
+    quantizeSoftmax: opts.quantizeSoftmax,
+    keepActivations: opts.keepActivations,
+  });
+  const activationType = settings.activationType;
   if (!['minmax', 'percentile', 'entropy'].includes(opts.method)) {
     throw new Error(`calibration method must be minmax, percentile or entropy, got "${String(opts.method)}"`);
   }
@@ -199,7 +246,13 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const types = await probeTensors(prepared);
 
   // 2. Plan: which nodes and tensors to quantize.
-  const plan = planQdq(prepared, types, { exclude: opts.exclude, activationType, shareConcatParams: opts.shareConcatParams });
+  const plan = planQdq(prepared, types, {
+    exclude: opts.exclude,
+    activationType,
+    shareConcatParams: opts.shareConcatParams,
+    quantizeSoftmax: settings.quantizeSoftmax,
+    keepActivations: settings.keepActivations,
+  });
   for (const w of plan.warnings) warn(w);
   const g = prepared.graph!;
   const inits = new Set((g.initializer ?? []).map((t) => t.name));
@@ -210,7 +263,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   }
   const inputName = graphInput.name;
   const inputDims = staticDims(types.get(inputName), inputName);
-  const toCalibrate = [...plan.own];
+  const toCalibrate = [...plan.own].filter((t) => !plan.fixedRanges.has(t));
 
   // 3. Calibrate.
   const bar =
@@ -246,7 +299,12 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   log?.info({ images: calibration.inputs, tensors: toCalibrate.length, method: opts.method }, 'calibrated');
 
   // 4. Emit QDQ and write.
-  const qdq = emitQdq(plan, calibration.ranges, activationType);
+  const qdq = emitQdq(plan, calibration.ranges, {
+    activationType,
+    weights: settings.weights,
+    gemmWeights: settings.gemmWeights,
+    ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),
+  });
   for (const b of qdq.biasAdjusted) {
     warn(`${b.node}: weight scale raised on ${b.channels.length} channel(s) so the int32 bias fits`);
   }
@@ -259,12 +317,23 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
 
   let manifestPath: string | undefined;
   if (found) {
-    const m: ModelManifest = {
+    const forTarget = settings.target === DEFAULT_TARGET ? '' : ` for ${settings.target}`;
+    // `quantization` is not declared in ModelManifest; validation keeps unknown fields, and a reader
+    // (or a person) can tell an NPU-shaped model from a CPU one by it.
+    const m: ModelManifest & { quantization: Record<string, unknown> } = {
       ...found.manifest,
       precision: 'int8',
-      notes: [found.manifest.notes, `INT8 QDQ (${opts.method} calibration, ${activationType} activations) of ${path.basename(opts.input)}.`]
+      notes: [
+        found.manifest.notes,
+        `INT8 QDQ (${opts.method} calibration, ${activationType} activations)${forTarget} of ${path.basename(opts.input)}.`,
+      ]
         .filter(Boolean)
         .join(' '),
+      quantization: {
+        ...settings,
+        method: opts.method,
+        ...(opts.method === 'percentile' ? { percentile } : {}),
+      },
     };
     delete m.source; // the quantized file is not the downloaded one
     // Labels are relative to the input's manifest; the helper re-anchors them for the output.
@@ -279,9 +348,11 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     input: opts.input,
     output: opts.output,
     ...(manifestPath ? { manifest: manifestPath } : {}),
+    target: settings.target,
     method: opts.method,
     ...(opts.method === 'percentile' ? { percentile } : {}),
     activationType,
+    settings,
     calibrationImages: calibration.inputs,
     skippedImages,
     rewrites,

@@ -80,9 +80,10 @@ export function activationParams(
   range: { min: number; max: number },
   type: ActivationType,
   symmetric = false,
+  minRealRange?: number,
 ): QuantParams {
   const { qmin, qmax } = quantRange(type, symmetric);
-  return computeScaleZeroPoint(range.min, range.max, qmin, qmax, symmetric);
+  return computeScaleZeroPoint(range.min, range.max, qmin, qmax, symmetric, minRealRange);
 }
 
 /** q = clamp(roundHalfEven(x / scale) + zp), division in float32 as numpy does on float32 arrays. */
@@ -159,6 +160,102 @@ export function quantizePerChannel(
     }
   }
   return { data, scales, zeroPoints: new Int8Array(channels), axis };
+}
+
+export type WeightType = 'int8' | 'uint8';
+
+/** How a weight tensor is quantized. Per-channel is along the output-channel axis. */
+export interface WeightScheme {
+  type: WeightType;
+  symmetric: boolean;
+  perChannel: boolean;
+}
+
+export interface QuantizedWeights {
+  data: Int8Array | Uint8Array;
+  /** one per channel, or one for the tensor */
+  scales: Float32Array;
+  zeroPoints: Int8Array | Uint8Array;
+}
+
+/**
+ * Weight scales and zero points for a scheme (ORT quantize_data on the whole tensor, or on each
+ * channel): the range is widened to include 0, then to `minRealRange` if narrower.
+ */
+export function weightParams(
+  values: Float32Array,
+  dims: readonly number[],
+  axis: number,
+  scheme: WeightScheme,
+  minRealRange?: number,
+): { scales: Float32Array; zeroPoints: number[]; mins: Float64Array } {
+  const { qmin, qmax } = quantRange(scheme.type, scheme.symmetric);
+  const { channels, inner, outer } = scheme.perChannel
+    ? channelLayout(dims, axis)
+    : { channels: 1, inner: values.length, outer: 1 };
+  const mins = new Float64Array(channels).fill(Infinity);
+  const maxs = new Float64Array(channels).fill(-Infinity);
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < channels; c++) {
+      const base = (o * channels + c) * inner;
+      let mn = mins[c]!;
+      let mx = maxs[c]!;
+      for (let i = 0; i < inner; i++) {
+        const v = values[base + i]!;
+        if (v < mn) mn = v;
+        if (v > mx) mx = v;
+      }
+      mins[c] = mn;
+      maxs[c] = mx;
+    }
+  }
+  const scales = new Float32Array(channels);
+  const zeroPoints: number[] = [];
+  for (let c = 0; c < channels; c++) {
+    const p = computeScaleZeroPoint(mins[c]!, maxs[c]!, qmin, qmax, scheme.symmetric, minRealRange);
+    scales[c] = p.scale;
+    zeroPoints.push(p.zeroPoint);
+  }
+  return { scales, zeroPoints, mins };
+}
+
+/**
+ * Zero point of an asymmetric weight after its scale was raised (so the int32 bias fits): the
+ * tensor minimum still maps to qmin, as computeScaleZeroPoint does.
+ */
+export function asymmetricZeroPoint(rmin: number, scale: number, type: WeightType): number {
+  const { qmin, qmax } = quantRange(type);
+  const zp = roundHalfEven(qmin - Math.fround(Math.min(Math.fround(rmin), 0) / scale));
+  return Math.min(qmax, Math.max(qmin, zp));
+}
+
+/** Quantizes a weight tensor with per-channel (length = channels along `axis`) or per-tensor (length 1) parameters. */
+export function quantizeWeights(
+  values: Float32Array,
+  dims: readonly number[],
+  axis: number,
+  scheme: WeightScheme,
+  scales: Float32Array,
+  zeroPoints: readonly number[],
+): QuantizedWeights {
+  const { qmin, qmax } = quantRange(scheme.type, scheme.symmetric);
+  const { channels, inner, outer } = scheme.perChannel
+    ? channelLayout(dims, axis)
+    : { channels: 1, inner: values.length, outer: 1 };
+  if (scales.length !== channels || zeroPoints.length !== channels) {
+    throw new Error(`expected ${channels} scales and zero points, got ${scales.length} and ${zeroPoints.length}`);
+  }
+  const data = scheme.type === 'int8' ? new Int8Array(values.length) : new Uint8Array(values.length);
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < channels; c++) {
+      const base = (o * channels + c) * inner;
+      const s = scales[c]!;
+      const z = zeroPoints[c]!;
+      for (let i = 0; i < inner; i++) data[base + i] = quantizeValue(values[base + i]!, s, z, qmin, qmax);
+    }
+  }
+  const zp = scheme.type === 'int8' ? Int8Array.from(zeroPoints) : Uint8Array.from(zeroPoints);
+  return { data, scales, zeroPoints: zp };
 }
 
 const INT32_MAX = 2147483647;

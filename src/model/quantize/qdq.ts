@@ -1,9 +1,10 @@
 /**
- * QDQ emission, shaped so ORT's CPU provider fuses every quantized node into an int8 kernel
- * (notes/onnxruntime.md §1.7): every input of a quantized node comes from a DequantizeLinear, its
- * output feeds exactly one QuantizeLinear, scale/zero point are scalar initializers, weights are
- * per-channel symmetric int8 behind a DQ, biases int32 behind a DQ, and no quantized node writes a
- * graph output (the output is renamed and a DQ writes the original name).
+ * QDQ emission, shaped so a provider recognises every quantized node as a node unit (and ORT's CPU
+ * provider fuses it into an int8 kernel): every input of a quantized node comes from a
+ * DequantizeLinear, its output feeds exactly one QuantizeLinear, activation scale/zero point are
+ * scalar initializers, weights sit behind a DQ (per-channel or per-tensor, as the target wants),
+ * biases int32 behind a DQ, and no quantized node writes a graph output (the output is renamed and a
+ * DQ writes the original name).
  */
 import {
   attrFloat,
@@ -28,19 +29,28 @@ import {
 import {
   activationParams,
   adjustWeightScalesForBias,
-  perChannelWeightScales,
+  asymmetricZeroPoint,
   quantizeBias,
-  quantizePerChannel,
   quantizeValue,
+  quantizeWeights,
   quantRange,
+  weightParams,
   type ActivationType,
   type QuantParams,
+  type WeightScheme,
 } from './numeric.js';
 import type { Range } from './calibrate.js';
 import type { TensorInfo } from './prepare.js';
 
 /** Ops quantized with their own output range; ORT fuses each into a QLinear* kernel. */
 const OWN_RANGE_OPS = new Set(['Conv', 'Gemm', 'Concat', 'Add', 'Mul', 'AveragePool', 'GlobalAveragePool']);
+/**
+ * Ops quantized as DQ → op → Q only on request (a target's quantizeSoftmax / keepActivations): their
+ * non-constant input and output get Q/DQ, constant inputs (Clip bounds) stay float.
+ */
+const UNARY_OPS = new Set(['Relu', 'Clip', 'Softmax']);
+/** The range every quantized Softmax output gets, whatever the calibration saw (ORT does the same). */
+const SOFTMAX_RANGE = { min: 0, max: 1 } as const;
 /** Ops ORT runs directly on 8-bit data when their output Q reuses the input's scale/zero point. */
 const DIRECT_OPS = new Set(['MaxPool', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze']);
 /** Ops kept float on purpose, without a warning. */
@@ -73,6 +83,8 @@ export interface QdqPlan {
   concatShared: Set<string>;
   /** outputs of folded Relu/Clip nodes → the upper clamp (Infinity for Relu) their range must keep */
   reluFolded: Map<string, number>;
+  /** tensors whose range is fixed rather than calibrated (quantized Softmax outputs) */
+  fixedRanges: Map<string, Range>;
   floatNodes: FloatNode[];
   foldedRelus: number;
   warnings: string[];
@@ -93,7 +105,15 @@ function isDefaultDomain(n: Node): boolean {
 export function planQdq(
   prepared: onnx.IModelProto,
   types: Map<string, TensorInfo>,
-  opts: { exclude?: string[]; activationType: ActivationType; shareConcatParams?: boolean },
+  opts: {
+    exclude?: string[];
+    activationType: ActivationType;
+    shareConcatParams?: boolean;
+    /** DQ → Softmax → Q with the range [0, 1] instead of a float Softmax */
+    quantizeSoftmax?: boolean;
+    /** Relu/Clip(0, max) as DQ → op → Q node units instead of folded into their producer */
+    keepActivations?: boolean;
+  },
 ): QdqPlan {
   const model = onnx.ModelProto.decode(onnx.ModelProto.encode(prepared).finish());
   const g = model.graph!;
@@ -148,11 +168,19 @@ export function planQdq(
     const v = tensorToFloat32(t);
     return v.length === 1 && v[0] === 0;
   };
+  const fixedRanges = new Map<string, Range>();
   for (const r of g.node ?? []) {
     const isRelu = r.opType === 'Relu';
     const isClip = r.opType === 'Clip';
     if ((!isRelu && !isClip) || !isDefaultDomain(r)) continue;
     if (exclude.has(r.name ?? '') || exclude.has(r.output?.[0] ?? '')) continue;
+    if (opts.keepActivations) {
+      // Kept as a node unit: its bounds must be constants (a provider reads them at compile time).
+      const constBounds = (r.input ?? []).slice(1).every((b) => !b || inits.has(b));
+      if (constBounds && !unquantizableReason(r, inits, isFloat)) quantized.add(r);
+      else floatNodes.push({ name: nodeLabel(r), opType: r.opType!, reason: `${r.opType} kept float: its bounds are not constants or it is not float` });
+      continue;
+    }
     const clampAtZero = isRelu || (isZeroConst(r.input?.[1]) && (!r.input?.[2] || inits.has(r.input[2])));
     const x = r.input?.[0] ?? '';
     const p = producers.get(x);
@@ -168,8 +196,13 @@ export function planQdq(
   }
   g.node = (g.node ?? []).filter((n) => !removed.has(n));
   for (const n of g.node) {
-    if (n.opType === 'Softmax' && isDefaultDomain(n) && !exclude.has(n.name ?? '')) {
-      floatNodes.push({ name: nodeLabel(n), opType: 'Softmax', reason: FLOAT_BY_DESIGN.Softmax! });
+    if (n.opType === 'Softmax' && isDefaultDomain(n) && !exclude.has(n.name ?? '') && !exclude.has(n.output?.[0] ?? '')) {
+      if (opts.quantizeSoftmax && !unquantizableReason(n, inits, isFloat)) {
+        quantized.add(n);
+        fixedRanges.set(n.output![0]!, { ...SOFTMAX_RANGE });
+      } else {
+        floatNodes.push({ name: nodeLabel(n), opType: 'Softmax', reason: FLOAT_BY_DESIGN.Softmax! });
+      }
     }
   }
 
@@ -224,7 +257,7 @@ export function planQdq(
       }
     }
   }
-  return { model, quantized, own, shared, concatShared, reluFolded, floatNodes, foldedRelus, warnings };
+  return { model, quantized, own, shared, concatShared, reluFolded, fixedRanges, floatNodes, foldedRelus, warnings };
 }
 
 function unquantizableReason(
@@ -285,8 +318,26 @@ const ZP_TYPES: Record<ActivationType, { dataType: number; array: (v: number) =>
   uint16: { dataType: DataType.UINT16, array: (v) => Uint16Array.of(v) },
 };
 
+export interface EmitOptions {
+  activationType: ActivationType;
+  /** Conv weights (default: per-channel symmetric int8) */
+  weights?: WeightScheme;
+  /** Gemm weights (default: as Conv) */
+  gemmWeights?: WeightScheme;
+  /** ranges narrower than this are widened, activations and weights alike */
+  minRealRange?: number;
+}
+
+const DEFAULT_WEIGHTS: WeightScheme = { type: 'int8', symmetric: true, perChannel: true };
+
+const WEIGHT_DATA_TYPE: Record<WeightScheme['type'], number> = { int8: DataType.INT8, uint8: DataType.UINT8 };
+
 /** Writes Q/DQ nodes and quantized initializers for a plan and calibrated ranges. */
-export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationType: ActivationType): QdqResult {
+export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, options: EmitOptions | ActivationType): QdqResult {
+  const opts: EmitOptions = typeof options === 'string' ? { activationType: options } : options;
+  const { activationType, minRealRange } = opts;
+  const convWeights = opts.weights ?? DEFAULT_WEIGHTS;
+  const gemmWeights = opts.gemmWeights ?? convWeights;
   const model = onnx.ModelProto.decode(onnx.ModelProto.encode(plan.model).finish());
   const g = model.graph!;
   const names = new NameAllocator(g);
@@ -312,9 +363,9 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationTyp
   const paramsFor = (t: string): { p: QuantParams; scaleName: string; zpName: string } => {
     const existing = params.get(t);
     if (existing) return existing;
-    const r = ranges.get(t);
+    const r = plan.fixedRanges.get(t) ?? ranges.get(t);
     if (!r) throw new Error(`internal: no calibrated range for tensor ${t}`);
-    const p = activationParams(r, activationType);
+    const p = activationParams(r, activationType, false, minRealRange);
     const scaleName = names.take(`${t}_scale`);
     const zpName = names.take(`${t}_zero_point`);
     newInits.push(makeTensor(scaleName, DataType.FLOAT, [], Float32Array.of(p.scale)));
@@ -351,7 +402,7 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationTyp
     const q = rootName ? paramsFor(rootName) : paramsFor(t);
     params.set(t, q);
     if (rootName) {
-      const r = ranges.get(rootName)!;
+      const r = plan.fixedRanges.get(rootName) ?? ranges.get(rootName)!;
       tensors.push({ tensor: t, min: r.min, max: r.max, scale: q.p.scale, zeroPoint: q.p.zeroPoint, sharedWith: rootName });
     }
     const producer = producers.get(t) ?? null;
@@ -397,7 +448,7 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationTyp
     if (!quantized.has(n)) continue;
     const op = n.opType!;
     if (op === 'Conv' || op === 'Gemm') {
-      quantizeWeightsAndBias(n, op, inits, names, params, dqInitializer, biasAdjusted);
+      quantizeWeightsAndBias(n, op, op === 'Conv' ? convWeights : gemmWeights, minRealRange, inits, names, params, dqInitializer, biasAdjusted);
       continue;
     }
     if (!OWN_RANGE_OPS.has(op)) continue; // direct ops: shape inputs etc. stay as they are
@@ -412,7 +463,7 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationTyp
         if (v < mn) mn = v;
         if (v > mx) mx = v;
       }
-      const p = activationParams({ min: mn, max: mx }, activationType);
+      const p = activationParams({ min: mn, max: mx }, activationType, false, minRealRange);
       const qv = new Float64Array(values.length);
       for (let k = 0; k < values.length; k++) qv[k] = quantizeValue(values[k]!, p.scale, p.zeroPoint, qmin, qmax);
       const dims = (c.dims ?? []).map(Number);
@@ -444,6 +495,8 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, activationTyp
 function quantizeWeightsAndBias(
   n: Node,
   op: string,
+  scheme: WeightScheme,
+  minRealRange: number | undefined,
   inits: Map<string, onnx.ITensorProto>,
   names: NameAllocator,
   params: Map<string, { p: QuantParams; scaleName: string; zpName: string }>,
@@ -467,20 +520,29 @@ function quantizeWeightsAndBias(
   }
   const inputScale = params.get(n.input![0]!)?.p.scale;
   if (inputScale === undefined) throw new Error(`internal: input of ${n.name} has no scale`);
-  let scales = perChannelWeightScales(values, dims, axis);
+  const wp = weightParams(values, dims, axis, scheme, minRealRange);
+  let scales = wp.scales;
+  let zeroPoints = wp.zeroPoints;
   if (bias) {
     const adj = adjustWeightScalesForBias(bias, inputScale, scales);
     scales = adj.scales;
-    if (adj.adjusted.length) biasAdjusted.push({ node: nodeLabel(n), channels: adj.adjusted });
+    if (adj.adjusted.length) {
+      biasAdjusted.push({ node: nodeLabel(n), channels: adj.adjusted });
+      // A raised scale moves an asymmetric zero point (the minimum still maps to qmin).
+      if (!scheme.symmetric) zeroPoints = zeroPoints.map((z, c) => (adj.adjusted.includes(c) ? asymmetricZeroPoint(wp.mins[c]!, scales[c]!, scheme.type) : z));
+    }
   }
-  const qw = quantizePerChannel(values, dims, axis, scales);
+  const qw = quantizeWeights(values, dims, axis, scheme, scales, zeroPoints);
   const base = n.input![1]!;
+  const wType = WEIGHT_DATA_TYPE[scheme.type];
+  // Per-tensor parameters are scalars (no axis), the form every provider's node-unit check accepts.
+  const paramDims = scheme.perChannel ? [scales.length] : [];
   const wOut = dqInitializer(
     base,
-    makeTensor(names.take(`${base}_quantized`), DataType.INT8, dims, qw.data),
-    makeTensor(names.take(`${base}_scale`), DataType.FLOAT, [scales.length], scales),
-    makeTensor(names.take(`${base}_zero_point`), DataType.INT8, [scales.length], qw.zeroPoints),
-    axis,
+    makeTensor(names.take(`${base}_quantized`), wType, dims, qw.data),
+    makeTensor(names.take(`${base}_scale`), DataType.FLOAT, paramDims, scales),
+    makeTensor(names.take(`${base}_zero_point`), wType, paramDims, qw.zeroPoints),
+    scheme.perChannel ? axis : undefined,
   );
   const ins = [n.input![0]!, wOut];
   if (bias) {
@@ -490,9 +552,9 @@ function quantizeWeightsAndBias(
       dqInitializer(
         bBase,
         makeTensor(names.take(`${bBase}_quantized`), DataType.INT32, [bias.length], qb.data),
-        makeTensor(names.take(`${bBase}_quantized_scale`), DataType.FLOAT, [qb.scales.length], qb.scales),
-        makeTensor(names.take(`${bBase}_quantized_zero_point`), DataType.INT32, [qb.scales.length], new Int32Array(qb.scales.length)),
-        0,
+        makeTensor(names.take(`${bBase}_quantized_scale`), DataType.FLOAT, scheme.perChannel ? [qb.scales.length] : [], qb.scales),
+        makeTensor(names.take(`${bBase}_quantized_zero_point`), DataType.INT32, scheme.perChannel ? [qb.scales.length] : [], new Int32Array(qb.scales.length)),
+        scheme.perChannel ? 0 : undefined,
       ),
     );
   }
