@@ -151,17 +151,51 @@ function buildProgram(): Command {
       new Option('--method <method>', 'how activation ranges are calibrated').choices([...CALIBRATION_METHODS]).default(DEFAULT_CALIBRATION_METHOD),
     )
     .option('--percentile <p>', 'percentile of |activation| kept by --method percentile (default 99.999)', parsePercentile)
-    .addOption(new Option('--activation-type <type>', 'activation quantization type').choices(['uint8', 'int8', 'uint16']).default('uint8'))
+    // The names and lines below are targets.ts's TARGET_NAMES and targetHelpLines() (a test holds them
+    // equal): the CLI must not load the quantizer to print its help.
+    .addOption(
+      new Option('--target <preset>', 'execution provider to shape the QDQ model for (see Targets below)')
+        .choices(['cpu', 'cpu-x86', 'cpu-arm', 'qnn-htp', 'acl', 'vsinpu', 'xnnpack'])
+        .default('cpu'),
+    )
+    .addOption(
+      new Option('--activation-type <type>', "activation quantization type (default: the target's, uint8 for cpu)").choices(['uint8', 'int8', 'uint16']),
+    )
+    .option('--per-channel', "Conv/Gemm weights with one scale per output channel (default: the target's)")
+    .option('--no-per-channel', 'one weight scale per tensor')
+    .option('--keep-activations', 'keep Relu/Clip as quantized node units instead of folding them into the producing layer')
     .option('--exclude <node...>', 'node names (or their output names) to keep float')
     .option('--max-images <n>', 'calibrate on at most this many images', parsePositiveInt)
     .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
     .option('--json', 'print the report as JSON')
     .addOption(configOption())
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Targets (--target):',
+        '  cpu      ORT CPU, x86-64 (default; alias cpu-x86): uint8 activations, per-channel symmetric int8 weights',
+        "  cpu-arm  ORT CPU, ARM64 (chosen from ORT's docs, not timed here): int8 activations (S8S8), per-channel symmetric int8 weights",
+        '  qnn-htp  Qualcomm NPU (QNN HTP): uint8 (or uint16) activations, per-tensor asymmetric uint8 weights, ranges ≥ 1e-4, quantized Softmax',
+        '  acl      Arm Compute Library EP: uint8 activations, per-tensor symmetric int8 weights (ACL has no per-channel)',
+        '  vsinpu   VeriSilicon NPU (i.MX 8M Plus, TIM-VX): uint8 activations, per-tensor asymmetric uint8 weights, quantized Softmax',
+        '  xnnpack  XNNPACK EP: int8 activations, per-channel symmetric int8 weights (qs8); with uint8 activations, per-tensor uint8 (qu8)',
+        'Relu/Clip are folded into the producing layer unless --keep-activations; Softmax stays float unless the target quantizes it.',
+        '--activation-type and --per-channel override the target where it can run the result, else exit 2.',
+      ].join('\n'),
+    )
     .action(async (input: string, output: string, opts) => {
       if (opts.percentile !== undefined && opts.method !== 'percentile') {
         throw new UsageError(`--percentile applies to --method percentile only (got --method ${opts.method})`);
       }
       if (path.resolve(input) === path.resolve(output)) throw new UsageError('OUT must differ from IN');
+      const { resolveTarget, TargetOptionError } = await import('./model/quantize/targets.js');
+      try {
+        resolveTarget(opts.target, { activationType: opts.activationType, perChannel: opts.perChannel, keepActivations: opts.keepActivations });
+      } catch (err) {
+        if (err instanceof TargetOptionError) throw new UsageError(err.message);
+        throw err;
+      }
       const { quantizeCommand } = await import('./quantize-command.js');
       await quantizeCommand(() => loadConfigOrThrow(opts.config), commandLogger(), {
         input,
@@ -169,7 +203,10 @@ function buildProgram(): Command {
         calibration: opts.calibration,
         method: opts.method,
         percentile: opts.percentile,
+        target: opts.target,
         activationType: opts.activationType,
+        perChannel: opts.perChannel,
+        keepActivations: opts.keepActivations,
         exclude: opts.exclude,
         maxImages: opts.maxImages,
         fromSource: opts.fromSource,
@@ -237,10 +274,11 @@ function buildProgram(): Command {
     .command('doctor')
     .description('check camera, model, execution providers and broker, each with a verdict')
     .addOption(configOption())
+    .option('--json', 'print {"ok", "checks": [{"name", "ok", "detail", "data"?}]}; the inference check\'s data has the node placement')
     .action(async (opts) => {
       const { doctorCommand } = await import('./doctor.js');
       const config = loadConfigOrThrow(opts.config);
-      process.exitCode = (await doctorCommand(config, commandLogger('error'))) ? EXIT.OK : EXIT.RUNTIME;
+      process.exitCode = (await doctorCommand(config, commandLogger('error'), { json: !!opts.json })) ? EXIT.OK : EXIT.RUNTIME;
     });
 
   return program;

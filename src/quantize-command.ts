@@ -16,7 +16,9 @@ import {
   type ActivationType,
   type EvalReport,
   type QuantizeReport,
+  type TargetName,
 } from './model/index.js';
+import { DEFAULT_TARGET, describeWeights } from './model/quantize/targets.js';
 import { toSourceOptions } from './source-options.js';
 
 export interface QuantizeCommandOptions {
@@ -26,7 +28,13 @@ export interface QuantizeCommandOptions {
   calibration: string;
   method: CalibrationMethodName;
   percentile?: number;
-  activationType: ActivationType;
+  /** the execution provider to shape the model for (default cpu) */
+  target?: TargetName | 'cpu-x86';
+  /** undefined: the target's */
+  activationType?: ActivationType;
+  /** undefined: the target's */
+  perChannel?: boolean;
+  keepActivations?: boolean;
   exclude?: string[];
   maxImages?: number;
   json: boolean;
@@ -169,7 +177,10 @@ export async function quantizeCommand(
     calibration: { images },
     method: opts.method,
     ...(opts.percentile !== undefined ? { percentile: opts.percentile } : {}),
-    activationType: opts.activationType,
+    ...(opts.target !== undefined ? { target: opts.target } : {}),
+    ...(opts.activationType !== undefined ? { activationType: opts.activationType } : {}),
+    ...(opts.perChannel !== undefined ? { perChannel: opts.perChannel } : {}),
+    ...(opts.keepActivations !== undefined ? { keepActivations: opts.keepActivations } : {}),
     ...(opts.exclude?.length ? { exclude: opts.exclude } : {}),
     ...(opts.maxImages !== undefined ? { maxImages: opts.maxImages } : {}),
     progress: !opts.json,
@@ -186,7 +197,22 @@ function size(bytes: number): string {
 export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   const lines: string[] = [];
   const calib = r.method === 'percentile' ? `percentile ${r.percentile ?? 99.999}` : r.method;
-  lines.push(`wrote ${r.output} (INT8 QDQ: ${calib} calibration, ${r.activationType} activations, per-channel int8 weights)`);
+  const s = r.settings;
+  const w = s.weights;
+  // The default's wording is kept as it was before targets existed.
+  const weights = w.type === 'int8' && w.symmetric && w.perChannel ? 'per-channel int8' : describeWeights(w);
+  lines.push(`wrote ${r.output} (INT8 QDQ: ${calib} calibration, ${r.activationType} activations, ${weights} weights)`);
+  if (r.target !== DEFAULT_TARGET) {
+    const extras = [
+      ...(describeWeights(s.gemmWeights) !== describeWeights(w) ? [`Gemm weights ${describeWeights(s.gemmWeights)}`] : []),
+      ...(s.minRealRange !== undefined ? [`ranges at least ${s.minRealRange} wide`] : []),
+      s.quantizeSoftmax ? 'Softmax quantized over [0, 1]' : 'Softmax float',
+      s.keepActivations ? 'Relu/Clip kept as quantized node units' : 'Relu/Clip folded',
+    ];
+    lines.push(`target: ${r.target} (${extras.join('; ')})`);
+  } else if (s.keepActivations) {
+    lines.push('Relu/Clip kept as quantized node units');
+  }
   lines.push(r.manifest ? `wrote ${r.manifest} (precision int8)` : `no manifest written (none found for ${r.input})`);
   lines.push('rewrites:');
   for (const w of r.rewrites.length ? r.rewrites : ['none']) lines.push(`  ${w}`);

@@ -193,3 +193,70 @@ describe('inceptiond model quantize (small CNN)', () => {
     expectCleanError(await inceptiond('model', 'eval', small, small, '--images', noImages), 1, /image folder .*no-images has no images/);
   });
 });
+
+describe('inceptiond model quantize --target', () => {
+  it('--help lists --target with one line per preset, the same lines as the quantizer', async () => {
+    const { targetHelpLines, TARGET_NAMES, TARGET_ALIASES } = await import('../../src/model/quantize/targets.js');
+    const o = await inceptiond('model', 'quantize', '--help');
+    expect(o.code, o.stderr).toBe(0);
+    expect(o.stdout).toMatch(/--target <preset>/);
+    expect(o.stdout).toContain('Targets (--target):');
+    for (const line of targetHelpLines()) expect(o.stdout).toContain(`  ${line}\n`);
+    const choices = /--target <preset>[\s\S]*?\(choices: ([^)]*)/.exec(o.stdout)![1]!.replace(/\s+/g, ' ');
+    for (const t of [...TARGET_NAMES, ...Object.keys(TARGET_ALIASES)]) expect(choices).toContain(`"${t}"`);
+    expect(o.stdout).toContain('default: "cpu"');
+  });
+
+  it('--target qnn-htp --json: the report and OUT.json record the target and its settings', async () => {
+    const out = path.join(dir, 'small-qnn.int8.onnx');
+    const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target', 'qnn-htp', '--method', 'minmax', '--json');
+    expect(o.code, o.stderr).toBe(0);
+    const report = JSON.parse(o.stdout) as { target: string; activationType: string; settings: Record<string, unknown> };
+    expect(report.target).toBe('qnn-htp');
+    expect(report.activationType).toBe('uint8');
+    expect(report.settings).toMatchObject({
+      weights: { type: 'uint8', symmetric: false, perChannel: false },
+      minRealRange: 1e-4,
+      quantizeSoftmax: true,
+      keepActivations: false,
+    });
+    const manifest = JSON.parse(await readFile(`${out}.json`, 'utf8')) as ModelManifest & { quantization: Record<string, unknown> };
+    expect(manifest.precision).toBe('int8');
+    expect(manifest.quantization).toMatchObject({ target: 'qnn-htp', activationType: 'uint8', method: 'minmax', quantizeSoftmax: true });
+    expect(manifest.notes).toMatch(/for qnn-htp of small\.onnx/);
+    const ops = (await loadModel(out)).graph!.node!;
+    const softmax = ops.find((n) => n.opType === 'Softmax')!;
+    expect(ops.find((n) => n.input?.includes(softmax.output![0]!))?.opType).toBe('QuantizeLinear');
+  });
+
+  it('the default target is recorded as cpu; cpu-x86 is the same target; --no-per-channel gives per-tensor weights', async () => {
+    const out = path.join(dir, 'small-x86.int8.onnx');
+    const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target', 'cpu-x86', '--no-per-channel', '--json');
+    expect(o.code, o.stderr).toBe(0);
+    const report = JSON.parse(o.stdout) as { target: string; settings: { weights: { perChannel: boolean } } };
+    expect(report.target).toBe('cpu');
+    expect(report.settings.weights.perChannel).toBe(false);
+    const d = path.join(dir, 'small-default.int8.onnx');
+    expect((await inceptiond('model', 'quantize', small, d, '--calibration', smallImages, '--json')).code).toBe(0);
+    expect(JSON.parse(await readFile(`${d}.json`, 'utf8')).quantization).toMatchObject({ target: 'cpu', weights: { perChannel: true } });
+  });
+
+  it('a human report names a non-default target and what it changed', async () => {
+    const out = path.join(dir, 'small-vsi.int8.onnx');
+    const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target', 'vsinpu', '--keep-activations');
+    expect(o.code, o.stderr).toBe(0);
+    expect(o.stdout).toContain(`wrote ${out} (INT8 QDQ: percentile 99.999 calibration, uint8 activations, per-tensor asymmetric uint8 weights)`);
+    expect(o.stdout).toContain('target: vsinpu (Softmax quantized over [0, 1]; Relu/Clip kept as quantized node units)');
+  });
+
+  it('a combination the target cannot run exits 2 saying why, before any work', async () => {
+    const out = path.join(dir, 'never.onnx');
+    const q = (...args: string[]) => inceptiond('model', 'quantize', small, out, '--calibration', smallImages, ...args);
+    expectCleanError(await q('--target', 'acl', '--per-channel'), 2, /--target acl cannot take per-channel weights: ACL does not support per-channel quantization/);
+    expectCleanError(await q('--target', 'qnn-htp', '--activation-type', 'int8'), 2, /--target qnn-htp takes uint8 or uint16 activations, not int8/);
+    expectCleanError(await q('--target', 'vsinpu', '--activation-type', 'uint16'), 2, /--target vsinpu takes uint8 or int8 activations, not uint16/);
+    expectCleanError(await q('--target', 'xnnpack', '--activation-type', 'uint8', '--per-channel'), 2, /no per-channel kernels for uint8/);
+    expectCleanError(await q('--target', 'gpu'), 2, /--target/);
+    await expect(stat(out)).rejects.toThrow();
+  });
+});
