@@ -44,11 +44,6 @@ import type { TensorInfo } from './prepare.js';
 
 /** Ops quantized with their own output range; ORT fuses each into a QLinear* kernel. */
 const OWN_RANGE_OPS = new Set(['Conv', 'Gemm', 'Concat', 'Add', 'Mul', 'AveragePool', 'GlobalAveragePool']);
-/**
- * Ops quantized as DQ → op → Q only on request (a target's quantizeSoftmax / keepActivations): their
- * non-constant input and output get Q/DQ, constant inputs (Clip bounds) stay float.
- */
-const UNARY_OPS = new Set(['Relu', 'Clip', 'Softmax']);
 /** The range every quantized Softmax output gets, whatever the calibration saw (ORT does the same). */
 const SOFTMAX_RANGE = { min: 0, max: 1 } as const;
 /** Ops ORT runs directly on 8-bit data when their output Q reuses the input's scale/zero point. */
@@ -206,6 +201,8 @@ export function planQdq(
     }
   }
 
+  // Relu/Clip/Softmax, when quantized (keepActivations / quantizeSoftmax), are DQ → op → Q units:
+  // their non-constant input and output get Q/DQ, constant inputs (Clip bounds) stay float.
   const own = new Set<string>();
   for (const n of g.node) {
     if (!quantized.has(n)) continue;
@@ -333,8 +330,7 @@ const DEFAULT_WEIGHTS: WeightScheme = { type: 'int8', symmetric: true, perChanne
 const WEIGHT_DATA_TYPE: Record<WeightScheme['type'], number> = { int8: DataType.INT8, uint8: DataType.UINT8 };
 
 /** Writes Q/DQ nodes and quantized initializers for a plan and calibrated ranges. */
-export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, options: EmitOptions | ActivationType): QdqResult {
-  const opts: EmitOptions = typeof options === 'string' ? { activationType: options } : options;
+export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOptions): QdqResult {
   const { activationType, minRealRange } = opts;
   const convWeights = opts.weights ?? DEFAULT_WEIGHTS;
   const gemmWeights = opts.gemmWeights ?? convWeights;
