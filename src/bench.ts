@@ -6,11 +6,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { InferenceSession, Tensor } from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import { projectRoot, type Config } from './config/index.js';
+import { loadRuntime } from './inference/index.js';
 import { sessionOptionsFor } from './inference/session-options.js';
-import { prepareModel, sessionSettingsFor, type PreparedModel } from './model-setup.js';
+import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './model-setup.js';
 import { percentile } from './ops/index.js';
 import { createPreprocessor } from './vision/index.js';
 
@@ -57,9 +57,11 @@ async function imagesFolder(config: Config): Promise<string> {
 async function rawLoop(model: PreparedModel, config: Config, input: Float32Array, dims: number[], seconds: number) {
   const settings = sessionSettingsFor(config, model);
   const provider = config.inference.executionProviders[0] ?? 'cpu';
-  const session = await InferenceSession.create(model.modelPath, sessionOptionsFor(settings, provider));
+  // The build the daemon's worker loads (inference.runtime), so raw and pipeline run the same code.
+  const { ort } = loadRuntime(config.inference.runtime);
+  const session = await ort.InferenceSession.create(model.modelPath, sessionOptionsFor(settings, provider));
   try {
-    const feeds = { [session.inputNames[0]!]: new Tensor('float32', input, dims) };
+    const feeds = { [session.inputNames[0]!]: new ort.Tensor('float32', input, dims) };
     await session.run(feeds); // warm-up
     const latencies: number[] = [];
     const start = performance.now();
@@ -127,7 +129,7 @@ async function pipelineRun(config: Config, logger: Logger, folder: string, secon
 }
 
 export async function runBench(config: Config, logger: Logger, seconds: number): Promise<BenchReport> {
-  const model = await prepareModel(config, logger);
+  const model = await prepareModelIsolated(config, logger, { logFd: 2 });
   const folder = await imagesFolder(config);
   const first = (await readdir(folder)).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort()[0];
   if (!first) throw new Error(`no images in ${folder} to benchmark with`);

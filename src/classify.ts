@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config } from './config/index.js';
 import { InferenceEngine, topLabels, type LabelScore } from './inference/index.js';
-import { prepareModel, sessionSettingsFor } from './model-setup.js';
+import { prepareModelIsolated, sessionSettingsFor } from './model-setup.js';
 import { createPreprocessor, FrameDecodeError, FrameTooLargeError } from './vision/index.js';
 
 export interface ClassifyOptions {
@@ -18,7 +18,7 @@ export async function classifyCommand(config: Config, logger: Logger, opts: Clas
   const effective: Config = opts.model
     ? { ...config, model: { ...config.model, path: opts.model, manifest: '', precision: 'auto' } }
     : config;
-  const model = await prepareModel(effective, logger);
+  const model = await prepareModelIsolated(effective, logger, { logFd: 2 });
   if (model.synthetic && !opts.json) {
     process.stderr.write('note: this model has synthetic (seeded) weights: its labels mean nothing\n');
   }

@@ -1,18 +1,20 @@
 // Runs prepareModel in a child process for the daemon. Building and quantizing the model peak at
 // several hundred MB that glibc does not give back; done in the daemon itself, that memory would stay
 // resident for as long as the daemon runs. The child exits when done, and its memory goes with it.
+import { pino } from 'pino';
 import type { Config } from './config/index.js';
 import { createLogger } from './ops/index.js';
 import { prepareModel, type PreparedModel } from './model-setup.js';
 
-export type ChildRequest = { config: Config };
+/** `level` and `logFd` are the parent logger's: a one-shot command keeps stdout for its data. */
+export type ChildRequest = { config: Config; level: string; logFd: 1 | 2 };
 export type ChildMessage =
   | { kind: 'status'; status: string }
   | { kind: 'done'; model: PreparedModel }
   | { kind: 'failed'; name: string; message: string };
 
 process.once('message', (request: ChildRequest) => {
-  const logger = createLogger({ level: request.config.log.level, name: 'inceptiond' });
+  const logger = createLogger({ level: request.level, name: 'inceptiond', destination: pino.destination({ dest: request.logFd, sync: true }) });
   const send = (message: ChildMessage) => new Promise<void>((resolve) => process.send!(message, undefined, {}, () => resolve()));
   prepareModel(request.config, logger, { onStatus: (status) => void send({ kind: 'status', status }) })
     .then(

@@ -11,14 +11,10 @@ import { glob, isDynamicPattern } from 'tinyglobby';
 import { projectRoot, type Config } from './config/index.js';
 import type { SessionSettings } from './inference/index.js';
 import type { ChildMessage, ChildRequest } from './model-setup-child.js';
-import {
-  loadLabels,
-  quantizeModel,
-  resolveModel,
-  writeBuiltModel,
-  type ModelManifest,
-  type ResolvedModel,
-} from './model/index.js';
+// Only the manifest part of model/ is imported eagerly: the builder and the quantizer load ONNX Runtime,
+// which the daemon's main thread must not (its memory, and inference.runtime may name another build
+// that the worker loads: two libonnxruntime.so.1 in one process would resolve to the first).
+import { loadLabels, resolveModel, type ModelManifest, type ResolvedModel } from './model/manifest.js';
 
 export interface PreparedModel {
   modelPath: string;
@@ -69,6 +65,7 @@ async function resolveFloatModel(config: Config, logger: Logger, onStatus?: (sta
         '(its labels mean nothing; set model.path to a real model, e.g. from `inceptiond model fetch`)',
     );
     onStatus?.('building the Inception V2 model (once)');
+    const { writeBuiltModel } = await import('./model/build.js');
     const built = await writeBuiltModel(builtPath, { seed: 1 });
     logger.info({ path: built.modelPath, params: built.params }, 'model built');
   }
@@ -83,6 +80,8 @@ export interface PrepareOptions {
    * can say so to systemd (STATUS=, EXTEND_TIMEOUT_USEC=): on a small board a first start can take minutes.
    */
   onStatus?: (status: string) => void;
+  /** Where prepareModelIsolated's child logs: 1 (stdout, the daemon's log) or 2 (a one-shot command). Default 1. */
+  logFd?: 1 | 2;
 }
 
 /** Bumped when the quantizer's output changes for the same inputs, so cached INT8 models are redone. */
@@ -225,6 +224,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
   const t0 = performance.now();
   let report;
   try {
+    const { quantizeModel } = await import('./model/quantize/index.js');
     report = await quantizeModel({
       input: fp32.modelPath,
       output: target,
@@ -320,7 +320,12 @@ export async function prepareModel(config: Config, logger: Logger, opts: Prepare
         'point model.path at its FP32 original, or set model.precision to auto',
     );
   }
-  if (actual === 'fp32' && (wanted === 'int8' || (wanted === 'auto' && !configured))) {
+  // WebGPU has no QuantizeLinear kernel: an INT8 QDQ model sends every quantized tensor to the CPU and
+  // back on each run, slower than FP32 on the GPU (measured: 1.15 s vs 0.77 s per run on lavapipe).
+  const gpuFirst = config.inference.executionProviders[0] === 'webgpu';
+  if (actual === 'fp32' && wanted === 'auto' && !configured && gpuFirst) {
+    logger.info({ provider: 'webgpu' }, 'running the built model as FP32: WebGPU runs FP32 faster than an INT8 QDQ model');
+  } else if (actual === 'fp32' && (wanted === 'int8' || (wanted === 'auto' && !configured))) {
     resolved = await int8FromCache(config, logger, resolved, opts);
   } else if (actual === 'fp32' && wanted === 'auto') {
     logger.info(
@@ -350,6 +355,9 @@ export function sessionSettingsFor(config: Config, model: PreparedModel): Sessio
     threads: config.inference.threads,
     allowSpinning: config.inference.allowSpinning,
     graphOptimizationLevel: config.inference.graphOptimizationLevel,
+    providerOptions: config.inference.providerOptions,
+    cpuFallback: config.inference.cpuFallback,
+    runtime: config.inference.runtime,
   };
 }
 
@@ -373,6 +381,6 @@ export async function prepareModelIsolated(config: Config, logger: Logger, opts:
     child.once('exit', (code, signal) => {
       if (!settled) reject(new ModelSetupError(`model setup process ended (${signal ?? `exit ${code}`}) before finishing`));
     });
-    child.send({ config } satisfies ChildRequest);
+    child.send({ config, level: logger.level, logFd: opts.logFd ?? 1 } satisfies ChildRequest);
   });
 }

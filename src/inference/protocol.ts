@@ -13,7 +13,7 @@ export type ToWorker =
 
 export type FromWorker =
   | ({ type: 'ready' } & EngineInfo)
-  | { type: 'init-error'; kind: 'no-provider' | 'model'; message: string; attempts: ProviderAttempt[] }
+  | { type: 'init-error'; kind: 'no-provider' | 'model' | 'runtime'; message: string; attempts: ProviderAttempt[] }
   | { type: 'result'; id: number; scores: Float32Array; inferenceMs: number }
   | { type: 'run-error'; id: number; message: string }
   | { type: 'closed' };
