@@ -124,6 +124,44 @@ export const EXECUTION_PROVIDER_LIST = register(
   parseList,
 );
 
+/**
+ * `{"<provider>": {"<option>": string | number | string[]}}`: handed to ONNX Runtime as the provider's
+ * options. ORT takes option values as strings (numbers are passed as their decimal text; a list is for
+ * options such as WebGPU's forceCpuNodeNames); provider names are checked here, option names by ORT
+ * when the session is created.
+ */
+export const PROVIDER_OPTIONS = register(
+  'provider-options',
+  (value) => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new Error('must be an object of provider → options, e.g. {"qnn": {"backend_path": "libQnnHtp.so"}} (env: JSON)');
+    }
+    for (const [provider, options] of Object.entries(value)) {
+      if (!(EXECUTION_PROVIDERS as readonly string[]).includes(provider)) {
+        throw new Error(`names unknown execution provider "${provider}"; known: ${EXECUTION_PROVIDERS.join(', ')}`);
+      }
+      if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+        throw new Error(`.${provider} must be an object of option names to values`);
+      }
+      for (const [name, v] of Object.entries(options as Record<string, unknown>)) {
+        if (name === '' || name === 'name') throw new Error(`.${provider} has an invalid option name ${JSON.stringify(name)}`);
+        const ok =
+          typeof v === 'string' ||
+          (typeof v === 'number' && Number.isFinite(v)) ||
+          (Array.isArray(v) && v.every((x) => typeof x === 'string'));
+        if (!ok) throw new Error(`.${provider}.${name} must be a string, a number or a list of strings, got ${JSON.stringify(v)}`);
+      }
+    }
+  },
+  (text) => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return text;
+    }
+  },
+);
+
 const MQTT_SCHEMES = ['mqtt', 'mqtts', 'ws', 'wss', 'tcp', 'ssl'];
 
 // Not convict's 'url' format: convict 6 moved it out (it throws "unknown format type"), and it would

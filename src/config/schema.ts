@@ -2,8 +2,8 @@
 import os from 'node:os';
 import type convict from 'convict';
 import {
-  BOOLEAN, EXECUTION_PROVIDER_LIST, MQTT_URL, NATURAL, NON_EMPTY_STRING, PORT, SOURCE_ID, SOURCE_LIST,
-  STRING, STRING_LIST, TOPIC_PREFIX, TOPIC_SAFE_NAME, integer, numberInRange, oneOf,
+  BOOLEAN, EXECUTION_PROVIDER_LIST, MQTT_URL, NATURAL, NON_EMPTY_STRING, PORT, PROVIDER_OPTIONS, SOURCE_ID,
+  SOURCE_LIST, STRING, STRING_LIST, TOPIC_PREFIX, TOPIC_SAFE_NAME, integer, numberInRange, oneOf,
 } from './formats.js';
 import {
   CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, GRAPH_OPTIMIZATION_LEVELS, LOG_LEVELS, MODEL_PRECISIONS, type CaptureConfig,
@@ -95,7 +95,7 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
     model: {
       path: leaf('ONNX model file ("" = build the Inception V2 topology into cacheDir)', STRING, ''),
       manifest: leaf('Model manifest ("" = the one beside the model)', STRING, ''),
-      precision: leaf('Which precision to run: auto (an INT8 model as is, the built model quantized to INT8, a configured FP32 model as FP32), fp32 (an INT8 model is refused) or int8 (an FP32 model is quantized at startup, once, and cached in cacheDir)', oneOf(MODEL_PRECISIONS), 'auto'),
+      precision: leaf('Which precision to run: auto (an INT8 model as is, the built model quantized to INT8 — FP32 when webgpu is the first provider —, a configured FP32 model as FP32), fp32 (an INT8 model is refused) or int8 (an FP32 model is quantized at startup, once, and cached in cacheDir)', oneOf(MODEL_PRECISIONS), 'auto'),
       cacheDir: leaf('Built and optimized models ("" = <stateDir>/models)', STRING, ''),
       calibration: {
         path: leaf('Images the daemon calibrates on when it quantizes a model itself: folder or glob ("" = the files source\'s path if there is one, else the bundled models/samples)', STRING, ''),
@@ -107,6 +107,10 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       threads: leaf('Intra-op threads (0 = min(cores, 2))', integer(0, 256), 0),
       allowSpinning: leaf('Let idle ORT threads spin (faster at high frame rates, burns CPU between frames)', BOOLEAN, false),
       graphOptimizationLevel: leaf('ONNX Runtime graph optimization level', oneOf(GRAPH_OPTIMIZATION_LEVELS), 'all'),
+      providerOptions: leaf('Options per execution provider, passed to ONNX Runtime as given, e.g. {"qnn": {"backend_path": "libQnnHtp.so", "htp_performance_mode": "burst"}} (env: JSON)', PROVIDER_OPTIONS, {}),
+      cpuFallback: leaf('Nodes an accelerator cannot take run on the CPU (false: such a provider is refused and the next one listed is tried)', BOOLEAN, true),
+      epContextCache: leaf('Keep an accelerator\'s compiled graph (ONNX Runtime EP context) in <stateDir>/cache/ep, so an NPU compiles the model once; redone when the model changes', BOOLEAN, true),
+      runtime: leaf('Another onnxruntime-node build to load instead of the bundled one, e.g. one built with QNN: its folder or main file (absolute or ./relative) or an installed package name ("" = bundled)', STRING, ''),
       topK: leaf('Labels per Result', integer(1, 1000), 5),
       threshold: leaf('Labels scoring below this are left out', numberInRange(0, 1), 0),
     },

@@ -91,12 +91,20 @@ export interface ModelConfig {
   };
 }
 
+export type ProviderOptionValue = string | number | string[];
+
 export interface InferenceConfig {
   executionProviders: ExecutionProviderName[];
   /** Derived: a configured 0 becomes min(cores, 2). */
   threads: number;
   allowSpinning: boolean;
   graphOptimizationLevel: GraphOptimizationLevel;
+  /** Per provider: option name → value, handed to ORT (numbers as their decimal text). */
+  providerOptions: Partial<Record<ExecutionProviderName, Record<string, ProviderOptionValue>>>;
+  cpuFallback: boolean;
+  epContextCache: boolean;
+  /** '' = the bundled onnxruntime-node. */
+  runtime: string;
   topK: number;
   threshold: number;
 }
