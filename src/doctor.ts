@@ -5,13 +5,13 @@ import { access, constants, mkdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
-import { listSupportedBackends } from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import { createSource } from './capture/index.js';
 import type { Config } from './config/index.js';
 import { readSecretFile } from './config/index.js';
-import { InferenceEngine } from './inference/index.js';
-import { prepareModel, sessionSettingsFor } from './model-setup.js';
+import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from './inference/index.js';
+import { normalizeProviders } from './inference/session-options.js';
+import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './model-setup.js';
 import { toSourceOptions } from './source-options.js';
 import { createPreprocessor } from './vision/index.js';
 
@@ -19,6 +19,8 @@ export interface Check {
   name: string;
   ok: boolean;
   detail: string;
+  /** Machine-readable facts for `doctor --json` (e.g. the inference check's placement). */
+  data?: Record<string, unknown>;
 }
 
 async function timed<T>(ms: number, what: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
@@ -118,24 +120,63 @@ async function checkSources(config: Config, logger: Logger): Promise<Check[]> {
 
 async function checkModelAndProviders(config: Config, logger: Logger): Promise<Check[]> {
   const checks: Check[] = [];
-  const compiled = listSupportedBackends().map((b) => b.name);
-  const wanted = config.inference.executionProviders;
-  const missing = wanted.filter((p) => !compiled.includes(p));
+  let runtime: RuntimeInfo;
+  try {
+    runtime = loadRuntime(config.inference.runtime).info;
+  } catch (err) {
+    return [{ name: 'onnxruntime', ok: false, detail: (err as Error).message }];
+  }
+  checks.push({
+    name: 'onnxruntime',
+    ok: true,
+    detail: `onnxruntime-node ${runtime.version} (${runtime.path}) on ${process.platform}-${process.arch}`,
+    data: { ...runtime },
+  });
+  let model: PreparedModel;
+  try {
+    model = await prepareModelIsolated(config, logger, { logFd: 2 });
+  } catch (err) {
+    checks.push({ name: 'model', ok: false, detail: (err as Error).message });
+    return checks;
+  }
+  checks.push({
+    name: 'model',
+    ok: true,
+    detail: `${model.modelPath} (${model.manifest.name}, ${model.precision}${model.synthetic ? ', SYNTHETIC weights: labels are meaningless' : ''})`,
+    data: { path: model.modelPath, name: model.manifest.name, precision: model.precision, synthetic: model.synthetic },
+  });
+
+  // A provider compiled into the build may still be unusable (CUDA without its libraries, WebGPU
+  // without a Vulkan driver): each is tried on the model, in a child process.
+  const settings = sessionSettingsFor(config, model);
+  const usable: string[] = [];
+  const unusable: Record<string, string> = {};
+  for (const provider of runtime.providers) {
+    if (provider === 'cpu') {
+      usable.push(provider);
+      continue;
+    }
+    const probe = await probeProvider(settings, provider);
+    if (probe.ok) usable.push(provider);
+    else unusable[provider] = missingLibraryHint(provider, probe.reason ?? 'failed');
+  }
+  const wanted = normalizeProviders(config.inference.executionProviders);
+  const configuredUsable = wanted.filter((p) => usable.includes(p));
+  const notCompiled = wanted.filter((p) => !runtime.providers.includes(p));
   checks.push({
     name: 'execution providers',
-    ok: wanted.some((p) => compiled.includes(p)),
+    ok: configuredUsable.length > 0,
     detail:
-      `configured [${wanted.join(', ')}]; this onnxruntime-node build has [${compiled.join(', ')}]` +
-      (missing.length ? `; not available: ${missing.join(', ')} (an NPU provider needs an ONNX Runtime built for the board)` : ''),
+      `usable here: ${usable.join(', ')}; configured: ${wanted.join(', ')}` +
+      Object.entries(unusable)
+        .map(([p, reason]) => `; ${p} is compiled in but cannot run: ${reason}`)
+        .join('') +
+      (notCompiled.length ? `; not in this build: ${notCompiled.join(', ')} (an NPU provider needs an onnxruntime-node built for the board: inference.runtime)` : ''),
+    data: { usable, unusable, configured: wanted, compiled: runtime.providers },
   });
+
   try {
-    const model = await prepareModel(config, logger);
-    checks.push({
-      name: 'model',
-      ok: true,
-      detail: `${model.modelPath} (${model.manifest.name}, ${model.precision}${model.synthetic ? ', SYNTHETIC weights: labels are meaningless' : ''})`,
-    });
-    const engine = await InferenceEngine.create(sessionSettingsFor(config, model), logger);
+    const engine = await InferenceEngine.create(settings, logger);
     try {
       const skipped = engine.attempts.filter((a) => !a.ok).map((a) => `${a.provider}: ${a.reason}`);
       const info = engine.info;
@@ -143,16 +184,33 @@ async function checkModelAndProviders(config: Config, logger: Logger): Promise<C
         name: 'inference',
         ok: true,
         detail:
-          `runs on ${engine.provider}; session load ${Math.round(info.loadMs)} ms, first run ${Math.round(info.warmupMs)} ms` +
+          `runs on ${engine.provider}` +
+          (info.placement ? ` (nodes: ${formatPlacement(info.placement)})` : '') +
+          `; session load ${Math.round(info.loadMs)} ms, first run ${Math.round(info.warmupMs)} ms` +
           (skipped.length ? `; skipped ${skipped.join('; ')}` : ''),
+        data: {
+          provider: engine.provider,
+          placement: info.placement?.nodes,
+          cpuOps: info.placement?.cpuOps,
+          copies: info.placement?.copies,
+          loadMs: Math.round(info.loadMs),
+          firstRunMs: Math.round(info.warmupMs),
+          attempts: engine.attempts,
+        },
       });
     } finally {
       await engine.close();
     }
   } catch (err) {
-    checks.push({ name: 'model', ok: false, detail: (err as Error).message });
+    checks.push({ name: 'inference', ok: false, detail: (err as Error).message });
   }
   return checks;
+}
+
+/** CUDA and TensorRT are compiled into the x64 binding, but their libraries come only from its install script. */
+function missingLibraryHint(provider: string, reason: string): string {
+  if (!/Failed to load shared library/i.test(reason)) return reason;
+  return `${reason} (libonnxruntime_providers_${provider}.so is not installed beside the binding; onnxruntime-node's install script fetches it with ONNXRUNTIME_NODE_INSTALL=cuda12)`;
 }
 
 async function checkBroker(config: Config): Promise<Check> {
@@ -190,8 +248,8 @@ async function checkBroker(config: Config): Promise<Check> {
   }
 }
 
-/** Runs every check, prints a verdict per line, and returns whether all passed. */
-export async function doctorCommand(config: Config, logger: Logger): Promise<boolean> {
+/** Runs every check, prints a verdict per line (or one JSON object), and returns whether all passed. */
+export async function doctorCommand(config: Config, logger: Logger, opts: { json?: boolean } = {}): Promise<boolean> {
   const checks: Check[] = [
     await checkStateDir(config),
     await checkFfmpeg(config),
@@ -199,11 +257,15 @@ export async function doctorCommand(config: Config, logger: Logger): Promise<boo
     ...(await checkModelAndProviders(config, logger)),
     await checkBroker(config),
   ];
+  const failed = checks.filter((c) => !c.ok).length;
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify({ ok: failed === 0, checks }, null, 2)}\n`);
+    return failed === 0;
+  }
   const width = Math.max(...checks.map((c) => c.name.length));
   for (const c of checks) {
     process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(width)}  ${c.detail}\n`);
   }
-  const failed = checks.filter((c) => !c.ok).length;
   process.stdout.write(failed ? `${failed} of ${checks.length} checks failed\n` : `all ${checks.length} checks passed\n`);
   return failed === 0;
 }

@@ -12,6 +12,8 @@ import {
   WorkerCrashedError,
 } from './errors.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
+import { formatPlacement } from './placement.js';
+import { RuntimeLoadError } from './runtime.js';
 import type { EngineInfo, InferenceOutput, InputTensor, ProviderAttempt, SessionSettings, TensorInfo } from './types.js';
 
 export interface EngineOptions {
@@ -269,7 +271,13 @@ async function spawnWorker(
         resolve(info);
       } else if (msg.type === 'init-error') {
         logAttempts(logger, msg.attempts);
-        reject(msg.kind === 'no-provider' ? new NoExecutionProviderError(msg.message, msg.attempts) : new ModelLoadError(msg.message));
+        reject(
+          msg.kind === 'no-provider'
+            ? new NoExecutionProviderError(msg.message, msg.attempts)
+            : msg.kind === 'runtime'
+              ? new RuntimeLoadError(msg.message)
+              : new ModelLoadError(msg.message),
+        );
       }
     });
     worker.on('error', (err) => {
@@ -290,15 +298,24 @@ async function spawnWorker(
   loading = false;
   logAttempts(logger, info.attempts);
   logger.info(
-    { provider: info.provider, input: info.input, output: info.output, fromCache: info.fromCache, loadMs: round(info.loadMs), warmupMs: round(info.warmupMs) },
-    'inference session ready',
+    {
+      provider: info.provider,
+      runtime: { version: info.runtime.version, path: info.runtime.path },
+      placement: info.placement,
+      input: info.input,
+      output: info.output,
+      fromCache: info.fromCache,
+      loadMs: round(info.loadMs),
+      warmupMs: round(info.warmupMs),
+    },
+    `inference session ready on ${info.provider}${info.placement ? `: ${formatPlacement(info.placement)}` : ''}`,
   );
   return { worker, info };
 }
 
 function logAttempts(logger: Logger, attempts: ProviderAttempt[]): void {
   for (const a of attempts) {
-    if (!a.ok) logger.warn({ provider: a.provider, reason: a.reason }, 'execution provider not used');
+    if (!a.ok) logger.warn({ provider: a.provider, reason: a.reason, native: a.native }, `execution provider ${a.provider} not used: ${a.reason}`);
   }
 }
 

@@ -43,3 +43,16 @@ export class EngineClosedError extends Error {
     super('inference engine is closed');
   }
 }
+
+/**
+ * ORT's native errors start with where they were raised and the failed check:
+ * "/onnxruntime_src/…/webgpu_context.cc:136 onnxruntime::…::<lambda()> adapter_result.status == … was
+ * false. Failed to get a WebGPU adapter: No supported adapters". A user needs the last part.
+ */
+export function ortReason(message: string): string {
+  const text = message.trim();
+  const located = /^\S+\.(?:cc|cpp|h):\d+ /.exec(text);
+  if (!located) return text;
+  const check = text.indexOf(' was false. ');
+  return check >= 0 ? text.slice(check + ' was false. '.length).trim() : text;
+}

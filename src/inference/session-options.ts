@@ -8,7 +8,14 @@ import type { SessionSettings } from './types.js';
 export function sessionOptionsFor(
   settings: SessionSettings,
   provider: string,
-  overrides: { graphOptimizationLevel?: SessionSettings['graphOptimizationLevel']; optimizedModelFilePath?: string } = {},
+  overrides: {
+    graphOptimizationLevel?: SessionSettings['graphOptimizationLevel'];
+    optimizedModelFilePath?: string;
+    /** Profile from creation on (the worker ends it after the warm-up run, for the placement report). */
+    profileFilePrefix?: string;
+    /** Save an accelerator's compiled graph here (ORT EP context, binary embedded in the file). */
+    epContextFile?: string;
+  } = {},
 ): InferenceSession.SessionOptions {
   const spinning = settings.allowSpinning ? '1' : '0';
   const session: Record<string, unknown> = {
@@ -16,10 +23,13 @@ export function sessionOptionsFor(
     intra_op: { allow_spinning: spinning },
     inter_op: { allow_spinning: spinning },
   };
-  // For an accelerator, a partial offload must be an error we can fall back from, not a silent CPU run.
-  if (provider !== 'cpu') session.disable_cpu_ep_fallback = '1';
+  // Without CPU fallback, an accelerator that cannot take every node fails to load, and the next
+  // provider listed is tried; with it (the default) the leftover nodes run on the CPU and the
+  // placement report says which.
+  if (provider !== 'cpu' && settings.cpuFallback === false) session.disable_cpu_ep_fallback = '1';
+  const providerOptions = settings.providerOptions?.[provider];
   const options: InferenceSession.SessionOptions = {
-    executionProviders: [provider],
+    executionProviders: [providerOptions ? providerEntry(provider, providerOptions) : provider],
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: overrides.graphOptimizationLevel ?? settings.graphOptimizationLevel,
@@ -31,7 +41,24 @@ export function sessionOptionsFor(
   // 0 leaves ORT's default (one thread per physical core).
   if (settings.threads > 0) options.intraOpNumThreads = settings.threads;
   if (overrides.optimizedModelFilePath) options.optimizedModelFilePath = overrides.optimizedModelFilePath;
+  if (overrides.profileFilePrefix) {
+    options.enableProfiling = true;
+    options.profileFilePrefix = overrides.profileFilePrefix;
+  }
+  if (overrides.epContextFile) {
+    (options.extra as Record<string, unknown>).ep = { context_enable: '1', context_file_path: overrides.epContextFile, context_embed_mode: '1' };
+  }
   return options;
+}
+
+/**
+ * `{name, ...options}` as the binding takes it: option values as strings (ORT parses them itself and
+ * rejects unknown names), lists kept as lists (WebGPU's forceCpuNodeNames).
+ */
+function providerEntry(name: string, options: Record<string, string | number | string[]>): InferenceSession.ExecutionProviderConfig {
+  const entry: Record<string, string | string[]> = {};
+  for (const [key, value] of Object.entries(options)) entry[key] = typeof value === 'number' ? String(value) : value;
+  return { ...entry, name } as InferenceSession.ExecutionProviderConfig;
 }
 
 /** Provider names as the binding spells them, in order, without duplicates. */

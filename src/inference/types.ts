@@ -1,3 +1,6 @@
+import type { Placement } from './placement.js';
+import type { RuntimeInfo } from './runtime.js';
+
 /** What the preprocessor produces and the inference worker consumes. */
 export interface InputTensor {
   data: Float32Array;
@@ -26,6 +29,14 @@ export interface SessionSettings {
   graphOptimizationLevel: 'disabled' | 'basic' | 'extended' | 'all';
   /** Where ORT may save the optimized model for a faster next start (optional). */
   optimizedModelCacheDir?: string;
+  /** Where an accelerator's compiled graph (ORT EP context) is kept between starts (optional). */
+  epContextCacheDir?: string;
+  /** Per provider, options handed to ORT as given (numbers as decimal text). */
+  providerOptions?: Record<string, Record<string, string | number | string[]>>;
+  /** Nodes an accelerator cannot take may run on the CPU. Default true. */
+  cpuFallback?: boolean;
+  /** Another onnxruntime-node build (a folder, main file or package name); '' or absent = the bundled one. */
+  runtime?: string;
 }
 
 /** Why a provider was not used, for the log and `doctor`. */
@@ -33,6 +44,8 @@ export interface ProviderAttempt {
   provider: string;
   ok: boolean;
   reason?: string;
+  /** What the provider's native code printed while failing (Vulkan loader, Dawn, ORT), if anything. */
+  native?: string[];
 }
 
 /** A graph input or output as the loaded session reports it. */
@@ -47,6 +60,8 @@ export interface TensorInfo {
 /** What the engine settled on when its worker came up. */
 export interface EngineInfo {
   provider: string;
+  /** The onnxruntime-node build the worker loaded. */
+  runtime: RuntimeInfo;
   attempts: ProviderAttempt[];
   input: TensorInfo;
   output: TensorInfo;
@@ -55,4 +70,6 @@ export interface EngineInfo {
   /** Session creation (including provider attempts) and the warm-up run, in the worker. */
   loadMs: number;
   warmupMs: number;
+  /** Nodes per provider from the profiled warm-up run (absent if the profile could not be read). */
+  placement?: Placement;
 }

@@ -5,13 +5,17 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { cpus } from 'node:os';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
+import type * as Ort from 'onnxruntime-node';
+import { ortReason } from './errors.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
+import { profileDir, readProfile, type Placement } from './placement.js';
+import { probeProvider } from './provider-probe.js';
+import { epContextFile, epContextPrefix, optimizedModelFile } from './session-cache.js';
+import { loadRuntime, type OrtModule, type RuntimeInfo } from './runtime.js';
 import { normalizeProviders, sessionOptionsFor } from './session-options.js';
 import type { ProviderAttempt, SessionSettings, TensorInfo } from './types.js';
 
@@ -20,7 +24,7 @@ const post = (msg: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage
 
 class InitError extends Error {
   constructor(
-    readonly kind: 'no-provider' | 'model',
+    readonly kind: 'no-provider' | 'model' | 'runtime',
     message: string,
   ) {
     super(message);
@@ -28,9 +32,11 @@ class InitError extends Error {
 }
 
 interface Loaded {
-  session: ort.InferenceSession;
+  session: Ort.InferenceSession;
   provider: string;
   fromCache: boolean;
+  /** The session profiles its first run (the warm-up) into this folder, for the placement report. */
+  profile: string;
 }
 
 const { settings } = workerData as WorkerInit;
@@ -38,9 +44,17 @@ const attempts: ProviderAttempt[] = [];
 let loaded: Loaded | undefined;
 let inputName = '';
 let outputName = '';
+// Only this thread loads ONNX Runtime, and it loads the configured build (inference.runtime).
+let ort: OrtModule;
+let runtime: RuntimeInfo;
 
 try {
   const t0 = performance.now();
+  try {
+    ({ ort, info: runtime } = loadRuntime(settings.runtime ?? ''));
+  } catch (err) {
+    throw new InitError('runtime', (err as Error).message);
+  }
   loaded = await createSession(settings);
   const loadMs = performance.now() - t0;
   const input = describe(loaded.session, 'input', settings.inputName);
@@ -49,9 +63,11 @@ try {
   inputName = input.name;
   outputName = output.name;
   const warmupMs = await warmUp(loaded.session, input);
-  post({ type: 'ready', provider: loaded.provider, attempts, input, output, fromCache: loaded.fromCache, loadMs, warmupMs });
+  const placement = await placementOf(loaded);
+  post({ type: 'ready', provider: loaded.provider, runtime, attempts, input, output, fromCache: loaded.fromCache, loadMs, warmupMs, placement });
 } catch (err) {
   await loaded?.session.release().catch(() => undefined);
+  if (loaded) await rm(loaded.profile, { recursive: true, force: true });
   loaded = undefined;
   const kind = err instanceof InitError ? err.kind : 'model';
   post({ type: 'init-error', kind, message: (err as Error).message, attempts });
@@ -109,12 +125,23 @@ async function createSession(s: SessionSettings): Promise<Loaded> {
       attempts.push({ provider, ok: false, reason: 'not compiled into this onnxruntime-node build' });
       continue;
     }
+    if (provider !== 'cpu') {
+      const probe = await probeProvider(s, provider);
+      if (!probe.ok) {
+        attempts.push({ provider, ok: false, reason: probe.reason ?? 'failed', ...(probe.native ? { native: probe.native } : {}) });
+        continue;
+      }
+    }
+    const profile = await profileDir();
     try {
-      const { session, fromCache } = await createWithCache(s, provider);
+      const profileFilePrefix = path.join(profile, 'warmup');
+      const { session, fromCache } =
+        provider === 'cpu' ? await createCpuSession(s, profileFilePrefix) : await createAcceleratedSession(s, provider, profileFilePrefix);
       attempts.push({ provider, ok: true });
-      return { session, provider, fromCache };
+      return { session, provider, fromCache, profile };
     } catch (err) {
-      attempts.push({ provider, ok: false, reason: (err as Error).message.trim() });
+      await rm(profile, { recursive: true, force: true });
+      attempts.push({ provider, ok: false, reason: ortReason((err as Error).message) });
     }
   }
   const tried = attempts.map((a) => `${a.provider}: ${a.reason}`).join('; ');
@@ -122,24 +149,21 @@ async function createSession(s: SessionSettings): Promise<Loaded> {
   throw new InitError('no-provider', `no execution provider could load ${s.modelPath}${hint}: ${tried || 'none configured'}`);
 }
 
+type Created = { session: Ort.InferenceSession; fromCache: boolean };
+
 /**
- * CPU sessions can start from a saved, already-optimized model (DESIGN §6: first Result ≤ 2 s).
- * The file name carries everything that makes it valid: model content, ORT version, provider, level.
- * Accelerator partitions cannot be saved this way, so other providers always load the original.
+ * CPU sessions can start from a saved, already-optimized model (first Result within 2 s of a restart).
+ * The file name carries everything that makes it valid: model content, ORT version, CPU, level.
  */
-async function createWithCache(s: SessionSettings, provider: string): Promise<{ session: ort.InferenceSession; fromCache: boolean }> {
-  if (!s.optimizedModelCacheDir || provider !== 'cpu' || s.graphOptimizationLevel === 'disabled') {
-    return { session: await ort.InferenceSession.create(s.modelPath, sessionOptionsFor(s, provider)), fromCache: false };
+async function createCpuSession(s: SessionSettings, profileFilePrefix: string): Promise<Created> {
+  if (!s.optimizedModelCacheDir || s.graphOptimizationLevel === 'disabled') {
+    return { session: await ort.InferenceSession.create(s.modelPath, sessionOptionsFor(s, 'cpu', { profileFilePrefix })), fromCache: false };
   }
-  const hash = await sha256File(s.modelPath);
-  // Level 'all' bakes in CPU-specific layouts (NCHWc), so the CPU model is part of the key too.
-  const cpu = createHash('sha256').update(`${process.arch} ${cpus()[0]?.model ?? ''}`).digest('hex').slice(0, 8);
-  const key = `${path.basename(s.modelPath, '.onnx')}-${hash.slice(0, 16)}-ort${ort.env.versions.node ?? 'x'}-${cpu}-${provider}-${s.graphOptimizationLevel}`;
-  const cached = path.join(s.optimizedModelCacheDir, `${key}.onnx`);
+  const cached = optimizedModelFile(s.optimizedModelCacheDir, s, await sha256File(s.modelPath), runtime.version);
   if (await exists(cached)) {
     try {
       // Already optimized: skip the optimizer, which is most of the load time.
-      const options = sessionOptionsFor(s, provider, { graphOptimizationLevel: 'disabled' });
+      const options = sessionOptionsFor(s, 'cpu', { graphOptimizationLevel: 'disabled', profileFilePrefix });
       return { session: await ort.InferenceSession.create(cached, options), fromCache: true };
     } catch {
       await rm(cached, { force: true }); // unreadable cache: rebuild it below
@@ -148,7 +172,8 @@ async function createWithCache(s: SessionSettings, provider: string): Promise<{ 
   await mkdir(s.optimizedModelCacheDir, { recursive: true });
   const tmp = `${cached}.tmp-${process.pid}-${threadId}`;
   try {
-    const session = await ort.InferenceSession.create(s.modelPath, sessionOptionsFor(s, provider, { optimizedModelFilePath: tmp }));
+    const options = sessionOptionsFor(s, 'cpu', { optimizedModelFilePath: tmp, profileFilePrefix });
+    const session = await ort.InferenceSession.create(s.modelPath, options);
     await rename(tmp, cached).catch(() => undefined); // a cache we cannot write is only slower
     return { session, fromCache: false };
   } finally {
@@ -156,7 +181,60 @@ async function createWithCache(s: SessionSettings, provider: string): Promise<{ 
   }
 }
 
-function describe(session: ort.InferenceSession, kind: 'input' | 'output', wanted?: string): TensorInfo {
+/**
+ * A compiling accelerator (QNN, VSINPU …) turns the graph into its own binary at session creation,
+ * which can take minutes on an NPU. ORT's EP context (`ep.context_*`) saves that binary inside an ONNX
+ * file; loading that file skips the compilation. Keyed like the CPU cache (model content, runtime,
+ * provider and its options), so a changed model or option compiles again. Providers that compile
+ * nothing (WebGPU) write no file and are simply loaded from the model each time.
+ */
+async function createAcceleratedSession(s: SessionSettings, provider: string, profileFilePrefix: string): Promise<Created> {
+  const create = (file: string, over: Parameters<typeof sessionOptionsFor>[2] = {}) =>
+    ort.InferenceSession.create(file, sessionOptionsFor(s, provider, { profileFilePrefix, ...over }));
+  if (!s.epContextCacheDir) return { session: await create(s.modelPath), fromCache: false };
+  const cached = epContextFile(s.epContextCacheDir, s, provider, await sha256File(s.modelPath), runtime.version);
+  if (await exists(cached)) {
+    try {
+      return { session: await create(cached), fromCache: true };
+    } catch {
+      await rm(cached, { force: true }); // stale or unreadable: compile again below
+    }
+  }
+  await mkdir(s.epContextCacheDir, { recursive: true });
+  const tmp = `${cached}.tmp-${process.pid}-${threadId}.onnx`;
+  try {
+    const session = await create(s.modelPath, { epContextFile: tmp });
+    if (await exists(tmp)) {
+      await rename(tmp, cached).catch(() => undefined);
+      await pruneContexts(s.epContextCacheDir, epContextPrefix(s, provider), cached);
+    }
+    return { session, fromCache: false };
+  } finally {
+    await rm(tmp, { force: true });
+  }
+}
+
+/** Context files of the same model name and provider but another model version or option set. */
+async function pruneContexts(dir: string, stem: string, keep: string): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (name.startsWith(stem) && name.endsWith('_ctx.onnx') && path.join(dir, name) !== keep) {
+      await rm(path.join(dir, name), { force: true });
+    }
+  }
+}
+
+/** Ends the warm-up's profile and reads the placement from it; a failure here costs only the report. */
+async function placementOf(l: Loaded): Promise<Placement | undefined> {
+  try {
+    await l.session.endProfiling();
+    return await readProfile(l.profile);
+  } catch {
+    await rm(l.profile, { recursive: true, force: true });
+    return undefined;
+  }
+}
+
+function describe(session: Ort.InferenceSession, kind: 'input' | 'output', wanted?: string): TensorInfo {
   const names = kind === 'input' ? session.inputNames : session.outputNames;
   const name = wanted ?? names[0];
   if (name === undefined || !names.includes(name)) {
@@ -168,7 +246,7 @@ function describe(session: ort.InferenceSession, kind: 'input' | 'output', wante
 }
 
 /** One run with zeros so the first frame does not pay for lazy allocation and kernel selection. */
-async function warmUp(session: ort.InferenceSession, input: TensorInfo): Promise<number> {
+async function warmUp(session: Ort.InferenceSession, input: TensorInfo): Promise<number> {
   // A symbolic batch dimension becomes 1; other symbolic dimensions leave nothing to warm up with.
   const dims = input.dims.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? 1 : NaN));
   if (dims.length === 0 || dims.some(Number.isNaN)) return 0;

@@ -4,13 +4,17 @@
  * end of the run (test/helpers/skip-reporter.ts), never hidden.
  */
 import { createRequire } from 'node:module';
+import { probeProvider } from '../../src/inference/index.js';
 import { findMosquitto } from './broker.js';
+import { writeTinyModel } from './tiny-model.js';
 import { which } from './which.js';
 
 export const SKIP = {
   mqtt5: 'needs mosquitto: MQTT 5 (the fallback broker, Aedes, speaks MQTT 3.1.1 only)',
   fswebcam: "needs Debian's fswebcam (apt install fswebcam)",
   unixDgram: 'needs the optional native module unix-dgram (not built: no compiler?)',
+  webgpu: 'needs a Vulkan driver WebGPU can use (no GPU here? Mesa >= 24 lavapipe: bookworm-backports mesa-vulkan-drivers)',
+  webgpuBuild: 'needs the WebGPU provider, which this platform\'s onnxruntime-node build lacks',
 } as const;
 
 /** The broker startBroker() will give: Mosquitto when installed, unless INCEPTIOND_TEST_BROKER=aedes. */
@@ -29,4 +33,18 @@ export function loadUnixDgram<T>(): T | null {
   } catch {
     return null;
   }
+}
+
+let webGpu: Promise<{ compiled: boolean; usable: boolean; reason?: string }> | undefined;
+
+/** Whether this machine's onnxruntime-node has WebGPU and a driver it can use (probed once, in a child process). */
+export function webGpuStatus(): Promise<{ compiled: boolean; usable: boolean; reason?: string }> {
+  webGpu ??= (async () => {
+    const ort = createRequire(import.meta.url)('onnxruntime-node') as { listSupportedBackends(): Array<{ name: string }> };
+    if (!ort.listSupportedBackends().some((b) => b.name === 'webgpu')) return { compiled: false, usable: false };
+    const modelPath = await writeTinyModel({ size: 8, classes: 4, seed: 1 });
+    const probe = await probeProvider({ modelPath, executionProviders: ['webgpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all' }, 'webgpu');
+    return { compiled: true, usable: probe.ok, reason: probe.reason };
+  })();
+  return webGpu;
 }
