@@ -25,7 +25,8 @@ export function checkAgainstSchema(
   keyPrefix = '',
 ): SchemaCheck {
   const problems: ConfigProblem[] = [];
-  const cleaned = checkStructure(schema, input, keyPrefix, problems);
+  const objectLeaves: ObjectLeaf[] = [];
+  const cleaned = checkStructure(schema, input, keyPrefix, problems, objectLeaves);
 
   // args: [] keeps convict from reading process.argv (the CLI's own flags).
   const cfg = convict(schema as convict.Schema<Record<string, unknown>>, { env, args: [] });
@@ -34,6 +35,11 @@ export function checkAgainstSchema(
   } catch (err) {
     problems.push({ reason: (err as Error).message, message: `invalid configuration: ${(err as Error).message}` });
     return { values: cfg.getProperties(), problems };
+  }
+  // convict's load() walks into objects as if they were groups and fails on a leaf that holds one; set()
+  // stores it whole. The environment still wins, as for every other key.
+  for (const leaf of objectLeaves) {
+    if (leaf.env === undefined || env[leaf.env] === undefined) cfg.set(leaf.path, leaf.value);
   }
   try {
     cfg.validate({ allowed: 'strict' });
@@ -48,15 +54,25 @@ export function checkAgainstSchema(
  * would replace a whole group given a string, or crash on an object given for a value. Bad parts are
  * left out of the returned copy so convict still checks everything else.
  */
+interface ObjectLeaf {
+  /** Path inside this schema (without the message prefix). */
+  path: string;
+  env?: string;
+  value: Record<string, unknown>;
+}
+
 function checkStructure(
   schema: SchemaNode,
   input: Record<string, unknown>,
   prefix: string,
   problems: ConfigProblem[],
+  objectLeaves: ObjectLeaf[],
+  path = '',
 ): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(input)) {
     const dotted = prefix + key;
+    const own = path + key;
     const node = Object.prototype.hasOwnProperty.call(schema, key) ? schema[key] : undefined;
     if (node === undefined) {
       const near = closest(key, Object.keys(schema));
@@ -64,6 +80,11 @@ function checkStructure(
       continue;
     }
     if (isLeaf(node)) {
+      // A leaf whose default is an object (inference.providerOptions) takes an object: its format checks it.
+      if (isPlainObject(value) && isPlainObject(node.default)) {
+        objectLeaves.push({ path: own, env: node.env, value });
+        continue;
+      }
       if (isPlainObject(value)) {
         problems.push(invalidValue(dotted, value, 'must be a single value, not an object'));
         continue;
@@ -72,7 +93,7 @@ function checkStructure(
     } else if (!isPlainObject(value)) {
       problems.push(invalidValue(dotted, value, 'must be an object'));
     } else {
-      out[key] = checkStructure(node, value, `${dotted}.`, problems);
+      out[key] = checkStructure(node, value, `${dotted}.`, problems, objectLeaves, `${own}.`);
     }
   }
   return out;

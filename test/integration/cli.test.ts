@@ -46,6 +46,8 @@ describe('config check', () => {
     ['a wrong type', '{"capture":{"intervalMs":"fast"}}', /capture\.intervalMs = "fast": must be a whole number/],
     ['a value out of range', '{"mqtt":{"qos":3}}', /mqtt\.qos = 3/],
     ['broken JSON', '{"mqtt": {', /not valid JSON.*line 1/],
+    ['options for an unknown provider', '{"inference":{"providerOptions":{"npu":{"a":"b"}}}}', /inference\.providerOptions = .*names unknown execution provider "npu"/],
+    ['a provider option that is an object', '{"inference":{"providerOptions":{"qnn":{"backend_path":{"x":1}}}}}', /inference\.providerOptions = .*\.qnn\.backend_path must be a string, a number or a list of strings/],
   ])('refuses %s with exit 78 and says what is wrong', async (_what, text, message) => {
     const file = await configFile(`bad-${Math.random().toString(16).slice(2)}.json`, text);
     const out = await runCli(['config', 'check', '-c', file]);
@@ -62,6 +64,50 @@ describe('config check', () => {
     const env = await runCli(['run'], { INCEPTIOND_CAPTURE_INTERVALMS: 'soon', INCEPTIOND_CONFIG: undefined });
     expect(env.code).toBe(78);
     expect(env.stderr).toMatch(/capture\.intervalMs.*"soon"/);
+  });
+});
+
+describe('config print', () => {
+  it('shows provider options and the runtime as configured', async () => {
+    const file = await configFile(
+      'npu.json',
+      JSON.stringify({ inference: { executionProviders: ['qnn', 'cpu'], providerOptions: { qnn: { backend_path: 'libQnnHtp.so', htp_performance_mode: 'burst' } }, runtime: '/opt/ort-qnn' } }),
+    );
+    const out = await runCli(['config', 'print', '-c', file]);
+    expect(out.code).toBe(0);
+    expect(JSON.parse(out.stdout).inference).toMatchObject({
+      executionProviders: ['qnn', 'cpu'],
+      providerOptions: { qnn: { backend_path: 'libQnnHtp.so', htp_performance_mode: 'burst' } },
+      cpuFallback: true,
+      runtime: '/opt/ort-qnn',
+    });
+  });
+});
+
+describe('doctor', () => {
+  it('--json gives every check, with the providers that can run and the node placement of the model', async () => {
+    const out = await runCli(['doctor', '--json', '-c', 'config/development.json'], {
+      ...sharedModelEnv(inject('modelCacheDir')),
+      INCEPTIOND_STATEDIR: path.join(work, 'state-doctor'),
+    });
+    expect(out.code).toBe(0);
+    const report = JSON.parse(out.stdout) as { ok: boolean; checks: Array<{ name: string; ok: boolean; data?: Record<string, unknown> }> };
+    expect(report.ok).toBe(true);
+    const check = (name: string) => report.checks.find((c) => c.name === name)!;
+    expect(report.checks.map((c) => c.name)).toEqual(
+      expect.arrayContaining(['state directory', 'ffmpeg', 'camera "camera" (files)', 'onnxruntime', 'model', 'execution providers', 'inference', 'MQTT broker']),
+    );
+    const providers = check('execution providers').data as { usable: string[]; unusable: Record<string, string>; compiled: string[] };
+    expect(providers.usable).toContain('cpu');
+    // Compiled in but without their libraries (onnxruntime-node's install script was not allowed to fetch them).
+    for (const p of ['cuda', 'tensorrt'].filter((x) => providers.compiled.includes(x))) {
+      expect(providers.usable).not.toContain(p);
+      expect(providers.unusable[p]).toMatch(/Failed to load shared library/);
+    }
+    const inference = check('inference').data as { provider: string; placement: Record<string, number> };
+    expect(inference.provider).toBe('cpu');
+    expect(Object.keys(inference.placement)).toEqual(['cpu']);
+    expect(inference.placement.cpu).toBeGreaterThan(50); // the INT8 Inception V2's fused nodes
   });
 });
 
