@@ -356,6 +356,36 @@ describe('emitted graph per target (small CNN)', () => {
     expect(yv.scale).toBeLessThan(1e-7);
   });
 
+  it('asymmetric uint8 weights whose scale is raised for the int32 bias get a new zero point and stay exact', async () => {
+    // x in [0, 1e-3], weights in [-1e-4, 3e-4], biases ~1: bias / (s_x · s_w) would overflow int32.
+    const w = Float32Array.from({ length: 12 }, (_, i) => -1e-4 + (4e-4 * i) / 11);
+    const b = Float32Array.of(1, -1, 0.5, 2);
+    const gp = onnx.GraphProto.create({
+      name: 'bias',
+      node: [makeNode('Conv', ['x', 'w', 'b'], ['y'], { kernel_shape: [1, 1] }, 'conv')],
+      initializer: [makeTensor('w', DataType.FLOAT, [4, 3, 1, 1], w), makeTensor('b', DataType.FLOAT, [4], b)],
+      input: [makeValueInfo('x', DataType.FLOAT, [1, 3, 4, 4])],
+      output: [makeValueInfo('y', DataType.FLOAT, [1, 4, 4, 4])],
+    });
+    const xs = [0, 1, 2].map((k) => Float32Array.from({ length: 48 }, (_, i) => (((i * 5 + k) % 13) / 13) * 1e-3));
+    async function* inputs(): AsyncGenerator<Float32Array> {
+      yield* xs;
+    }
+    const fp32 = path.join(dir, 'bias.onnx');
+    const out = path.join(dir, 'bias.vsinpu.onnx');
+    await saveModel(makeModel({ graph: gp, opset: 13 }), fp32);
+    const report = await quantizeModel({ input: fp32, output: out, calibration: { images: inputs() }, method: 'minmax', target: 'vsinpu' });
+    expect(report.biasAdjusted).toEqual([{ node: 'conv', channels: [0] }]);
+    const [wv] = (await Graph.load(out)).weights();
+    // the raised scale moved the zero point: the weight minimum still maps to 0
+    expect(wv!.zeroPoints).toEqual([asymmetricZeroPoint(-1e-4, wv!.scales[0]!, 'uint8')]);
+    expect(wv!.zeroPoints[0]).not.toBe(weightParams(w, [4, 3, 1, 1], 0, U8_PT).zeroPoints[0]);
+    // The output (≈ the biases, over [-1, 2] in uint8 steps of 3/255) measures 52.6 dB: the limit of
+    // its own 8-bit rounding, so the raised bias scale lost nothing; a bias at the wrong scale gives < 0 dB.
+    const r = await agreement(fp32, out, xs, [1, 3, 4, 4]);
+    expect(r.sqnrDb).toBeGreaterThan(45);
+  });
+
   it('acl: int8 symmetric per-tensor weights (scalar scale, zero point 0), float Softmax after a float-output Gemm', async () => {
     const { g, report } = await quantizeSmall('acl', { target: 'acl' });
     for (const w of g.weights()) {
