@@ -276,9 +276,6 @@ describe('emitted graph per target (small CNN)', () => {
     }
     // Asymmetric: zero points sit where 0 falls in each weight's own range, not at 0 or 128.
     expect(ws.some((w) => w.zeroPoints[0] !== 0 && w.zeroPoints[0] !== 128)).toBe(true);
-    // The weights dequantize back to within half a step of the float weights.
-    const conv1 = ws.find((w) => w.node === 'conv1')!;
-    expect(conv1.scales[0]).toBeGreaterThan(0);
   });
 
   it('qnn-htp: Softmax is a DQ → Softmax → Q node unit with scale 1/255, zero point 0; the logits are quantized', async () => {
@@ -550,9 +547,9 @@ describe('every target agrees with FP32 on the CPU provider', () => {
       );
     });
 
-    // The synthetic weights amplify any perturbation along the network (the cpu target's int8 model
-    // measures 8-14 dB here); a wrong scale, zero point or axis gives ≤ 0 dB. Top-1 of a synthetic
-    // 1000-class output is too flat to bound, so only the SQNR is.
+    // The synthetic weights amplify any perturbation along the network, so the bounds are low (see
+    // the measured values above); uint8 weight zero points off by 3 steps already fail them. Top-1 of
+    // a synthetic 1000-class output is too flat to bound (it moves on 8 images), so only the SQNR is.
     for (const v of VARIANTS) {
       it(`${v.name}: output SQNR > ${v.inception} dB`, async () => {
         const out = path.join(dir, `inception.${v.name.replace(/\W/g, '_')}.onnx`);
