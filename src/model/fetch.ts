@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
@@ -39,6 +39,8 @@ export class FetchError extends Error {
 }
 
 const MAX_REDIRECTS = 10;
+/** Received but not yet written bytes above which the download pauses the network. */
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 const LOG_INTERVAL_MS = 5000;
 
 /** Catalogue entries: manifests in `dir` that have a download source. */
@@ -142,21 +144,37 @@ async function download(t: Target, part: string, logger: Logger | undefined, sho
     await rm(part, { force: true });
     have = 0;
   }
-  const res = await get(t.url, have > 0 ? { range: `bytes=${have}-` } : {});
-  let append = false;
-  if (have > 0 && res.status === 206) {
-    append = true;
-    logger?.info({ url: t.url, offset: have }, 'resuming download');
-  } else if (res.status === 416 && have > 0 && t.size === have) {
-    res.body.resume(); // the .part is already complete
-    return;
-  } else if (res.status !== 200) {
-    res.body.resume();
-    throw new FetchError(`download of ${t.url} failed: HTTP ${res.status}`);
-  } else if (have > 0) {
-    logger?.info({ url: t.url }, 'server ignored the range request: restarting the download');
+  // Opened before the request: from the response on, nothing may be awaited until the body's listeners
+  // are attached, or a body cut off meanwhile would be gone unread (see receive()).
+  const file = await open(part, 'a');
+  try {
+    const res = await get(t.url, have > 0 ? { range: `bytes=${have}-` } : {});
+    let append = false;
+    if (have > 0 && res.status === 206) {
+      append = true;
+      logger?.info({ url: t.url, offset: have }, 'resuming download');
+    } else if (res.status === 416 && have > 0 && t.size === have) {
+      res.body.resume(); // the .part is already complete
+      return;
+    } else if (res.status !== 200) {
+      res.body.resume();
+      throw new FetchError(`download of ${t.url} failed: HTTP ${res.status}`);
+    } else if (have > 0) {
+      logger?.info({ url: t.url }, 'server ignored the range request: restarting the download');
+    }
+    await receive(t, res, file, append ? have : 0, logger, showBar);
+  } finally {
+    await file.close();
   }
-  const start = append ? have : 0;
+}
+
+/**
+ * Writes the body to `file` (opened for appending; emptied first unless resuming at `start`). Every byte
+ * received is written before an interruption is reported, so the next run resumes from the .part's size.
+ * The body flows, chunks queued for writing as they arrive: a paused stream that errors drops what it
+ * buffered (Node 22 does, mid-for-await), which would lose the tail.
+ */
+async function receive(t: Target, res: Awaited<ReturnType<typeof get>>, file: FileHandle, start: number, logger: Logger | undefined, showBar: boolean): Promise<void> {
   const length = Number(res.headers['content-length']);
   const total = Number.isFinite(length) ? start + length : t.size;
 
@@ -170,26 +188,51 @@ async function download(t: Target, part: string, logger: Logger | undefined, sho
     : undefined;
   const mb = (n: number) => Math.round(n / 1e5) / 10;
   bar?.start(mb(total ?? 0), mb(done));
-  // Chunks are written one by one and awaited, so after an interruption the .part holds every byte
-  // received and the next run can resume from its size.
-  const file = await open(part, append ? 'a' : 'w');
   try {
-    for await (const chunk of res.body as AsyncIterable<Buffer>) {
-      await file.write(chunk);
-      done += chunk.length;
-      bar?.update(mb(done));
-      if (!bar && Date.now() - lastLog >= LOG_INTERVAL_MS) {
-        lastLog = Date.now();
-        logger?.info({ bytes: done, total }, 'downloading');
-      }
-    }
+    await new Promise<void>((resolve, reject) => {
+      let writing: Promise<void> = start > 0 ? Promise.resolve() : file.truncate(0);
+      let queued = 0;
+      let failed: Error | undefined;
+      const body = res.body;
+      body.on('data', (chunk: Buffer) => {
+        queued += chunk.length;
+        if (queued > MAX_QUEUED_BYTES) body.pause(); // a slow disk: hold back the network for a while
+        writing = writing.then(async () => {
+          if (failed) return;
+          try {
+            await file.write(chunk);
+          } catch (err) {
+            failed = err as Error;
+            body.destroy(failed);
+            return;
+          }
+          queued -= chunk.length;
+          done += chunk.length;
+          if (body.isPaused() && queued <= MAX_QUEUED_BYTES / 2) body.resume();
+          bar?.update(mb(done));
+          if (!bar && Date.now() - lastLog >= LOG_INTERVAL_MS) {
+            lastLog = Date.now();
+            logger?.info({ bytes: done, total }, 'downloading');
+          }
+        });
+      });
+      let settled = false;
+      const settle = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        void writing.then(() => (failed ?? err ? reject(failed ?? err) : resolve()));
+      };
+      body.once('end', () => settle());
+      body.once('error', (err) => settle(err));
+      // Node 20 ends a cut-off body with 'end' (then complete is false), Node 22 with 'error' or only 'close'.
+      body.once('close', () => settle(body.complete ? undefined : new Error('connection closed')));
+    });
   } catch (err) {
     throw new FetchError(
       `download of ${t.url} interrupted after ${done} bytes (${(err as Error).message}); run again to resume`,
     );
   } finally {
     bar?.stop();
-    await file.close();
   }
   if (!res.body.complete) {
     throw new FetchError(`download of ${t.url} interrupted after ${done} bytes; run again to resume`);
