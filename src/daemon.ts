@@ -21,7 +21,7 @@ import {
   type Topics,
 } from './publish/index.js';
 import { createNotifier, lockStateDir, Metrics, packageVersion, startHttpServer, type Notifier } from './ops/index.js';
-import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './model-setup.js';
+import { prepareModelIsolated, sessionSettingsFor, targetForProvider, type PreparedModel } from './model-setup.js';
 import { toSourceOptions } from './source-options.js';
 
 /** Start-up time asked of systemd per model build/quantization step (a Pi Zero-class board is the worst case). */
@@ -75,6 +75,17 @@ function warnAboutSplitGraph(engine: InferenceEngine, model: PreparedModel, logg
   logger.warn(
     { provider: engine.provider, placement },
     `${engine.provider} left ${placement.nodes.cpu} of ${Object.values(placement.nodes).reduce((a, b) => a + b, 0)} nodes to the CPU (${formatPlacement(placement)})${hint}`,
+  );
+}
+
+/** An INT8 model shaped for another provider runs, but slower or partly on the CPU: say which to make. */
+function warnAboutQuantizationTarget(engine: InferenceEngine, model: PreparedModel, logger: Logger): void {
+  const made = model.manifest.quantization?.target;
+  const wanted = targetForProvider(engine.provider);
+  if (!made || made === wanted || (made === 'cpu-arm' && wanted === 'cpu')) return;
+  logger.warn(
+    { provider: engine.provider, quantizedFor: made, suggested: wanted },
+    `this INT8 model was quantized for ${made}, but runs on ${engine.provider}: \`inceptiond model quantize FP32 OUT --target ${wanted}\` shapes one for it`,
   );
 }
 
@@ -144,6 +155,7 @@ export class Daemon {
       );
       closers.push({ name: 'inference', close: () => engine.close() });
       warnAboutSplitGraph(engine, model, logger);
+      warnAboutQuantizationTarget(engine, model, logger);
       logger.info(
         {
           model: model.manifest.name,

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { glob, isDynamicPattern } from 'tinyglobby';
-import { projectRoot, type Config } from './config/index.js';
+import { projectRoot, type Config, type QuantizationTargetName } from './config/index.js';
 import type { SessionSettings } from './inference/index.js';
 import type { ChildMessage, ChildRequest } from './model-setup-child.js';
 // Only the manifest part of model/ is imported eagerly: the builder and the quantizer load ONNX Runtime,
@@ -153,11 +153,36 @@ export async function calibrationImagesFor(config: Config): Promise<string[]> {
   return spread(await listImageFiles(where, what), MAX_DAEMON_CALIBRATION_IMAGES);
 }
 
+/**
+ * The preset the daemon quantizes for: as configured, or the first execution provider's. A CPU gets
+ * `cpu` on both x86 and ARM (the measured default; `cpu-arm` follows ORT's documentation but has not
+ * been timed on an ARM CPU).
+ */
+export function quantizationTargetFor(config: Config): Exclude<QuantizationTargetName, 'auto'> {
+  const chosen = config.model.quantizationTarget;
+  return chosen !== 'auto' ? chosen : targetForProvider(config.inference.executionProviders[0] ?? 'cpu');
+}
+
+/** The `model quantize --target` preset shaped for an execution provider. */
+export function targetForProvider(provider: string): Exclude<QuantizationTargetName, 'auto'> {
+  switch (provider) {
+    case 'qnn':
+      return 'qnn-htp';
+    case 'vsinpu':
+    case 'acl':
+    case 'xnnpack':
+      return provider;
+    default:
+      return 'cpu';
+  }
+}
+
 /** What makes a cached INT8 model valid: the source model's bytes and everything passed to the quantizer. */
 export interface Int8CacheKey {
   sourceSha256: string;
   method: Config['model']['calibration']['method'];
-  activationType: 'uint8';
+  /** the `model quantize --target` preset (its activation type follows) */
+  target: Exclude<QuantizationTargetName, 'auto'>;
   percentile?: number;
   /** sha256 of the calibration files' absolute paths and sizes, in order */
   calibrationHash: string;
@@ -187,7 +212,7 @@ export function int8CacheFileName(sourceModel: string, key: Int8CacheKey): strin
   const options = createHash('sha256')
     .update(JSON.stringify({ v: QUANTIZER_VERSION, percentile: key.percentile ?? null, calibration: key.calibrationHash }))
     .digest('hex');
-  return `${stem}.int8-${key.sourceSha256.slice(0, 12)}-${key.method}-${key.activationType}-${options.slice(0, 8)}.onnx`;
+  return `${stem}.int8-${key.sourceSha256.slice(0, 12)}-${key.method}-${key.target}-${options.slice(0, 8)}.onnx`;
 }
 
 /**
@@ -200,10 +225,11 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
   const images = await (opts.calibrationImages ?? (() => calibrationImagesFor(config)))();
   if (images.length === 0) throw new ModelSetupError('no calibration images to quantize the model with');
   const method = config.model.calibration.method;
+  const preset = quantizationTargetFor(config);
   const key: Int8CacheKey = {
     sourceSha256: await fileSha256(fp32.modelPath),
     method,
-    activationType: 'uint8',
+    target: preset,
     ...(method === 'percentile' ? { percentile: 99.999 } : {}),
     calibrationHash: await calibrationListHash(images),
   };
@@ -230,7 +256,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
       output: target,
       calibration: { images },
       method,
-      activationType: key.activationType,
+      target: preset,
       ...(key.percentile !== undefined ? { percentile: key.percentile } : {}),
       logger: logger.child({ component: 'quantize' }),
       progress: false,

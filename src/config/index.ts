@@ -7,9 +7,9 @@ export { readSecretFile } from './secrets.js';
 export { projectRoot } from './paths.js';
 export { buildSchema, envName, schemaKeys, deviceIdFromHostname } from './schema.js';
 export {
-  CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, EXECUTION_PROVIDERS, LOG_LEVELS, MODEL_PRECISIONS, GRAPH_OPTIMIZATION_LEVELS,
+  CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, EXECUTION_PROVIDERS, LOG_LEVELS, MODEL_PRECISIONS, GRAPH_OPTIMIZATION_LEVELS, QUANTIZATION_TARGETS,
   type CalibrationMethodName, type CaptureBackend, type CaptureConfig, type Config, type EmbeddedBrokerConfig, type ExecutionProviderName,
   type FfmpegCaptureConfig, type FilesCaptureConfig, type GraphOptimizationLevel, type HttpConfig,
-  type InferenceConfig, type LogLevel, type ModelConfig, type ModelPrecision, type MqttConfig,
+  type InferenceConfig, type LogLevel, type ModelConfig, type ModelPrecision, type MqttConfig, type QuantizationTargetName,
   type OutboxConfig, type SourceConfig, type WebcamCaptureConfig,
 } from './types.js';

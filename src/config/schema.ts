@@ -6,7 +6,7 @@ import {
   SOURCE_LIST, STRING, STRING_LIST, TOPIC_PREFIX, TOPIC_SAFE_NAME, integer, numberInRange, oneOf,
 } from './formats.js';
 import {
-  CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, GRAPH_OPTIMIZATION_LEVELS, LOG_LEVELS, MODEL_PRECISIONS, type CaptureConfig,
+  CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, GRAPH_OPTIMIZATION_LEVELS, LOG_LEVELS, MODEL_PRECISIONS, QUANTIZATION_TARGETS, type CaptureConfig,
 } from './types.js';
 
 export const ENV_PREFIX = 'INCEPTIOND';
@@ -101,6 +101,7 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
         path: leaf('Images the daemon calibrates on when it quantizes a model itself: folder or glob ("" = the files source\'s path if there is one, else the bundled models/samples)', STRING, ''),
         method: leaf('Calibration method when the daemon quantizes: minmax, percentile (99.999) or entropy', oneOf(CALIBRATION_METHODS), DEFAULT_CALIBRATION_METHOD),
       },
+      quantizationTarget: leaf('The provider the daemon shapes its own INT8 model for (`model quantize --target`): auto takes the first execution provider\'s (qnn → qnn-htp; vsinpu, acl, xnnpack by name; anything else cpu)', oneOf(QUANTIZATION_TARGETS), 'auto'),
     },
     inference: {
       executionProviders: leaf('ONNX Runtime execution providers in order of preference; cpu is the fallback', EXECUTION_PROVIDER_LIST, ['cpu']),

@@ -14,6 +14,9 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] a
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export const MODEL_PRECISIONS = ['auto', 'fp32', 'int8'] as const;
+/** `model quantize --target` presets (model/quantize/targets.ts; a test keeps the two lists equal), plus auto. */
+export const QUANTIZATION_TARGETS = ['auto', 'cpu', 'cpu-arm', 'qnn-htp', 'acl', 'vsinpu', 'xnnpack'] as const;
+export type QuantizationTargetName = (typeof QUANTIZATION_TARGETS)[number];
 export type ModelPrecision = (typeof MODEL_PRECISIONS)[number];
 
 /** How the quantizer picks activation ranges (`model quantize --method`, `model.calibration.method`). */
@@ -89,6 +92,8 @@ export interface ModelConfig {
     path: string;
     method: CalibrationMethodName;
   };
+  /** Which provider the daemon shapes its own INT8 model for ('auto' = the first execution provider's). */
+  quantizationTarget: QuantizationTargetName;
 }
 
 export type ProviderOptionValue = string | number | string[];

@@ -42,6 +42,8 @@ export interface ModelManifest {
   synthetic?: boolean;
   variant?: string;
   notes?: string;
+  /** How an INT8 model was quantized (`model quantize`): the target preset and what it resolved to. */
+  quantization?: { target: string; [setting: string]: unknown };
 }
 
 export class ManifestError extends Error {
@@ -135,6 +137,10 @@ export function validateManifest(obj: unknown, origin = 'manifest'): ModelManife
   oneOf(obj, 'synthetic', '', [true, false], false);
   str(obj, 'variant', '', false);
   if (obj.notes !== undefined && typeof obj.notes !== 'string') bad('notes', obj.notes, 'must be a string');
+  if (obj.quantization !== undefined) {
+    if (!isObj(obj.quantization)) bad('quantization', obj.quantization, 'must be an object');
+    else str(obj.quantization as Obj, 'target', 'quantization.');
+  }
 
   if (errors.length > 0) {
     throw new ManifestError(`${origin}: invalid model manifest:\n  ${errors.join('\n  ')}`);

@@ -10,7 +10,8 @@ import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { validateResult, type ResultPayload } from '../../src/publish/index.js';
 import { collect, startBroker, startProxy, type Collector, type TestBroker } from '../helpers/broker.js';
-import { startDaemon, writeConfig, type DaemonProcess, type LogLine } from '../helpers/daemon-process.js';
+import { runCli, startDaemon, writeConfig, type DaemonProcess, type LogLine } from '../helpers/daemon-process.js';
+import { writeTinyModel } from '../helpers/tiny-model.js';
 import { sharedModelEnv } from '../global-setup.js';
 
 let broker: TestBroker;
@@ -194,6 +195,27 @@ describe('daemon with the files source', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  it('runs a model quantized for another provider and says which target the running one wants', async () => {
+    const tiny = await writeTinyModel({ size: 16, channels: 4, depth: 2, classes: 5, seed: 4 }, work);
+    await writeFile(
+      `${tiny}.json`,
+      JSON.stringify({
+        name: 'tiny', file: path.basename(tiny),
+        input: { name: 'input', layout: 'NCHW', width: 16, height: 16, channels: 'RGB', scale: 0.0039215686, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill' },
+        output: { name: 'scores', activation: 'softmax' },
+      }),
+    );
+    const npu = path.join(work, 'tiny.qnn.onnx');
+    expect((await runCli(['model', 'quantize', tiny, npu, '--calibration', imagesDir, '--target', 'qnn-htp'])).code).toBe(0);
+    const t = await daemonConfig({ name: 'target', config: { model: { path: npu } } });
+    const sub = await watch(t.labels);
+    const daemon = run(t.file);
+    await sub.waitForCount(1);
+    const warning = await daemon.waitForLog((l) => l.level === 40 && l.quantizedFor === 'qnn-htp');
+    expect(warning).toMatchObject({ provider: 'cpu', suggested: 'cpu' });
+    expect(warning.msg).toContain('--target cpu');
   });
 
   it('refuses to start a second daemon on the same state directory, naming the first', async () => {

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, projectRoot, type Config } from '../../src/config/index.js';
-import { ModelSetupError, calibrationPathFor, prepareModel } from '../../src/model-setup.js';
+import { ModelSetupError, calibrationPathFor, prepareModel, quantizationTargetFor } from '../../src/model-setup.js';
 import { loadModel, saveModel, writeManifestBeside, type ModelManifest } from '../../src/model/index.js';
 import { createLogger } from '../../src/ops/index.js';
 import { buildSmallCnn, SMALL_INPUT, SMALL_SIZE, writeImages } from './quantize-fixtures.js';
@@ -56,7 +56,7 @@ describe('prepareModel with no model configured (the built Inception V2)', () =>
     expect(first.precision).toBe('int8');
     expect(first.synthetic).toBe(true);
     expect(path.dirname(first.modelPath)).toBe(cfg.model.cacheDir);
-    expect(path.basename(first.modelPath)).toMatch(/^inception-v2-built\.int8-[0-9a-f]{12}-percentile-uint8-[0-9a-f]{8}\.onnx$/);
+    expect(path.basename(first.modelPath)).toMatch(/^inception-v2-built\.int8-[0-9a-f]{12}-percentile-cpu-[0-9a-f]{8}\.onnx$/);
     const manifest = JSON.parse(await readFile(`${first.modelPath}.json`, 'utf8')) as ModelManifest;
     expect(manifest.precision).toBe('int8');
     expect(manifest.file).toBe(path.basename(first.modelPath));
@@ -103,8 +103,20 @@ describe('prepareModel with no model configured (the built Inception V2)', () =>
     const { logger } = captureLogger();
     const m = await prepareModel(cfg, logger);
     expect(m.precision).toBe('int8');
-    expect(path.basename(m.modelPath)).toMatch(/-minmax-uint8-/);
+    expect(path.basename(m.modelPath)).toMatch(/-minmax-cpu-/);
     expect(m.modelPath).not.toBe(first.modelPath);
+  });
+
+  it('quantizes for the first execution provider (qnn → qnn-htp), cached apart from the CPU model', async () => {
+    const cfg = await config({ ...base, inference: { executionProviders: ['qnn', 'cpu'] } }, 'qnn');
+    expect(quantizationTargetFor(cfg)).toBe('qnn-htp');
+    const m = await prepareModel(cfg, captureLogger().logger);
+    expect(path.basename(m.modelPath)).toMatch(/-percentile-qnn-htp-/);
+    const manifest = JSON.parse(await readFile(`${m.modelPath}.json`, 'utf8')) as { quantization: { target: string; quantizeSoftmax: boolean } };
+    expect(manifest.quantization).toMatchObject({ target: 'qnn-htp', quantizeSoftmax: true });
+    // and a chosen target wins over the provider's
+    expect(quantizationTargetFor(await config({ ...base, inference: { executionProviders: ['qnn'] }, model: { quantizationTarget: 'cpu' } }, 'qnn-cpu'))).toBe('cpu');
+    expect(quantizationTargetFor(await config({ ...base, inference: { executionProviders: ['webgpu', 'cpu'] } }, 'gpu'))).toBe('cpu');
   });
 
   it('fp32 with an INT8 model is refused with ModelSetupError', async () => {
@@ -173,7 +185,7 @@ describe('prepareModel with a configured FP32 model', () => {
     const { logger, messages } = captureLogger();
     const m = await prepareModel(cfg, logger);
     expect(m.precision).toBe('int8');
-    expect(path.basename(m.modelPath)).toMatch(/^small\.int8-[0-9a-f]{12}-percentile-uint8-[0-9a-f]{8}\.onnx$/);
+    expect(path.basename(m.modelPath)).toMatch(/^small\.int8-[0-9a-f]{12}-percentile-cpu-[0-9a-f]{8}\.onnx$/);
     expect(path.dirname(m.modelPath)).toBe(cfg.model.cacheDir);
     expect(messages().some((x) => x.startsWith('quantizing small.onnx to INT8 (percentile calibration on 3 images)'))).toBe(true);
     const again = captureLogger();

@@ -602,3 +602,11 @@ describe("what ORT's CPU provider fuses (optimized model, level all)", () => {
     expect(count(ops, 'com.microsoft:QGemm')).toBe(1);
   });
 });
+
+describe('the configuration offers the same presets', () => {
+  it('model.quantizationTarget lists every target (and auto)', async () => {
+    const { QUANTIZATION_TARGETS } = await import('../../src/config/index.js');
+    const { TARGET_NAMES } = await import('../../src/model/quantize/targets.js');
+    expect([...QUANTIZATION_TARGETS]).toEqual(['auto', ...TARGET_NAMES]);
+  });
+});

@@ -318,9 +318,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   let manifestPath: string | undefined;
   if (found) {
     const forTarget = settings.target === DEFAULT_TARGET ? '' : ` for ${settings.target}`;
-    // `quantization` is not declared in ModelManifest; validation keeps unknown fields, and a reader
-    // (or a person) can tell an NPU-shaped model from a CPU one by it.
-    const m: ModelManifest & { quantization: Record<string, unknown> } = {
+    // A reader (or a person) can tell an NPU-shaped model from a CPU one by `quantization`.
+    const m: ModelManifest = {
       ...found.manifest,
       precision: 'int8',
       notes: [
