@@ -327,7 +327,13 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = EXIT.USAGE;
       return;
     }
-    process.stderr.write(`inceptiond: ${(err as Error).message ?? String(err)}\n`);
+    let message = (err as Error).message ?? String(err);
+    // A command that loads ONNX Runtime on a platform it has no binary for (32-bit ARM): say that.
+    if (/onnxruntime_binding\.node/.test(message)) {
+      const { bundledRuntimeProblem } = await import('./inference/runtime.js');
+      message = bundledRuntimeProblem() ?? message;
+    }
+    process.stderr.write(`inceptiond: ${message.split('\n')[0]}\n`);
     process.exitCode = EXIT.RUNTIME;
   }
 }

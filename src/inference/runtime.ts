@@ -5,7 +5,7 @@
  * builds: both are libonnxruntime.so.1 and the dynamic linker would hand the second binding the first
  * library. See docs/ARCHITECTURE.md, "Execution providers".
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type * as Ort from 'onnxruntime-node';
@@ -42,8 +42,36 @@ export function resolveRuntime(spec: string, cwd = process.cwd()): string {
   }
 }
 
+/**
+ * Why the bundled onnxruntime-node cannot run on this platform (it ships binaries for a few, e.g. none
+ * for 32-bit ARM), or undefined when it can. One clear line instead of "Cannot find module …".
+ */
+export function bundledRuntimeProblem(platform: string = process.platform, arch: string = process.arch): string | undefined {
+  const pkg = path.dirname(path.dirname(requireHere.resolve('onnxruntime-node')));
+  const binDir = path.join(pkg, 'bin', 'napi-v6');
+  if (existsSync(path.join(binDir, platform, arch, 'onnxruntime_binding.node'))) return undefined;
+  const shipped = readdirSafe(binDir).flatMap((p) => readdirSafe(path.join(binDir, p)).map((a) => `${p}-${a}`));
+  const arm32 = platform === 'linux' && arch === 'arm' ? 'install the 64-bit (arm64) OS on the board, or ' : '';
+  return (
+    `onnxruntime-node ${packageVersionOf(path.join(pkg, 'package.json'))} has no binary for ${platform}-${arch} ` +
+    `(it ships ${shipped.join(', ')}): ${arm32}build onnxruntime-node for it and name that build in inference.runtime`
+  );
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
 /** Loads the build, checks it is an onnxruntime-node and says what it is. */
 export function loadRuntime(spec: string, cwd = process.cwd()): { ort: OrtModule; info: RuntimeInfo } {
+  if (!spec) {
+    const problem = bundledRuntimeProblem();
+    if (problem) throw new RuntimeLoadError(problem);
+  }
   const file = resolveRuntime(spec, cwd);
   const where = spec ? `inference.runtime "${spec}"` : 'onnxruntime-node';
   let ort: OrtModule;

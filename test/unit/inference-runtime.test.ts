@@ -11,6 +11,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InferenceEngine, resolveRuntime, RuntimeLoadError, type SessionSettings } from '../../src/inference/index.js';
+import { bundledRuntimeProblem } from '../../src/inference/runtime.js';
 import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
 
 const logger = pino({ level: 'silent' });
@@ -68,6 +69,14 @@ describe('inference.runtime', () => {
   it('resolves a ./relative folder from the working directory and a package name from node_modules', () => {
     expect(resolveRuntime('./node_modules/onnxruntime-node', work)).toBe(path.join(copy, 'dist', 'index.js'));
     expect(resolveRuntime('onnxruntime-node', work)).toBe(path.join(copy, 'dist', 'index.js'));
+  });
+
+  it('says in one line when the bundled build has no binary for the platform (32-bit ARM)', () => {
+    expect(bundledRuntimeProblem()).toBeUndefined(); // this machine
+    expect(bundledRuntimeProblem('linux', 'arm')).toBe(
+      'onnxruntime-node 1.30.0 has no binary for linux-arm (it ships darwin-arm64, linux-arm64, linux-x64, win32-arm64, win32-x64): ' +
+        'install the 64-bit (arm64) OS on the board, or build onnxruntime-node for it and name that build in inference.runtime',
+    );
   });
 
   it('names the setting when the build is missing', async () => {
