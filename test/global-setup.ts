@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
 import { findMosquitto } from './helpers/broker.js';
 import { testFfmpeg } from './helpers/ffmpeg.js';
-import { hasFswebcam, loadUnixDgram, testBrokerKind } from './helpers/tools.js';
+import { hasFswebcam, loadUnixDgram, testBrokerKind, webGpuStatus } from './helpers/tools.js';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 
@@ -40,7 +40,7 @@ export function sharedModelEnv(cacheDir: string): Record<string, string> {
 }
 
 /** One line saying which optional tools this run has, so a reader knows what the results cover. */
-function describeTools(): string {
+async function describeTools(): Promise<string> {
   const broker =
     testBrokerKind() === 'mosquitto'
       ? `mosquitto (${findMosquitto()}, MQTT 5 tests run)`
@@ -48,11 +48,17 @@ function describeTools(): string {
   const ffmpeg = testFfmpeg();
   const fswebcam = hasFswebcam() ? "Debian's fswebcam present" : "no fswebcam (the one test against Debian's real fswebcam is skipped; the others use a fake)";
   const dgram = loadUnixDgram() ? 'unix-dgram built' : 'unix-dgram not built (the systemd-notify fallback is tested instead)';
-  return `test tools: broker ${broker}; ffmpeg from ${ffmpeg.origin} (${ffmpeg.path}); ${fswebcam}; ${dgram}`;
+  const gpu = await webGpuStatus();
+  const webgpu = !gpu.compiled
+    ? 'no WebGPU in this onnxruntime-node build (its tests are skipped)'
+    : gpu.usable
+      ? 'WebGPU usable'
+      : `WebGPU unusable here: ${gpu.reason} (its tests are skipped; .ci/run installs Mesa's lavapipe)`;
+  return `test tools: broker ${broker}; ffmpeg from ${ffmpeg.origin} (${ffmpeg.path}); ${fswebcam}; ${dgram}; ${webgpu}`;
 }
 
 export default async function setup(project: TestProject): Promise<void> {
-  process.stdout.write(`${describeTools()}\n`);
+  process.stdout.write(`${await describeTools()}\n`);
   if (distIsStale()) {
     execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
       cwd: root,
