@@ -1,5 +1,5 @@
 /**
- * Process exit codes of every `inceptiond` command (DESIGN.md §3). 78 is sysexits' EX_CONFIG; the systemd
+ * Process exit codes of every `inceptiond` command (docs/ARCHITECTURE.md, "Source layout"). 78 is sysexits' EX_CONFIG; the systemd
  * unit lists it in RestartPreventExitStatus= because restarting cannot fix a bad configuration.
  */
 export const EX_OK = 0;

@@ -1,5 +1,5 @@
 /**
- * Builds the Inception V2 topology (DESIGN.md §4) with seeded synthetic weights.
+ * Builds the Inception V2 topology (docs/ARCHITECTURE.md, "Models and quantization") with seeded synthetic weights.
  *
  * The weights are random, so the labels it outputs mean nothing; the point is a model with the real
  * layer structure for benchmarks, quantization and tests without downloading anything.

@@ -1,5 +1,5 @@
 /**
- * Model manifests (DESIGN.md §3): how to feed a model and read its output.
+ * Model manifests (docs/ARCHITECTURE.md, "Contracts"): how to feed a model and read its output.
  *
  * Found as `<model>.json` beside the ONNX file (e.g. `x.onnx.json`), or as `models/<name>.json`
  * whose `file` names the model. A manifest's `file` and `labels` are relative to its own directory.

@@ -1,5 +1,5 @@
 /**
- * Durable, ordered, bounded outbox (DESIGN §1): a Result is appended here before it is sent and
+ * Durable, ordered, bounded outbox (docs/ARCHITECTURE.md, "Durability"): a Result is appended here before it is sent and
  * leaves only when the broker acknowledged it, so it survives broker outages and daemon restarts.
  *
  * On disk: `seg-<firstId>.jsonl` segment files of JSON lines (one record per entry) plus an `ack`

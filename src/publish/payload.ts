@@ -1,5 +1,5 @@
 /**
- * Payload contracts of DESIGN §3: the Result published on `<base>/<source>/labels`, the retained
+ * Payload contracts (docs/ARCHITECTURE.md, "Contracts"): the Result published on `<base>/<source>/labels`, the retained
  * status, and the request/response envelope. `validateResult` is the executable form of the
  * contract; tests (ours and the integrator's) check published payloads with it.
  */

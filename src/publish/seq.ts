@@ -1,5 +1,5 @@
 /**
- * Per-source Result `seq` (DESIGN §3): +1 per published Result, continuing across restarts so a
+ * Per-source Result `seq` (docs/ARCHITECTURE.md, "Durability"): +1 per published Result, continuing across restarts so a
  * consumer that sees a gap knows it missed something — and never reusing a number, since consumers
  * de-duplicate by (source, seq).
  *

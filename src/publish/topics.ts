@@ -1,5 +1,5 @@
 /**
- * MQTT topic layout (DESIGN §3). Every topic the daemon publishes or subscribes to is built here,
+ * MQTT topic layout (docs/ARCHITECTURE.md, "Contracts"). Every topic the daemon publishes or subscribes to is built here,
  * so a bad base topic or source id is rejected once, with a clear message, at startup.
  */
 

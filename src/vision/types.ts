@@ -1,7 +1,7 @@
 import type { InputTensor } from '../inference/types.js';
 
 /**
- * The manifest's `input` object (DESIGN.md §3); field names are kept identical so a parsed manifest
+ * The manifest's `input` object (docs/ARCHITECTURE.md, "Contracts"); field names are kept identical so a parsed manifest
  * can be passed straight in.
  */
 export interface InputSpec {

@@ -3,7 +3,7 @@ import { buildResult, PayloadError, validateResult, type ResultInput } from '../
 import { defaultBaseTopic, TopicError, topicsFor } from '../../src/publish/topics.js';
 
 describe('topics', () => {
-  it('lays out the DESIGN §3 topics under the base', () => {
+  it('lays out the contract topics under the base', () => {
     const t = topicsFor(defaultBaseTopic('edge-1'));
     expect(t.status).toBe('inceptiond/edge-1/status');
     expect(t.labels('camera')).toBe('inceptiond/edge-1/camera/labels');
@@ -44,7 +44,7 @@ const input = (): ResultInput => ({
 });
 
 describe('Result payload', () => {
-  it('builds exactly the DESIGN §3 example shape', () => {
+  it('builds exactly the contract example shape', () => {
     expect(JSON.parse(JSON.stringify(buildResult(input())))).toEqual({
       seq: 1234,
       ts: '2026-11-28T05:03:14.123Z',
