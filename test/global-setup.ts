@@ -3,33 +3,14 @@
  * `node dist/cli.js`), and prepare one model cache that every daemon started by a test shares, so the
  * Inception V2 is built (and quantized) once instead of once per daemon.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
 import { findMosquitto } from './helpers/broker.js';
+import { buildDistIfStale, root } from './helpers/build.js';
 import { testFfmpeg } from './helpers/ffmpeg.js';
 import { hasFswebcam, loadUnixDgram, testBrokerKind, webGpuStatus } from './helpers/tools.js';
 
-const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
-function distIsStale(): boolean {
-  try {
-    return statSync(path.join(root, 'dist', 'cli.js')).mtimeMs < newestMtime(path.join(root, 'src'));
-  } catch {
-    return true;
-  }
-}
 
 /** Settings every integration daemon uses for its model, so they all hit the same cache entry. */
 export function sharedModelEnv(cacheDir: string): Record<string, string> {
@@ -59,12 +40,7 @@ async function describeTools(): Promise<string> {
 
 export default async function setup(project: TestProject): Promise<void> {
   process.stdout.write(`${await describeTools()}\n`);
-  if (distIsStale()) {
-    execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
-      cwd: root,
-      stdio: 'inherit',
-    });
-  }
+  buildDistIfStale();
   // Kept between runs (under the git-ignored tmp/): the cache is keyed by model and options, so a stale
   // entry is never used, and a second run skips the build.
   const cacheDir = path.join(root, 'tmp', 'test-model-cache');

@@ -82,15 +82,31 @@ function condense(text) {
  * Runs a command to its end and resolves with its output; a missing program, a non-zero exit or a run
  * past `timeoutMs` rejects with an Arm64SetupError for `step`.
  */
-export function runStep(step, file, args, { cwd, env, timeoutMs = 300_000, input } = {}) {
+export async function runStep(step, file, args, { cwd, env, timeoutMs = 300_000, input } = {}) {
+  let res;
+  try {
+    res = await collect(spawn(file, args, { cwd, env: env ?? process.env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] }), timeoutMs, input);
+  } catch (err) {
+    const reason = err.code === 'ENOENT' ? `${file} is not installed (not on PATH)` : `${file}: ${err.message}`;
+    throw new Arm64SetupError(step, reason);
+  }
+  const { stdout, stderr, code, signal } = res;
+  if (res.timedOut) {
+    throw new Arm64SetupError(step, `${path.basename(file)} gave no answer within ${Math.round(timeoutMs / 1000)} s (no network to the archive or registry?): ${condense(stderr + stdout)}`);
+  }
+  if (code !== 0) {
+    throw Object.assign(new Arm64SetupError(step, `${path.basename(file)} exited with ${code ?? signal}: ${condense(stderr || stdout)}`), { stdout, stderr, code });
+  }
+  return { stdout, stderr };
+}
+
+/**
+ * Waits for a spawned child to end, with its whole stdout and stderr: { code, signal, stdout, stderr,
+ * timedOut, ms }. Kills it after timeoutMs; rejects only when it could not be started.
+ */
+function collect(child, timeoutMs, input) {
   return new Promise((resolve, reject) => {
-    let child;
-    try {
-      child = spawn(file, args, { cwd, env: env ?? process.env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    } catch (err) {
-      reject(new Arm64SetupError(step, `${file}: ${err.message}`));
-      return;
-    }
+    const t0 = performance.now();
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -102,24 +118,11 @@ export function runStep(step, file, args, { cwd, env, timeoutMs = 300_000, input
     }, timeoutMs);
     child.once('error', (err) => {
       clearTimeout(timer);
-      const reason = err.code === 'ENOENT' ? `${file} is not installed (not on PATH)` : `${file}: ${err.message}`;
-      reject(new Arm64SetupError(step, reason));
+      reject(err);
     });
     child.once('close', (code, signal) => {
       clearTimeout(timer);
-      if (timedOut) {
-        reject(new Arm64SetupError(step, `${path.basename(file)} gave no answer within ${Math.round(timeoutMs / 1000)} s (no network to the archive or registry?): ${condense(stderr + stdout)}`));
-      } else if (code !== 0) {
-        reject(
-          Object.assign(new Arm64SetupError(step, `${path.basename(file)} exited with ${code ?? signal}: ${condense(stderr || stdout)}`), {
-            stdout,
-            stderr,
-            code,
-          }),
-        );
-      } else {
-        resolve({ stdout, stderr });
-      }
+      resolve({ code, signal, stdout, stderr, timedOut, ms: performance.now() - t0 });
     });
     if (input !== undefined) {
       child.stdin.on('error', () => undefined);
@@ -497,31 +500,7 @@ export function spawnArm64(tc, argv, options = {}) {
 
 /** Runs `argv` as arm64 to its end: { code, signal, stdout, stderr, ms }. Kills it after timeoutMs. */
 export function runArm64(tc, argv, { cwd, env, timeoutMs = 600_000, input } = {}) {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawnArm64(tc, argv, { cwd, env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, timedOut, ms: performance.now() - t0 });
-    });
-    if (input !== undefined) {
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(input);
-    }
-  });
+  return collect(spawnArm64(tc, argv, { cwd, env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] }), timeoutMs, input);
 }
 
 /** One line saying why the namespace could not run an arm64 program, from a failed run's result. */

@@ -4,11 +4,8 @@
  * program and its arm64 child run in the namespace. A step that cannot be done is reported as one line
  * naming the step and the reason, with which the first test fails (the others are then skipped).
  */
-import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
+import { buildDistIfStale, root } from '../helpers/build.js';
 import {
   Arm64SetupError,
   defaultCacheDir,
@@ -19,24 +16,6 @@ import {
   type Toolchain,
 } from '../../scripts/arm64/toolchain.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
-function distIsStale(): boolean {
-  try {
-    return statSync(path.join(root, 'dist', 'cli.js')).mtimeMs < newestMtime(path.join(root, 'src'));
-  } catch {
-    return true;
-  }
-}
 
 const log = (msg: string) => process.stderr.write(`[arm64] ${msg}\n`);
 
@@ -47,16 +26,10 @@ export default async function setup(project: TestProject): Promise<void> {
   let projectDir: string;
   let probe: ProbeResult;
   try {
-    if (distIsStale()) {
-      log('dist/ is older than src/: compiling');
-      try {
-        execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
-          cwd: root,
-          stdio: 'inherit',
-        });
-      } catch {
-        throw new Arm64SetupError('npm run build', 'tsc -p tsconfig.build.json failed (see its output above)');
-      }
+    try {
+      if (buildDistIfStale()) log('dist/ was older than src/: compiled');
+    } catch {
+      throw new Arm64SetupError('npm run build', 'tsc -p tsconfig.build.json failed (see its output above)');
     }
     log(`cache: ${cacheDir} (INCEPTIOND_ARM64_CACHE overrides)`);
     tc = await prepareToolchain({ cacheDir, log });

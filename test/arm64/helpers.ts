@@ -3,13 +3,13 @@
  * and with the arm64 node under qemu in the arm64 copy of the project. Plus parsing and comparing
  * `classify --json` output, and an arm64 daemon process.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { runArm64, spawnArm64, type RunResult, type Toolchain } from '../../scripts/arm64/toolchain.mjs';
+import { watchDaemon, type DaemonProcess } from '../helpers/daemon-process.js';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -143,83 +143,9 @@ export function median(xs: number[]): number {
   return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
 }
 
-export interface LogLine {
-  level: number;
-  msg: string;
-  [key: string]: unknown;
-}
-
-export interface Arm64Daemon {
-  child: ChildProcess;
-  logs: LogLine[];
-  otherOutput: string[];
-  exited: Promise<number | string>;
-  waitForLog(predicate: (l: LogLine) => boolean, timeoutMs: number): Promise<LogLine>;
-  stop(signal?: NodeJS.Signals): Promise<number | string>;
-}
-
-const liveDaemons = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const c of liveDaemons) c.kill('SIGKILL');
-});
+export type { DaemonProcess as Arm64Daemon, LogLine } from '../helpers/daemon-process.js';
 
 /** `node dist/cli.js run -c FILE` as arm64 in the arm64 copy; JSON log lines are parsed as they come. */
-export function startArm64Daemon(tc: Toolchain, projectDir: string, configFile: string, env: NodeJS.ProcessEnv): Arm64Daemon {
-  const child = spawnArm64(tc, ['node', 'dist/cli.js', 'run', '-c', configFile], { cwd: projectDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  liveDaemons.add(child);
-  const logs: LogLine[] = [];
-  const otherOutput: string[] = [];
-  const waiters = new Set<() => void>();
-  const notify = () => {
-    for (const w of [...waiters]) w();
-  };
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    try {
-      logs.push(JSON.parse(line) as LogLine);
-    } catch {
-      otherOutput.push(line);
-    }
-    notify();
-  });
-  createInterface({ input: child.stderr! }).on('line', (line) => {
-    otherOutput.push(line);
-    notify();
-  });
-  let done = false;
-  const exited = new Promise<number | string>((resolve) => {
-    child.once('exit', (code, signal) => {
-      liveDaemons.delete(child);
-      done = true;
-      resolve(code ?? signal ?? -1);
-      notify();
-    });
-  });
-  const tail = () => [...logs.slice(-10).map((l) => JSON.stringify(l)), ...otherOutput.slice(-10)].join('\n');
-  return {
-    child,
-    logs,
-    otherOutput,
-    exited,
-    waitForLog(predicate, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const hit = logs.find(predicate);
-          if (hit) finish(() => resolve(hit));
-          else if (done) finish(() => reject(new Error(`arm64 daemon exited before the awaited log line; last lines:\n${tail()}`)));
-        };
-        const timer = setTimeout(() => finish(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for a log line; last lines:\n${tail()}`))), timeoutMs);
-        const finish = (f: () => void) => {
-          clearTimeout(timer);
-          waiters.delete(check);
-          f();
-        };
-        waiters.add(check);
-        check();
-      });
-    },
-    async stop(signal = 'SIGTERM') {
-      if (!done) child.kill(signal);
-      return exited;
-    },
-  };
+export function startArm64Daemon(tc: Toolchain, projectDir: string, configFile: string, env: NodeJS.ProcessEnv): DaemonProcess {
+  return watchDaemon(spawnArm64(tc, ['node', 'dist/cli.js', 'run', '-c', configFile], { cwd: projectDir, env, stdio: ['ignore', 'pipe', 'pipe'] }));
 }

@@ -49,6 +49,11 @@ export function startDaemon(args: string[], env: Record<string, string | undefin
     env: { ...process.env, NOTIFY_SOCKET: undefined, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  return watchDaemon(child);
+}
+
+/** Follows a daemon started some other way (e.g. as arm64 under emulation): its log, its exit, its stop. */
+export function watchDaemon(child: ChildProcess): DaemonProcess {
   live.add(child);
   const logs: LogLine[] = [];
   const otherOutput: string[] = [];

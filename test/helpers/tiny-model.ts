@@ -109,6 +109,25 @@ export async function writeTinyModel(options: TinyModelOptions = {}, dir?: strin
   return file;
 }
 
+/**
+ * A tiny model with a manifest beside it (RGB, pixels scaled to [0, 1] and normalised, stretched to
+ * size), so the daemon and `model quantize` can use it like any model.
+ */
+export async function writeTinyClassifier(dir: string, options: TinyModelOptions = {}): Promise<string> {
+  const file = await writeTinyModel(options, dir);
+  const size = options.size ?? 8;
+  await writeFile(
+    `${file}.json`,
+    JSON.stringify({
+      name: 'tiny',
+      file: path.basename(file),
+      input: { name: options.inputName ?? 'input', layout: 'NCHW', width: size, height: size, channels: 'RGB', scale: 1 / 255, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resize: 'fill' },
+      output: { name: options.outputName ?? 'scores', activation: options.softmax === false ? 'none' : 'softmax' },
+    }),
+  );
+  return file;
+}
+
 /** Deterministic input values for a [1,3,size,size] tensor. */
 export function seededInput(size: number, seed = 7): Float32Array {
   const rand = mulberry32(seed);

@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { validateResult, type ResultPayload } from '../../src/publish/index.js';
 import { collect, startBroker, startProxy, type Collector, type TestBroker } from '../helpers/broker.js';
 import { runCli, startDaemon, writeConfig, type DaemonProcess, type LogLine } from '../helpers/daemon-process.js';
-import { writeTinyModel } from '../helpers/tiny-model.js';
+import { writeTinyClassifier } from '../helpers/tiny-model.js';
 import { sharedModelEnv } from '../global-setup.js';
 
 let broker: TestBroker;
@@ -198,15 +198,7 @@ describe('daemon with the files source', () => {
   });
 
   it('runs a model quantized for another provider and says which target the running one wants', async () => {
-    const tiny = await writeTinyModel({ size: 16, channels: 4, depth: 2, classes: 5, seed: 4 }, work);
-    await writeFile(
-      `${tiny}.json`,
-      JSON.stringify({
-        name: 'tiny', file: path.basename(tiny),
-        input: { name: 'input', layout: 'NCHW', width: 16, height: 16, channels: 'RGB', scale: 0.0039215686, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill' },
-        output: { name: 'scores', activation: 'softmax' },
-      }),
-    );
+    const tiny = await writeTinyClassifier(work, { size: 16, channels: 4, depth: 2, classes: 5, seed: 4 });
     const npu = path.join(work, 'tiny.qnn.onnx');
     expect((await runCli(['model', 'quantize', tiny, npu, '--calibration', imagesDir, '--target', 'qnn-htp'])).code).toBe(0);
     const t = await daemonConfig({ name: 'target', config: { model: { path: npu } } });

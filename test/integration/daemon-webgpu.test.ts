@@ -3,14 +3,14 @@
  * its Results agree with the same daemon on the CPU, FP32 and INT8; the placement is logged; without
  * a Vulkan driver it falls back to the CPU with one log line; and its stdout stays JSON lines.
  */
-import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { ResultPayload } from '../../src/publish/index.js';
 import { collect, startBroker, type Collector, type TestBroker } from '../helpers/broker.js';
 import { projectRoot, runCli, startDaemon, writeConfig, type DaemonProcess, type LogLine } from '../helpers/daemon-process.js';
-import { writeTinyModel } from '../helpers/tiny-model.js';
+import { writeTinyClassifier } from '../helpers/tiny-model.js';
 import { SKIP, webGpuStatus } from '../helpers/tools.js';
 import { sharedModelEnv } from '../global-setup.js';
 
@@ -36,15 +36,7 @@ beforeAll(async () => {
   // A small convolutional classifier, quantized by the project's own CLI: unlike the built Inception
   // with seeded weights, it does not amplify a one-step rounding difference into a different answer,
   // so INT8 on two providers can be compared with a tight tolerance.
-  const tiny = await writeTinyModel({ size: 32, channels: 8, depth: 3, classes: 10, seed: 11 }, work);
-  await writeFile(
-    `${tiny}.json`,
-    JSON.stringify({
-      name: 'tiny', file: path.basename(tiny),
-      input: { name: 'input', layout: 'NCHW', width: 32, height: 32, channels: 'RGB', scale: 0.0039215686, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resize: 'fill' },
-      output: { name: 'scores', activation: 'softmax' },
-    }),
-  );
+  const tiny = await writeTinyClassifier(work, { size: 32, channels: 8, depth: 3, classes: 10, seed: 11 });
   tinyInt8 = path.join(work, 'tiny.int8.onnx');
   const quantized = await runCli(['model', 'quantize', tiny, tinyInt8, '--calibration', path.join(projectRoot, 'models', 'samples')]);
   expect(quantized.code).toBe(0);

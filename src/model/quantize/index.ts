@@ -11,10 +11,10 @@ import { findManifestForModel, writeManifestBeside, type ModelManifest } from '.
 import { loadModel, onnx, opsetVersion, saveModel } from '../onnx.js';
 import { createPreprocessor } from '../../vision/index.js';
 import { calibrate, createSession, probeTensors, withExtraOutputs, type CalibrationMethod, type Range } from './calibrate.js';
-import { quantRange, SqnrAccumulator, type ActivationType, type WeightType } from './numeric.js';
+import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
 import { emitQdq, planQdq, type FloatNode, type TensorQuant } from './qdq.js';
-import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName } from './targets.js';
+import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName, type TargetOverrides } from './targets.js';
 
 export type { ActivationType, WeightScheme, WeightType } from './numeric.js';
 export type { CalibrationMethod } from './calibrate.js';
@@ -36,7 +36,8 @@ export {
 /** Turns an encoded image into the model's input tensor values. */
 export type Preprocess = (image: Buffer) => Promise<Float32Array>;
 
-export interface QuantizeOptions {
+/** `target` and the overrides of its settings (TargetOverrides), and how to calibrate. */
+export interface QuantizeOptions extends TargetOverrides {
   input: string;
   output: string;
   calibration: {
@@ -52,20 +53,6 @@ export interface QuantizeOptions {
    * left undefined. A combination the target cannot run throws TargetOptionError.
    */
   target?: TargetName | 'cpu-x86';
-  /** default: the target's (uint8 for cpu: asymmetric U8S8, what ORT's x86 CPU kernels are fastest with) */
-  activationType?: ActivationType;
-  /** Conv/Gemm weights per output channel (symmetric) or one scale per tensor; default: the target's */
-  perChannel?: boolean;
-  /** weight integer type; default: the target's */
-  weightType?: WeightType;
-  /** symmetric weights (zero point in the middle); default: true for int8, false for uint8 */
-  weightSymmetric?: boolean;
-  /** widen narrower ranges to this (QNN: 1e-4); default: the target's */
-  minRealRange?: number;
-  /** quantize Softmax with the fixed output range [0, 1]; default: the target's */
-  quantizeSoftmax?: boolean;
-  /** keep Relu/Clip as quantized node units instead of folding them into their producer (default false) */
-  keepActivations?: boolean;
   /** node names (or their first output names) to keep float */
   exclude?: string[];
   /** calibrate on at most this many images */

@@ -29,14 +29,21 @@ export interface QdqSettings {
   keepActivations: boolean;
 }
 
-/** Explicit choices that override a preset's value. */
+/** Explicit choices that override a preset's value (each defaults to the target's). */
 export interface TargetOverrides {
+  /** uint8 for cpu: asymmetric U8S8, what ORT's x86 CPU kernels are fastest with */
   activationType?: ActivationType;
+  /** Conv/Gemm weights per output channel (symmetric) or one scale per tensor */
   perChannel?: boolean;
+  /** weight integer type */
   weightType?: WeightType;
+  /** symmetric weights (zero point in the middle); default true for int8, false for uint8 */
   weightSymmetric?: boolean;
+  /** widen narrower ranges to this (QNN: 1e-4) */
   minRealRange?: number;
+  /** quantize Softmax with the fixed output range [0, 1] */
   quantizeSoftmax?: boolean;
+  /** keep Relu/Clip as quantized node units instead of folding them into their producer (default false) */
   keepActivations?: boolean;
 }
 
