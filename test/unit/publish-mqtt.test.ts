@@ -114,7 +114,8 @@ describe('MqttPublisher', () => {
     for (let seq = 1; seq <= 3; seq++) await p.enqueueResult(result(seq));
     await waitForDistinct(sub, 3);
     expect(firstDeliveries(sub)).toEqual([1, 2, 3]);
-    const status = await sub.waitFor((m) => m.topic === `${BASE}/status`);
+    // (an earlier test's publisher left its retained "offline" there: wait for ours)
+    const status = await sub.waitFor((m) => m.topic === `${BASE}/status` && !m.retain);
     expect(JSON.parse(status.text)).toMatchObject({ state: 'online' });
     await p.stop(5_000);
     expect(p.stats()).toMatchObject({ outboxDepth: 0, published: 3 });
