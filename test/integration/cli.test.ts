@@ -84,6 +84,23 @@ describe('config print', () => {
   });
 });
 
+describe('classify', () => {
+  it('--json keeps stdout for the results: the provider fallback warning goes to stderr', async () => {
+    const images = ['01-sunset.jpg', '04-checker.jpg'].map((f) => path.join('models', 'samples', f));
+    const out = await runCli(['classify', '--json', '--top', '3', ...images], {
+      ...sharedModelEnv(inject('modelCacheDir')),
+      INCEPTIOND_STATEDIR: path.join(work, 'state-classify'),
+      INCEPTIOND_INFERENCE_EXECUTIONPROVIDERS: '["qnn","cpu"]',
+    });
+    expect(out.code).toBe(0);
+    const lines = out.stdout.trim().split('\n').map((l) => JSON.parse(l) as { image: string; provider: string; labels: unknown[] });
+    expect(lines.map((l) => l.image)).toEqual(images);
+    for (const l of lines) expect(l).toMatchObject({ provider: 'cpu', labels: expect.any(Array) });
+    const warning = out.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { provider?: string; msg: string });
+    expect(warning).toContainEqual(expect.objectContaining({ provider: 'qnn', msg: 'execution provider qnn not used: not compiled into this onnxruntime-node build' }));
+  });
+});
+
 describe('doctor', () => {
   it('--json gives every check, with the providers that can run and the node placement of the model', async () => {
     const out = await runCli(['doctor', '--json', '-c', 'config/development.json'], {
