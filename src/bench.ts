@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { projectRoot, type Config } from './config/index.js';
 import { loadRuntime } from './inference/index.js';
 import { sessionOptionsFor } from './inference/session-options.js';
-import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './model-setup.js';
+import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './daemon/model-setup.js';
 import { percentile } from './ops/index.js';
 import { createPreprocessor } from './vision/index.js';
 
@@ -99,7 +99,7 @@ async function pipelineRun(config: Config, logger: Logger, folder: string, secon
     http: { ...config.http, enabled: false },
     metrics: { intervalSec: 0 },
   };
-  const { Daemon } = await import('./daemon.js');
+  const { Daemon } = await import('./daemon/index.js');
   const daemon = await Daemon.start(benchConfig, logger);
   try {
     // Measure from the first Result on, so model load and warm-up are not counted.

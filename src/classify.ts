@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config } from './config/index.js';
 import { InferenceEngine, topLabels, type LabelScore } from './inference/index.js';
-import { prepareModelIsolated, sessionSettingsFor } from './model-setup.js';
+import { prepareModelIsolated, sessionSettingsFor } from './daemon/model-setup.js';
 import { createPreprocessor, FrameDecodeError, FrameTooLargeError } from './vision/index.js';
 
 export interface ClassifyOptions {

@@ -41,7 +41,7 @@ async function runDaemon(opts: { config?: string }): Promise<void> {
     logger.fatal({ err }, 'uncaught exception: exiting so the supervisor restarts a clean process');
     process.exit(EXIT.RUNTIME);
   });
-  const { Daemon } = await import('./daemon.js');
+  const { Daemon } = await import('./daemon/index.js');
   let daemon: Awaited<ReturnType<typeof Daemon.start>>;
   try {
     daemon = await Daemon.start(config, logger);

@@ -11,7 +11,7 @@ import type { Config } from './config/index.js';
 import { readSecretFile } from './config/index.js';
 import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from './inference/index.js';
 import { normalizeProviders } from './inference/session-options.js';
-import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './model-setup.js';
+import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './daemon/model-setup.js';
 import { toSourceOptions } from './source-options.js';
 import { createPreprocessor } from './vision/index.js';
 

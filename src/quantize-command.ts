@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { CaptureRunner, SourceExhaustedError, createSource } from './capture/index.js';
 import type { CalibrationMethodName, Config } from './config/index.js';
 import { normalizeProviders, sessionOptionsFor } from './inference/session-options.js';
-import { listImageFiles } from './model-setup.js';
+import { listImageFiles } from './daemon/model-setup.js';
 import {
   evaluateModels,
   quantizeModel,

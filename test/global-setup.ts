@@ -46,7 +46,7 @@ export default async function setup(project: TestProject): Promise<void> {
   const cacheDir = path.join(root, 'tmp', 'test-model-cache');
   mkdirSync(cacheDir, { recursive: true });
   const { loadConfig } = await import(path.join(root, 'dist', 'config', 'index.js'));
-  const { prepareModel } = await import(path.join(root, 'dist', 'model-setup.js'));
+  const { prepareModel } = await import(path.join(root, 'dist', 'daemon', 'model-setup.js'));
   const { createSilentLogger } = await import(path.join(root, 'dist', 'ops', 'index.js'));
   const { config } = loadConfig({ env: { ...sharedModelEnv(cacheDir), INCEPTIOND_STATEDIR: path.join(root, 'tmp', 'test-state') } });
   await prepareModel(config, createSilentLogger());

@@ -148,6 +148,10 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
     metrics: {
       intervalSec: leaf('Period of the <base>/metrics topic (0 = off)', NATURAL, 60),
     },
+    health: {
+      maxAckWaitSec: leaf('While connected, the oldest unacknowledged Result may wait this long before /healthz says 503 and the systemd watchdog stops being fed', integer(1), 120),
+      stallSec: leaf('A source or the inference worker that makes no progress (no frame, no handled failure, no finished inference) for this long is stuck: /healthz 503, no watchdog pings (0 = from the capture intervals and retry delays, at least 120)', NATURAL, 0),
+    },
     log: {
       level: leaf('Log level', oneOf(LOG_LEVELS), 'info'),
     },

@@ -79,14 +79,14 @@ export interface SourceConfig extends CaptureConfig {
 }
 
 export interface ModelConfig {
-  /** ONNX file; '' = the model the daemon builds in `cacheDir` (see model-setup). */
+  /** ONNX file; '' = the model the daemon builds in `cacheDir` (see daemon/model-setup.ts). */
   path: string;
   /** Manifest file; '' = found beside the model. */
   manifest: string;
   precision: ModelPrecision;
   /** Derived: `<stateDir>/models` unless set. Always absolute. */
   cacheDir: string;
-  /** Used when the daemon quantizes a model itself (model-setup). */
+  /** Used when the daemon quantizes a model itself (daemon/model-setup.ts). */
   calibration: {
     /** Folder or glob of images; '' = the files source's path, else the bundled models/samples. */
     path: string;
@@ -168,5 +168,6 @@ export interface Config {
   outbox: OutboxConfig;
   http: HttpConfig;
   metrics: { intervalSec: number };
+  health: { maxAckWaitSec: number; stallSec: number };
   log: { level: LogLevel };
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { projectRoot } from '../../src/config/index.js';
-import { BUILT_MODEL_FILE } from '../../src/model-setup.js';
+import { BUILT_MODEL_FILE } from '../../src/daemon/model-setup.js';
 import { loadModel, saveModel, writeManifestBeside, type ModelManifest } from '../../src/model/index.js';
 import { buildSmallCnn, SMALL_INPUT, SMALL_SIZE, writeImages } from './quantize-fixtures.js';
 

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, projectRoot, type Config } from '../../src/config/index.js';
-import { ModelSetupError, calibrationPathFor, prepareModel, quantizationTargetFor } from '../../src/model-setup.js';
+import { ModelSetupError, calibrationPathFor, prepareModel, quantizationTargetFor } from '../../src/daemon/model-setup.js';
 import { loadModel, saveModel, writeManifestBeside, type ModelManifest } from '../../src/model/index.js';
 import { createLogger } from '../../src/ops/index.js';
 import { buildSmallCnn, SMALL_INPUT, SMALL_SIZE, writeImages } from './quantize-fixtures.js';

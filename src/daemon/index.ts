@@ -6,11 +6,11 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
-import type { Config, SourceConfig } from './config/index.js';
-import { readSecretFile } from './config/index.js';
-import { CaptureRunner, createSource, SourceExhaustedError, type Frame, type SourceHealth } from './capture/index.js';
-import { createPreprocessor, FrameDecodeError, FrameTooLargeError, type Preprocessor } from './vision/index.js';
-import { formatPlacement, InferenceEngine, topLabels } from './inference/index.js';
+import type { Config, SourceConfig } from '../config/index.js';
+import { readSecretFile } from '../config/index.js';
+import { CaptureRunner, createSource, SourceExhaustedError, type Frame, type SourceHealth } from '../capture/index.js';
+import { createPreprocessor, FrameDecodeError, FrameTooLargeError, type Preprocessor } from '../vision/index.js';
+import { formatPlacement, InferenceEngine, topLabels } from '../inference/index.js';
 import {
   MqttPublisher,
   Outbox,
@@ -19,10 +19,10 @@ import {
   topicsFor,
   type ResultPayload,
   type Topics,
-} from './publish/index.js';
-import { createNotifier, lockStateDir, Metrics, packageVersion, startHttpServer, type Notifier } from './ops/index.js';
+} from '../publish/index.js';
+import { createNotifier, lockStateDir, Metrics, packageVersion, startHttpServer, type Notifier } from '../ops/index.js';
 import { prepareModelIsolated, sessionSettingsFor, targetForProvider, type PreparedModel } from './model-setup.js';
-import { toSourceOptions } from './source-options.js';
+import { toSourceOptions } from '../source-options.js';
 
 /** Start-up time asked of systemd per model build/quantization step (a Pi Zero-class board is the worst case). */
 const MODEL_SETUP_TIMEOUT_MS = 15 * 60_000;

@@ -8,13 +8,13 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { glob, isDynamicPattern } from 'tinyglobby';
-import { projectRoot, type Config, type QuantizationTargetName } from './config/index.js';
-import type { SessionSettings } from './inference/index.js';
+import { projectRoot, type Config, type QuantizationTargetName } from '../config/index.js';
+import type { SessionSettings } from '../inference/index.js';
 import type { ChildMessage, ChildRequest } from './model-setup-child.js';
 // Only the manifest part of model/ is imported eagerly: the builder and the quantizer load ONNX Runtime,
 // which the daemon's main thread must not (its memory, and inference.runtime may name another build
 // that the worker loads: two libonnxruntime.so.1 in one process would resolve to the first).
-import { loadLabels, resolveModel, type ModelManifest, type ResolvedModel } from './model/manifest.js';
+import { loadLabels, resolveModel, type ModelManifest, type ResolvedModel } from '../model/manifest.js';
 
 export interface PreparedModel {
   modelPath: string;
@@ -65,7 +65,7 @@ async function resolveFloatModel(config: Config, logger: Logger, onStatus?: (sta
         '(its labels mean nothing; set model.path to a real model, e.g. from `inceptiond model fetch`)',
     );
     onStatus?.('building the Inception V2 model (once)');
-    const { writeBuiltModel } = await import('./model/build.js');
+    const { writeBuiltModel } = await import('../model/build.js');
     const built = await writeBuiltModel(builtPath, { seed: 1 });
     logger.info({ path: built.modelPath, params: built.params }, 'model built');
   }
@@ -250,7 +250,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
   const t0 = performance.now();
   let report;
   try {
-    const { quantizeModel } = await import('./model/quantize/index.js');
+    const { quantizeModel } = await import('../model/quantize/index.js');
     report = await quantizeModel({
       input: fp32.modelPath,
       output: target,

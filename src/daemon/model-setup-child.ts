@@ -2,8 +2,8 @@
 // several hundred MB that glibc does not give back; done in the daemon itself, that memory would stay
 // resident for as long as the daemon runs. The child exits when done, and its memory goes with it.
 import { pino } from 'pino';
-import type { Config } from './config/index.js';
-import { createLogger } from './ops/index.js';
+import type { Config } from '../config/index.js';
+import { createLogger } from '../ops/index.js';
 import { prepareModel, type PreparedModel } from './model-setup.js';
 
 /** `level` and `logFd` are the parent logger's: a one-shot command keeps stdout for its data. */
