@@ -1,18 +1,20 @@
-// `inceptiond bench`: the raw session.run rate of the configured model against the rate of the whole
-// daemon pipeline (files source → sharp → worker inference → top-k → outbox → MQTT), in one run so the
-// ratio is meaningful on a noisy machine. Raw is measured before and after the pipeline and averaged.
+// What `inceptiond bench` does (loaded when it runs): the raw session.run rate of the configured model
+// against the rate of the whole daemon pipeline (files source → sharp → worker inference → top-k →
+// outbox → MQTT), in one run so the ratio is meaningful on a noisy machine. Raw is measured before and
+// after the pipeline and averaged.
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { projectRoot, type Config } from './config/index.js';
-import { loadRuntime } from './inference/index.js';
-import { sessionOptionsFor } from './inference/session-options.js';
-import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './daemon/model-setup.js';
-import { percentile } from './ops/index.js';
-import { createPreprocessor } from './vision/index.js';
+import { projectRoot, type Config } from '../config/index.js';
+import { loadRuntime } from '../inference/index.js';
+import { sessionOptionsFor } from '../inference/session-options.js';
+import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
+import { percentile } from '../ops/index.js';
+import { round2 } from '../util/index.js';
+import { createPreprocessor } from '../vision/index.js';
 
 export interface BenchOptions {
   seconds: number;
@@ -39,11 +41,11 @@ export interface BenchReport {
 
 function stats(latencies: number[], seconds: number): RateStats {
   const sorted = Float64Array.from(latencies).sort();
-  const r = (x: number | null) => (x === null ? null : Math.round(x * 100) / 100);
+  const r = (x: number | null) => (x === null ? null : round2(x));
   return {
     runs: latencies.length,
-    seconds: Math.round(seconds * 100) / 100,
-    perSecond: Math.round((latencies.length / seconds) * 100) / 100,
+    seconds: round2(seconds),
+    perSecond: round2(latencies.length / seconds),
     latencyMs: { p50: r(percentile(sorted, 50)), p90: r(percentile(sorted, 90)), p99: r(percentile(sorted, 99)) },
   };
 }
@@ -99,7 +101,7 @@ async function pipelineRun(config: Config, logger: Logger, folder: string, secon
     http: { ...config.http, enabled: false },
     metrics: { intervalSec: 0 },
   };
-  const { Daemon } = await import('./daemon/index.js');
+  const { Daemon } = await import('../daemon/index.js');
   const daemon = await Daemon.start(benchConfig, logger);
   try {
     // Measure from the first Result on, so model load and warm-up are not counted.
@@ -115,8 +117,8 @@ async function pipelineRun(config: Config, logger: Logger, folder: string, secon
     const snapshot = daemon.metricsPeek();
     return {
       runs,
-      seconds: Math.round(elapsed * 100) / 100,
-      perSecond: Math.round((runs / elapsed) * 100) / 100,
+      seconds: round2(elapsed),
+      perSecond: round2(runs / elapsed),
       latencyMs: snapshot.latencyMs.inference,
       totalLatencyMs: { p50: snapshot.latencyMs.total.p50, p99: snapshot.latencyMs.total.p99 },
       eventLoopDelayP99Ms: snapshot.eventLoopDelayMs.p99,
@@ -143,7 +145,7 @@ export async function runBench(config: Config, logger: Logger, seconds: number):
     ...rawAfter,
     runs: rawBefore.runs + rawAfter.runs,
     seconds: rawBefore.seconds + rawAfter.seconds,
-    perSecond: Math.round(((rawBefore.runs + rawAfter.runs) / (rawBefore.seconds + rawAfter.seconds)) * 100) / 100,
+    perSecond: round2((rawBefore.runs + rawAfter.runs) / (rawBefore.seconds + rawAfter.seconds)),
   };
   return {
     model: { name: model.manifest.name, precision: model.precision, synthetic: model.synthetic, path: model.modelPath },

@@ -1,25 +1,16 @@
-// `inceptiond model quantize` and `inceptiond model eval`: wiring between the CLI, the config (for
-// --from-source and the daemon's session options), capture/ and the quantizer in model/.
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+// What `inceptiond model quantize` does (loaded when it runs): wiring between the CLI, the config (for
+// --from-source), capture/ and the quantizer in model/.
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
-import * as ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
-import { CaptureRunner, SourceExhaustedError, createSource } from './capture/index.js';
-import type { CalibrationMethodName, Config } from './config/index.js';
-import { normalizeProviders, sessionOptionsFor } from './inference/session-options.js';
-import { listImageFiles } from './daemon/model-setup.js';
-import {
-  evaluateModels,
-  quantizeModel,
-  type ActivationType,
-  type EvalReport,
-  type QuantizeReport,
-  type TargetName,
-} from './model/index.js';
-import { DEFAULT_TARGET, describeWeights } from './model/quantize/targets.js';
-import { toSourceOptions } from './source-options.js';
+import { CaptureRunner, SourceExhaustedError, createSource } from '../capture/index.js';
+import type { CalibrationMethodName, Config } from '../config/index.js';
+import { quantizeModel, type ActivationType, type QuantizeReport, type TargetName } from '../model/index.js';
+import { DEFAULT_TARGET, describeWeights } from '../model/quantize/targets.js';
+import { toSourceOptions } from '../source-options.js';
+import { listImageFiles, requireFile } from '../util/index.js';
 
 export interface QuantizeCommandOptions {
   input: string;
@@ -53,17 +44,6 @@ export interface CaptureResult {
 
 /** A capture that fails this many times in a row ends --from-source (the daemon would retry forever). */
 const MAX_CONSECUTIVE_CAPTURE_FAILURES = 5;
-
-async function requireFile(file: string, what: string): Promise<void> {
-  let isFile: boolean;
-  try {
-    isFile = (await stat(file)).isFile();
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(code === 'ENOENT' ? `${what} not found: ${file}` : `${what} ${file} cannot be read: ${(err as Error).message}`);
-  }
-  if (!isFile) throw new Error(`${what} ${file} is not a file`);
-}
 
 function isJpeg(data: Buffer): boolean {
   return data.length >= 3 && data[0] === 0xff && data[1] === 0xd8 && data[2] === 0xff;
@@ -234,67 +214,4 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return `${lines.join('\n')}\n`;
-}
-
-export interface EvalCommandOptions {
-  ref: string;
-  cand: string;
-  images: string;
-  repeats?: number;
-  json: boolean;
-}
-
-/** The first configured execution provider this onnxruntime-node build has, as the daemon would pick it (cpu as a last resort). */
-function daemonProvider(config: Config): string {
-  const supported = new Set(ort.listSupportedBackends().map((b) => b.name.toLowerCase()));
-  return normalizeProviders(config.inference.executionProviders).find((p) => supported.has(p)) ?? 'cpu';
-}
-
-export async function evalCommand(config: Config, logger: Logger, opts: EvalCommandOptions): Promise<EvalReport> {
-  await requireFile(opts.ref, 'reference model');
-  await requireFile(opts.cand, 'candidate model');
-  const images = await listImageFiles(opts.images, 'image folder');
-  const provider = daemonProvider(config);
-  const sessionOptions = sessionOptionsFor(
-    {
-      modelPath: opts.ref,
-      executionProviders: [provider],
-      threads: config.inference.threads,
-      allowSpinning: config.inference.allowSpinning,
-      graphOptimizationLevel: config.inference.graphOptimizationLevel,
-    },
-    provider,
-  );
-  const report = await evaluateModels({
-    ref: opts.ref,
-    cand: opts.cand,
-    images,
-    ...(opts.repeats !== undefined ? { repeats: opts.repeats } : {}),
-    sessionOptions,
-    logger,
-    progress: !opts.json,
-  });
-  if (opts.json) {
-    const { images: n, top1Agreement, top5Agreement, sqnrDb, refMs, candMs, latencyRatio } = report;
-    // JSON has no Infinity: identical outputs give sqnrDb null.
-    process.stdout.write(
-      `${JSON.stringify({ images: n, top1Agreement, top5Agreement, sqnrDb: Number.isFinite(sqnrDb) ? sqnrDb : null, refMs, candMs, latencyRatio })}\n`,
-    );
-  } else {
-    const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
-    process.stdout.write(
-      [
-        `reference: ${opts.ref}`,
-        `candidate: ${opts.cand}`,
-        `images: ${report.images}`,
-        `top-1 agreement: ${pct(report.top1Agreement)}`,
-        `top-5 agreement: ${pct(report.top5Agreement)}`,
-        `output SQNR: ${Number.isFinite(report.sqnrDb) ? `${report.sqnrDb.toFixed(1)} dB` : 'identical outputs'}`,
-        `latency (median session.run, ${provider}, ${config.inference.threads} thread(s)): ` +
-          `reference ${report.refMs.toFixed(2)} ms, candidate ${report.candMs.toFixed(2)} ms, ratio ${report.latencyRatio.toFixed(3)}`,
-        '',
-      ].join('\n'),
-    );
-  }
-  return report;
 }

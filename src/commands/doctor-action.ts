@@ -1,19 +1,20 @@
-// `inceptiond doctor`: checks each thing the daemon depends on and gives a verdict with the reason,
-// so a user can fix a board without reading logs. Every check is bounded in time.
+// What `inceptiond doctor` does (loaded when it runs): checks each thing the daemon depends on and
+// gives a verdict with the reason, so a user can fix a board without reading logs. Every check is
+// bounded in time.
 import { execFile } from 'node:child_process';
 import { access, constants, mkdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
 import type { Logger } from 'pino';
-import { createSource } from './capture/index.js';
-import type { Config } from './config/index.js';
-import { readSecretFile } from './config/index.js';
-import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from './inference/index.js';
-import { normalizeProviders } from './inference/session-options.js';
-import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from './daemon/model-setup.js';
-import { toSourceOptions } from './source-options.js';
-import { createPreprocessor } from './vision/index.js';
+import { createSource } from '../capture/index.js';
+import type { Config } from '../config/index.js';
+import { readSecretFile } from '../config/index.js';
+import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from '../inference/index.js';
+import { normalizeProviders } from '../inference/session-options.js';
+import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
+import { toSourceOptions } from '../source-options.js';
+import { createPreprocessor } from '../vision/index.js';
 
 export interface Check {
   name: string;

@@ -1,10 +1,12 @@
-// `inceptiond classify IMAGE...`: one-shot classification with the daemon's model and session options.
+// What `inceptiond classify IMAGE...` does (loaded when it runs): one-shot classification with the
+// daemon's model and session options.
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { Config } from './config/index.js';
-import { InferenceEngine, topLabels, type LabelScore } from './inference/index.js';
-import { prepareModelIsolated, sessionSettingsFor } from './daemon/model-setup.js';
-import { createPreprocessor, FrameDecodeError, FrameTooLargeError } from './vision/index.js';
+import type { Config } from '../config/index.js';
+import { InferenceEngine, topLabels, type LabelScore } from '../inference/index.js';
+import { prepareModelIsolated, sessionSettingsFor } from '../daemon/model-setup.js';
+import { round2 } from '../util/index.js';
+import { createPreprocessor, FrameDecodeError, FrameTooLargeError } from '../vision/index.js';
 
 export interface ClassifyOptions {
   images: string[];
@@ -53,7 +55,7 @@ export async function classifyCommand(config: Config, logger: Logger, opts: Clas
             model: { name: model.manifest.name, precision: model.precision, synthetic: model.synthetic || undefined },
             provider: engine.provider,
             labels,
-            inferenceMs: Math.round(inferenceMs * 100) / 100,
+            inferenceMs: round2(inferenceMs),
           })}\n`,
         );
       } else {

@@ -1,0 +1,52 @@
+// What every command registration uses: the -c option, the config loader, the one-shot logger, the
+// option parsers and UsageError. Cheap to import (commander, config/, ops/): `--help` and `config check` stay fast.
+import { Option, type Command } from 'commander';
+import { pino, type Logger } from 'pino';
+import { loadConfig, type Config } from '../config/index.js';
+import { createLogger } from '../ops/index.js';
+
+/** An error whose message is the whole story for the user: printed without a stack, exit 2. */
+export class UsageError extends Error {}
+
+/** Passed to every `register`: how a command gets its configuration and its logger. */
+export interface CommandContext {
+  /** The configuration file of -c (or INCEPTIOND_CONFIG) over the defaults and the environment; throws ConfigError when invalid. */
+  loadConfig(file: string | undefined): Config;
+  /**
+   * Logger for one-shot commands: warnings and errors only (or `level`), on stderr, so stdout carries
+   * nothing but the command's data (`classify --json | jq` must not meet a log line between two results).
+   */
+  commandLogger(level?: string): Logger;
+  /** A fresh -c/--config option (commander needs one Option object per command). */
+  configOption(): Option;
+}
+
+/** Adds one command (with its subcommands, options and action) to the program. */
+export type RegisterCommand = (program: Command, ctx: CommandContext) => void;
+
+export function createCommandContext(env: NodeJS.ProcessEnv = process.env): CommandContext {
+  return {
+    loadConfig: (file) => loadConfig({ file, env }).config,
+    commandLogger: (level = 'warn') =>
+      createLogger({ level, name: 'inceptiond', destination: pino.destination({ dest: 2, sync: true }) }),
+    configOption: () => new Option('-c, --config <file>', 'configuration file (JSON); also INCEPTIOND_CONFIG'),
+  };
+}
+
+export function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`expected a positive integer, got "${value}"`);
+  return n;
+}
+
+export function parseNonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`expected a non-negative integer, got "${value}"`);
+  return n;
+}
+
+export function parsePercentile(value: string): number {
+  const n = Number(value);
+  if (!(n > 0 && n <= 100)) throw new UsageError(`--percentile must be a number in (0, 100], got "${value}"`);
+  return n;
+}
