@@ -1,15 +1,14 @@
 // Which model the daemon (and classify/bench) runs: the configured one, or the built Inception V2,
 // quantized and cached when INT8 is wanted. Wiring layer: it may use model/ and vision/.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { access, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { glob, isDynamicPattern } from 'tinyglobby';
 import { projectRoot, type Config, type QuantizationTargetName } from '../config/index.js';
 import type { SessionSettings } from '../inference/index.js';
+import { fileSha256, ImageListError, listImageFiles, pathExists } from '../util/index.js';
 import type { ChildMessage, ChildRequest } from './model-setup-child.js';
 // Only the manifest part of model/ is imported eagerly: the builder and the quantizer load ONNX Runtime,
 // which the daemon's main thread must not (its memory, and inference.runtime may name another build
@@ -33,21 +32,6 @@ export class ModelSetupError extends Error {
 /** File name of the model `model build` writes when no model is configured. */
 export const BUILT_MODEL_FILE = 'inception-v2-built.onnx';
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-export async function fileSha256(p: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(p)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
 /**
  * The FP32 model named by the config, or the built Inception V2 in the model cache (built on first
  * use, which takes a few seconds and says plainly that its weights are synthetic).
@@ -57,7 +41,7 @@ async function resolveFloatModel(config: Config, logger: Logger, onStatus?: (sta
     return resolveModel({ path: config.model.path || undefined, manifest: config.model.manifest || undefined });
   }
   const builtPath = path.join(config.model.cacheDir, BUILT_MODEL_FILE);
-  if (!(await exists(builtPath)) || !(await exists(`${builtPath}.json`))) {
+  if (!(await pathExists(builtPath)) || !(await pathExists(`${builtPath}.json`))) {
     await mkdir(config.model.cacheDir, { recursive: true });
     logger.warn(
       { path: builtPath },
@@ -88,46 +72,6 @@ export interface PrepareOptions {
 const QUANTIZER_VERSION = 1;
 /** The daemon calibrates on at most this many images, spread evenly over the sorted list. */
 export const MAX_DAEMON_CALIBRATION_IMAGES = 64;
-const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif', '.bmp']);
-
-/**
- * Image files of a folder (not recursive) or a glob, sorted. `what` names the list in errors
- * ("calibration folder", "image folder"). A missing path or one without images is an error.
- */
-export async function listImageFiles(pathOrGlob: string, what: string): Promise<string[]> {
-  let candidates: string[];
-  if (isDynamicPattern(pathOrGlob)) {
-    candidates = await glob(pathOrGlob, { absolute: true, onlyFiles: true, expandDirectories: false });
-    if (candidates.length === 0) throw new ModelSetupError(`${what} ${pathOrGlob} matches no files`);
-  } else {
-    let isDir: boolean;
-    try {
-      isDir = (await stat(pathOrGlob)).isDirectory();
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new ModelSetupError(
-        code === 'ENOENT' ? `${what} ${pathOrGlob} does not exist` : `${what} ${pathOrGlob} cannot be read: ${(err as Error).message}`,
-      );
-    }
-    if (!isDir) {
-      candidates = [path.resolve(pathOrGlob)];
-    } else {
-      let entries: string[];
-      try {
-        entries = await readdir(pathOrGlob);
-      } catch (err) {
-        throw new ModelSetupError(`${what} ${pathOrGlob} cannot be read: ${(err as Error).message}`);
-      }
-      candidates = entries.map((e) => path.resolve(pathOrGlob, e));
-    }
-  }
-  const images = candidates.filter((f) => IMAGE_EXTENSIONS.has(path.extname(f).toLowerCase())).sort();
-  if (images.length === 0) {
-    throw new ModelSetupError(`${what} ${pathOrGlob} has no images (${[...IMAGE_EXTENSIONS].join(' ')})`);
-  }
-  return images;
-}
-
 /** Up to `max` items spread evenly over the list (first and last included), order kept. */
 function spread<T>(items: T[], max: number): T[] {
   if (items.length <= max) return items;
@@ -150,7 +94,14 @@ export function calibrationPathFor(config: Config): string {
 export async function calibrationImagesFor(config: Config): Promise<string[]> {
   const where = calibrationPathFor(config);
   const what = config.model.calibration.path ? 'model.calibration.path' : 'calibration folder';
-  return spread(await listImageFiles(where, what), MAX_DAEMON_CALIBRATION_IMAGES);
+  let images: string[];
+  try {
+    images = await listImageFiles(where, what);
+  } catch (err) {
+    // The daemon reports every failure to prepare its model as a ModelSetupError.
+    throw err instanceof ImageListError ? new ModelSetupError(err.message) : err;
+  }
+  return spread(images, MAX_DAEMON_CALIBRATION_IMAGES);
 }
 
 /**
@@ -235,7 +186,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
   };
   const cacheDir = config.model.cacheDir;
   const target = path.join(cacheDir, int8CacheFileName(fp32.modelPath, key));
-  if ((await exists(target)) && (await exists(`${target}.json`))) {
+  if ((await pathExists(target)) && (await pathExists(`${target}.json`))) {
     logger.info({ path: target, source: fp32.modelPath }, 'using cached INT8 model');
     return resolveModel({ path: target });
   }
@@ -332,7 +283,7 @@ async function pruneOtherVersions(cacheDir: string, keep: string, sourceSha256: 
 export async function prepareModel(config: Config, logger: Logger, opts: PrepareOptions = {}): Promise<PreparedModel> {
   const configured = !!(config.model.path || config.model.manifest);
   let resolved = await resolveFloatModel(config, logger, opts.onStatus);
-  if (!(await exists(resolved.modelPath))) {
+  if (!(await pathExists(resolved.modelPath))) {
     throw new ModelSetupError(
       `model file not found: ${resolved.modelPath} (named by ${resolved.manifestPath}); ` +
         'fetch it with `inceptiond model fetch` or build one with `inceptiond model build`',
@@ -393,7 +344,7 @@ export function sessionSettingsFor(config: Config, model: PreparedModel): Sessio
  */
 export async function prepareModelIsolated(config: Config, logger: Logger, opts: PrepareOptions = {}): Promise<PreparedModel> {
   const childModule = fileURLToPath(new URL('./model-setup-child.js', import.meta.url));
-  if (!(await exists(childModule))) return prepareModel(config, logger, opts);
+  if (!(await pathExists(childModule))) return prepareModel(config, logger, opts);
   const { fork } = await import('node:child_process');
   const child = fork(childModule, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   return new Promise<PreparedModel>((resolve, reject) => {

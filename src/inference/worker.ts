@@ -3,9 +3,7 @@
  * inference, so it lives here instead of on the main thread that serves MQTT and HTTP.
  * Requests are handled one at a time, in arrival order.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
@@ -18,6 +16,7 @@ import { epContextFile, epContextPrefix, optimizedModelFile } from './session-ca
 import { loadRuntime, type OrtModule, type RuntimeInfo } from './runtime.js';
 import { normalizeProviders, sessionOptionsFor } from './session-options.js';
 import type { ProviderAttempt, SessionSettings, TensorInfo } from './types.js';
+import { fileSha256, pathExists } from '../util/index.js';
 
 const port: MessagePort = requireParentPort();
 const post = (msg: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
@@ -117,7 +116,7 @@ async function handle(msg: ToWorker): Promise<void> {
 /** Tries the configured providers in order; the first that creates a session wins. */
 async function createSession(s: SessionSettings): Promise<Loaded> {
   // A missing file is a model problem, not a reason to blame every provider in turn.
-  if (!(await exists(s.modelPath))) throw new InitError('model', `model file not found: ${s.modelPath}`);
+  if (!(await pathExists(s.modelPath))) throw new InitError('model', `model file not found: ${s.modelPath}`);
   const supported = new Set(ort.listSupportedBackends().map((b) => b.name.toLowerCase()));
   const providers = normalizeProviders(s.executionProviders);
   for (const provider of providers) {
@@ -159,8 +158,8 @@ async function createCpuSession(s: SessionSettings, profileFilePrefix: string): 
   if (!s.optimizedModelCacheDir || s.graphOptimizationLevel === 'disabled') {
     return { session: await ort.InferenceSession.create(s.modelPath, sessionOptionsFor(s, 'cpu', { profileFilePrefix })), fromCache: false };
   }
-  const cached = optimizedModelFile(s.optimizedModelCacheDir, s, await sha256File(s.modelPath), runtime.version);
-  if (await exists(cached)) {
+  const cached = optimizedModelFile(s.optimizedModelCacheDir, s, await fileSha256(s.modelPath), runtime.version);
+  if (await pathExists(cached)) {
     try {
       // Already optimized: skip the optimizer, which is most of the load time.
       const options = sessionOptionsFor(s, 'cpu', { graphOptimizationLevel: 'disabled', profileFilePrefix });
@@ -192,8 +191,8 @@ async function createAcceleratedSession(s: SessionSettings, provider: string, pr
   const create = (file: string, over: Parameters<typeof sessionOptionsFor>[2] = {}) =>
     ort.InferenceSession.create(file, sessionOptionsFor(s, provider, { profileFilePrefix, ...over }));
   if (!s.epContextCacheDir) return { session: await create(s.modelPath), fromCache: false };
-  const cached = epContextFile(s.epContextCacheDir, s, provider, await sha256File(s.modelPath), runtime.version);
-  if (await exists(cached)) {
+  const cached = epContextFile(s.epContextCacheDir, s, provider, await fileSha256(s.modelPath), runtime.version);
+  if (await pathExists(cached)) {
     try {
       return { session: await create(cached), fromCache: true };
     } catch {
@@ -204,7 +203,7 @@ async function createAcceleratedSession(s: SessionSettings, provider: string, pr
   const tmp = `${cached}.tmp-${process.pid}-${threadId}.onnx`;
   try {
     const session = await create(s.modelPath, { epContextFile: tmp });
-    if (await exists(tmp)) {
+    if (await pathExists(tmp)) {
       await rename(tmp, cached).catch(() => undefined);
       await pruneContexts(s.epContextCacheDir, epContextPrefix(s, provider), cached);
     }
@@ -255,19 +254,6 @@ async function warmUp(session: Ort.InferenceSession, input: TensorInfo): Promise
   const out = await session.run({ [input.name]: new ort.Tensor('float32', new Float32Array(size), dims) }, [outputName]);
   for (const t of Object.values(out)) t.dispose();
   return performance.now() - t0;
-}
-
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-async function exists(file: string): Promise<boolean> {
-  return stat(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 function requireParentPort(): MessagePort {

@@ -3,14 +3,13 @@
  * writes its manifest beside it. Streams to `<out>.part`, resumes it with a Range request, and only
  * renames to `out` once verified, so `out` is either absent or correct.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
+import { fileSha256 } from '../util/index.js';
 import { loadManifest, modelsDir, writeManifestBeside, type ModelManifest } from './manifest.js';
 
 export interface FetchOptions {
@@ -94,12 +93,6 @@ async function fileSize(p: string): Promise<number> {
   } catch {
     return 0;
   }
-}
-
-async function sha256File(p: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(p)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 interface Target {
@@ -256,7 +249,7 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<FetchResult> 
     await rm(part, { force: true });
     throw new FetchError(`size mismatch for ${t.url}: expected ${t.size} bytes, got ${got}; the file was deleted`);
   }
-  const digest = await sha256File(part);
+  const digest = await fileSha256(part);
   if (t.sha256 && digest !== t.sha256) {
     await rm(part, { force: true });
     throw new FetchError(`sha256 mismatch for ${t.url}: expected ${t.sha256}, got ${digest}; the file was deleted`);

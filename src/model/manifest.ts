@@ -4,9 +4,10 @@
  * Found as `<model>.json` beside the ONNX file (e.g. `x.onnx.json`), or as `models/<name>.json`
  * whose `file` names the model. A manifest's `file` and `labels` are relative to its own directory.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isFile } from '../util/index.js';
 import { writeFileAtomic } from './onnx.js';
 
 /** Two levels up from both src/model and dist/model. */
@@ -162,14 +163,6 @@ export async function loadManifest(manifestPath: string): Promise<ModelManifest>
     throw new ManifestError(`${manifestPath}: not valid JSON: ${(err as Error).message}`);
   }
   return validateManifest(parsed, manifestPath);
-}
-
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await stat(p)).isFile();
-  } catch {
-    return false;
-  }
 }
 
 /**

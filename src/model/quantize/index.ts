@@ -2,13 +2,14 @@
  * Static INT8 quantization in QDQ format (the part of onnxruntime.quantization that exists only in
  * Python): prepare (exact rewrites) → calibrate (ranges) → emit QDQ → check per-layer SQNR.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
 import * as ort from 'onnxruntime-node';
 import { findManifestForModel, writeManifestBeside, type ModelManifest } from '../manifest.js';
 import { loadModel, onnx, opsetVersion, saveModel } from '../onnx.js';
+import { listImageFiles } from '../../util/index.js';
 import { createPreprocessor } from '../../vision/index.js';
 import { calibrate, createSession, probeTensors, withExtraOutputs, type CalibrationMethod, type Range } from './calibrate.js';
 import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
@@ -103,21 +104,9 @@ export interface QuantizeReport {
   warnings: string[];
 }
 
-const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif', '.bmp']);
-
 /** Image files of a calibration folder, sorted; a missing or empty folder is an error. */
-export async function listCalibrationImages(dir: string): Promise<string[]> {
-  let entries: string[];
-  try {
-    entries = await readdir(dir);
-  } catch (err) {
-    throw new Error(`calibration folder ${dir} cannot be read: ${(err as Error).message}`);
-  }
-  const images = entries.filter((e) => IMAGE_EXTENSIONS.has(path.extname(e).toLowerCase())).sort();
-  if (images.length === 0) {
-    throw new Error(`calibration folder ${dir} has no images (${[...IMAGE_EXTENSIONS].join(' ')})`);
-  }
-  return images.map((e) => path.join(dir, e));
+export function listCalibrationImages(dir: string): Promise<string[]> {
+  return listImageFiles(dir, 'calibration folder', { folderOnly: true });
 }
 
 function isAsyncIterable(x: unknown): x is AsyncIterable<Float32Array> {
