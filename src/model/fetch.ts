@@ -9,7 +9,7 @@ import https from 'node:https';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
-import { fileSha256 } from '../util/index.js';
+import { fileSha256, LogThrottle } from '../util/index.js';
 import { loadManifest, modelsDir, writeManifestBeside, type ModelManifest } from './manifest.js';
 
 export interface FetchOptions {
@@ -172,7 +172,9 @@ async function receive(t: Target, res: Awaited<ReturnType<typeof get>>, file: Fi
   const total = Number.isFinite(length) ? start + length : t.size;
 
   let done = start;
-  let lastLog = Date.now();
+  // Without a bar, one progress line per interval; a download that ends within the first one logs none.
+  const progressLog = new LogThrottle(LOG_INTERVAL_MS);
+  progressLog.mark('download');
   const bar = showBar
     ? new cliProgress.SingleBar(
         { format: 'downloading [{bar}] {percentage}% {value}/{total} MB', stream: process.stderr, hideCursor: true },
@@ -203,10 +205,7 @@ async function receive(t: Target, res: Awaited<ReturnType<typeof get>>, file: Fi
           done += chunk.length;
           if (body.isPaused() && queued <= MAX_QUEUED_BYTES / 2) body.resume();
           bar?.update(mb(done));
-          if (!bar && Date.now() - lastLog >= LOG_INTERVAL_MS) {
-            lastLog = Date.now();
-            logger?.info({ bytes: done, total }, 'downloading');
-          }
+          if (!bar && progressLog.shouldLog('download')) logger?.info({ bytes: done, total }, 'downloading');
         });
       });
       let settled = false;

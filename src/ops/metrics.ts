@@ -3,6 +3,7 @@
 // sliding window: prom-client summaries re-sort on every observation and cost more than they tell here.
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { round2 } from '../util/index.js';
 import { packageVersion } from './package-info.js';
 
 /** Why a frame was not classified: replaced by a newer one, undecodable, or inference failed on it. */
@@ -86,7 +87,6 @@ export function percentile(sorted: ArrayLike<number>, p: number): number | null 
   return sorted[Math.min(rank, sorted.length) - 1]!;
 }
 
-const round2 = (x: number) => Math.round(x * 100) / 100;
 const roundPercentiles = (p: Percentiles): Percentiles => ({
   p50: p.p50 === null ? null : round2(p.p50),
   p90: p.p90 === null ? null : round2(p.p90),
