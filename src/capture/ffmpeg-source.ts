@@ -1,24 +1,99 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
 import { raceAbort } from './abort.js';
+import { defineBackend } from './backend.js';
+import { COMMON_CAPTURE_FIELDS, isUnset, requireFields, type FieldProblem, type Fields, type ValuesOf } from './fields.js';
 import { JpegStreamSplitter } from './jpeg.js';
 import {
   CaptureError,
   SourceStoppedError,
-  type FfmpegSourceOptions,
+  type CommonSourceOptions,
   type Frame,
   type FrameSource,
   type SourceStats,
 } from './types.js';
-import { requireInteger, requireNumber, requireSourceId } from './validate.js';
-
-export const FFMPEG_DEFAULTS = { restartInitialMs: 1000, restartMaxMs: 30_000, loop: true } as const;
+import { requireSourceId } from './validate.js';
 
 /** Grace between SIGTERM and SIGKILL when stopping ffmpeg. */
 const KILL_GRACE_MS = 2000;
 const STDERR_TAIL_LINES = 20;
 const URL_INPUT = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
-const FORMAT_NAME = /^[A-Za-z0-9_]+$/;
+/** File inputs are replayed forever unless `loop` is false. */
+const LOOP_DEFAULT = true;
+
+/** The keys of `capture.ffmpeg.*`: the values ffmpeg is started with, so the configuration refuses the rest. */
+export const FFMPEG_FIELDS = {
+  input: {
+    kind: 'string',
+    doc: 'V4L2 device, RTSP/HTTP URL or file (backend ffmpeg)',
+    default: '',
+    empty: 'required',
+    // No control characters; a leading "-" would make ffmpeg read the input as an option.
+    pattern: /^(?!-)(?=.*\S)[^\u0000-\u001f]*$/,
+    rule: 'must be a device, URL or file, not starting with "-" (ffmpeg would read it as an option)',
+  },
+  inputFormat: {
+    kind: 'string',
+    doc: 'ffmpeg -f for the input, e.g. v4l2 or rtsp ("" = probe)',
+    default: '',
+    empty: 'unset',
+    pattern: /^[A-Za-z0-9_]+$/,
+    rule: 'must be a format name such as mjpeg or lavfi',
+  },
+  width: { kind: 'integer', doc: 'Output width (0 = source default)', default: 0, unset: 0, min: 16, max: 8192 },
+  height: { kind: 'integer', doc: 'Output height (0 = source default)', default: 0, unset: 0, min: 16, max: 8192 },
+  fps: { kind: 'number', doc: 'Frames per second asked of ffmpeg (0 = source default)', default: 0, unset: 0, min: 0.01, max: 240 },
+  stallTimeoutMs: { kind: 'integer', doc: 'Restart ffmpeg when no frame arrives for this long', default: 10_000, min: 100, max: 600_000 },
+  extraInputArgs: { kind: 'string-list', doc: 'Extra ffmpeg arguments placed before -i (env: a JSON array)', default: [] },
+  path: {
+    kind: 'string',
+    doc: 'The ffmpeg executable ("" = ffmpeg on PATH; `inceptiond doctor` shows which one and its version)',
+    default: '',
+    empty: 'unset',
+    pattern: /^[^\u0000-\u001f]*$/,
+    rule: 'must be a file path or a command name',
+  },
+} satisfies Fields;
+
+/** Size is one `-video_size`/`scale`: half of it would be ignored or make ffmpeg fail. */
+function checkFfmpegValues(values: ValuesOf<typeof FFMPEG_FIELDS>): FieldProblem[] {
+  const width = !isUnset(FFMPEG_FIELDS.width, values.width);
+  const height = !isUnset(FFMPEG_FIELDS.height, values.height);
+  if (width === height) return [];
+  return width
+    ? [{ key: 'width', value: values.width, reason: 'needs height as well (set both, or neither)' }]
+    : [{ key: 'height', value: values.height, reason: 'needs width as well (set both, or neither)' }];
+}
+
+export interface FfmpegSourceOptions extends CommonSourceOptions {
+  backend: 'ffmpeg';
+  /**
+   * A V4L2 device (/dev/…), an rtsp/rtsps/http(s) URL, a file, or with inputFormat 'lavfi' a filter
+   * graph such as `testsrc=size=320x240:rate=10`.
+   */
+  input: string;
+  /**
+   * For a /dev/ device: the camera's format (`-input_format`, e.g. 'mjpeg', which is passed through
+   * without re-encoding). Otherwise the demuxer (`-f`, e.g. 'lavfi').
+   */
+  inputFormat?: string;
+  /** Output size, both or neither (0 or absent = the source's). */
+  width?: number;
+  height?: number;
+  /** 0 or absent = the source's rate. */
+  fps?: number;
+  /** No frame for this long (or after a restart) means ffmpeg has stalled: it is killed and restarted. */
+  stallTimeoutMs: number;
+  /** Inserted before `-i`, e.g. ['-rtsp_transport', 'udp']. */
+  extraInputArgs?: string[];
+  /** File inputs only: replay the file forever (-stream_loop -1). Default true. */
+  loop?: boolean;
+  /** Restart backoff after ffmpeg exits or stalls: initial and maximum delay. Defaults 1000 and 30000. */
+  restartInitialMs?: number;
+  restartMaxMs?: number;
+  /** The ffmpeg executable: a path, or a name looked up on PATH. Default 'ffmpeg'. */
+  ffmpegPath?: string;
+}
 
 type InputKind = 'lavfi' | 'device' | 'url' | 'file';
 
@@ -29,40 +104,33 @@ function inputKind(options: Pick<FfmpegSourceOptions, 'input' | 'inputFormat'>):
   return 'file';
 }
 
-/** Throws a clear TypeError for options ffmpeg would misread or reject. */
-export function validateFfmpegOptions(options: FfmpegSourceOptions): void {
+/**
+ * Throws a clear TypeError for options ffmpeg would misread or reject; returns them with the unset
+ * values (0, "") as absent and the restart delays filled in.
+ */
+export function validateFfmpegOptions(options: FfmpegSourceOptions): FfmpegSourceOptions & { restartInitialMs: number; restartMaxMs: number } {
   const id = requireSourceId(options.id);
-  const { input } = options;
-  // eslint-disable-next-line no-control-regex
-  if (typeof input !== 'string' || input.trim() === '' || /[\u0000-\u001f]/.test(input)) {
-    throw new TypeError(`source "${id}": ffmpeg.input must be a device, URL or file, got ${JSON.stringify(input)}`);
-  }
-  if (input.startsWith('-')) {
-    throw new TypeError(`source "${id}": ffmpeg.input must not start with "-" (ffmpeg would read it as an option): ${input}`);
-  }
-  if (options.inputFormat !== undefined && (typeof options.inputFormat !== 'string' || !FORMAT_NAME.test(options.inputFormat))) {
-    throw new TypeError(`source "${id}": ffmpeg.inputFormat must be a format name such as mjpeg or lavfi, got ${JSON.stringify(options.inputFormat)}`);
-  }
-  if ((options.width === undefined) !== (options.height === undefined)) {
-    throw new TypeError(`source "${id}": ffmpeg.width and ffmpeg.height must be given together`);
-  }
-  if (options.width !== undefined) requireInteger(id, 'ffmpeg.width', options.width, 16, 8192);
-  if (options.height !== undefined) requireInteger(id, 'ffmpeg.height', options.height, 16, 8192);
-  if (options.fps !== undefined) requireNumber(id, 'ffmpeg.fps', options.fps, 0.01, 240);
-  requireInteger(id, 'ffmpeg.stallTimeoutMs', options.stallTimeoutMs, 100, 600_000);
-  if (options.extraInputArgs !== undefined && (!Array.isArray(options.extraInputArgs) || !options.extraInputArgs.every((a) => typeof a === 'string'))) {
-    throw new TypeError(`source "${id}": ffmpeg.extraInputArgs must be a list of strings`);
-  }
+  const values = requireFields(id, 'ffmpeg', FFMPEG_FIELDS, { ...options, path: options.ffmpegPath }, checkFfmpegValues);
   if (options.loop !== undefined && typeof options.loop !== 'boolean') {
     throw new TypeError(`source "${id}": ffmpeg.loop must be true or false`);
   }
-  const initial = requireInteger(id, 'ffmpeg.restartInitialMs', options.restartInitialMs ?? FFMPEG_DEFAULTS.restartInitialMs, 0, 3_600_000);
-  const max = requireInteger(id, 'ffmpeg.restartMaxMs', options.restartMaxMs ?? FFMPEG_DEFAULTS.restartMaxMs, 0, 3_600_000);
-  if (max < initial) throw new TypeError(`source "${id}": ffmpeg.restartMaxMs (${max}) is below restartInitialMs (${initial})`);
-  // eslint-disable-next-line no-control-regex
-  if (options.ffmpegPath !== undefined && (typeof options.ffmpegPath !== 'string' || /[\u0000-\u001f]/.test(options.ffmpegPath))) {
-    throw new TypeError(`source "${id}": ffmpeg.path must be a file path or a command name, got ${JSON.stringify(options.ffmpegPath)}`);
+  const restart = requireFields(id, 'ffmpeg', { restartInitialMs: COMMON_CAPTURE_FIELDS.retryInitialMs, restartMaxMs: COMMON_CAPTURE_FIELDS.retryMaxMs }, options);
+  if (restart.restartMaxMs < restart.restartInitialMs) {
+    throw new TypeError(`source "${id}": ffmpeg.restartMaxMs (${restart.restartMaxMs}) is below restartInitialMs (${restart.restartInitialMs})`);
   }
+  const set = <T>(field: (typeof FFMPEG_FIELDS)[keyof typeof FFMPEG_FIELDS], value: T): T | undefined => (isUnset(field, value) ? undefined : value);
+  return {
+    ...options,
+    input: values.input,
+    inputFormat: set(FFMPEG_FIELDS.inputFormat, values.inputFormat),
+    width: set(FFMPEG_FIELDS.width, values.width),
+    height: set(FFMPEG_FIELDS.height, values.height),
+    fps: set(FFMPEG_FIELDS.fps, values.fps),
+    stallTimeoutMs: values.stallTimeoutMs,
+    extraInputArgs: values.extraInputArgs,
+    ffmpegPath: set(FFMPEG_FIELDS.path, values.path),
+    ...restart,
+  };
 }
 
 /**
@@ -76,7 +144,8 @@ export function validateFfmpegOptions(options: FfmpegSourceOptions): void {
 export function buildFfmpegArgs(options: FfmpegSourceOptions): string[] {
   const kind = inputKind(options);
   const extra = options.extraInputArgs ?? [];
-  const size = options.width !== undefined && options.height !== undefined ? `${options.width}x${options.height}` : undefined;
+  // 0 and absent both mean the source's own size and rate.
+  const size = options.width && options.height ? `${options.width}x${options.height}` : undefined;
   const args = ['-hide_banner', '-nostdin', '-nostats', '-loglevel', 'error'];
 
   switch (kind) {
@@ -84,7 +153,7 @@ export function buildFfmpegArgs(options: FfmpegSourceOptions): string[] {
       args.push('-f', 'v4l2');
       if (options.inputFormat) args.push('-input_format', options.inputFormat);
       if (size) args.push('-video_size', size);
-      if (options.fps !== undefined) args.push('-framerate', String(options.fps));
+      if (options.fps) args.push('-framerate', String(options.fps));
       break;
     case 'lavfi':
       args.push('-re', '-f', 'lavfi');
@@ -94,7 +163,7 @@ export function buildFfmpegArgs(options: FfmpegSourceOptions): string[] {
       if (options.inputFormat) args.push('-f', options.inputFormat);
       break;
     case 'file':
-      if (options.loop ?? FFMPEG_DEFAULTS.loop) args.push('-stream_loop', '-1');
+      if (options.loop ?? LOOP_DEFAULT) args.push('-stream_loop', '-1');
       args.push('-re');
       if (options.inputFormat) args.push('-f', options.inputFormat);
       break;
@@ -107,7 +176,7 @@ export function buildFfmpegArgs(options: FfmpegSourceOptions): string[] {
   }
   const filters: string[] = [];
   if (kind !== 'device') {
-    if (options.fps !== undefined) filters.push(`fps=${options.fps}`);
+    if (options.fps) filters.push(`fps=${options.fps}`);
     if (size) filters.push(`scale=${options.width}:${options.height}`);
   }
   if (filters.length > 0) args.push('-vf', filters.join(','));
@@ -153,13 +222,13 @@ export class FfmpegSource implements FrameSource {
   private readonly ffmpegBin: string;
 
   constructor(options: FfmpegSourceOptions, logger: Logger) {
-    validateFfmpegOptions(options);
-    this.ffmpegBin = options.ffmpegPath || 'ffmpeg';
-    this.id = options.id;
-    this.options = options;
-    this.args = buildFfmpegArgs(options);
-    this.restartInitialMs = options.restartInitialMs ?? FFMPEG_DEFAULTS.restartInitialMs;
-    this.restartMaxMs = options.restartMaxMs ?? FFMPEG_DEFAULTS.restartMaxMs;
+    const valid = validateFfmpegOptions(options);
+    this.ffmpegBin = valid.ffmpegPath ?? 'ffmpeg';
+    this.id = valid.id;
+    this.options = valid;
+    this.args = buildFfmpegArgs(valid);
+    this.restartInitialMs = valid.restartInitialMs;
+    this.restartMaxMs = valid.restartMaxMs;
     this.restartDelayMs = this.restartInitialMs;
     this.logger = logger.child({ source: this.id, backend: 'ffmpeg' });
   }
@@ -337,3 +406,17 @@ export class FfmpegSource implements FrameSource {
     }
   }
 }
+
+export const ffmpegBackend = defineBackend({
+  summary: 'one long-running stream',
+  fields: FFMPEG_FIELDS,
+  check: checkFfmpegValues,
+  toOptions: ({ path, ...values }, source): FfmpegSourceOptions => ({
+    backend: 'ffmpeg',
+    id: source.id,
+    intervalMs: source.intervalMs,
+    ...values,
+    ffmpegPath: path,
+  }),
+  create: (options, logger) => new FfmpegSource(options, logger),
+});

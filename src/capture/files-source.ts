@@ -3,18 +3,33 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { glob, isDynamicPattern } from 'tinyglobby';
 import { raceAbort } from './abort.js';
+import { defineBackend } from './backend.js';
+import { requireFields, type Fields } from './fields.js';
 import { jpegProblem } from './jpeg.js';
 import {
   CaptureError,
   CorruptFrameError,
   SourceExhaustedError,
   SourceStoppedError,
-  type FilesSourceOptions,
+  type CommonSourceOptions,
   type Frame,
   type FrameSource,
   type SourceStats,
 } from './types.js';
 import { requireSourceId } from './validate.js';
+
+export const FILES_FIELDS = {
+  path: { kind: 'string', doc: 'Folder or glob of images (backend files)', default: '', empty: 'required', pattern: /\S/, rule: 'must be a folder or glob' },
+  loop: { kind: 'boolean', doc: 'Start again at the first image after the last one', default: true },
+} satisfies Fields;
+
+export interface FilesSourceOptions extends CommonSourceOptions {
+  backend: 'files';
+  /** A folder (its image files, not recursive) or a glob such as `dir/*.jpg` or `dir/**\/*.png`. */
+  path: string;
+  /** Start again from the first image after the last; otherwise next() rejects with SourceExhaustedError. */
+  loop: boolean;
+}
 
 const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp']);
 
@@ -58,13 +73,7 @@ export class FilesSource implements FrameSource {
 
   constructor(options: FilesSourceOptions, logger: Logger) {
     this.id = requireSourceId(options.id);
-    if (typeof options.path !== 'string' || options.path.trim() === '') {
-      throw new TypeError(`source "${this.id}": files.path must be a folder or glob, got ${JSON.stringify(options.path)}`);
-    }
-    if (typeof options.loop !== 'boolean') {
-      throw new TypeError(`source "${this.id}": files.loop must be true or false`);
-    }
-    this.options = options;
+    this.options = { ...options, ...requireFields(this.id, 'files', FILES_FIELDS, options) };
     this.logger = logger.child({ source: this.id, backend: 'files' });
   }
 
@@ -166,3 +175,10 @@ export class FilesSource implements FrameSource {
     return images.sort(naturalOrder);
   }
 }
+
+export const filesBackend = defineBackend({
+  summary: 'images from disk',
+  fields: FILES_FIELDS,
+  toOptions: (values, source): FilesSourceOptions => ({ backend: 'files', id: source.id, intervalMs: source.intervalMs, ...values }),
+  create: (options, logger) => new FilesSource(options, logger),
+});

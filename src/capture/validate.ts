@@ -1,4 +1,4 @@
-/** Checks shared by the backends' constructors: bad configuration fails at construction, clearly. */
+/** The source id check every backend's constructor makes (their other options: fields.ts). */
 
 const SOURCE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -10,18 +10,4 @@ export function requireSourceId(id: unknown): string {
     );
   }
   return id;
-}
-
-export function requireInteger(sourceId: string, name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new TypeError(`source "${sourceId}": ${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-export function requireNumber(sourceId: string, name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-    throw new TypeError(`source "${sourceId}": ${name} must be a number from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  }
-  return value;
 }

@@ -6,17 +6,19 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { raceAbort } from './abort.js';
+import { defineBackend } from './backend.js';
+import { requireFields, type Fields } from './fields.js';
 import { jpegProblem } from './jpeg.js';
 import {
   CaptureError,
   CorruptFrameError,
   SourceStoppedError,
+  type CommonSourceOptions,
   type Frame,
   type FrameSource,
   type SourceStats,
-  type WebcamSourceOptions,
 } from './types.js';
-import { requireInteger, requireSourceId } from './validate.js';
+import { requireSourceId } from './validate.js';
 
 /** The slice of node-webcam (CommonJS, untyped) this module uses. */
 interface FsWebcamInstance {
@@ -27,14 +29,19 @@ interface FsWebcamInstance {
 interface NodeWebcamModule {
   FSWebcam: new (options: Record<string, unknown>) => FsWebcamInstance;
 }
-const require = createRequire(import.meta.url);
-const NodeWebcam = require('node-webcam') as NodeWebcamModule;
+// Loaded at the first capture: the configuration reads this module's fields without running a camera.
+let nodeWebcam: NodeWebcamModule | undefined;
+function loadNodeWebcam(): NodeWebcamModule {
+  nodeWebcam ??= createRequire(import.meta.url)('node-webcam') as NodeWebcamModule;
+  return nodeWebcam;
+}
 
 /**
  * node-webcam pastes every option into one /bin/sh command line, so each value must be harmless there:
- * plain device paths (by-id/by-path names contain ":" "." "+" "-"), plain absolute directories.
+ * plain device paths (by-id/by-path names contain ":" "." "+" "-"; no ".." segment), plain absolute
+ * directories.
  */
-const DEVICE_PATH = /^\/dev\/[A-Za-z0-9._:+-]+(\/[A-Za-z0-9._:+-]+)*$/;
+const DEVICE_PATH = /^(?!.*\.\.)\/dev\/[A-Za-z0-9._:+-]+(\/[A-Za-z0-9._:+-]+)*$/;
 const SAFE_DIR = /^\/([A-Za-z0-9._+-]+\/?)*$/;
 const SAFE_FILE = /^\/[A-Za-z0-9._+/-]+\.jpg$/;
 
@@ -44,7 +51,41 @@ const KILL_AFTER_S = 2;
 const JS_TIMER_GRACE_MS = 1000;
 const TMP_PREFIX = 'inceptiond-';
 
-export const WEBCAM_DEFAULTS = { skipFrames: 3, jpegQuality: 85, timeoutMs: 10_000 } as const;
+/** The keys of `capture.webcam.*`: what fswebcam accepts, so the configuration refuses the rest. */
+export const WEBCAM_FIELDS = {
+  device: {
+    kind: 'string',
+    doc: 'V4L2 device (backend webcam)',
+    default: '/dev/video0',
+    pattern: DEVICE_PATH,
+    rule: 'must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…',
+  },
+  width: { kind: 'integer', doc: 'Capture width in pixels', default: 640, min: 16, max: 8192 },
+  height: { kind: 'integer', doc: 'Capture height in pixels', default: 480, min: 16, max: 8192 },
+  skipFrames: { kind: 'integer', doc: 'Frames discarded before the one kept, so auto-exposure can settle', default: 2, min: 0, max: 1000 },
+  // fswebcam's --jpeg takes 0–95; libjpeg reads 0 as 1, so 1 is the lowest that means anything.
+  jpegQuality: { kind: 'integer', doc: 'JPEG quality of the captured frame', default: 90, min: 1, max: 95 },
+  timeoutMs: { kind: 'integer', doc: 'A capture taking longer is killed and counted as a failure', default: 10_000, min: 100, max: 600_000 },
+} satisfies Fields;
+
+export interface WebcamSourceOptions extends CommonSourceOptions {
+  backend: 'webcam';
+  /** V4L2 device path, e.g. /dev/video0 or /dev/v4l/by-id/usb-…-video-index0. */
+  device: string;
+  width: number;
+  height: number;
+  /** Frames fswebcam grabs and discards first so exposure can settle (--skip). Default 2. */
+  skipFrames?: number;
+  /** fswebcam --jpeg factor, 1–95. Default 90. */
+  jpegQuality?: number;
+  /** Per-capture limit; a hung fswebcam is killed. Default 10000. */
+  timeoutMs?: number;
+  /**
+   * Where each capture's temporary JPEG is written (and deleted), e.g. $RUNTIME_DIRECTORY; relative paths
+   * are resolved against the working directory. Default os.tmpdir().
+   */
+  tmpDir?: string;
+}
 
 /**
  * Debian's fswebcam (20140113) exits 0 when it fails; these stderr texts mean no image was captured.
@@ -110,17 +151,13 @@ export class WebcamSource implements FrameSource {
   constructor(options: WebcamSourceOptions, logger: Logger) {
     this.id = requireSourceId(options.id);
     const id = this.id;
-    if (typeof options.device !== 'string' || !DEVICE_PATH.test(options.device) || options.device.includes('..')) {
-      throw new TypeError(
-        `source "${id}": webcam.device must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…, got ${JSON.stringify(options.device)}`,
-      );
-    }
-    this.device = options.device;
-    this.width = requireInteger(id, 'webcam.width', options.width, 16, 8192);
-    this.height = requireInteger(id, 'webcam.height', options.height, 16, 8192);
-    this.skipFrames = requireInteger(id, 'webcam.skipFrames', options.skipFrames ?? WEBCAM_DEFAULTS.skipFrames, 0, 1000);
-    this.jpegQuality = requireInteger(id, 'webcam.jpegQuality', options.jpegQuality ?? WEBCAM_DEFAULTS.jpegQuality, 0, 95);
-    this.timeoutMs = requireInteger(id, 'webcam.timeoutMs', options.timeoutMs ?? WEBCAM_DEFAULTS.timeoutMs, 100, 600_000);
+    const values = requireFields(id, 'webcam', WEBCAM_FIELDS, options);
+    this.device = values.device;
+    this.width = values.width;
+    this.height = values.height;
+    this.skipFrames = values.skipFrames;
+    this.jpegQuality = values.jpegQuality;
+    this.timeoutMs = values.timeoutMs;
     const rawTmpDir: unknown = options.tmpDir ?? os.tmpdir();
     // Relative paths are resolved against the working directory; the result is pasted into the shell.
     const tmpDir = typeof rawTmpDir === 'string' && rawTmpDir !== '' ? path.resolve(rawTmpDir) : '';
@@ -197,7 +234,7 @@ export class WebcamSource implements FrameSource {
     if (!SAFE_FILE.test(location)) throw this.error(`unsafe temporary file name ${location}`);
 
     let stderr = '';
-    const cam = new NodeWebcam.FSWebcam({
+    const cam = new (loadNodeWebcam().FSWebcam)({
       width: this.width,
       height: this.height,
       quality: this.jpegQuality,
@@ -301,3 +338,16 @@ export class WebcamSource implements FrameSource {
     if (stale.length > 0) this.logger.info({ removed: stale.length }, 'removed stale capture files');
   }
 }
+
+export const webcamBackend = defineBackend({
+  summary: 'fswebcam, one process per frame',
+  fields: WEBCAM_FIELDS,
+  toOptions: (values, source): WebcamSourceOptions => ({
+    backend: 'webcam',
+    id: source.id,
+    intervalMs: source.intervalMs,
+    ...values,
+    tmpDir: source.runtimeDir,
+  }),
+  create: (options, logger) => new WebcamSource(options, logger),
+});

@@ -54,6 +54,10 @@ describe('FfmpegSource options', () => {
     ['an empty input', { input: '' }],
     ['a format name with spaces', { input: 'x', inputFormat: 'mjpeg -y' }],
     ['width without height', { input: 'x', width: 320 }],
+    ['height without width', { input: 'x', height: 240 }],
+    ['a width above 8192', { input: 'x', width: 8193, height: 240 }],
+    ['a rate above 240 fps', { input: 'x', fps: 241 }],
+    ['a stall timeout below 100 ms', { input: 'x', stallTimeoutMs: 99 }],
     ['a fractional width', { input: 'x', width: 320.5, height: 240 }],
     ['a tiny stall timeout', { input: 'x', stallTimeoutMs: 0 }],
     ['extra args that are not strings', { input: 'x', extraInputArgs: [1 as unknown as string] }],
@@ -62,6 +66,20 @@ describe('FfmpegSource options', () => {
   ];
   it.each(bad)('refuses %s', (_what, override) => {
     expect(() => createSource({ ...base, input: 'x', ...override } as FfmpegSourceOptions, logger)).toThrow(TypeError);
+  });
+});
+
+describe('FfmpegSource unset values', () => {
+  it('takes 0 and "" (the configuration\'s "not set") as absent', () => {
+    const unset = new FfmpegSource({ ...base, input: 'rtsp://cam/x', inputFormat: '', width: 0, height: 0, fps: 0, ffmpegPath: '' }, logger);
+    const absent = new FfmpegSource({ ...base, input: 'rtsp://cam/x', ffmpegPath: undefined }, logger);
+    expect(unset.args).toEqual(absent.args);
+    expect(unset.args).not.toContain('-vf');
+  });
+
+  it('names the key and the allowed range', () => {
+    expect(() => new FfmpegSource({ ...base, input: 'x', fps: 500 }, logger)).toThrow('source "cam": ffmpeg.fps must be 0 or a number from 0.01 to 240, got 500');
+    expect(() => new FfmpegSource({ ...base, input: 'x', width: 640 }, logger)).toThrow('ffmpeg.width needs height as well');
   });
 });
 

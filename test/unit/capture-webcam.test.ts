@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CaptureError, createSource, WebcamSource, type WebcamSourceOptions } from '../../src/capture/index.js';
+import { CaptureError, createSource, WEBCAM_FIELDS, WebcamSource, type WebcamSourceOptions } from '../../src/capture/index.js';
 import { hasFswebcam, SKIP } from '../helpers/tools.js';
 import { installFakeFswebcam, type FakeFswebcam, type FakeFswebcamMode } from '../helpers/fake-fswebcam/index.js';
 
@@ -93,24 +93,26 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
     expect(source.stats()).toEqual({ captured: 1, failed: 0, dropped: 0 });
   });
 
-  it('uses a new output file per capture and applies the defaults for omitted options', async () => {
+  it('uses a new output file per capture and applies the configuration defaults for omitted options', async () => {
     const source = new WebcamSource({ id: 'cam', backend: 'webcam', intervalMs: 0, device: '/dev/video1', width: 320, height: 240, tmpDir }, logger);
     await source.start();
     await source.next();
     await source.next();
     const calls = await fake.invocations();
+    const { jpegQuality, skipFrames } = WEBCAM_FIELDS;
+    expect([jpegQuality.default, skipFrames.default]).toEqual([90, 2]);
     expect(calls.map((c) => c.argv.slice(0, -1))).toEqual([
-      ['-q', '-r', '320x240', '--jpeg', '85', '-d', '/dev/video1', '--no-banner', '--skip', '3'],
-      ['-q', '-r', '320x240', '--jpeg', '85', '-d', '/dev/video1', '--no-banner', '--skip', '3'],
+      ['-q', '-r', '320x240', '--jpeg', '90', '-d', '/dev/video1', '--no-banner', '--skip', '2'],
+      ['-q', '-r', '320x240', '--jpeg', '90', '-d', '/dev/video1', '--no-banner', '--skip', '2'],
     ]);
     expect(calls[0]!.argv.at(-1)).not.toBe(calls[1]!.argv.at(-1));
   });
 
   it('leaves out --skip when skipFrames is 0', async () => {
-    const source = await started({ skipFrames: 0, jpegQuality: 0 });
+    const source = await started({ skipFrames: 0, jpegQuality: 1 });
     await source.next();
     const [call] = await fake.invocations();
-    expect(call!.argv.slice(0, -1)).toEqual(['-q', '-r', '640x480', '--jpeg', '0', '-d', '/dev/video0', '--no-banner']);
+    expect(call!.argv.slice(0, -1)).toEqual(['-q', '-r', '640x480', '--jpeg', '1', '-d', '/dev/video0', '--no-banner']);
   });
 
   const invalid: Array<[string, Partial<WebcamSourceOptions>]> = [
@@ -124,6 +126,10 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
     ['a fractional height', { height: 480.5 }],
     ['a width given as text', { width: '640; reboot' as unknown as number }],
     ['a JPEG quality above 95', { jpegQuality: 100 }],
+    ['a JPEG quality of 0', { jpegQuality: 0 }],
+    ['a width above 8192', { width: 8193 }],
+    ['a height below 16', { height: 15 }],
+    ['a timeout below 100 ms', { timeoutMs: 99 }],
     ['negative skipFrames', { skipFrames: -1 }],
     ['a timeout of NaN', { timeoutMs: Number.NaN }],
     ['a tmpDir with a semicolon', { tmpDir: '/tmp;touch /tmp/pwned' }],
@@ -137,7 +143,7 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
     expect(() => new WebcamSource(options({ device: '/dev/video0; touch /tmp/pwned' }), logger)).toThrow(
       /webcam\.device must be a plain device path.*\/dev\/video0; touch \/tmp\/pwned/,
     );
-    expect(() => new WebcamSource(options({ jpegQuality: 100 }), logger)).toThrow(/jpegQuality must be an integer from 0 to 95, got 100/);
+    expect(() => new WebcamSource(options({ jpegQuality: 100 }), logger)).toThrow(/webcam\.jpegQuality must be a whole number from 1 to 95, got 100/);
     expect(await fake.invocations()).toEqual([]);
   });
 
