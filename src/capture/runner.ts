@@ -1,12 +1,13 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { abortableDelay } from './abort.js';
+import { COMMON_CAPTURE_FIELDS, requireFields } from './fields.js';
 import { CaptureError, CorruptFrameError, SourceExhaustedError, SourceStoppedError, type Frame, type FrameSource, type SourceHealth, type SourceStats } from './types.js';
 
 export interface CaptureRunnerOptions {
   /** Minimum ms between the starts of two captures; 0 = as fast as the caller asks. */
   intervalMs: number;
-  /** First retry delay after a failed capture. Default 1000. */
+  /** First retry delay after a failed capture, 0–3600000. Default 1000. */
   retryInitialMs?: number;
   /** Cap of the doubling retry delay. Default 30000 (or retryInitialMs if larger). */
   retryMaxMs?: number;
@@ -44,14 +45,18 @@ export class CaptureRunner extends EventEmitter<CaptureRunnerEvents> {
 
   constructor(source: FrameSource, options: CaptureRunnerOptions) {
     super();
-    const { intervalMs, retryInitialMs = 1000, retryJitter = 0.2 } = options;
-    const retryMaxMs = options.retryMaxMs ?? Math.max(30_000, retryInitialMs);
+    const { retryJitter = 0.2 } = options;
+    const retryInitialMs = options.retryInitialMs ?? COMMON_CAPTURE_FIELDS.retryInitialMs.default;
+    // The ranges of capture.intervalMs and retry*: what the configuration accepts is what runs.
+    const { intervalMs, retryMaxMs } = requireFields(source.id, '', COMMON_CAPTURE_FIELDS, {
+      intervalMs: options.intervalMs,
+      retryInitialMs,
+      retryMaxMs: options.retryMaxMs ?? Math.max(COMMON_CAPTURE_FIELDS.retryMaxMs.default, retryInitialMs),
+    });
     const check = (name: string, value: number, ok: boolean): void => {
       if (!ok) throw new TypeError(`source "${source.id}": ${name} is invalid: ${JSON.stringify(value)}`);
     };
-    check('intervalMs', intervalMs, Number.isFinite(intervalMs) && intervalMs >= 0);
-    check('retryInitialMs', retryInitialMs, Number.isFinite(retryInitialMs) && retryInitialMs >= 0);
-    check('retryMaxMs', retryMaxMs, Number.isFinite(retryMaxMs) && retryMaxMs >= retryInitialMs);
+    check('retryMaxMs', retryMaxMs, retryMaxMs >= retryInitialMs);
     check('retryJitter', retryJitter, retryJitter >= 0 && retryJitter <= 1);
     this.source = source;
     this.intervalMs = intervalMs;

@@ -7,7 +7,8 @@ import { EXECUTION_PROVIDERS } from './types.js';
 const PREFIX = 'inceptiond-';
 const registered = new Set<string>();
 
-function register(name: string, validate: (value: unknown) => void, coerce?: (value: string) => unknown): string {
+/** Registers a convict format once (formats are global to convict) and returns its name. */
+export function register(name: string, validate: (value: unknown) => void, coerce?: (value: string) => unknown): string {
   const full = PREFIX + name;
   if (!registered.has(full)) {
     convict.addFormat({ name: full, validate, coerce });
@@ -35,6 +36,10 @@ export const BOOLEAN = register(
 const INTEGER_TEXT = /^\s*-?\d+\s*$/;
 const NUMBER_TEXT = /^\s*-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$/i;
 
+/** Env text → number when it is one, else the text (so validation names it). */
+export const coerceInteger = (text: string): unknown => (INTEGER_TEXT.test(text) ? Number(text) : text);
+export const coerceNumber = (text: string): unknown => (NUMBER_TEXT.test(text) ? Number(text) : text);
+
 /** Integer in [min, max]; `max` defaults to the largest safe integer. */
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): string {
   const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
@@ -45,7 +50,7 @@ export function integer(min: number, max = Number.MAX_SAFE_INTEGER): string {
         throw new Error(`must be a whole number ${range}`);
       }
     },
-    (text) => (INTEGER_TEXT.test(text) ? Number(text) : text),
+    coerceInteger,
   );
 }
 
@@ -60,7 +65,7 @@ export function numberInRange(min: number, max: number): string {
         throw new Error(`must be a number from ${min} to ${max}`);
       }
     },
-    (text) => (NUMBER_TEXT.test(text) ? Number(text) : text),
+    coerceNumber,
   );
 }
 

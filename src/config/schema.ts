@@ -3,11 +3,13 @@ import os from 'node:os';
 import type convict from 'convict';
 import {
   BOOLEAN, EXECUTION_PROVIDER_LIST, MQTT_URL, NATURAL, NON_EMPTY_STRING, PORT, PROVIDER_OPTIONS, SOURCE_ID,
-  SOURCE_LIST, STRING, STRING_LIST, TOPIC_PREFIX, TOPIC_SAFE_NAME, integer, numberInRange, oneOf,
+  SOURCE_LIST, STRING, TOPIC_PREFIX, TOPIC_SAFE_NAME, integer, numberInRange, oneOf,
 } from './formats.js';
 import {
   CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, GRAPH_OPTIMIZATION_LEVELS, LOG_LEVELS, MODEL_PRECISIONS, QUANTIZATION_TARGETS, type CaptureConfig,
 } from './types.js';
+import { CAPTURE_BACKEND_TABLE, COMMON_CAPTURE_FIELDS, DEFAULT_CAPTURE_BACKEND, describeCaptureBackends } from '../capture/index.js';
+import { fieldLeaves } from './field-leaf.js';
 
 export const ENV_PREFIX = 'INCEPTIOND';
 
@@ -34,36 +36,17 @@ function firstPath(value: string | undefined): string | undefined {
   return first ? first : undefined;
 }
 
-/** The capture keys, shared by `capture` and each `sources` entry (which take their defaults from `capture`). */
+/**
+ * The capture keys, shared by `capture` and each `sources` entry (which take their defaults from `capture`).
+ * Each backend's group comes from its row in capture's registry, ranges included.
+ */
 export function captureSchema(): SchemaNode {
-  return {
-    backend: leaf('How frames are captured: webcam (fswebcam, one process per frame), ffmpeg (one long-running stream) or files (images from disk)', oneOf(CAPTURE_BACKENDS), 'webcam'),
-    intervalMs: leaf('Minimum ms between frames (0 = as fast as inference allows)', NATURAL, 1000),
-    retryInitialMs: leaf('First delay before retrying a failed capture; doubles up to retryMaxMs', NATURAL, 1000),
-    retryMaxMs: leaf('Longest delay between capture retries', NATURAL, 30_000),
-    files: {
-      path: leaf('Folder or glob of images (backend files)', STRING, ''),
-      loop: leaf('Start again at the first image after the last one', BOOLEAN, true),
-    },
-    webcam: {
-      device: leaf('V4L2 device (backend webcam)', NON_EMPTY_STRING, '/dev/video0'),
-      width: leaf('Capture width in pixels', integer(1, 16384), 640),
-      height: leaf('Capture height in pixels', integer(1, 16384), 480),
-      skipFrames: leaf('Frames discarded before the one kept, so auto-exposure can settle', integer(0, 1000), 2),
-      jpegQuality: leaf('JPEG quality of the captured frame', integer(1, 100), 90),
-      timeoutMs: leaf('A capture taking longer is killed and counted as a failure', integer(1), 10_000),
-    },
-    ffmpeg: {
-      input: leaf('V4L2 device, RTSP/HTTP URL or file (backend ffmpeg)', STRING, ''),
-      inputFormat: leaf('ffmpeg -f for the input, e.g. v4l2 or rtsp ("" = probe)', STRING, ''),
-      width: leaf('Output width (0 = source default)', integer(0, 16384), 0),
-      height: leaf('Output height (0 = source default)', integer(0, 16384), 0),
-      fps: leaf('Frames per second asked of ffmpeg (0 = source default)', integer(0, 1000), 0),
-      stallTimeoutMs: leaf('Restart ffmpeg when no frame arrives for this long', integer(1), 10_000),
-      extraInputArgs: leaf('Extra ffmpeg arguments placed before -i (env: a JSON array)', STRING_LIST, []),
-      path: leaf('The ffmpeg executable ("" = ffmpeg on PATH; `inceptiond doctor` shows which one and its version)', STRING, ''),
-    },
+  const schema: SchemaNode = {
+    backend: leaf(`How frames are captured: ${describeCaptureBackends()}`, oneOf(CAPTURE_BACKENDS), DEFAULT_CAPTURE_BACKEND),
+    ...fieldLeaves('capture', COMMON_CAPTURE_FIELDS),
   };
+  for (const name of CAPTURE_BACKENDS) schema[name] = fieldLeaves(`capture.${name}`, CAPTURE_BACKEND_TABLE[name].fields);
+  return schema;
 }
 
 /** Schema of one `sources` entry: `id` plus the capture keys, defaulting to the effective `capture` values. */

@@ -1,3 +1,4 @@
+import { backendProblems } from '../capture/index.js';
 import { ConfigError, invalidValue, type ConfigProblem } from './errors.js';
 import { sourceEntrySchema } from './schema.js';
 import type { CaptureConfig, SourceConfig } from './types.js';
@@ -54,15 +55,14 @@ export function collectSources(
   return { resolved, problems };
 }
 
-/** What each backend cannot run without, and retry delays in order. `at` is `capture` or `sources[i]`. */
+/**
+ * What the source's backend cannot run with beyond per-key ranges (required keys, checks across keys: from
+ * capture's registry), and retry delays in order. `at` is `capture` or `sources[i]`.
+ */
 function checkBackendInput(source: SourceConfig, at: string): ConfigProblem[] {
-  const problems: ConfigProblem[] = [];
-  if (source.backend === 'files' && source.files.path === '') {
-    problems.push(invalidValue(`${at}.files.path`, '', 'is required when the backend is files'));
-  }
-  if (source.backend === 'ffmpeg' && source.ffmpeg.input === '') {
-    problems.push(invalidValue(`${at}.ffmpeg.input`, '', 'is required when the backend is ffmpeg'));
-  }
+  const problems = backendProblems(source.backend, source[source.backend]).map((p) =>
+    invalidValue(`${at}.${source.backend}.${p.key}`, p.value, p.reason),
+  );
   if (source.retryInitialMs > source.retryMaxMs) {
     problems.push(invalidValue(`${at}.retryInitialMs`, source.retryInitialMs, `must not exceed retryMaxMs (${source.retryMaxMs})`));
   }

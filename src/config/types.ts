@@ -2,8 +2,11 @@
 // from the convict schema) so editors show real names and docs; schema.ts must stay in step, which the
 // config tests check by loading every key.
 
-export const CAPTURE_BACKENDS = ['webcam', 'ffmpeg', 'files'] as const;
-export type CaptureBackend = (typeof CAPTURE_BACKENDS)[number];
+import type { BackendValues, CaptureSettings, CaptureSourceConfig } from '../capture/index.js';
+
+// The capture settings come from capture's backend registry (one row per backend), so a backend's keys
+// and types are written once; config/schema.ts builds the keys from the same rows.
+export { CAPTURE_BACKENDS, type CaptureBackend } from '../capture/index.js';
 
 export const EXECUTION_PROVIDERS = [
   'cpu', 'qnn', 'webgpu', 'cuda', 'tensorrt', 'coreml', 'dml', 'xnnpack', 'vsinpu', 'acl', 'rknpu', 'nnapi',
@@ -28,55 +31,16 @@ export const DEFAULT_CALIBRATION_METHOD: CalibrationMethodName = 'percentile';
 export const GRAPH_OPTIMIZATION_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
 export type GraphOptimizationLevel = (typeof GRAPH_OPTIMIZATION_LEVELS)[number];
 
-export interface FilesCaptureConfig {
-  /** Folder or glob of images. */
-  path: string;
-  loop: boolean;
-}
+export type FilesCaptureConfig = BackendValues<'files'>;
+export type WebcamCaptureConfig = BackendValues<'webcam'>;
+/** 0 and "" mean the source's own value (width, height, fps; inputFormat probes; path = ffmpeg on PATH). */
+export type FfmpegCaptureConfig = BackendValues<'ffmpeg'>;
 
-export interface WebcamCaptureConfig {
-  device: string;
-  width: number;
-  height: number;
-  /** Frames the camera delivers and we discard before the one kept (auto-exposure settles). */
-  skipFrames: number;
-  jpegQuality: number;
-  /** Per-capture limit; a hung capture process is killed after it. */
-  timeoutMs: number;
-}
-
-export interface FfmpegCaptureConfig {
-  /** V4L2 device, RTSP/HTTP URL or file. */
-  input: string;
-  /** ffmpeg `-f` for the input ('' = let ffmpeg probe). */
-  inputFormat: string;
-  /** 0 = source default. */
-  width: number;
-  height: number;
-  fps: number;
-  /** Restart the ffmpeg child when no frame arrives for this long. */
-  stallTimeoutMs: number;
-  extraInputArgs: string[];
-  /** The ffmpeg executable ('' = `ffmpeg` on PATH). */
-  path: string;
-}
-
-export interface CaptureConfig {
-  backend: CaptureBackend;
-  /** Minimum ms between frames (0 = as fast as inference allows). */
-  intervalMs: number;
-  retryInitialMs: number;
-  retryMaxMs: number;
-  files: FilesCaptureConfig;
-  webcam: WebcamCaptureConfig;
-  ffmpeg: FfmpegCaptureConfig;
-}
+/** `backend`, `intervalMs`, `retryInitialMs`, `retryMaxMs` and one group per backend. */
+export type CaptureConfig = CaptureSettings;
 
 /** One camera: the `capture` settings with an id; keys a `sources` entry leaves out come from `capture`. */
-export interface SourceConfig extends CaptureConfig {
-  /** Topic-safe name, used in `<base>/<id>/labels`. */
-  id: string;
-}
+export type SourceConfig = CaptureSourceConfig;
 
 export interface ModelConfig {
   /** ONNX file; '' = the model the daemon builds in `cacheDir` (see daemon/model-setup.ts). */

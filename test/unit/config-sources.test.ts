@@ -43,7 +43,7 @@ describe('sources', () => {
   it('names the entry and key of a bad backend', () => {
     const err = sourcesError([{ id: 'a' }, { id: 'b', backend: 'gstreamer' }]);
     expect(err.key).toBe('sources[1].backend');
-    expect(err.message).toBe('invalid configuration: sources[1].backend = "gstreamer": must be one of ["webcam","ffmpeg","files"]');
+    expect(err.message).toBe('invalid configuration: sources[1].backend = "gstreamer": must be one of ["files","webcam","ffmpeg"]');
   });
 
   it('rejects ids that are not one topic level, and entries without id', () => {
