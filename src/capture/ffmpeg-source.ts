@@ -88,7 +88,10 @@ export interface FfmpegSourceOptions extends CommonSourceOptions {
   extraInputArgs?: string[];
   /** File inputs only: replay the file forever (-stream_loop -1). Default true. */
   loop?: boolean;
-  /** Restart backoff after ffmpeg exits or stalls: initial and maximum delay. Defaults 1000 and 30000. */
+  /**
+   * Restart backoff after ffmpeg exits or stalls: initial and maximum delay. From the source's
+   * retryInitialMs/retryMaxMs when configured; defaults 1000 and 30000.
+   */
   restartInitialMs?: number;
   restartMaxMs?: number;
   /** The ffmpeg executable: a path, or a name looked up on PATH. Default 'ffmpeg'. */
@@ -417,6 +420,9 @@ export const ffmpegBackend = defineBackend({
     intervalMs: source.intervalMs,
     ...values,
     ffmpegPath: path,
+    // One set of delays per source: the runner's retries and ffmpeg's own restarts back off alike.
+    restartInitialMs: source.retryInitialMs,
+    restartMaxMs: source.retryMaxMs,
   }),
   create: (options, logger) => new FfmpegSource(options, logger),
 });

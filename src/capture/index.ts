@@ -16,6 +16,7 @@ export {
   backendProblems,
   createSource,
   describeCaptureBackends,
+  runnerOptionsFor,
   sourceFromConfig,
   toSourceOptions,
   type BackendOptions,

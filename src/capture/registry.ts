@@ -6,6 +6,7 @@ import type { BackendSourceContext, CaptureBackendDefinition } from './backend.j
 import { ffmpegBackend } from './ffmpeg-source.js';
 import { COMMON_CAPTURE_FIELDS, missingRequired, type CommonCaptureValues, type FieldProblem, type Fields, type ValuesOf } from './fields.js';
 import { filesBackend } from './files-source.js';
+import type { CaptureRunnerOptions } from './runner.js';
 import type { FrameSource } from './types.js';
 import { webcamBackend } from './webcam-source.js';
 
@@ -72,5 +73,10 @@ export function createSource(options: SourceOptions, logger: Logger): FrameSourc
 /** The FrameSource of a configured source; throws a TypeError for invalid settings. */
 export function sourceFromConfig(source: CaptureSourceConfig, opts: { runtimeDir: string }, logger: Logger): FrameSource {
   return createSource(toSourceOptions(source, opts), logger);
+}
+
+/** The CaptureRunner options of a configured source: its own interval and retry delays. */
+export function runnerOptionsFor(source: CaptureSourceConfig, logger: Logger): CaptureRunnerOptions {
+  return { intervalMs: source.intervalMs, retryInitialMs: source.retryInitialMs, retryMaxMs: source.retryMaxMs, logger };
 }
 

@@ -1,21 +1,25 @@
 /**
  * The capture backend registry: one row per backend gives the configuration its keys and the daemon its
- * sources.
+ * sources; a source's retry delays reach both its CaptureRunner and ffmpeg's own restart backoff.
  */
 import os from 'node:os';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   CAPTURE_BACKEND_TABLE,
   CAPTURE_BACKENDS,
   COMMON_CAPTURE_FIELDS,
+  CaptureRunner,
+  FfmpegSource,
   createSource,
+  runnerOptionsFor,
   sourceFromConfig,
   toSourceOptions,
   type FrameSource,
   type SourceOptions,
 } from '../../src/capture/index.js';
 import { buildSchema, loadConfig, type SourceConfig } from '../../src/config/index.js';
+import { testFfmpeg } from '../helpers/ffmpeg.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -67,5 +71,45 @@ describe('the registry', () => {
     expect(() => createSource({ backend: 'libcamera', id: 'x', intervalMs: 0 } as unknown as SourceOptions, logger)).toThrow(
       /unknown capture backend "libcamera" \(expected files, webcam, ffmpeg\)/,
     );
+  });
+});
+
+describe("a source's retry delays", () => {
+  let running: FrameSource | undefined;
+  afterEach(async () => {
+    await running?.stop();
+    running = undefined;
+  });
+
+  const entries = [
+    { id: 'door', backend: 'ffmpeg', intervalMs: 100, retryInitialMs: 20, retryMaxMs: 40, ffmpeg: { input: 'rtsp://cam/door' } },
+    { id: 'yard', backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam/yard' } },
+  ];
+  const globalRetry = { INCEPTIOND_CAPTURE_RETRYINITIALMS: '5000', INCEPTIOND_CAPTURE_RETRYMAXMS: '60000' };
+
+  it('are its CaptureRunner options, not capture.retry*', () => {
+    const [door, yard] = sources(entries, globalRetry);
+    expect(runnerOptionsFor(door!, logger)).toEqual({ intervalMs: 100, retryInitialMs: 20, retryMaxMs: 40, logger });
+    expect(runnerOptionsFor(yard!, logger)).toMatchObject({ intervalMs: 1000, retryInitialMs: 5000, retryMaxMs: 60_000 });
+    // and a runner takes them as they are
+    expect(() => new CaptureRunner(sourceFromConfig(door!, { runtimeDir: os.tmpdir() }, logger), runnerOptionsFor(door!, logger))).not.toThrow();
+  });
+
+  it('are the ffmpeg restart backoff', () => {
+    const [door, yard] = sources(entries, globalRetry);
+    expect(toSourceOptions(door!, { runtimeDir: '/tmp' })).toMatchObject({ restartInitialMs: 20, restartMaxMs: 40 });
+    expect(toSourceOptions(yard!, { runtimeDir: '/tmp' })).toMatchObject({ restartInitialMs: 5000, restartMaxMs: 60_000 });
+  });
+
+  it('pace a failing ffmpeg\'s restarts (the default 1 s, 2 s, 4 s … would take 7 s for three)', async () => {
+    const [door] = sources(
+      [{ ...entries[0], ffmpeg: { input: 'nosuchfilter=x', inputFormat: 'lavfi', path: testFfmpeg().path } }],
+      globalRetry,
+    );
+    const source = sourceFromConfig(door!, { runtimeDir: os.tmpdir() }, logger);
+    running = source;
+    expect(source).toBeInstanceOf(FfmpegSource);
+    await source.start();
+    await vi.waitFor(() => expect((source as FfmpegSource).restartCount).toBeGreaterThanOrEqual(3), { timeout: 3000, interval: 20 });
   });
 });

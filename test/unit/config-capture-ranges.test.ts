@@ -13,6 +13,7 @@ import {
   CAPTURE_BACKENDS,
   COMMON_CAPTURE_FIELDS,
   CaptureRunner,
+  runnerOptionsFor,
   sourceFromConfig,
   type CaptureBackend,
   type Field,
@@ -148,8 +149,7 @@ function configAccepts(entry: Record<string, unknown>): SourceConfig | undefined
 
 function backendAccepts(source: SourceConfig): boolean {
   try {
-    const { intervalMs, retryInitialMs, retryMaxMs } = source;
-    new CaptureRunner(sourceFromConfig(source, { runtimeDir }, logger), { intervalMs, retryInitialMs, retryMaxMs, logger });
+    new CaptureRunner(sourceFromConfig(source, { runtimeDir }, logger), runnerOptionsFor(source, logger));
     return true;
   } catch (err) {
     if (err instanceof TypeError) return false;
