@@ -68,6 +68,8 @@ export class FilesSource implements FrameSource {
   private started = false;
   private stopped = false;
   private busy = false;
+  /** Aborted by stop(): a pending next() rejects with SourceStoppedError, its read is not counted. */
+  private stopping = new AbortController();
   private captureSeq = 0;
   private readonly counters: SourceStats = { captured: 0, failed: 0, dropped: 0 };
 
@@ -91,6 +93,7 @@ export class FilesSource implements FrameSource {
     }
     this.files = await this.list();
     this.cursor = 0;
+    this.stopping = new AbortController();
     this.started = true;
     this.stopped = false;
     const info = { path: this.options.path, images: this.files.length, loop: this.options.loop };
@@ -104,8 +107,9 @@ export class FilesSource implements FrameSource {
     if (!this.started) throw new Error(`files source "${this.id}": next() before start()`);
     if (this.busy) throw new Error(`files source "${this.id}": next() called while another next() is pending`);
     this.busy = true;
+    const stopping = this.stopping.signal;
     try {
-      return await raceAbort(this.readNext(), signal);
+      return await raceAbort(raceAbort(this.readNext(stopping), stopping), signal);
     } catch (error) {
       if (error instanceof CaptureError) this.counters.failed++;
       throw error;
@@ -117,13 +121,14 @@ export class FilesSource implements FrameSource {
   async stop(): Promise<void> {
     this.stopped = true;
     this.files = [];
+    this.stopping.abort(new SourceStoppedError(this.id));
   }
 
   stats(): SourceStats {
     return { ...this.counters };
   }
 
-  private async readNext(): Promise<Frame> {
+  private async readNext(stopping: AbortSignal): Promise<Frame> {
     if (this.cursor >= this.files.length) {
       if (!this.options.loop) throw new SourceExhaustedError(this.id);
       this.files = await this.list();
@@ -146,6 +151,8 @@ export class FilesSource implements FrameSource {
     if (problem) {
       throw new CorruptFrameError(`files source "${this.id}": ${file}: ${problem}`, this.id);
     }
+    // Stopped meanwhile: the caller has had its SourceStoppedError; this frame reaches no one.
+    stopping.throwIfAborted();
     this.counters.captured++;
     return { sourceId: this.id, captureSeq: ++this.captureSeq, capturedAt: new Date(), data };
   }

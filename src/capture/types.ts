@@ -2,7 +2,7 @@
 export interface Frame {
   /** Id of the source that produced it ("camera" for the default source). */
   sourceId: string;
-  /** Per-source capture counter since start (not the published Result seq). */
+  /** Per-source capture counter, 1 for the first frame after the source was created (not the published Result seq). */
   captureSeq: number;
   capturedAt: Date;
   /** Encoded image bytes (JPEG unless the source says otherwise). */
@@ -35,10 +35,18 @@ export interface FrameSource {
   readonly id: string;
   /** Its row in the registry (registry.ts). */
   readonly backend: string;
+  /** Starts capturing; also after stop(), which makes the source usable again. */
   start(): Promise<void>;
-  /** The next frame. Rejects with CaptureError when one capture fails; the caller decides to retry. */
+  /**
+   * The next frame; one call at a time. Rejects with CaptureError when one capture fails (the caller
+   * decides to retry), with the signal's reason when it aborts (the source stays usable), with
+   * SourceStoppedError when stop() is called meanwhile or was called before, and with an Error before
+   * start().
+   */
   next(signal?: AbortSignal): Promise<Frame>;
+  /** Stops capturing; a pending next() rejects with SourceStoppedError. Calling it again does nothing. */
   stop(): Promise<void>;
+  /** Counters since the source was created. */
   stats(): SourceStats;
 }
 

@@ -144,6 +144,8 @@ export class WebcamSource implements FrameSource {
   private readonly logger: Logger;
   private started = false;
   private stopped = false;
+  /** Aborted by stop(), so a next() waiting on fswebcam rejects at once with SourceStoppedError. */
+  private stopping = new AbortController();
   private inflight: Promise<unknown> | undefined;
   private captureSeq = 0;
   private readonly counters: SourceStats = { captured: 0, failed: 0, dropped: 0 };
@@ -187,6 +189,7 @@ export class WebcamSource implements FrameSource {
       });
     }
     await this.removeStaleFiles();
+    this.stopping = new AbortController();
     this.started = true;
     this.stopped = false;
     this.logger.info({ width: this.width, height: this.height, tmpDir: this.tmpDir }, 'webcam source started');
@@ -196,8 +199,10 @@ export class WebcamSource implements FrameSource {
     signal?.throwIfAborted();
     if (this.stopped) throw new SourceStoppedError(this.id);
     if (!this.started) throw new Error(`webcam source "${this.id}": next() before start()`);
+    const stopping = this.stopping.signal;
+    const settle = <T>(promise: Promise<T>): Promise<T> => raceAbort(raceAbort(promise, stopping), signal);
     // An aborted capture may still hold the device; wait for it rather than fail with "busy".
-    while (this.inflight) await raceAbort(this.inflight.catch(() => undefined), signal);
+    while (this.inflight) await settle(this.inflight.catch(() => undefined));
     if (this.stopped) throw new SourceStoppedError(this.id);
     const capture = this.capture();
     this.inflight = capture;
@@ -205,13 +210,14 @@ export class WebcamSource implements FrameSource {
       () => (this.inflight = undefined),
       () => (this.inflight = undefined),
     );
-    return raceAbort(capture, signal);
+    return settle(capture);
   }
 
   async stop(): Promise<void> {
     // A capture in flight finishes (bounded by timeoutMs) and deletes its own file; start() removes
-    // any file left by a process that died mid-capture.
+    // any file left by a process that died mid-capture. Its caller is not kept waiting.
     this.stopped = true;
+    this.stopping.abort(new SourceStoppedError(this.id));
   }
 
   stats(): SourceStats {

@@ -62,14 +62,6 @@ describe('files source', () => {
     expect(source!.stats()).toEqual({ captured: 4, failed: 0, dropped: 0 });
   });
 
-  it('numbers frames and names its source', async () => {
-    const src = await open({});
-    const first = await src.next();
-    const second = await src.next();
-    expect([first.sourceId, first.captureSeq, second.captureSeq]).toEqual(['files', 1, 2]);
-    expect(first.capturedAt).toBeInstanceOf(Date);
-  });
-
   it('without loop, rejects with SourceExhaustedError after the last image, every time', async () => {
     const src = await open({});
     await drain(src);
@@ -129,12 +121,5 @@ describe('files source', () => {
     await expect(missing.start()).rejects.toThrow(/cannot read .*nope/);
     expect(() => createSource({ id: 'files', backend: 'files', intervalMs: 0, path: '', loop: true }, logger)).toThrow(/files\.path/);
     expect(() => createSource({ id: 'bad id/x', backend: 'files', intervalMs: 0, path: dir, loop: true }, logger)).toThrow(/source id/);
-  });
-
-  it('an aborted next() rejects with the abort reason', async () => {
-    const src = await open({});
-    const controller = new AbortController();
-    controller.abort(new Error('shutting down'));
-    await expect(src.next(controller.signal)).rejects.toThrow('shutting down');
   });
 });
