@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import type { Outbox, OutboxEntry, Qos } from './outbox.js';
 import type { Result, ResponsePayload, StatusPayload } from './payload.js';
 import { topicsFor, type Topics } from './topics.js';
+import { LogThrottle } from '../util/index.js';
 
 /** A clash of client ids shows as connections the broker closes within moments, again and again. */
 const SHORT_LIVED_MS = 5_000;
@@ -60,6 +61,8 @@ export interface PublisherStats {
   /** Successful connections after the first one. */
   reconnects: number;
   inflight: number;
+  /** How long the oldest in-flight Result has waited for its acknowledgement (0 when none). */
+  oldestInflightMs: number;
 }
 
 export type RequestHandler = (body: Record<string, unknown>) => unknown;
@@ -101,6 +104,9 @@ export class MqttPublisher {
   private readonly qos: Qos;
   private readonly window: number;
   private readonly handlers = new Map<string, RequestHandler>();
+  private readonly subscriptions: Array<{ filter: string; handler: (topic: string, payload: Buffer) => void }> = [];
+  /** When each in-flight Result was sent: a broker that stops acknowledging shows in the oldest. */
+  private readonly sentAt = new Map<number, number>();
   private readonly changes = new EventEmitter();
   /** Bumped on every connection loss; callbacks of an older connection no longer steer the drain. */
   private generation = 0;
@@ -119,7 +125,8 @@ export class MqttPublisher {
   private subscribeSettled = false;
   private outageStart: number | null = null;
   private errorsInOutage = 0;
-  private lastErrorLog = 0;
+  /** The first error of an outage, then at most one a minute: mqtt.js emits one per retry. */
+  private readonly errorLog = new LogThrottle(ERROR_LOG_INTERVAL_MS);
   private stopping: Promise<void> | null = null;
   private stopped = false;
   private counters = { liveDropped: 0, failed: 0, published: 0, reconnects: 0 };
@@ -206,11 +213,29 @@ export class MqttPublisher {
     return true;
   }
 
-  /** Merges into the status and republishes it (retained) when it changed. */
-  setStatus(patch: Partial<StatusPayload> | Record<string, unknown>): void {
-    this.statusPatch = { ...this.statusPatch, ...patch };
+  /**
+   * Replaces the status (over `statusPayload()`) and republishes it, retained, when it changed. Replaced,
+   * not merged: a merge kept an `error` field after the daemon was online again.
+   */
+  setStatus(status: Partial<StatusPayload> | Record<string, unknown>): void {
+    this.statusPatch = { ...status };
     if (this.client) this.client.options.will!.payload = Buffer.from(JSON.stringify(this.willPayload()));
     this.publishStatus(false);
+  }
+
+  /**
+   * Calls `handler` for every message on `filter` (MQTT wildcards allowed), subscribing on each
+   * (re)connection. For features; request topics go through onRequest.
+   */
+  subscribe(filter: string, handler: (topic: string, payload: Buffer) => void): void {
+    this.subscriptions.push({ filter, handler });
+    const client = this.client;
+    if (client?.connected) client.subscribe(filter, { qos: 1 }, (err) => err && this.logger.warn({ err, filter }, 'mqtt: subscribe failed'));
+  }
+
+  /** Told on every connect (true) and connection loss (false). */
+  onConnectionChange(listener: (connected: boolean) => void): void {
+    this.changes.on('connection', listener);
   }
 
   onRequest(op: string, handler: RequestHandler): void {
@@ -226,7 +251,15 @@ export class MqttPublisher {
       dropped: this.outbox.dropped,
       ...this.counters,
       inflight: this.inflight.size,
+      oldestInflightMs: this.oldestInflightMs(),
     };
+  }
+
+  /** Age of the oldest Result sent and not yet acknowledged on this connection (0 when none). */
+  private oldestInflightMs(): number {
+    let oldest = Infinity;
+    for (const id of this.inflight) oldest = Math.min(oldest, this.sentAt.get(id) ?? Infinity);
+    return oldest === Infinity ? 0 : Date.now() - oldest;
   }
 
   /** Resolves once connected and subscribed to requests; rejects after the timeout. */
@@ -236,8 +269,8 @@ export class MqttPublisher {
   }
 
   /**
-   * Clean stop within `timeoutMs`: send what can be sent, publish the retained `offline` status,
-   * disconnect. mqtt.js's end(false) never returns while offline with in-flight QoS 1, so it is
+   * Clean stop within `timeoutMs`: send what can be sent, publish the retained `stopped` status (the
+   * will says `offline`: a crash or a lost link), disconnect. mqtt.js's end(false) never returns while offline with in-flight QoS 1, so it is
    * bounded and followed by end(true). The outbox keeps whatever was not acknowledged; the caller
    * closes it.
    */
@@ -253,9 +286,9 @@ export class MqttPublisher {
     const endReserve = Math.min(1_000, timeoutMs / 4);
     await this.waitUntil(() => !client.connected || this.outbox.depth === 0, deadline - endReserve * 2);
     if (client.connected) {
-      const offline = JSON.stringify({ ...this.currentStatus(), state: 'offline', since: new Date().toISOString() });
+      const stopped = JSON.stringify({ ...this.currentStatus(), state: 'stopped', since: new Date().toISOString() });
       const sent = new Promise<void>((resolve) =>
-        client.publish(this.topics.status, offline, { qos: 1, retain: true }, () => resolve()),
+        client.publish(this.topics.status, stopped, { qos: 1, retain: true }, () => resolve()),
       );
       await raceDeadline(sent, deadline - endReserve);
     }
@@ -295,8 +328,12 @@ export class MqttPublisher {
       if (generation === this.generation) this.subscribeSettled = true;
       this.changes.emit('change');
     });
+    for (const { filter } of this.subscriptions) {
+      client.subscribe(filter, { qos: 1 }, (err) => err && client.connected && this.logger.warn({ err, filter }, 'mqtt: subscribe failed'));
+    }
     this.drain();
     this.changes.emit('change');
+    this.changes.emit('connection', true);
   }
 
   private onClose(): void {
@@ -315,16 +352,17 @@ export class MqttPublisher {
       this.outageStart = Date.now();
       this.errorsInOutage = 0;
       this.logger.warn({ url: this.options.url, outboxDepth: this.outbox.depth }, 'mqtt: connection lost; Results are kept in the outbox');
-      this.lastErrorLog = Date.now();
     }
     this.resetInflight();
     this.changes.emit('change');
+    if (wasConnected) this.changes.emit('connection', false);
   }
 
   /** Forget the closed connection's in-flight packets; the drain re-sends them from the outbox. */
   private resetInflight(): void {
     this.generation++;
     this.inflight.clear();
+    this.sentAt.clear();
     this.sentThrough = this.outbox.ackedThrough;
     this.lastStatusJson = null;
     const client = this.client;
@@ -340,10 +378,8 @@ export class MqttPublisher {
   private onError(err: Error): void {
     this.outageStart ??= Date.now();
     this.errorsInOutage++;
-    const now = Date.now();
-    // The first error of an outage, then at most one a minute: mqtt.js emits one per retry.
-    if (this.errorsInOutage === 1 || now - this.lastErrorLog >= ERROR_LOG_INTERVAL_MS) {
-      this.lastErrorLog = now;
+    if (this.errorsInOutage === 1) this.errorLog.reset('outage');
+    if (this.errorLog.shouldLog('outage')) {
       this.logger.warn(
         { err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, url: this.options.url, errors: this.errorsInOutage, outboxDepth: this.outbox.depth },
         'mqtt: cannot reach the broker; retrying',
@@ -384,6 +420,7 @@ export class MqttPublisher {
     const generation = this.generation;
     this.sentThrough = entry.id;
     this.inflight.add(entry.id);
+    this.sentAt.set(entry.id, Date.now());
     client.publish(entry.topic, entry.payload, { qos: entry.qos, retain: entry.retain ?? false }, (err) =>
       this.onSent(generation, entry, err),
     );
@@ -396,6 +433,7 @@ export class MqttPublisher {
     }
     if (generation !== this.generation) return;
     this.inflight.delete(entry.id);
+    this.sentAt.delete(entry.id);
     if (err && err.message !== 'Connection closed' && this.client?.connected) {
       // Refused by the broker or by mqtt.js for this message (reason code, size, …): re-sending
       // cannot help and would stall every Result behind it.
@@ -434,6 +472,7 @@ export class MqttPublisher {
   }
 
   private async onMessage(topic: string, payload: Buffer): Promise<void> {
+    for (const s of this.subscriptions) if (topicMatches(s.filter, topic)) s.handler(topic, payload);
     const op = this.topics.requestOp(topic);
     if (op === null) return;
     let transaction: string | number | undefined;
@@ -525,4 +564,15 @@ async function raceDeadline(promise: Promise<unknown>, deadline: number): Promis
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** MQTT topic filter matching: `+` one level, `#` the rest. */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (i >= t.length || (f[i] !== '+' && f[i] !== t[i])) return false;
+  }
+  return f.length === t.length;
 }

@@ -27,7 +27,11 @@ export interface Result {
   latencyMs: { preprocess: number; inference: number; total: number };
 }
 
-export type StatusState = 'online' | 'degraded' | 'offline';
+/**
+ * `offline` is the broker's will (a crash, a lost link); `stopped` is a clean stop, so monitoring can
+ * tell an operator's stop from a failure.
+ */
+export type StatusState = 'online' | 'degraded' | 'offline' | 'stopped';
 
 /** Retained on `<base>/status`. The daemon owns the fields; the publisher only sends them. */
 export interface StatusPayload {

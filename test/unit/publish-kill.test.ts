@@ -20,7 +20,7 @@ let broker: TestBroker;
 const CHILD = `
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { Outbox, MqttPublisher, SeqStore, buildResult } from './index.js';
+import { Outbox, MqttPublisher, SeqStore, buildResult } from './publish/index.js';
 const [stateDir, url, count] = process.argv.slice(2);
 const logger = pino({ level: 'silent' });
 const outbox = await Outbox.open(join(stateDir, 'outbox'), { maxMessages: 10000, maxBytes: 1e8, maxAgeSec: 0 }, logger);
@@ -43,7 +43,7 @@ beforeAll(async () => {
   compiled = await mkdtemp(join(root, 'tmp', 'publish-kill-'));
   await promisify(execFile)(
     join(root, 'node_modules/.bin/tsc'),
-    ['--outDir', compiled, '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--target', 'ES2022', '--strict',
+    ['--outDir', compiled, '--rootDir', join(root, 'src'), '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--target', 'ES2022', '--strict',
       '--skipLibCheck', '--types', 'node', join(root, 'src/publish/index.ts')],
     { cwd: root },
   );

@@ -207,9 +207,14 @@ describe('MqttPublisher', () => {
 
     link.restore(); // and online again, retained, after the reconnect
     await status.waitFor((m) => m !== will && status.messages.indexOf(m) > status.messages.indexOf(will) && m.text.includes('"degraded"'));
+
+    // The status says the present: online again, the old error is gone.
+    p.setStatus({ state: 'online' });
+    const recovered = await status.waitFor((m) => m.text.includes('"online"') && status.messages.indexOf(m) > status.messages.indexOf(will));
+    expect(JSON.parse(recovered.text)).not.toHaveProperty('error');
   });
 
-  it('a clean stop publishes a retained offline status', async () => {
+  it('a clean stop publishes a retained stopped status (the will says offline)', async () => {
     const p = publisher(broker.url, await outboxIn());
     await p.start();
     await p.waitUntilConnected(10_000);
@@ -217,7 +222,7 @@ describe('MqttPublisher', () => {
     const status = await collector(`${BASE}/status`);
     const retained = await status.waitFor(() => true);
     expect(retained.retain).toBe(true);
-    expect(JSON.parse(retained.text)).toMatchObject({ state: 'offline', version: '0.1.0' });
+    expect(JSON.parse(retained.text)).toMatchObject({ state: 'stopped', version: '0.1.0' });
     expect(JSON.parse(retained.text).since).toMatch(/Z$/);
   });
 
