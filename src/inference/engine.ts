@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
@@ -28,6 +29,8 @@ export interface EngineOptions {
 interface Pending {
   resolve: (out: InferenceOutput) => void;
   reject: (err: Error) => void;
+  /** performance.now() when it was sent to the worker. */
+  sentAt: number;
 }
 
 /** Test hook: kills the worker as a native crash would. Not part of the public API (not in index.ts). */
@@ -98,6 +101,12 @@ export class InferenceEngine {
     return this.#pending.size;
   }
 
+  /** How long the oldest unanswered run has been in the worker (0 when none): a hung worker shows here. */
+  get oldestPendingMs(): number {
+    const first = this.#pending.values().next();
+    return first.done ? 0 : performance.now() - first.value.sentAt;
+  }
+
   run(tensor: InputTensor): Promise<InferenceOutput> {
     if (this.#closed) return Promise.reject(new EngineClosedError());
     try {
@@ -140,7 +149,7 @@ export class InferenceEngine {
     }
     const msg: ToWorker = { type: 'run', id, data, dims: [...tensor.dims] };
     return new Promise<InferenceOutput>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      this.#pending.set(id, { resolve, reject, sentAt: performance.now() });
       worker.postMessage(msg, [data.buffer as ArrayBuffer]);
     });
   }

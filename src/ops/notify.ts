@@ -24,6 +24,11 @@ export interface Notifier {
   status(text: string, options?: { extendTimeoutMs?: number }): Promise<void>;
   stopping(status?: string): Promise<void>;
   /**
+   * A reload began (RELOADING=1, with MONOTONIC_USEC as systemd ≥ 253 wants it); the daemon sends
+   * READY=1 when it is done.
+   */
+  reloading(): Promise<void>;
+  /**
    * Pings WATCHDOG=1 every watchdogIntervalMs, but only while isHealthy() returns true: a pipeline that
    * is stuck must stop the pings so systemd kills and restarts us (WatchdogSec=, Restart=on-failure).
    */
@@ -69,6 +74,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
       ready: async () => undefined,
       status: async () => undefined,
       stopping: async () => undefined,
+      reloading: async () => undefined,
       startWatchdog: () => undefined,
       stop: () => undefined,
     };
@@ -150,6 +156,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     status: (text, { extendTimeoutMs } = {}) =>
       notify(extendTimeoutMs ? `${statusLine(text)}\nEXTEND_TIMEOUT_USEC=${Math.round(extendTimeoutMs * 1000)}` : statusLine(text)),
     stopping: (status) => notify(status === undefined ? 'STOPPING=1' : `STOPPING=1\n${statusLine(status)}`),
+    reloading: () => notify(`RELOADING=1\nMONOTONIC_USEC=${monotonicUsec()}\n${statusLine('reloading the configuration')}`),
     startWatchdog(isHealthy) {
       if (watchdogIntervalMs === undefined || stopped) return;
       if (watchdogTimer) clearInterval(watchdogTimer);
@@ -202,4 +209,9 @@ function watchdogInterval(env: NodeJS.ProcessEnv, logger: Logger): number | unde
   }
   if (env.WATCHDOG_PID && env.WATCHDOG_PID !== String(process.pid)) return undefined;
   return Math.max(1, Math.floor(usec / 2 / 1000));
+}
+
+/** CLOCK_MONOTONIC in µs, as systemd reads it (process.hrtime is that clock on Linux). */
+function monotonicUsec(): string {
+  return (process.hrtime.bigint() / 1000n).toString();
 }
