@@ -1,0 +1,33 @@
+/** GET /healthz, /status and /metrics on `http.host:http.port`. */
+import { startHttpServer, type HttpServer } from '../ops/index.js';
+import type { Feature } from './types.js';
+
+export interface HttpFeature extends Feature {
+  /** The port bound (0 asked = ephemeral), once started. */
+  readonly port: number | undefined;
+}
+
+export function httpFeature(): HttpFeature {
+  let server: HttpServer | undefined;
+  return {
+    name: 'http',
+    get port() {
+      return server?.port;
+    },
+    async start(ctx) {
+      const { host, port } = ctx.config().http;
+      server = await startHttpServer({
+        host,
+        port,
+        logger: ctx.logger,
+        metrics: ctx.metrics,
+        health: () => ctx.status.health(),
+        status: () => ctx.status.payload(),
+      });
+    },
+    async stop() {
+      await server?.close();
+      server = undefined;
+    },
+  };
+}
