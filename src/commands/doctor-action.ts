@@ -7,13 +7,12 @@ import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
 import type { Logger } from 'pino';
-import { createSource } from '../capture/index.js';
+import { sourceFromConfig } from '../capture/index.js';
 import type { Config } from '../config/index.js';
 import { readSecretFile } from '../config/index.js';
 import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from '../inference/index.js';
 import { normalizeProviders } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
-import { toSourceOptions } from '../source-options.js';
 import { createPreprocessor } from '../vision/index.js';
 
 export interface Check {
@@ -95,7 +94,7 @@ async function checkSources(config: Config, logger: Logger): Promise<Check[]> {
   for (const source of config.sources) {
     const name = `camera "${source.id}" (${source.backend})`;
     try {
-      const capture = createSource(toSourceOptions(source, config), logger);
+      const capture = sourceFromConfig(source, config, logger);
       const t0 = performance.now();
       try {
         await capture.start();

@@ -5,11 +5,10 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
-import { CaptureRunner, SourceExhaustedError, createSource } from '../capture/index.js';
+import { CaptureRunner, SourceExhaustedError, createSource, toSourceOptions } from '../capture/index.js';
 import type { CalibrationMethodName, Config } from '../config/index.js';
 import { quantizeModel, type ActivationType, type QuantizeReport, type TargetName } from '../model/index.js';
 import { DEFAULT_TARGET, describeWeights } from '../model/quantize/targets.js';
-import { toSourceOptions } from '../source-options.js';
 import { listImageFiles, requireFile } from '../util/index.js';
 
 export interface QuantizeCommandOptions {

@@ -1,45 +1,38 @@
-// The daemon: wires capture → vision → inference → classify → outbox → MQTT, plus health, metrics and
-// systemd notify. Owns start and stop; everything below it is reusable on its own.
+/**
+ * The daemon: starts and stops everything, as named steps in dependency order. Each step pushes the
+ * closer that undoes it, so a start that fails (or is cancelled by SIGTERM) undoes exactly what it did,
+ * in reverse. The work itself lives elsewhere: the per-source loop in source-pipeline.ts, the state and
+ * health in status.ts, reload rules in reload.ts, optional features in ../features.
+ */
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
-import type { Config, SourceConfig } from '../config/index.js';
-import { readSecretFile } from '../config/index.js';
-import { CaptureRunner, createSource, SourceExhaustedError, type Frame, type SourceHealth } from '../capture/index.js';
-import { createPreprocessor, FrameDecodeError, FrameTooLargeError, type Preprocessor } from '../vision/index.js';
-import { formatPlacement, InferenceEngine, topLabels } from '../inference/index.js';
-import {
-  MqttPublisher,
-  Outbox,
-  SeqStore,
-  startEmbeddedBroker,
-  topicsFor,
-  type ResultPayload,
-  type Topics,
-} from '../publish/index.js';
-import { createNotifier, lockStateDir, Metrics, packageVersion, startHttpServer, type Notifier } from '../ops/index.js';
-import { prepareModelIsolated, sessionSettingsFor, targetForProvider, type PreparedModel } from './model-setup.js';
-import { toSourceOptions } from '../source-options.js';
+import { runnerOptionsFor, sourceFromConfig, type FrameSource } from '../capture/index.js';
+import { readSecretFile, type Config, type SourceConfig } from '../config/index.js';
+import { DaemonEventBus, enabledFeatures, type Feature, type FeatureContext, type HealthReport, type HttpFeature } from '../features/index.js';
+import { formatPlacement, InferenceEngine } from '../inference/index.js';
+import { createNotifier, lockStateDir, Metrics, packageVersion, type Notifier } from '../ops/index.js';
+import { MqttPublisher, Outbox, SeqStore, startEmbeddedBroker, topicsFor, type Topics } from '../publish/index.js';
+import { LogThrottle } from '../util/index.js';
+import { createPreprocessor, type Preprocessor } from '../vision/index.js';
+import { prepareModelIsolated, sessionSettingsFor, StartCancelledError, targetForProvider, type PreparedModel } from './model-setup.js';
+import { planReload, type ReloadPlan } from './reload.js';
+import { SourcePipeline, type Inferencer } from './source-pipeline.js';
+import { DaemonStatus } from './status.js';
+
+export { planReload, type ReloadPlan } from './reload.js';
+export { StartCancelledError } from './model-setup.js';
 
 /** Start-up time asked of systemd per model build/quantization step (a Pi Zero-class board is the worst case). */
 const MODEL_SETUP_TIMEOUT_MS = 15 * 60_000;
-
-type DaemonState = 'starting' | 'online' | 'degraded' | 'offline';
-
-interface SourcePipeline {
-  id: string;
-  runner: CaptureRunner;
-  health: SourceHealth;
-  done?: Promise<void>;
-  /** Last time the loop made progress (a frame, or a handled failure); the watchdog reads it. */
-  lastActivity: number;
-}
+/** How long a stop waits for the frame being inferred. */
+const STOP_INFLIGHT_DEADLINE_MS = 10_000;
+/** Repeated per-frame problems are logged once per this interval (and always counted). */
+const LOG_REPEAT_MS = 60_000;
 
 export interface DaemonInfo {
-  state: DaemonState;
+  state: string;
   model: PreparedModel;
   provider: string;
   baseTopic: string;
@@ -47,285 +40,406 @@ export interface DaemonInfo {
   httpPort?: number;
 }
 
-/** The rate-limited "one line per outage" log for repeated per-frame problems. */
-class LogThrottle {
-  private last = new Map<string, number>();
-  constructor(private readonly intervalMs: number) {}
-  shouldLog(key: string): boolean {
-    const now = Date.now();
-    const prev = this.last.get(key);
-    if (prev !== undefined && now - prev < this.intervalMs) return false;
-    this.last.set(key, now);
-    return true;
-  }
+/** The engine as the daemon uses it (a fake in tests). */
+export interface DaemonEngine extends Inferencer {
+  readonly info: InferenceEngine['info'];
+  readonly attempts: InferenceEngine['attempts'];
+  readonly oldestPendingMs: number;
+  close(): Promise<void>;
 }
 
-/**
- * An accelerator that leaves nodes to the CPU pays two copies per crossing on every run; say so, with
- * the one case we know the cure for (WebGPU has no QuantizeLinear kernel: an INT8 QDQ model bounces
- * every quantized tensor through the CPU and runs slower than FP32 there).
- */
-function warnAboutSplitGraph(engine: InferenceEngine, model: PreparedModel, logger: Logger): void {
-  const placement = engine.info.placement;
-  if (!placement || engine.provider === 'cpu' || !placement.nodes.cpu) return;
-  const hint =
-    engine.provider === 'webgpu' && model.precision === 'int8'
-      ? ': WebGPU has no QuantizeLinear kernel, so an INT8 model runs faster as FP32 there (model.precision fp32)'
-      : ': set inference.cpuFallback false to refuse a split graph and use the next provider listed';
-  logger.warn(
-    { provider: engine.provider, placement },
-    `${engine.provider} left ${placement.nodes.cpu} of ${Object.values(placement.nodes).reduce((a, b) => a + b, 0)} nodes to the CPU (${formatPlacement(placement)})${hint}`,
-  );
+export interface DaemonOptions {
+  /** Aborting it cancels a start in progress (SIGTERM during a first-start quantization). */
+  signal?: AbortSignal;
+  /** Replace parts for tests: the model, the engine, the frame sources. */
+  overrides?: {
+    prepareModel?: (config: Config) => Promise<PreparedModel>;
+    createEngine?: (config: Config, model: PreparedModel) => Promise<DaemonEngine>;
+    createSource?: (source: SourceConfig, config: Config) => FrameSource;
+  };
 }
 
-/** An INT8 model shaped for another provider runs, but slower or partly on the CPU: say which to make. */
-function warnAboutQuantizationTarget(engine: InferenceEngine, model: PreparedModel, logger: Logger): void {
-  const made = model.manifest.quantization?.target;
-  const wanted = targetForProvider(engine.provider);
-  if (!made || made === wanted || (made === 'cpu-arm' && wanted === 'cpu')) return;
-  logger.warn(
-    { provider: engine.provider, quantizedFor: made, suggested: wanted },
-    `this INT8 model was quantized for ${made}, but runs on ${engine.provider}: \`inceptiond model quantize FP32 OUT --target ${wanted}\` shapes one for it`,
-  );
+export interface ReloadReport {
+  applied: string[];
+  restartNeeded: string[];
+  sources: { added: string[]; removed: string[]; restarted: string[] };
+}
+
+type Closer = { name: string; close: () => Promise<void> | void };
+
+/** Everything a started daemon holds; the steps fill it in order. */
+interface Parts {
+  model: PreparedModel;
+  engine: DaemonEngine;
+  preprocess: Preprocessor;
+  brokerUrl: string;
+  topics: Topics;
+  outbox: Outbox;
+  seq: SeqStore;
+  publisher: MqttPublisher;
+  features: Feature[];
+  http?: HttpFeature;
 }
 
 export class Daemon {
-  private readonly abort = new AbortController();
-  private readonly pipelines: SourcePipeline[] = [];
-  private readonly throttle = new LogThrottle(60_000);
-  private state: DaemonState = 'starting';
-  private since = new Date();
-  private engineError?: string;
+  private readonly events = new DaemonEventBus();
+  private readonly pipelines = new Map<string, SourcePipeline>();
+  private readonly closers: Closer[] = [];
+  private readonly status: DaemonStatus;
+  private readonly metrics = new Metrics();
+  private readonly notifier: Notifier;
+  private parts = {} as Parts;
   private stopping?: Promise<void>;
-  private metricsTimer?: NodeJS.Timeout;
-  private gaugeTimer?: NodeJS.Timeout;
-  private reportedOutboxDrops = 0;
-  private closers: Array<{ name: string; close: () => Promise<void> | void }> = [];
+  private readyTold = false;
   /** Results handed to the outbox since start (bench and tests read it). */
   resultCount = 0;
   private resultWaiters: Array<{ count: number; resolve: () => void }> = [];
 
   private constructor(
-    private readonly config: Config,
+    private config: Config,
     private readonly logger: Logger,
-    private readonly model: PreparedModel,
-    private readonly engine: InferenceEngine,
-    private readonly preprocess: Preprocessor,
-    private readonly metrics: Metrics,
-    private readonly topics: Topics,
-    private readonly publisher: MqttPublisher,
-    private readonly seq: SeqStore,
-    private readonly notifier: Notifier,
-    private readonly brokerUrl: string,
-    private httpPort?: number,
-  ) {}
+    private readonly options: DaemonOptions,
+  ) {
+    this.notifier = createNotifier({ logger });
+    this.status = new DaemonStatus(this.events, {
+      stallMs: (id) => this.stallMs(this.config.sources.find((s) => s.id === id)),
+      oldestInferenceMs: () => this.parts.engine?.oldestPendingMs ?? 0,
+      inferenceStallMs: () => this.stallMs(undefined),
+      mqtt: () => {
+        const stats = this.parts.publisher?.stats();
+        return { connected: stats?.connected ?? false, oldestInflightMs: stats?.oldestInflightMs ?? 0 };
+      },
+      maxAckWaitMs: () => this.config.health.maxAckWaitSec * 1000,
+    });
+    this.observe();
+  }
 
   /** Starts everything; resolves once frames are flowing (or being retried) and MQTT is connecting. */
-  static async start(config: Config, logger: Logger): Promise<Daemon> {
-    const closers: Daemon['closers'] = [];
-    const cleanup = async () => {
-      for (const c of closers.reverse()) await Promise.resolve(c.close()).catch(() => undefined);
-    };
+  static async start(config: Config, logger: Logger, options: DaemonOptions = {}): Promise<Daemon> {
+    const daemon = new Daemon(config, logger, options);
     try {
-      await mkdir(config.stateDir, { recursive: true });
-      const lock = await lockStateDir(config.stateDir);
-      closers.push({ name: 'state lock', close: () => lock.release() });
-      // sharp's decoded-image cache (50 MB by default) buys nothing for a stream of new frames.
-      sharp.cache(false);
-      const notifier = createNotifier({ logger });
-      const metrics = new Metrics();
-      closers.push({ name: 'metrics', close: () => metrics.close() });
-
-      // Building or quantizing the model (first start only) can take minutes on a small board.
-      const model = await prepareModelIsolated(config, logger, {
-        onStatus: (status) => void notifier.status(status, { extendTimeoutMs: MODEL_SETUP_TIMEOUT_MS }),
-      });
-      // Mesa (a GPU's Vulkan driver, or lavapipe) compiles WebGPU's shaders on the first run: 5 s in
-      // software, 0.9 s with its cache. Keep that cache with ours unless the environment says otherwise.
-      process.env.MESA_SHADER_CACHE_DIR ??= path.join(config.stateDir, 'cache', 'mesa');
-      // Saved optimized graphs (CPU) and compiled accelerator graphs (EP context) make a restart's
-      // first Result come sooner: the optimizer or the NPU compiler is most of the load.
-      const engine = await InferenceEngine.create(
-        {
-          ...sessionSettingsFor(config, model),
-          optimizedModelCacheDir: path.join(config.stateDir, 'cache', 'ort'),
-          ...(config.inference.epContextCache ? { epContextCacheDir: path.join(config.stateDir, 'cache', 'ep') } : {}),
-        },
-        logger,
-      );
-      closers.push({ name: 'inference', close: () => engine.close() });
-      warnAboutSplitGraph(engine, model, logger);
-      warnAboutQuantizationTarget(engine, model, logger);
-      logger.info(
-        {
-          model: model.manifest.name,
-          precision: model.precision,
-          provider: engine.provider,
-          attempts: engine.attempts,
-          synthetic: model.synthetic || undefined,
-        },
-        model.synthetic
-          ? 'model loaded (synthetic weights: labels are meaningless)'
-          : 'model loaded',
-      );
-      const preprocess = createPreprocessor(model.manifest.input);
-
-      let brokerUrl = config.mqtt.url;
-      if (config.mqtt.embeddedBroker.enabled) {
-        const embedded = await startEmbeddedBroker({
-          host: config.mqtt.embeddedBroker.host,
-          port: config.mqtt.embeddedBroker.port,
-          logger,
-        });
-        if (embedded) {
-          closers.push({ name: 'embedded broker', close: () => embedded.close() });
-          brokerUrl = embedded.url;
-          logger.info({ url: embedded.url }, 'embedded MQTT broker listening');
-        } else {
-          logger.info(
-            { port: config.mqtt.embeddedBroker.port },
-            'a broker already listens on the embedded broker port: publishing to it',
-          );
-        }
+      for (const step of daemon.steps()) {
+        if (options.signal?.aborted) throw new StartCancelledError(`start cancelled before "${step.name}"`);
+        await step.run();
       }
-
-      const topics = topicsFor(config.mqtt.baseTopic);
-      const outbox = await Outbox.open(
-        path.join(config.stateDir, 'outbox'),
-        {
-          maxMessages: config.outbox.maxMessages,
-          maxBytes: config.outbox.maxBytes,
-          maxAgeSec: config.outbox.maxAgeSec,
-          fsyncIntervalMs: config.outbox.fsyncIntervalMs,
-        },
-        logger,
-      );
-      closers.push({ name: 'outbox', close: () => outbox.close() });
-      const seq = await SeqStore.open(config.stateDir, outbox);
-      closers.push({ name: 'seq', close: () => seq.close() });
-
-      const daemonRef: { current?: Daemon } = {};
-      const publisher = new MqttPublisher(
-        {
-          url: brokerUrl,
-          clientId: config.mqtt.clientId,
-          protocolVersion: config.mqtt.protocolVersion,
-          username: config.mqtt.username || undefined,
-          password: config.mqtt.passwordFile ? await readSecretFile(config.mqtt.passwordFile, 'mqtt.passwordFile') : undefined,
-          ca: config.mqtt.ca ? await readFile(config.mqtt.ca) : undefined,
-          cert: config.mqtt.cert ? await readFile(config.mqtt.cert) : undefined,
-          key: config.mqtt.key ? await readFile(config.mqtt.key) : undefined,
-          rejectUnauthorized: config.mqtt.rejectUnauthorized,
-          keepaliveSec: config.mqtt.keepaliveSec,
-          qos: config.mqtt.qos,
-          baseTopic: config.mqtt.baseTopic,
-          outbox,
-          statusPayload: () => daemonRef.current?.statusPayload() ?? { state: 'online' },
-        },
-        logger,
-      );
-
-      const daemon = new Daemon(
-        config, logger, model, engine, preprocess, metrics, topics, publisher, seq, notifier, brokerUrl,
-      );
-      daemonRef.current = daemon;
-      daemon.closers = closers;
-      daemon.registerRequests();
-      await publisher.start();
-      closers.push({ name: 'mqtt', close: () => publisher.stop(5_000) });
-
-      if (config.http.enabled) {
-        const http = await startHttpServer({
-          host: config.http.host,
-          port: config.http.port,
-          logger,
-          metrics,
-          health: () => daemon.healthReport(),
-          status: () => daemon.statusPayload(),
-        });
-        closers.push({ name: 'http', close: () => http.close() });
-        daemon.httpPort = http.port;
-      }
-
-      for (const source of config.sources) daemon.startSource(source);
-      daemon.setState();
-
-      // The publisher owns the outbox and the connection; mirror them into the gauges once a second.
-      daemon.gaugeTimer = setInterval(() => daemon.syncPublisherGauges(), 1_000);
-      daemon.gaugeTimer.unref();
-      if (config.metrics.intervalSec > 0) {
-        daemon.metricsTimer = setInterval(() => daemon.publishMetrics(), config.metrics.intervalSec * 1000);
-        daemon.metricsTimer.unref();
-      }
-      notifier.ready(`publishing to ${brokerUrl} as ${config.mqtt.baseTopic}`);
-      notifier.startWatchdog(() => daemon.isHealthy());
-      return daemon;
     } catch (err) {
-      await cleanup();
+      await daemon.unwind();
       throw err;
     }
+    return daemon;
+  }
+
+  /** The start, in dependency order; each step pushes the closer that undoes it. */
+  private steps(): Array<{ name: string; run: () => Promise<void> }> {
+    const { config, logger, options } = this;
+    const p = this.parts;
+    return [
+      {
+        name: 'state directory',
+        run: async () => {
+          await mkdir(config.stateDir, { recursive: true });
+          const lock = await lockStateDir(config.stateDir);
+          this.closers.push({ name: 'state lock', close: () => lock.release() });
+          // sharp's decoded-image cache (50 MB by default) buys nothing for a stream of new frames.
+          sharp.cache(false);
+          this.closers.push({ name: 'metrics', close: () => this.metrics.close() });
+        },
+      },
+      {
+        name: 'model',
+        // Building or quantizing the model (first start only) can take minutes on a small board.
+        run: async () => {
+          p.model = await (options.overrides?.prepareModel?.(config) ??
+            prepareModelIsolated(config, logger, {
+              signal: options.signal,
+              onStatus: (status) => void this.notifier.status(status, { extendTimeoutMs: MODEL_SETUP_TIMEOUT_MS }),
+            }));
+          p.preprocess = createPreprocessor(p.model.manifest.input);
+        },
+      },
+      {
+        name: 'inference engine',
+        run: async () => {
+          p.engine = await (options.overrides?.createEngine?.(config, p.model) ?? this.createEngine());
+          this.closers.push({ name: 'inference', close: () => p.engine.close() });
+          this.describeEngine();
+        },
+      },
+      {
+        name: 'embedded broker',
+        run: async () => {
+          p.brokerUrl = config.mqtt.url;
+          if (!config.mqtt.embeddedBroker.enabled) return;
+          const { host, port } = config.mqtt.embeddedBroker;
+          const embedded = await startEmbeddedBroker({ host, port, logger });
+          if (!embedded) {
+            logger.info({ port }, 'a broker already listens on the embedded broker port: publishing to it');
+            return;
+          }
+          this.closers.push({ name: 'embedded broker', close: () => embedded.close() });
+          p.brokerUrl = embedded.url;
+          logger.info({ url: embedded.url }, 'embedded MQTT broker listening');
+        },
+      },
+      {
+        name: 'outbox',
+        run: async () => {
+          const { maxMessages, maxBytes, maxAgeSec, fsyncIntervalMs } = config.outbox;
+          p.outbox = await Outbox.open(path.join(config.stateDir, 'outbox'), { maxMessages, maxBytes, maxAgeSec, fsyncIntervalMs }, logger);
+          this.closers.push({ name: 'outbox', close: () => p.outbox.close() });
+          p.seq = await SeqStore.open(config.stateDir, p.outbox);
+          this.closers.push({ name: 'seq', close: () => p.seq.close() });
+        },
+      },
+      {
+        name: 'publisher',
+        run: async () => {
+          const m = config.mqtt;
+          p.topics = topicsFor(m.baseTopic);
+          p.publisher = new MqttPublisher(
+            {
+              url: p.brokerUrl,
+              clientId: m.clientId,
+              protocolVersion: m.protocolVersion,
+              username: m.username || undefined,
+              password: m.passwordFile ? await readSecretFile(m.passwordFile, 'mqtt.passwordFile') : undefined,
+              ca: m.ca ? await readFile(m.ca) : undefined,
+              cert: m.cert ? await readFile(m.cert) : undefined,
+              key: m.key ? await readFile(m.key) : undefined,
+              rejectUnauthorized: m.rejectUnauthorized,
+              keepaliveSec: m.keepaliveSec,
+              qos: m.qos,
+              baseTopic: m.baseTopic,
+              outbox: p.outbox,
+              statusPayload: () => this.statusPayload(),
+            },
+            logger,
+          );
+          p.publisher.onConnectionChange((connected) => this.events.emit('mqttConnection', { connected }));
+          await p.publisher.start();
+          this.closers.push({ name: 'mqtt', close: () => p.publisher.stop(5_000) });
+          // The publisher owns the outbox and the connection; mirror them into the gauges once a second.
+          let reportedDrops = 0;
+          const gauges = setInterval(() => {
+            const stats = p.publisher.stats();
+            this.metrics.setOutboxDepth(stats.outboxDepth);
+            this.metrics.setMqttConnected(stats.connected);
+            if (stats.dropped > reportedDrops) this.metrics.outboxDroppedMessages(stats.dropped - reportedDrops);
+            reportedDrops = stats.dropped;
+          }, 1_000);
+          gauges.unref();
+          this.closers.push({ name: 'gauges', close: () => clearInterval(gauges) });
+        },
+      },
+      {
+        name: 'features',
+        run: async () => {
+          const { features, http } = enabledFeatures(config);
+          p.features = [];
+          p.http = http;
+          const ctx = this.featureContext();
+          for (const feature of features) {
+            await feature.start(ctx);
+            p.features.push(feature);
+            this.closers.push({ name: feature.name, close: () => feature.stop() });
+          }
+        },
+      },
+      {
+        name: 'sources',
+        run: async () => {
+          for (const source of config.sources) this.startSource(source);
+          this.closers.push({ name: 'sources', close: () => this.stopSources() });
+          this.notifier.startWatchdog(() => this.status.health().healthy);
+          this.notifier.status(`starting: publishing to ${p.brokerUrl} as ${config.mqtt.baseTopic}`);
+        },
+      },
+    ];
+  }
+
+  private async createEngine(): Promise<DaemonEngine> {
+    const { config } = this;
+    // Mesa (a GPU's Vulkan driver, or lavapipe) compiles WebGPU's shaders on the first run: 5 s in
+    // software, 0.9 s with its cache. Keep that cache with ours unless the environment says otherwise.
+    process.env.MESA_SHADER_CACHE_DIR ??= path.join(config.stateDir, 'cache', 'mesa');
+    // Saved optimized graphs (CPU) and compiled accelerator graphs (EP context) make a restart's
+    // first Result come sooner: the optimizer or the NPU compiler is most of the load.
+    return InferenceEngine.create(
+      {
+        ...sessionSettingsFor(config, this.parts.model),
+        optimizedModelCacheDir: path.join(config.stateDir, 'cache', 'ort'),
+        ...(config.inference.epContextCache ? { epContextCacheDir: path.join(config.stateDir, 'cache', 'ep') } : {}),
+      },
+      this.logger,
+    );
+  }
+
+  /** Logs what runs where, and what a user might want to change about it. */
+  private describeEngine(): void {
+    const { model, engine } = this.parts;
+    const { logger } = this;
+    logger.info(
+      { model: model.manifest.name, precision: model.precision, provider: engine.provider, attempts: engine.attempts, synthetic: model.synthetic || undefined },
+      model.synthetic ? 'model loaded (synthetic weights: labels are meaningless)' : 'model loaded',
+    );
+    // An accelerator that leaves nodes to the CPU pays two copies per crossing on every run. WebGPU has
+    // no QuantizeLinear kernel: an INT8 QDQ model bounces every quantized tensor through the CPU.
+    const placement = engine.info.placement;
+    if (placement && engine.provider !== 'cpu' && placement.nodes.cpu) {
+      const hint =
+        engine.provider === 'webgpu' && model.precision === 'int8'
+          ? ': WebGPU has no QuantizeLinear kernel, so an INT8 model runs faster as FP32 there (model.precision fp32)'
+          : ': set inference.cpuFallback false to refuse a split graph and use the next provider listed';
+      const total = Object.values(placement.nodes).reduce((a, b) => a + b, 0);
+      logger.warn(
+        { provider: engine.provider, placement },
+        `${engine.provider} left ${placement.nodes.cpu} of ${total} nodes to the CPU (${formatPlacement(placement)})${hint}`,
+      );
+    }
+    // An INT8 model shaped for another provider runs, but slower or partly on the CPU.
+    const made = model.manifest.quantization?.target;
+    const wanted = targetForProvider(engine.provider);
+    if (made && made !== wanted && !(made === 'cpu-arm' && wanted === 'cpu')) {
+      logger.warn(
+        { provider: engine.provider, quantizedFor: made, suggested: wanted },
+        `this INT8 model was quantized for ${made}, but runs on ${engine.provider}: \`inceptiond model quantize FP32 OUT --target ${wanted}\` shapes one for it`,
+      );
+    }
+  }
+
+  private featureContext(): FeatureContext {
+    return {
+      config: () => this.config,
+      logger: this.logger,
+      topics: this.parts.topics,
+      publisher: this.parts.publisher,
+      metrics: this.metrics,
+      events: this.events,
+      status: { payload: () => this.statusPayload(), health: () => this.health() },
+    };
+  }
+
+  /** Metrics, logs, the status topic and systemd follow the events. */
+  private observe(): void {
+    const { events, metrics, logger } = this;
+    let lastLogged: string | undefined;
+    const repeats = new LogThrottle(LOG_REPEAT_MS);
+    events.on('frame', ({ source }) => metrics.frameCaptured(source));
+    events.on('captureFailed', ({ source, error, failures }) => {
+      metrics.captureFailed(source);
+      logger.warn({ source, error, failures }, 'capture failing');
+      this.toldReady();
+    });
+    events.on('captureRecovered', ({ source }) => logger.info({ source }, 'capture recovered'));
+    events.on('frameSkipped', ({ source, reason, error }) => {
+      metrics.frameDropped(source, reason);
+      if (!repeats.shouldLog(`${reason}:${source}`)) return;
+      if (reason === 'corrupt') {
+        logger.warn({ source, err: error }, 'frame skipped: not a decodable image (counted in frames_dropped_total{reason="corrupt"}; logged once a minute)');
+      } else {
+        logger.error({ source, err: error }, 'inference failed (counted in frames_dropped_total{reason="inference"}; logged once a minute)');
+      }
+    });
+    events.on('sourceFinished', () => this.toldReady());
+    events.on('result', ({ source, result }) => {
+      metrics.recordResult(source, { preprocessMs: result.latencyMs.preprocess, inferenceMs: result.latencyMs.inference, totalMs: result.latencyMs.total });
+      this.resultCount += 1;
+      if (this.resultWaiters.length > 0) {
+        const due = this.resultWaiters.filter((w) => w.count <= this.resultCount);
+        this.resultWaiters = this.resultWaiters.filter((w) => w.count > this.resultCount);
+        for (const w of due) w.resolve();
+      }
+      this.toldReady();
+    });
+    events.on('statusChanged', ({ state, error }) => {
+      this.parts.publisher?.setStatus(this.statusPayload());
+      const line = `${state}:${error ?? ''}`;
+      if (state === 'starting' || line === lastLogged) return;
+      lastLogged = line;
+      logger.info({ state, error }, 'state');
+      if (state !== 'stopped') void this.notifier.status(state === 'online' ? 'online' : `degraded: ${error}`);
+    });
+  }
+
+  /**
+   * READY=1 once the daemon has shown it works: the first Result, or the first failure it handles (a
+   * missing camera is retried, and systemd should not wait for it).
+   */
+  private toldReady(): void {
+    if (this.readyTold) return;
+    this.readyTold = true;
+    this.status.started();
+    void this.notifier.ready(`publishing to ${this.parts.brokerUrl} as ${this.config.mqtt.baseTopic}`);
+  }
+
+  private stallMs(source: SourceConfig | undefined): number {
+    if (this.config.health.stallSec > 0) return this.config.health.stallSec * 1000;
+    const s = source ?? this.config.capture;
+    return Math.max(120_000, 3 * (s.retryMaxMs + s.intervalMs));
+  }
+
+  private startSource(sourceConfig: SourceConfig): void {
+    const { config, parts, logger } = this;
+    const source = this.options.overrides?.createSource?.(sourceConfig, config) ?? sourceFromConfig(sourceConfig, { runtimeDir: config.runtimeDir }, logger);
+    const { logger: _, ...runner } = runnerOptionsFor(sourceConfig, logger);
+    const pipeline = new SourcePipeline({
+      source,
+      runner,
+      preprocess: parts.preprocess,
+      engine: parts.engine,
+      model: {
+        name: parts.model.manifest.name,
+        precision: parts.model.precision,
+        labels: parts.model.labels,
+        activation: parts.model.manifest.output.activation,
+      },
+      labelSettings: () => this.config.inference,
+      nextSeq: (id) => parts.seq.next(id),
+      publish: (result) => parts.publisher.enqueue(parts.topics.labels(result.source), JSON.stringify(result)),
+      events: this.events,
+      logger: logger.child({ source: sourceConfig.id }),
+    });
+    this.pipelines.set(sourceConfig.id, pipeline);
+    this.status.addSource(sourceConfig.id);
+    pipeline.start();
+  }
+
+  /** Stops one pipeline; `forget` (a source removed by a reload) also drops it from the status. */
+  private async stopSource(id: string, forget: boolean): Promise<void> {
+    const pipeline = this.pipelines.get(id);
+    if (!pipeline) return;
+    this.pipelines.delete(id);
+    await pipeline.stop(STOP_INFLIGHT_DEADLINE_MS);
+    if (forget) this.status.removeSource(id);
+  }
+
+  private async stopSources(): Promise<void> {
+    await Promise.all([...this.pipelines.keys()].map((id) => this.stopSource(id, false)));
   }
 
   get info(): DaemonInfo {
     return {
-      state: this.state,
-      model: this.model,
-      provider: this.engine.provider,
+      state: this.status.state,
+      model: this.parts.model,
+      provider: this.parts.engine.provider,
       baseTopic: this.config.mqtt.baseTopic,
-      brokerUrl: this.brokerUrl,
-      httpPort: this.httpPort,
+      brokerUrl: this.parts.brokerUrl,
+      httpPort: this.parts.http?.port,
     };
   }
 
-  statusPayload() {
-    const sources: Record<string, { state: string; error?: string; since: string }> = {};
-    for (const p of this.pipelines) {
-      sources[p.id] = { state: p.health.state, error: p.health.error, since: p.health.since.toISOString() };
-    }
-    const error = this.currentError();
+  statusPayload(): Record<string, unknown> {
+    const { model, engine } = this.parts;
     return {
-      state: this.state === 'starting' ? 'online' : this.state,
+      ...this.status.fields(),
       version: packageVersion,
-      model: { name: this.model.manifest.name, precision: this.model.precision, synthetic: this.model.synthetic || undefined },
-      provider: this.engine.provider,
-      since: this.since.toISOString(),
-      ...(error ? { error } : {}),
-      sources,
+      ...(model ? { model: { name: model.manifest.name, precision: model.precision, synthetic: model.synthetic || undefined } } : {}),
+      ...(engine ? { provider: engine.provider } : {}),
     };
   }
 
-  private currentError(): string | undefined {
-    const failing = this.pipelines.filter((p) => p.health.state === 'failing');
-    if (failing.length > 0) return failing.map((p) => `${p.id}: ${p.health.error ?? 'failing'}`).join('; ');
-    return this.engineError;
-  }
-
-  private setState(): void {
-    if (this.state === 'offline') return;
-    const next: DaemonState = this.currentError() ? 'degraded' : 'online';
-    if (next !== this.state) {
-      this.state = next;
-      this.since = new Date();
-      this.logger.info({ state: next, error: this.currentError() }, 'state');
-      this.notifier.status(next === 'online' ? 'online' : `degraded: ${this.currentError()}`);
-    }
-    this.publisher.setStatus(this.statusPayload());
-  }
-
-  healthReport() {
-    return {
-      healthy: this.state === 'online',
-      state: this.state,
-      error: this.currentError(),
-      mqttConnected: this.publisher.stats().connected,
-    };
-  }
-
-  /** The watchdog's question: is every source loop still turning (frames or handled failures)? */
-  isHealthy(): boolean {
-    const limit = Math.max(120_000, this.config.capture.retryMaxMs * 3 + this.config.capture.intervalMs * 3);
-    const now = performance.now();
-    return this.pipelines.every((p) => p.done === undefined || now - p.lastActivity < limit);
+  health(): HealthReport {
+    return this.status.health();
   }
 
   /** Resolves once `count` Results have been handed to the outbox since start. */
@@ -338,225 +452,58 @@ export class Daemon {
     return this.metrics.peek();
   }
 
-  private registerRequests(): void {
-    this.publisher.onRequest('status', () => this.statusPayload());
-    // peek, not snapshot: a request must not reset the interval the metrics timer reports on.
-    this.publisher.onRequest('metrics', () => {
-      this.syncPublisherGauges();
-      return this.metrics.peek();
-    });
-  }
-
-  private syncPublisherGauges(): void {
-    const stats = this.publisher.stats();
-    this.metrics.setOutboxDepth(stats.outboxDepth);
-    this.metrics.setMqttConnected(stats.connected);
-    if (stats.dropped > this.reportedOutboxDrops) {
-      this.metrics.outboxDroppedMessages(stats.dropped - this.reportedOutboxDrops);
-      this.reportedOutboxDrops = stats.dropped;
-    }
-  }
-
-  private publishMetrics(): void {
-    this.syncPublisherGauges();
-    const snapshot = { ...this.metrics.snapshot(), outbox: this.publisher.stats() };
-    this.publisher.publishNow(this.topics.metrics, JSON.stringify(snapshot), { qos: 0, retain: false });
-  }
-
-  private startSource(sourceConfig: SourceConfig): void {
-    const source = createSource(toSourceOptions(sourceConfig, this.config), this.logger);
-    const runner = new CaptureRunner(source, {
-      intervalMs: sourceConfig.intervalMs,
-      retryInitialMs: this.config.capture.retryInitialMs,
-      retryMaxMs: this.config.capture.retryMaxMs,
-      logger: this.logger.child({ source: sourceConfig.id }),
-    });
-    const pipeline: SourcePipeline = {
-      id: sourceConfig.id,
-      runner,
-      health: { state: 'ok', failures: 0, since: new Date() },
-      lastActivity: performance.now(),
-    };
-    runner.on('health', (health: SourceHealth) => {
-      pipeline.health = health;
-      pipeline.lastActivity = performance.now();
-      if (health.state === 'failing') {
-        this.metrics.captureFailed(pipeline.id);
-        this.logger.warn({ source: pipeline.id, error: health.error, failures: health.failures }, 'capture failing');
-      } else {
-        this.logger.info({ source: pipeline.id }, 'capture recovered');
-      }
-      this.setState();
-    });
-    runner.on('corrupt', (err) => this.frameSkippedAsCorrupt(pipeline, err));
-    this.pipelines.push(pipeline);
-    pipeline.done = this.runPipeline(pipeline).catch((err: unknown) => {
-      this.logger.error({ err, source: pipeline.id }, 'source pipeline stopped by an unexpected error');
-      pipeline.health = { state: 'failing', error: (err as Error).message, failures: 1, since: new Date() };
-      this.setState();
-    });
-  }
-
-  /** A source that cannot start (e.g. its temp folder is unwritable) is retried like a failing capture. */
-  private async startWithRetry(pipeline: SourcePipeline): Promise<boolean> {
-    const { retryInitialMs, retryMaxMs } = this.config.capture;
-    for (let failures = 0; !this.abort.signal.aborted; ) {
-      try {
-        await pipeline.runner.start();
-        if (failures > 0) {
-          pipeline.health = { state: 'ok', failures: 0, since: new Date() };
-          this.logger.info({ source: pipeline.id }, 'source started');
-          this.setState();
-        }
-        return true;
-      } catch (err) {
-        failures += 1;
-        const error = (err as Error).message;
-        pipeline.health = { state: 'failing', error, failures, since: pipeline.health.since };
-        pipeline.lastActivity = performance.now();
-        this.logger.warn({ source: pipeline.id, error, failures }, 'source cannot start; retrying');
-        this.setState();
-        const delay = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(failures - 1, 30));
-        await sleep(delay, undefined, { signal: this.abort.signal }).catch(() => undefined);
-      }
-    }
-    return false;
-  }
-
-  private frameSkippedAsCorrupt(pipeline: SourcePipeline, err: Error): void {
-    this.metrics.frameDropped(pipeline.id, 'corrupt');
-    if (this.throttle.shouldLog(`corrupt:${pipeline.id}`)) {
-      this.logger.warn(
-        { source: pipeline.id, err: err.message },
-        'frame skipped: not a decodable image (counted in frames_dropped_total{reason="corrupt"}; logged once a minute)',
-      );
-    }
-  }
-
   /**
-   * One source: capture and preprocess frame N+1 while frame N is being inferred; at most one inference
-   * in flight per source, so a slow model makes the source skip frames instead of queueing them.
+   * Applies a new configuration: live keys at once (a changed source is restarted on its own, the MQTT
+   * connection stays), the others named in the log and on the status topic as waiting for a restart.
    */
-  private async runPipeline(pipeline: SourcePipeline): Promise<void> {
-    const signal = this.abort.signal;
-    if (!(await this.startWithRetry(pipeline))) return;
-    let inflight: Promise<void> = Promise.resolve();
-    try {
-      while (!signal.aborted) {
-        let frame: Frame;
-        try {
-          frame = await pipeline.runner.next(signal);
-        } catch (err) {
-          if (signal.aborted) break;
-          if (err instanceof SourceExhaustedError) {
-            this.logger.info({ source: pipeline.id }, 'source has no more frames');
-            break;
-          }
-          throw err;
-        }
-        pipeline.lastActivity = performance.now();
-        this.metrics.frameCaptured(pipeline.id);
-        const preprocessStart = performance.now();
-        let prepared;
-        try {
-          prepared = await this.preprocess(frame.data);
-        } catch (err) {
-          if (err instanceof FrameDecodeError || err instanceof FrameTooLargeError) {
-            this.frameSkippedAsCorrupt(pipeline, err);
-            continue;
-          }
-          throw err;
-        }
-        const preprocessMs = performance.now() - preprocessStart;
-        await inflight;
-        if (signal.aborted) break;
-        inflight = this.classifyAndPublish(pipeline, frame, prepared, preprocessMs);
-      }
-    } finally {
-      await inflight;
-      await pipeline.runner.stop();
-    }
-  }
-
-  private async classifyAndPublish(
-    pipeline: SourcePipeline,
-    frame: Frame,
-    prepared: Awaited<ReturnType<Preprocessor>>,
-    preprocessMs: number,
-  ): Promise<void> {
-    let output;
-    try {
-      output = await this.engine.run(prepared.tensor);
-      if (this.engineError) {
-        this.engineError = undefined;
-        this.setState();
-      }
-    } catch (err) {
-      this.metrics.frameDropped(pipeline.id, 'inference');
-      this.engineError = `inference failed: ${(err as Error).message}`;
-      if (this.throttle.shouldLog(`inference:${pipeline.id}`)) this.logger.error({ err, source: pipeline.id }, 'inference failed');
-      this.setState();
-      return;
-    }
-    const labels = topLabels(output.scores, {
-      k: this.config.inference.topK,
-      threshold: this.config.inference.threshold,
-      labels: this.model.labels,
-      activation: this.model.manifest.output.activation,
-    });
-    const result: ResultPayload = {
-      seq: this.seq.next(pipeline.id),
-      ts: new Date().toISOString(),
-      source: pipeline.id,
-      frame: { capturedAt: frame.capturedAt.toISOString(), width: prepared.width, height: prepared.height },
-      model: { name: this.model.manifest.name, precision: this.model.precision },
-      provider: this.engine.provider,
-      labels,
-      latencyMs: {
-        preprocess: round2(preprocessMs),
-        inference: round2(output.inferenceMs),
-        total: round2(Date.now() - frame.capturedAt.getTime()),
-      },
+  async reload(next: Config): Promise<ReloadReport> {
+    const plan: ReloadPlan = planReload(this.config, next);
+    await this.notifier.reloading();
+    this.config = plan.effective;
+    this.logger.level = plan.effective.log.level;
+    const { added, removed, changed } = plan.sources;
+    await Promise.all([...removed.map((id) => this.stopSource(id, true)), ...changed.map((s) => this.stopSource(s.id, false))]);
+    for (const s of [...changed, ...added]) this.startSource(s);
+    for (const feature of this.parts.features ?? []) await feature.reload?.(plan.effective);
+    this.status.reloaded({ restartNeeded: plan.restartNeeded });
+    const report: ReloadReport = {
+      applied: plan.live,
+      restartNeeded: plan.restartNeeded,
+      sources: { added: added.map((s) => s.id), removed, restarted: changed.map((s) => s.id) },
     };
-    await this.publisher.enqueue(this.topics.labels(pipeline.id), JSON.stringify(result));
-    this.metrics.recordResult(pipeline.id, {
-      preprocessMs,
-      inferenceMs: output.inferenceMs,
-      totalMs: result.latencyMs.total,
-    });
-    pipeline.lastActivity = performance.now();
-    this.resultCount += 1;
-    if (this.resultWaiters.length > 0) {
-      const due = this.resultWaiters.filter((w) => w.count <= this.resultCount);
-      this.resultWaiters = this.resultWaiters.filter((w) => w.count > this.resultCount);
-      for (const w of due) w.resolve();
-    }
+    this.logger.info(report, plan.restartNeeded.length ? `configuration reloaded; these need a restart: ${plan.restartNeeded.join(', ')}` : 'configuration reloaded');
+    this.events.emit('reloaded', { config: plan.effective, applied: plan.live, restartNeeded: plan.restartNeeded });
+    await this.notifier.ready();
+    return report;
   }
 
-  /** Stops capture, lets the in-flight frame finish, flushes what MQTT can take, then closes everything. */
+  /** A reload that could not be applied (an invalid file): shown on the status; the running configuration stays. */
+  reloadRefused(reason: string): void {
+    this.status.reloaded({ error: reason });
+  }
+
+  /** Stops capture, lets the frames in flight finish (with a deadline), flushes what MQTT can take, closes everything. */
   stop(reason = 'stop requested'): Promise<void> {
     this.stopping ??= (async () => {
       this.logger.info({ reason }, 'stopping');
-      this.notifier.stopping();
-      this.abort.abort();
-      if (this.metricsTimer) clearInterval(this.metricsTimer);
-      if (this.gaugeTimer) clearInterval(this.gaugeTimer);
-      await Promise.all(this.pipelines.map((p) => p.done));
-      this.state = 'offline';
-      for (const c of [...this.closers].reverse()) {
-        try {
-          await c.close();
-        } catch (err) {
-          this.logger.warn({ err, component: c.name }, 'error while closing');
-        }
-      }
-      this.notifier.stop();
+      void this.notifier.stopping();
+      // Sources first: their last Results reach the outbox before the publisher says "stopped".
+      await this.stopSources();
+      this.status.stopped();
+      await this.unwind();
       this.logger.info('stopped');
     })();
     return this.stopping;
   }
-}
 
-function round2(x: number): number {
-  return Math.round(x * 100) / 100;
+  private async unwind(): Promise<void> {
+    for (const c of this.closers.splice(0).reverse()) {
+      try {
+        await c.close();
+      } catch (err) {
+        this.logger.warn({ err, component: c.name }, 'error while closing');
+      }
+    }
+    this.notifier.stop();
+  }
 }

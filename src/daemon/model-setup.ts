@@ -29,6 +29,11 @@ export class ModelSetupError extends Error {
   override name = 'ModelSetupError';
 }
 
+/** A start was cancelled (SIGTERM while the model was being prepared): not a failure. */
+export class StartCancelledError extends Error {
+  override name = 'StartCancelledError';
+}
+
 /** File name of the model `model build` writes when no model is configured. */
 export const BUILT_MODEL_FILE = 'inception-v2-built.onnx';
 
@@ -66,6 +71,8 @@ export interface PrepareOptions {
   onStatus?: (status: string) => void;
   /** Where prepareModelIsolated's child logs: 1 (stdout, the daemon's log) or 2 (a one-shot command). Default 1. */
   logFd?: 1 | 2;
+  /** prepareModelIsolated: aborting kills the child (a SIGTERM during a long quantization) and rejects with StartCancelledError. */
+  signal?: AbortSignal;
 }
 
 /** Bumped when the quantizer's output changes for the same inputs, so cached INT8 models are redone. */
@@ -346,9 +353,19 @@ export async function prepareModelIsolated(config: Config, logger: Logger, opts:
   const childModule = fileURLToPath(new URL('./model-setup-child.js', import.meta.url));
   if (!(await pathExists(childModule))) return prepareModel(config, logger, opts);
   const { fork } = await import('node:child_process');
+  if (opts.signal?.aborted) throw new StartCancelledError('model preparation cancelled');
   const child = fork(childModule, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   return new Promise<PreparedModel>((resolve, reject) => {
     let settled = false;
+    const cancel = () => {
+      if (settled) return;
+      settled = true;
+      child.kill('SIGTERM');
+      logger.info('model preparation cancelled: its process was stopped (temporary files are removed at the next start)');
+      reject(new StartCancelledError('model preparation cancelled'));
+    };
+    opts.signal?.addEventListener('abort', cancel, { once: true });
+    child.once('exit', () => opts.signal?.removeEventListener('abort', cancel));
     child.on('message', (message: ChildMessage) => {
       if (message.kind === 'status') opts.onStatus?.(message.status);
       else if (message.kind === 'done') (settled = true), resolve(message.model);

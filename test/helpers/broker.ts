@@ -270,6 +270,8 @@ export async function collect(url: string, topicFilter: string, options: IClient
 export interface TcpProxy {
   url: string;
   port: number;
+  /** Connections accepted so far (a client that reconnects shows here). */
+  readonly connections: number;
   /** Drops every connection and refuses new ones until restore(): a network outage without losing broker state. */
   cut(): void;
   /** Keeps connections open but forwards nothing (a black hole: no PUBACK ever arrives). */
@@ -284,8 +286,10 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
   let frozen = false;
   const held = new Set<net.Socket>();
   const pairs = new Set<[net.Socket, net.Socket]>();
+  let connections = 0;
   const server = net.createServer((downstream) => {
     if (isCut) return void downstream.destroy();
+    connections += 1;
     if (frozen) {
       held.add(downstream);
       downstream.on('error', () => undefined).on('close', () => held.delete(downstream));
@@ -321,6 +325,9 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
   return {
     url: `mqtt://127.0.0.1:${port}`,
     port,
+    get connections() {
+      return connections;
+    },
     cut() {
       isCut = true;
       destroyAll();

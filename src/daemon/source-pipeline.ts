@@ -1,0 +1,187 @@
+/**
+ * One source's loop: capture → preprocess → infer → Result → outbox. Capture and preprocessing of frame
+ * N+1 overlap the inference of frame N; at most one inference per source is in flight, so a model
+ * slower than the camera makes the source skip frames instead of queueing them. What happens is told
+ * on the event bus; the pipeline itself knows nothing of MQTT topics, the status or HTTP.
+ */
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { CaptureRunner, SourceExhaustedError, type CaptureRunnerOptions, type Frame, type FrameSource } from '../capture/index.js';
+import type { InferenceOutput, InputTensor } from '../inference/index.js';
+import { topLabels } from '../inference/index.js';
+import type { ResultPayload } from '../publish/index.js';
+import { round2 } from '../util/index.js';
+import { FrameDecodeError, FrameTooLargeError, type PreprocessedFrame, type Preprocessor } from '../vision/index.js';
+import type { DaemonEventBus } from '../features/index.js';
+
+/** The part of the inference engine a pipeline uses (a fake in tests). */
+export interface Inferencer {
+  readonly provider: string;
+  run(tensor: InputTensor): Promise<InferenceOutput>;
+}
+
+/** What turns scores into a Result: read per frame, so a reload of top-k or threshold applies at once. */
+export interface LabelSettings {
+  topK: number;
+  threshold: number;
+}
+
+export interface PipelineDeps {
+  source: FrameSource;
+  runner: Omit<CaptureRunnerOptions, 'logger'>;
+  preprocess: Preprocessor;
+  engine: Inferencer;
+  model: { name: string; precision: 'fp32' | 'int8'; labels?: string[]; activation: 'softmax' | 'none' };
+  labelSettings: () => LabelSettings;
+  /** The next `seq` of this source (continues across restarts). */
+  nextSeq: (source: string) => number;
+  /** Hands a Result to the outbox; resolves once it is stored. */
+  publish: (result: ResultPayload) => Promise<unknown>;
+  events: DaemonEventBus;
+  logger: Logger;
+}
+
+export class SourcePipeline {
+  readonly id: string;
+  private readonly runner: CaptureRunner;
+  private readonly abort = new AbortController();
+  private done: Promise<void> | undefined;
+  private inflight: Promise<void> = Promise.resolve();
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.id = deps.source.id;
+    this.runner = new CaptureRunner(deps.source, { ...deps.runner, logger: deps.logger });
+    this.runner.on('health', (health) => {
+      if (health.state === 'failing') {
+        deps.events.emit('captureFailed', { source: this.id, error: health.error ?? 'capture failed', failures: health.failures });
+      } else {
+        deps.events.emit('captureRecovered', { source: this.id });
+      }
+    });
+    this.runner.on('corrupt', (err) => deps.events.emit('frameSkipped', { source: this.id, reason: 'corrupt', error: err.message }));
+  }
+
+  /** Starts the loop in the background; failures are reported as events, never thrown. */
+  start(): void {
+    this.done ??= this.run().catch((err: unknown) => {
+      // A bug, not a camera problem: say so and show the source as failing.
+      this.deps.logger.error({ err, source: this.id }, 'source pipeline stopped by an unexpected error');
+      this.deps.events.emit('captureFailed', { source: this.id, error: (err as Error).message, failures: 1 });
+    });
+  }
+
+  /**
+   * Stops capturing, lets the frame being inferred finish (at most `deadlineMs`: a hung worker must not
+   * hold the stop), and stops the source.
+   */
+  async stop(deadlineMs = 10_000): Promise<void> {
+    this.abort.abort();
+    if (!this.done) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([
+      this.done.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), deadlineMs))),
+    ]);
+    clearTimeout(timer);
+    if (late) {
+      this.deps.logger.warn({ source: this.id, deadlineMs }, 'the frame in flight did not finish in time; stopping the source without it');
+      await this.runner.stop().catch(() => undefined);
+    }
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    if (!(await this.startWithRetry())) return;
+    try {
+      while (!signal.aborted) {
+        let frame: Frame;
+        try {
+          frame = await this.runner.next(signal);
+        } catch (err) {
+          if (signal.aborted) break;
+          if (err instanceof SourceExhaustedError) {
+            this.deps.logger.info({ source: this.id }, 'source has no more frames');
+            this.deps.events.emit('sourceFinished', { source: this.id });
+            break;
+          }
+          throw err;
+        }
+        this.deps.events.emit('frame', { source: this.id, captureSeq: frame.captureSeq, capturedAt: frame.capturedAt });
+        const preprocessStart = performance.now();
+        let prepared: PreprocessedFrame;
+        try {
+          prepared = await this.deps.preprocess(frame.data);
+        } catch (err) {
+          if (err instanceof FrameDecodeError || err instanceof FrameTooLargeError) {
+            this.deps.events.emit('frameSkipped', { source: this.id, reason: 'corrupt', error: err.message });
+            continue;
+          }
+          throw err;
+        }
+        const preprocessMs = performance.now() - preprocessStart;
+        await this.inflight;
+        if (signal.aborted) break;
+        this.inflight = this.classify(frame, prepared, preprocessMs);
+      }
+    } finally {
+      await this.inflight;
+      await this.runner.stop();
+    }
+  }
+
+  /** A source that cannot start (e.g. its temp folder is unwritable) is retried like a failing capture. */
+  private async startWithRetry(): Promise<boolean> {
+    const { retryInitialMs = 1000, retryMaxMs = 30_000 } = this.deps.runner;
+    for (let failures = 0; !this.abort.signal.aborted; ) {
+      try {
+        await this.runner.start();
+        if (failures > 0) {
+          this.deps.logger.info({ source: this.id }, 'source started');
+          this.deps.events.emit('captureRecovered', { source: this.id });
+        }
+        return true;
+      } catch (err) {
+        failures += 1;
+        const error = (err as Error).message;
+        this.deps.logger.warn({ source: this.id, error, failures }, 'source cannot start; retrying');
+        this.deps.events.emit('captureFailed', { source: this.id, error, failures });
+        const delay = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(failures - 1, 30));
+        await sleep(delay, undefined, { signal: this.abort.signal }).catch(() => undefined);
+      }
+    }
+    return false;
+  }
+
+  private async classify(frame: Frame, prepared: PreprocessedFrame, preprocessMs: number): Promise<void> {
+    const { deps } = this;
+    let output: InferenceOutput;
+    try {
+      output = await deps.engine.run(prepared.tensor);
+    } catch (err) {
+      const error = (err as Error).message;
+      deps.events.emit('inference', { source: this.id, ok: false, error });
+      deps.events.emit('frameSkipped', { source: this.id, reason: 'inference', error });
+      return;
+    }
+    deps.events.emit('inference', { source: this.id, ok: true });
+    const { topK, threshold } = deps.labelSettings();
+    const labels = topLabels(output.scores, { k: topK, threshold, labels: deps.model.labels, activation: deps.model.activation });
+    const result: ResultPayload = {
+      seq: deps.nextSeq(this.id),
+      ts: new Date().toISOString(),
+      source: this.id,
+      frame: { capturedAt: frame.capturedAt.toISOString(), width: prepared.width, height: prepared.height },
+      model: { name: deps.model.name, precision: deps.model.precision },
+      provider: deps.engine.provider,
+      labels,
+      latencyMs: {
+        preprocess: round2(preprocessMs),
+        inference: round2(output.inferenceMs),
+        total: round2(Date.now() - frame.capturedAt.getTime()),
+      },
+    };
+    await deps.publish(result);
+    deps.events.emit('result', { source: this.id, result });
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * One source pipeline in-process: a fake source and a fake engine (so failures, hangs and the end of a
+ * source happen on cue), the real preprocessor and a real outbox for the Results.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import sharp from 'sharp';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CaptureError, SourceExhaustedError, SourceStoppedError, type Frame, type FrameSource } from '../../src/capture/index.js';
+import { SourcePipeline, type Inferencer } from '../../src/daemon/source-pipeline.js';
+import { DaemonEventBus, type DaemonEvents } from '../../src/features/index.js';
+import type { InputTensor } from '../../src/inference/index.js';
+import { Outbox, validateResult, type ResultPayload } from '../../src/publish/index.js';
+import { createPreprocessor, type InputSpec } from '../../src/vision/index.js';
+
+const logger = pino({ level: 'silent' });
+const spec: InputSpec = { name: 'x', layout: 'NCHW', width: 8, height: 8, channels: 'RGB', scale: 1, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill' };
+let jpeg: Buffer;
+
+beforeAll(async () => {
+  jpeg = await sharp({ create: { width: 32, height: 24, channels: 3, background: '#2050c0' } }).jpeg().toBuffer();
+});
+
+/** Frames on cue: `script` says what each next() does — a frame, a capture error, not an image, or the end. */
+class ScriptedSource implements FrameSource {
+  readonly backend = 'files' as const;
+  private n = 0;
+  private stopped = false;
+  constructor(
+    readonly id: string,
+    private readonly script: Array<'frame' | 'fail' | 'garbage' | 'end'>,
+  ) {}
+  async start() {}
+  async stop() {
+    this.stopped = true;
+  }
+  stats() {
+    return { captured: this.n, failed: 0, dropped: 0 };
+  }
+  async next(): Promise<Frame> {
+    if (this.stopped) throw new SourceStoppedError(this.id);
+    const step = this.script.shift() ?? 'end';
+    if (step === 'end') throw new SourceExhaustedError(this.id);
+    if (step === 'fail') throw new CaptureError('camera unplugged', this.id);
+    this.n += 1;
+    return { sourceId: this.id, captureSeq: this.n, capturedAt: new Date(), data: step === 'garbage' ? Buffer.from('not an image') : jpeg };
+  }
+}
+
+/** Scores with the winning class chosen per call; `behaviour` makes a run fail or never answer. */
+function fakeEngine(behaviour: (call: number) => 'ok' | 'fail' | 'hang' = () => 'ok'): Inferencer & { calls: number } {
+  const engine = {
+    provider: 'fake',
+    calls: 0,
+    run(_tensor: InputTensor) {
+      const call = ++engine.calls;
+      const what = behaviour(call);
+      if (what === 'hang') return new Promise<never>(() => undefined);
+      if (what === 'fail') return Promise.reject(new Error('worker died'));
+      const scores = new Float32Array(4).fill(0.1);
+      scores[call % 4] = 0.7;
+      return Promise.resolve({ scores, inferenceMs: 1 });
+    },
+  };
+  return engine;
+}
+
+let dir: string | undefined;
+let outbox: Outbox | undefined;
+afterEach(async () => {
+  await outbox?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+  outbox = dir = undefined;
+});
+
+async function pipelineWith(source: FrameSource, engine: Inferencer, labelSettings = () => ({ topK: 2, threshold: 0 })) {
+  dir = await mkdtemp(path.join(tmpdir(), 'pipeline-'));
+  outbox = await Outbox.open(dir, { maxMessages: 1000, maxBytes: 1e7, maxAgeSec: 0 }, logger);
+  const events = new DaemonEventBus();
+  const seen: Array<[keyof DaemonEvents, unknown]> = [];
+  for (const name of ['frame', 'captureFailed', 'captureRecovered', 'frameSkipped', 'sourceFinished', 'inference', 'result'] as const) {
+    events.on(name, (payload: unknown) => seen.push([name, payload]));
+  }
+  let seq = 0;
+  const box = outbox;
+  const pipeline = new SourcePipeline({
+    source,
+    runner: { intervalMs: 0, retryInitialMs: 1, retryMaxMs: 2, retryJitter: 0 },
+    preprocess: createPreprocessor(spec),
+    engine,
+    model: { name: 'fake', precision: 'int8', labels: ['a', 'b', 'c', 'd'], activation: 'softmax' },
+    labelSettings,
+    nextSeq: () => ++seq,
+    publish: (result: ResultPayload) => box.append({ topic: `t/${result.source}/labels`, payload: JSON.stringify(result), qos: 1 }),
+    events,
+    logger,
+  });
+  const finished = new Promise<void>((resolve) => events.on('sourceFinished', () => resolve()));
+  return { pipeline, events, seen, finished, outbox: box };
+}
+
+describe('SourcePipeline', () => {
+  it('turns frames into Results in the outbox, skipping what is not an image and riding out capture failures', async () => {
+    const source = new ScriptedSource('cam', ['frame', 'garbage', 'fail', 'fail', 'frame', 'frame', 'end']);
+    const { pipeline, seen, finished, outbox: box } = await pipelineWith(source, fakeEngine());
+    pipeline.start();
+    await finished;
+    await pipeline.stop();
+
+    const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 3]);
+    for (const r of results) expect(validateResult(r)).toMatchObject({ ok: true });
+    expect(results[0]).toMatchObject({ source: 'cam', provider: 'fake', model: { name: 'fake', precision: 'int8' }, frame: { width: 32, height: 24 } });
+    expect(results[0]!.labels).toHaveLength(2);
+    const names = seen.map(([name]) => name);
+    expect(names.filter((n) => n === 'frameSkipped')).toHaveLength(1);
+    expect(seen.find(([n]) => n === 'frameSkipped')![1]).toMatchObject({ reason: 'corrupt' });
+    expect(names.filter((n) => n === 'captureFailed')).toHaveLength(2);
+    expect(names.filter((n) => n === 'captureRecovered')).toHaveLength(1);
+    // The end is told once; the last frame's inference may still be finishing then (they overlap).
+    expect(names.filter((n) => n === 'sourceFinished')).toHaveLength(1);
+  });
+
+  it('a failed inference skips that frame and says so; the next frame is classified', async () => {
+    const source = new ScriptedSource('cam', ['frame', 'frame', 'end']);
+    const { pipeline, seen, finished, outbox: box } = await pipelineWith(source, fakeEngine((call) => (call === 1 ? 'fail' : 'ok')));
+    pipeline.start();
+    await finished;
+    await pipeline.stop();
+    expect(box.depth).toBe(1);
+    expect(seen.filter(([n]) => n === 'inference').map(([, p]) => p)).toEqual([
+      { source: 'cam', ok: false, error: 'worker died' },
+      { source: 'cam', ok: true },
+    ]);
+    expect(seen.find(([n]) => n === 'frameSkipped')![1]).toMatchObject({ reason: 'inference', error: 'worker died' });
+  });
+
+  it('reads top-k per frame, so a reload applies to the next Result', async () => {
+    let topK = 1;
+    const source = new ScriptedSource('cam', ['frame', 'frame', 'end']);
+    const { pipeline, events, finished, outbox: box } = await pipelineWith(source, fakeEngine(), () => ({ topK, threshold: 0 }));
+    events.once('result', () => (topK = 3));
+    pipeline.start();
+    await finished;
+    await pipeline.stop();
+    const counts = box.nextBatch(0, 10).map((e) => (JSON.parse(String(e.payload)) as ResultPayload).labels.length);
+    expect(counts).toEqual([1, 3]);
+  });
+
+  it('stops within its deadline when the engine never answers, and stops the source', async () => {
+    const source = new ScriptedSource('cam', Array(50).fill('frame'));
+    const { pipeline, events } = await pipelineWith(source, fakeEngine(() => 'hang'));
+    const captured = new Promise<void>((resolve) => events.on('frame', () => resolve()));
+    pipeline.start();
+    await captured;
+    const t0 = performance.now();
+    await pipeline.stop(300);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    await expect(source.next()).rejects.toBeInstanceOf(SourceStoppedError);
+  });
+});
