@@ -303,7 +303,7 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
 
       const code = await daemon.stop('SIGTERM');
       expect(code, daemon.otherOutput.slice(-10).join('\n')).toBe(0);
-      await collector.waitFor((msg) => msg.topic === `${baseTopic}/status` && JSON.parse(msg.text).state === 'offline', 10_000);
+      await collector.waitFor((msg) => msg.topic === `${baseTopic}/status` && JSON.parse(msg.text).state === 'stopped', 10_000);
       const inference = results.map((r) => r.latencyMs.inference);
       const ready = daemon.logs.find((l) => typeof l.loadMs === 'number' && typeof l.warmupMs === 'number');
       note(

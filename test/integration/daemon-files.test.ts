@@ -1,7 +1,7 @@
 /**
  * The real daemon process (`node dist/cli.js run`) against a real broker, reading image files:
  * Results on the contract, seq strictly increasing and continuing after a restart, status online →
- * offline, corrupt frames skipped and counted, and no Result lost across a network outage and kill -9.
+ * stopped, corrupt frames skipped and counted, and no Result lost across a network outage and kill -9.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -110,7 +110,7 @@ async function until(check: () => Promise<boolean>, what: string, timeoutMs = 30
 const seqs = (c: Collector, topic: string) => c.json<ResultPayload>(topic).map((r) => r.seq);
 
 describe('daemon with the files source', () => {
-  it('publishes valid Results with increasing seq, goes offline on SIGTERM and continues seq after a restart', async () => {
+  it('publishes valid Results with increasing seq, says stopped on SIGTERM and continues seq after a restart', async () => {
     const t = await daemonConfig({ name: 'files' });
     const sub = await watch(`${t.baseTopic}/#`);
 
@@ -141,16 +141,17 @@ describe('daemon with the files source', () => {
     expect(health.state).toBe('online');
 
     expect(await first.stop('SIGTERM')).toBe(0);
-    const offline = await sub.waitFor((m) => m.topic === t.status && JSON.parse(m.text).state === 'offline');
-    expect(JSON.parse(offline.text).state).toBe('offline');
+    // A clean stop says "stopped" (the will's "offline" means a crash or a lost link).
+    const stopped = await sub.waitFor((m) => m.topic === t.status && JSON.parse(m.text).state === 'stopped');
+    expect(JSON.parse(stopped.text)).not.toHaveProperty('error');
     const lastBeforeRestart = Math.max(...seqs(sub, t.labels));
     // Every Result of the first run reached the broker before the clean stop: no gap, no duplicate.
     expect(seqs(sub, t.labels)).toEqual(Array.from({ length: lastBeforeRestart }, (_, i) => i + 1));
 
-    // A new subscriber gets the retained offline status.
+    // A new subscriber gets the retained stopped status.
     const late = await watch(t.status);
     const retained = await late.waitFor((m) => m.retain);
-    expect(JSON.parse(retained.text).state).toBe('offline');
+    expect(JSON.parse(retained.text).state).toBe('stopped');
 
     run(t.file);
     await sub.waitForCount(lastBeforeRestart + 3, { filter: (m) => m.topic === t.labels });

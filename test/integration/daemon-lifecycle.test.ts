@@ -1,0 +1,107 @@
+/**
+ * The daemon process and its signals: SIGHUP reloads the configuration file (live keys at once, over
+ * the same MQTT connection; an invalid file refused while the daemon runs on), and SIGTERM stops it
+ * cleanly even in the middle of a first start that is still building and quantizing its model.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { ResultPayload } from '../../src/publish/index.js';
+import { collect, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
+import { projectRoot, startDaemon, writeConfig, type DaemonProcess } from '../helpers/daemon-process.js';
+import { sharedModelEnv } from '../global-setup.js';
+
+let broker: TestBroker;
+let work: string;
+const daemons: DaemonProcess[] = [];
+const cleanups: Array<() => Promise<unknown>> = [];
+
+beforeAll(async () => {
+  broker = await startBroker();
+  work = await mkdtemp(path.join(tmpdir(), 'inceptiond-lifecycle-'));
+});
+afterEach(async () => {
+  await Promise.all(daemons.splice(0).map((d) => d.stop('SIGKILL')));
+  for (const c of cleanups.splice(0)) await c();
+});
+afterAll(async () => {
+  await broker?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+function baseConfig(name: string, url: string, topK: number): Record<string, unknown> {
+  return {
+    deviceId: name,
+    stateDir: path.join(work, name, 'state'),
+    capture: { backend: 'files', intervalMs: 100, files: { path: path.join(projectRoot, 'models', 'samples'), loop: true } },
+    mqtt: { url, baseTopic: `lifecycle/${name}` },
+    inference: { topK },
+    http: { enabled: false },
+    metrics: { intervalSec: 0 },
+  };
+}
+
+async function watch(topic: string): Promise<Collector> {
+  const c = await collect(broker.url, topic);
+  cleanups.push(() => c.close());
+  return c;
+}
+
+describe('daemon signals', () => {
+  it('SIGHUP applies a new top-k at once over the same connection, and refuses an invalid file while running on', async () => {
+    const proxy: TcpProxy = await startProxy(broker.port);
+    cleanups.push(() => proxy.close());
+    const file = await writeConfig(path.join(work, 'hup'), baseConfig('hup', proxy.url, 2));
+    const sub = await watch('lifecycle/hup/#');
+    const labels = 'lifecycle/hup/camera/labels';
+    const daemon = startDaemon(['run', '-c', file], sharedModelEnv(inject('modelCacheDir')));
+    daemons.push(daemon);
+    await sub.waitForCount(2, { filter: (m) => m.topic === labels });
+    expect(sub.json<ResultPayload>(labels).every((r) => r.labels.length === 2)).toBe(true);
+
+    await writeFile(file, JSON.stringify(baseConfig('hup', proxy.url, 4)));
+    daemon.child.kill('SIGHUP');
+    const done = await daemon.waitForLog((l) => l.msg === 'configuration reloaded');
+    expect(done.applied).toEqual(['inference.topK']);
+    const seen = sub.messages.filter((m) => m.topic === labels).length;
+    const next = await sub.waitForCount(seen + 1, { filter: (m) => m.topic === labels });
+    expect((JSON.parse(next.at(-1)!.text) as ResultPayload).labels).toHaveLength(4);
+    const reloaded = await sub.waitFor((m) => m.topic === 'lifecycle/hup/status' && JSON.parse(m.text).lastReload?.ok === true);
+    expect(JSON.parse(reloaded.text).state).toBe('online');
+
+    // An invalid file: refused with the key named, the daemon keeps its configuration and keeps working.
+    await writeFile(file, JSON.stringify({ ...baseConfig('hup', proxy.url, 4), inference: { topK: 0 } }));
+    daemon.child.kill('SIGHUP');
+    const refused = await daemon.waitForLog((l) => String(l.msg).startsWith('reload refused'));
+    expect(refused.msg).toMatch(/inference\.topK = 0/);
+    const status = await sub.waitFor((m) => m.topic === 'lifecycle/hup/status' && JSON.parse(m.text).lastReload?.ok === false);
+    expect(JSON.parse(status.text).lastReload.error).toMatch(/inference\.topK/);
+    const count = sub.messages.filter((m) => m.topic === labels).length;
+    const still = await sub.waitForCount(count + 2, { filter: (m) => m.topic === labels });
+    expect((JSON.parse(still.at(-1)!.text) as ResultPayload).labels).toHaveLength(4);
+
+    expect(daemon.child.exitCode).toBeNull();
+    expect(proxy.connections).toBe(1); // neither reload reconnected
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+  });
+
+  it('SIGTERM during a first start that is still preparing its model exits 0 at once; SIGHUP then does not kill it', async () => {
+    // A model cache of its own: the daemon must build and quantize (seconds to minutes).
+    const file = await writeConfig(path.join(work, 'early'), {
+      ...baseConfig('early', broker.url, 5),
+      model: { cacheDir: path.join(work, 'early', 'models') },
+    });
+    const daemon = startDaemon(['run', '-c', file], { INCEPTIOND_MODEL_CALIBRATION_PATH: path.join(projectRoot, 'models', 'samples') });
+    daemons.push(daemon);
+    await daemon.waitForLog((l) => /SYNTHETIC|quantizing/.test(String(l.msg)));
+    daemon.child.kill('SIGHUP'); // Node's default would end the process; it must not
+    await daemon.waitForLog((l) => String(l.msg).startsWith('reload requested before the daemon is running'));
+    expect(daemon.child.exitCode).toBeNull();
+    const t0 = performance.now();
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    expect(daemon.logs.map((l) => l.msg)).toContain('stopped before the start completed');
+  });
+});
