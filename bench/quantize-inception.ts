@@ -33,7 +33,7 @@ function arg(name: string, def: number): number {
 async function writeImages(dir: string, n: number, seed: number): Promise<string[]> {
   await mkdir(dir, { recursive: true });
   let s = seed >>> 0;
-  const rnd = (): number => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  const rnd = (): number => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
   const files: string[] = [];
   for (let k = 0; k < n; k++) {
     const w = 320;
@@ -54,7 +54,12 @@ async function writeImages(dir: string, n: number, seed: number): Promise<string
       }
     }
     const file = path.join(dir, `img${String(k).padStart(3, '0')}.jpg`);
-    await writeFile(file, await sharp(buf, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+    await writeFile(
+      file,
+      await sharp(buf, { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toBuffer(),
+    );
     files.push(file);
   }
   return files;
@@ -71,13 +76,22 @@ async function profileByOp(model: string, input: ort.Tensor, runs: number, prefi
   const dir = path.dirname(prefix);
   // ORT appends a timestamp to the prefix; prefixes here never prefix one another (they end in '.').
   const file = (await import('node:fs')).readdirSync(dir).find((f) => f.startsWith(path.basename(prefix)) && f.endsWith('.json'));
-  const events = JSON.parse(await readFile(path.join(dir, file!), 'utf8')) as { cat: string; name: string; dur: number; args?: { op_name?: string } }[];
+  const events = JSON.parse(await readFile(path.join(dir, file!), 'utf8')) as {
+    cat: string;
+    name: string;
+    dur: number;
+    args?: { op_name?: string };
+  }[];
   const byOp: Record<string, number> = {};
   for (const e of events) {
     if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || !e.args?.op_name) continue;
     byOp[e.args.op_name] = (byOp[e.args.op_name] ?? 0) + e.dur / 1000 / (runs + 1);
   }
-  return Object.fromEntries(Object.entries(byOp).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, +v.toFixed(2)]));
+  return Object.fromEntries(
+    Object.entries(byOp)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => [k, +v.toFixed(2)]),
+  );
 }
 
 const work = path.join(os.tmpdir(), 'inceptiond-quantize-bench');
@@ -103,7 +117,14 @@ const results: Record<string, unknown>[] = [];
 for (const v of variants) {
   const out = path.join(work, `int8-${v.label}.onnx`);
   const t0 = performance.now();
-  const rep = await quantizeModel({ input: fp32, output: out, calibration: { images: calibration }, method: v.method, poolRewrite: v.poolRewrite, shareConcatParams: v.shareConcatParams });
+  const rep = await quantizeModel({
+    input: fp32,
+    output: out,
+    calibration: { images: calibration },
+    method: v.method,
+    poolRewrite: v.poolRewrite,
+    shareConcatParams: v.shareConcatParams,
+  });
   const quantizeS = (performance.now() - t0) / 1000;
   const ev = await evaluateModels({ ref: fp32, cand: out, images: evalImages, repeats, sessionOptions: DAEMON_SESSION_OPTIONS });
   const row = {

@@ -68,7 +68,10 @@ const ready = new Promise((resolve, reject) => {
 await ready;
 const results = async () => {
   const text = await (await fetch(`${http}/metrics`)).text();
-  return text.split('\n').filter((l) => l.startsWith('inceptiond_results_total{')).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('inceptiond_results_total{'))
+    .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
 };
 while ((await results()) === 0) await new Promise((r) => setTimeout(r, 20));
 const firstResultMs = performance.now() - started;

@@ -85,7 +85,9 @@ const secs = (): string => `${((performance.now() - t00) / 1000).toFixed(1)}s`;
 const train = await writeSplit({ dir: path.join(work, 'train'), count: N_TRAIN, seed: SEED * 1000 + 1 });
 const cal = await writeSplit({ dir: path.join(work, 'cal'), count: N_CAL, seed: SEED * 1000 + 2 });
 const evl = await writeSplit({ dir: path.join(work, 'eval'), count: N_EVAL, seed: SEED * 1000 + 3 });
-console.log(`[${secs()}] data: ${train.files.length} train, ${cal.files.length} calibration, ${evl.files.length} eval images (${CLASSES.length} classes) in ${work}`);
+console.log(
+  `[${secs()}] data: ${train.files.length} train, ${cal.files.length} calibration, ${evl.files.length} eval images (${CLASSES.length} classes) in ${work}`,
+);
 
 const pre = createPreprocessor(INPUT_SPEC);
 const PLANE = 3 * INPUT_SIZE * INPUT_SIZE;
@@ -148,7 +150,10 @@ if (flag('reuse') && existsSync(fp32Path)) {
     for (let b = 0; b + BATCH <= N_TRAIN; b += BATCH) {
       const idx = order.slice(b, b + BATCH);
       const logits = model.forward(batchOf(xTrain, idx), true);
-      const r = softmaxCrossEntropy(logits, idx.map((i) => train.labels[i]!));
+      const r = softmaxCrossEntropy(
+        logits,
+        idx.map((i) => train.labels[i]!),
+      );
       opt.zeroGrad();
       model.backward(r.grad);
       // Linear warm-up over the first 100 steps, then cosine decay to 0.
@@ -224,7 +229,13 @@ const details: Record<string, unknown>[] = [];
 for (const method of ['minmax', 'percentile', 'entropy'] as CalibrationMethod[]) {
   const out = path.join(work, `tiny-cnn.int8-${method}.onnx`);
   const t0 = performance.now();
-  const rep = await quantizeModel({ input: fp32Path, output: out, calibration: { images: calImages }, method, worstLayers: arg('worst', 100) });
+  const rep = await quantizeModel({
+    input: fp32Path,
+    output: out,
+    calibration: { images: calImages },
+    method,
+    worstLayers: arg('worst', 100),
+  });
   const qs = (performance.now() - t0) / 1000;
   const ev = await evaluateModels({ ref: fp32Path, cand: out, images: evl.files, repeats: 5, sessionOptions: DAEMON_SESSION_OPTIONS });
   const int8Acc = accuracy(await ortProbs(out, xEval, evl.files.length), evl.labels);
@@ -241,8 +252,12 @@ for (const method of ['minmax', 'percentile', 'entropy'] as CalibrationMethod[])
     'quantize s': +qs.toFixed(1),
   });
   details.push({ method, eval: ev, int8Acc, report: { ...rep, tensors: rep.tensors } });
-  console.log(`[${secs()}] ${method}: rewrites ${JSON.stringify(rep.rewrites)}, foldedRelus ${rep.foldedRelus}, floatNodes ${JSON.stringify(rep.floatNodes)}, warnings ${JSON.stringify(rep.warnings)}`);
-  console.log(`  per-layer SQNR (calibration inputs, lowest first): ${rep.worstLayers.map((l) => `${l.tensor}[${l.opType}] ${l.sqnrDb.toFixed(1)}`).join(', ')}`);
+  console.log(
+    `[${secs()}] ${method}: rewrites ${JSON.stringify(rep.rewrites)}, foldedRelus ${rep.foldedRelus}, floatNodes ${JSON.stringify(rep.floatNodes)}, warnings ${JSON.stringify(rep.warnings)}`,
+  );
+  console.log(
+    `  per-layer SQNR (calibration inputs, lowest first): ${rep.worstLayers.map((l) => `${l.tensor}[${l.opType}] ${l.sqnrDb.toFixed(1)}`).join(', ')}`,
+  );
 }
 console.log(`\nFP32 vs INT8 on ${evl.files.length} held-out images (${os.cpus().length} cpus, daemon session options, 5 timed passes):`);
 console.table(rows);

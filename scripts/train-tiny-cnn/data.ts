@@ -107,7 +107,9 @@ async function drawImage(label: number, r: () => number): Promise<Buffer> {
       }
     }
   }
-  return sharp(out, { raw: { width: N, height: N, channels: 3 } }).jpeg({ quality: 85 }).toBuffer();
+  return sharp(out, { raw: { width: N, height: N, channels: 3 } })
+    .jpeg({ quality: 85 })
+    .toBuffer();
 }
 
 export interface Split {

@@ -9,7 +9,20 @@
  *   MaxPool2 → Conv3×3(48→64) BN ReLU → GlobalAveragePool → Flatten → Gemm(64→10) → Softmax
  */
 import { asFloat, DataType, makeModel, makeNode, makeTensor, makeValueInfo, onnx } from '../../src/model/onnx.js';
-import { AvgPool3, BatchNorm, Branches, Conv, GlobalAvgPool, Linear, MaxPool2, Relu, Sequential, type Layer, type Param, type T } from './nn.js';
+import {
+  AvgPool3,
+  BatchNorm,
+  Branches,
+  Conv,
+  GlobalAvgPool,
+  Linear,
+  MaxPool2,
+  Relu,
+  Sequential,
+  type Layer,
+  type Param,
+  type T,
+} from './nn.js';
 
 export const INPUT_NAME = 'input';
 export const OUTPUT_NAME = 'prob';

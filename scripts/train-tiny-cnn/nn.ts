@@ -342,7 +342,7 @@ export class BatchNorm implements Layer {
       const is = 1 / Math.sqrt(v + this.eps);
       invStd[c] = is;
       this.runningMean[c] = (1 - this.momentum) * this.runningMean[c]! + this.momentum * mean;
-      this.runningVar[c] = (1 - this.momentum) * this.runningVar[c]! + this.momentum * ((sq / Math.max(1, M - 1)));
+      this.runningVar[c] = (1 - this.momentum) * this.runningVar[c]! + this.momentum * (sq / Math.max(1, M - 1));
       for (let s = 0; s < N; s++) {
         const o = (s * C + c) * HW;
         for (let p = 0; p < HW; p++) {
@@ -393,7 +393,7 @@ export class Relu implements Layer {
   }
   forward(x: T, train: boolean): T {
     const y = tensor(x.n, x.c, x.h, x.w);
-    for (let i = 0; i < x.data.length; i++) y.data[i] = x.data[i]! > 0 ? x.data[i]! : 0;
+    for (let i = 0; i < x.data.length; i++) y.data[i] = Math.max(x.data[i]!, 0);
     if (train) this.y = y;
     return y;
   }
@@ -701,7 +701,7 @@ export class Adam {
         const g = grad[i]!;
         m[i] = this.beta1 * m[i]! + (1 - this.beta1) * g;
         v[i] = this.beta2 * v[i]! + (1 - this.beta2) * g * g;
-        value[i] -= lr * ((m[i]! / bc1) / (Math.sqrt(v[i]! / bc2) + this.eps) + wd * value[i]!);
+        value[i] -= lr * (m[i]! / bc1 / (Math.sqrt(v[i]! / bc2) + this.eps) + wd * value[i]!);
       }
     }
   }

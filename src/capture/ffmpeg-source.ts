@@ -4,14 +4,7 @@ import { raceAbort } from './abort.js';
 import { defineBackend } from './backend.js';
 import { COMMON_CAPTURE_FIELDS, isUnset, requireFields, type FieldProblem, type Fields, type ValuesOf } from './fields.js';
 import { JpegStreamSplitter } from './jpeg.js';
-import {
-  CaptureError,
-  SourceStoppedError,
-  type CommonSourceOptions,
-  type Frame,
-  type FrameSource,
-  type SourceStats,
-} from './types.js';
+import { CaptureError, SourceStoppedError, type CommonSourceOptions, type Frame, type FrameSource, type SourceStats } from './types.js';
 import { requireSourceId } from './validate.js';
 
 /** Grace between SIGTERM and SIGKILL when stopping ffmpeg. */
@@ -111,17 +104,27 @@ function inputKind(options: Pick<FfmpegSourceOptions, 'input' | 'inputFormat'>):
  * Throws a clear TypeError for options ffmpeg would misread or reject; returns them with the unset
  * values (0, "") as absent and the restart delays filled in.
  */
-export function validateFfmpegOptions(options: FfmpegSourceOptions): FfmpegSourceOptions & { restartInitialMs: number; restartMaxMs: number } {
+export function validateFfmpegOptions(
+  options: FfmpegSourceOptions,
+): FfmpegSourceOptions & { restartInitialMs: number; restartMaxMs: number } {
   const id = requireSourceId(options.id);
   const values = requireFields(id, 'ffmpeg', FFMPEG_FIELDS, { ...options, path: options.ffmpegPath }, checkFfmpegValues);
   if (options.loop !== undefined && typeof options.loop !== 'boolean') {
     throw new TypeError(`source "${id}": ffmpeg.loop must be true or false`);
   }
-  const restart = requireFields(id, 'ffmpeg', { restartInitialMs: COMMON_CAPTURE_FIELDS.retryInitialMs, restartMaxMs: COMMON_CAPTURE_FIELDS.retryMaxMs }, options);
+  const restart = requireFields(
+    id,
+    'ffmpeg',
+    { restartInitialMs: COMMON_CAPTURE_FIELDS.retryInitialMs, restartMaxMs: COMMON_CAPTURE_FIELDS.retryMaxMs },
+    options,
+  );
   if (restart.restartMaxMs < restart.restartInitialMs) {
-    throw new TypeError(`source "${id}": ffmpeg.restartMaxMs (${restart.restartMaxMs}) is below restartInitialMs (${restart.restartInitialMs})`);
+    throw new TypeError(
+      `source "${id}": ffmpeg.restartMaxMs (${restart.restartMaxMs}) is below restartInitialMs (${restart.restartInitialMs})`,
+    );
   }
-  const set = <T>(field: (typeof FFMPEG_FIELDS)[keyof typeof FFMPEG_FIELDS], value: T): T | undefined => (isUnset(field, value) ? undefined : value);
+  const set = <T>(field: (typeof FFMPEG_FIELDS)[keyof typeof FFMPEG_FIELDS], value: T): T | undefined =>
+    isUnset(field, value) ? undefined : value;
   return {
     ...options,
     input: values.input,

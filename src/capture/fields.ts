@@ -156,7 +156,13 @@ export const MAX_TIMER_MS = 2_147_483_647;
  * ffmpeg backend's restart range, because the retry delays are also its restart backoff.
  */
 export const COMMON_CAPTURE_FIELDS = {
-  intervalMs: { kind: 'integer', doc: 'Minimum ms between frames (0 = as fast as inference allows)', default: 1000, min: 0, max: MAX_TIMER_MS },
+  intervalMs: {
+    kind: 'integer',
+    doc: 'Minimum ms between frames (0 = as fast as inference allows)',
+    default: 1000,
+    min: 0,
+    max: MAX_TIMER_MS,
+  },
   retryInitialMs: {
     kind: 'integer',
     doc: 'First delay before retrying a failed capture; doubles up to retryMaxMs',

@@ -19,7 +19,14 @@ import {
 import { requireSourceId } from './validate.js';
 
 export const FILES_FIELDS = {
-  path: { kind: 'string', doc: 'Folder or glob of images (backend files)', default: '', empty: 'required', pattern: /\S/, rule: 'must be a folder or glob' },
+  path: {
+    kind: 'string',
+    doc: 'Folder or glob of images (backend files)',
+    default: '',
+    empty: 'required',
+    pattern: /\S/,
+    rule: 'must be a folder or glob',
+  },
   loop: { kind: 'boolean', doc: 'Start again at the first image after the last one', default: true },
 } satisfies Fields;
 
@@ -84,11 +91,9 @@ export class FilesSource implements FrameSource {
       try {
         await stat(this.options.path);
       } catch (error) {
-        throw new CaptureError(
-          `files source "${this.id}": cannot read ${this.options.path}: ${(error as Error).message}`,
-          this.id,
-          { cause: error },
-        );
+        throw new CaptureError(`files source "${this.id}": cannot read ${this.options.path}: ${(error as Error).message}`, this.id, {
+          cause: error,
+        });
       }
     }
     this.files = await this.list();
@@ -165,9 +170,7 @@ export class FilesSource implements FrameSource {
         candidates = await glob(target, { absolute: true, onlyFiles: true, expandDirectories: false });
       } else if ((await stat(target)).isDirectory()) {
         const entries = await readdir(target, { withFileTypes: true });
-        candidates = entries
-          .filter((entry) => entry.isFile() || entry.isSymbolicLink())
-          .map((entry) => path.resolve(target, entry.name));
+        candidates = entries.filter((entry) => entry.isFile() || entry.isSymbolicLink()).map((entry) => path.resolve(target, entry.name));
       } else {
         candidates = [path.resolve(target)];
       }

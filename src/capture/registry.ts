@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { BackendSourceContext, CaptureBackendDefinition } from './backend.js';
 import { ffmpegBackend } from './ffmpeg-source.js';
-import { COMMON_CAPTURE_FIELDS, missingRequired, type CommonCaptureValues, type FieldProblem, type Fields, type ValuesOf } from './fields.js';
+import { missingRequired, type CommonCaptureValues, type FieldProblem, type Fields, type ValuesOf } from './fields.js';
 import { filesBackend } from './files-source.js';
 import type { CaptureRunnerOptions } from './runner.js';
 import type { FrameSource } from './types.js';
@@ -36,7 +36,7 @@ export type CaptureSourceConfig = CaptureSettings & { id: string };
 
 /** The row of `backend` with its types widened, for code that handles any backend. */
 function row(backend: string): CaptureBackendDefinition<Fields, SourceOptions> {
-  if (!Object.prototype.hasOwnProperty.call(CAPTURE_BACKEND_TABLE, backend)) {
+  if (!Object.hasOwn(CAPTURE_BACKEND_TABLE, backend)) {
     throw new TypeError(`unknown capture backend ${JSON.stringify(backend)} (expected ${CAPTURE_BACKENDS.join(', ')})`);
   }
   return CAPTURE_BACKEND_TABLE[backend as CaptureBackend] as unknown as CaptureBackendDefinition<Fields, SourceOptions>;
@@ -62,7 +62,13 @@ export function backendProblems(backend: CaptureBackend, values: Readonly<Record
 export function toSourceOptions(source: CaptureSourceConfig, context: { runtimeDir: string }): SourceOptions {
   const { id, intervalMs, retryInitialMs, retryMaxMs } = source;
   const values = source[source.backend] as ValuesOf<Fields>;
-  return row(source.backend).toOptions(values, { id, intervalMs, retryInitialMs, retryMaxMs, runtimeDir: context.runtimeDir } satisfies BackendSourceContext);
+  return row(source.backend).toOptions(values, {
+    id,
+    intervalMs,
+    retryInitialMs,
+    retryMaxMs,
+    runtimeDir: context.runtimeDir,
+  } satisfies BackendSourceContext);
 }
 
 /** The FrameSource for `options.backend`; throws a TypeError for invalid options. */
@@ -79,4 +85,3 @@ export function sourceFromConfig(source: CaptureSourceConfig, opts: { runtimeDir
 export function runnerOptionsFor(source: CaptureSourceConfig, logger: Logger): CaptureRunnerOptions {
   return { intervalMs: source.intervalMs, retryInitialMs: source.retryInitialMs, retryMaxMs: source.retryMaxMs, logger };
 }
-

@@ -2,7 +2,16 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { abortableDelay } from './abort.js';
 import { COMMON_CAPTURE_FIELDS, requireFields } from './fields.js';
-import { CaptureError, CorruptFrameError, SourceExhaustedError, SourceStoppedError, type Frame, type FrameSource, type SourceHealth, type SourceStats } from './types.js';
+import {
+  CaptureError,
+  CorruptFrameError,
+  SourceExhaustedError,
+  SourceStoppedError,
+  type Frame,
+  type FrameSource,
+  type SourceHealth,
+  type SourceStats,
+} from './types.js';
 
 export interface CaptureRunnerOptions {
   /** Minimum ms between the starts of two captures; 0 = as fast as the caller asks. */

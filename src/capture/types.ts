@@ -51,7 +51,11 @@ export interface FrameSource {
 }
 
 export class CaptureError extends Error {
-  constructor(message: string, readonly sourceId: string, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    readonly sourceId: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = 'CaptureError';
   }

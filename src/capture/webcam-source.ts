@@ -65,7 +65,13 @@ export const WEBCAM_FIELDS = {
   skipFrames: { kind: 'integer', doc: 'Frames discarded before the one kept, so auto-exposure can settle', default: 2, min: 0, max: 1000 },
   // fswebcam's --jpeg takes 0–95; libjpeg reads 0 as 1, so 1 is the lowest that means anything.
   jpegQuality: { kind: 'integer', doc: 'JPEG quality of the captured frame', default: 90, min: 1, max: 95 },
-  timeoutMs: { kind: 'integer', doc: 'A capture taking longer is killed and counted as a failure', default: 10_000, min: 100, max: 600_000 },
+  timeoutMs: {
+    kind: 'integer',
+    doc: 'A capture taking longer is killed and counted as a failure',
+    default: 10_000,
+    min: 100,
+    max: 600_000,
+  },
 } satisfies Fields;
 
 export interface WebcamSourceOptions extends CommonSourceOptions {
@@ -184,9 +190,13 @@ export class WebcamSource implements FrameSource {
       if (!(await stat(this.tmpDir)).isDirectory()) throw new Error('not a directory');
       await access(this.tmpDir, constants.W_OK);
     } catch (error) {
-      throw new CaptureError(`webcam "${this.id}": tmpDir ${this.tmpDir} is not a writable directory: ${(error as Error).message}`, this.id, {
-        cause: error,
-      });
+      throw new CaptureError(
+        `webcam "${this.id}": tmpDir ${this.tmpDir} is not a writable directory: ${(error as Error).message}`,
+        this.id,
+        {
+          cause: error,
+        },
+      );
     }
     await this.removeStaleFiles();
     this.stopping = new AbortController();
@@ -306,7 +316,10 @@ export class WebcamSource implements FrameSource {
     try {
       data = await readFile(location);
     } catch (error) {
-      const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'fswebcam wrote no image' : `cannot read the image: ${(error as Error).message}`;
+      const reason =
+        (error as NodeJS.ErrnoException).code === 'ENOENT'
+          ? 'fswebcam wrote no image'
+          : `cannot read the image: ${(error as Error).message}`;
       throw this.error(stderr ? `${reason}: ${stderr}` : reason, error);
     }
     const problem = jpegProblem(data);

@@ -100,8 +100,15 @@ async function checkSources(config: Config, logger: Logger): Promise<Check[]> {
         await capture.start();
         const frame = await timed(20_000, 'capture', (signal) => capture.next(signal));
         const size = await createPreprocessor({
-          name: 'probe', layout: 'NCHW', width: 8, height: 8, channels: 'RGB', scale: 1,
-          mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill',
+          name: 'probe',
+          layout: 'NCHW',
+          width: 8,
+          height: 8,
+          channels: 'RGB',
+          scale: 1,
+          mean: [0, 0, 0],
+          std: [1, 1, 1],
+          resize: 'fill',
         })(frame.data);
         checks.push({
           name,
@@ -171,7 +178,9 @@ async function checkModelAndProviders(config: Config, logger: Logger): Promise<C
       Object.entries(unusable)
         .map(([p, reason]) => `; ${p} is compiled in but cannot run: ${reason}`)
         .join('') +
-      (notCompiled.length ? `; not in this build: ${notCompiled.join(', ')} (an NPU provider needs an onnxruntime-node built for the board: inference.runtime)` : ''),
+      (notCompiled.length
+        ? `; not in this build: ${notCompiled.join(', ')} (an NPU provider needs an onnxruntime-node built for the board: inference.runtime)`
+        : ''),
     data: { usable, unusable, configured: wanted, compiled: runtime.providers },
   });
 
@@ -216,7 +225,11 @@ function missingLibraryHint(provider: string, reason: string): string {
 async function checkBroker(config: Config): Promise<Check> {
   const name = 'MQTT broker';
   if (config.mqtt.embeddedBroker.enabled) {
-    return { name, ok: true, detail: `embedded broker on ${config.mqtt.embeddedBroker.host}:${config.mqtt.embeddedBroker.port} (started by the daemon)` };
+    return {
+      name,
+      ok: true,
+      detail: `embedded broker on ${config.mqtt.embeddedBroker.host}:${config.mqtt.embeddedBroker.port} (started by the daemon)`,
+    };
   }
   let password: string | undefined;
   try {

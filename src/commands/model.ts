@@ -12,9 +12,7 @@ export function register(program: Command, ctx: CommandContext): void {
     .description('write the Inception V2 topology with seeded (synthetic) weights, and its manifest')
     .option('--out <path>', 'output file', 'models/inception-v2-built.onnx')
     .option('--seed <n>', 'weight seed', parseNonNegativeInt, 1)
-    .addOption(
-      new Option('--variant <name>', 'network layout').choices(['bn-inception', 'rethinking-v2']).default('bn-inception'),
-    )
+    .addOption(new Option('--variant <name>', 'network layout').choices(['bn-inception', 'rethinking-v2']).default('bn-inception'))
     .action(async (opts) => {
       const { writeBuiltModel } = await import('../model/index.js');
       const built = await writeBuiltModel(opts.out, { seed: opts.seed, variant: opts.variant });
@@ -41,7 +39,9 @@ export function register(program: Command, ctx: CommandContext): void {
 
   model
     .command('eval')
-    .description("compare a candidate model with a reference: top-1/top-5 agreement, output SQNR, latency with the daemon's session options")
+    .description(
+      "compare a candidate model with a reference: top-1/top-5 agreement, output SQNR, latency with the daemon's session options",
+    )
     .argument('<ref>', 'reference model (e.g. FP32); its manifest says how to preprocess the images')
     .argument('<cand>', 'candidate model (e.g. INT8)')
     .requiredOption('--images <dir>', 'folder (or glob) of images')
@@ -74,7 +74,9 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
     .argument('<out>', 'INT8 ONNX model to write (OUT.json is written beside it)')
     .requiredOption('--calibration <dir>', 'folder (or glob) of calibration images; --from-source fills it first')
     .addOption(
-      new Option('--method <method>', 'how activation ranges are calibrated').choices([...CALIBRATION_METHODS]).default(DEFAULT_CALIBRATION_METHOD),
+      new Option('--method <method>', 'how activation ranges are calibrated')
+        .choices([...CALIBRATION_METHODS])
+        .default(DEFAULT_CALIBRATION_METHOD),
     )
     .option('--percentile <p>', 'percentile of |activation| kept by --method percentile (default 99.999)', parsePercentile)
     // The names and lines below are targets.ts's TARGET_NAMES and targetHelpLines() (a test holds them
@@ -85,7 +87,11 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         .default('cpu'),
     )
     .addOption(
-      new Option('--activation-type <type>', "activation quantization type (default: the target's, uint8 for cpu)").choices(['uint8', 'int8', 'uint16']),
+      new Option('--activation-type <type>', "activation quantization type (default: the target's, uint8 for cpu)").choices([
+        'uint8',
+        'int8',
+        'uint16',
+      ]),
     )
     .option('--per-channel', "Conv/Gemm weights with one scale per output channel (default: the target's)")
     .option('--no-per-channel', 'one weight scale per tensor')
@@ -117,7 +123,11 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       if (path.resolve(input) === path.resolve(output)) throw new UsageError('OUT must differ from IN');
       const { resolveTarget, TargetOptionError } = await import('../model/quantize/targets.js');
       try {
-        resolveTarget(opts.target, { activationType: opts.activationType, perChannel: opts.perChannel, keepActivations: opts.keepActivations });
+        resolveTarget(opts.target, {
+          activationType: opts.activationType,
+          perChannel: opts.perChannel,
+          keepActivations: opts.keepActivations,
+        });
       } catch (err) {
         if (err instanceof TargetOptionError) throw new UsageError(err.message);
         throw err;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
-import { CaptureRunner, SourceExhaustedError, createSource, toSourceOptions } from '../capture/index.js';
+import { CaptureRunner, SourceExhaustedError, createSource, toSourceOptions, type Frame, type FrameSource } from '../capture/index.js';
 import type { CalibrationMethodName, Config } from '../config/index.js';
 import { quantizeModel, type ActivationType, type QuantizeReport, type TargetName } from '../model/index.js';
 import { DEFAULT_TARGET, describeWeights } from '../model/quantize/targets.js';
@@ -62,7 +62,7 @@ export async function captureCalibrationFrames(
 ): Promise<CaptureResult> {
   const sourceConfig = config.sources[0];
   if (!sourceConfig) throw new Error('the configuration has no source to capture from');
-  let source;
+  let source: FrameSource;
   try {
     const options = toSourceOptions(sourceConfig, config);
     source = createSource(sourceConfig.backend === 'files' ? { ...options, intervalMs: 0 } : options, logger);
@@ -79,7 +79,9 @@ export async function captureCalibrationFrames(
   runner.on('health', (h) => {
     if (h.state === 'failing' && h.failures >= MAX_CONSECUTIVE_CAPTURE_FAILURES) {
       abort.abort(
-        new Error(`source "${sourceConfig.id}" (${sourceConfig.backend}) failed ${h.failures} times in a row: ${h.error ?? 'unknown error'}`),
+        new Error(
+          `source "${sourceConfig.id}" (${sourceConfig.backend}) failed ${h.failures} times in a row: ${h.error ?? 'unknown error'}`,
+        ),
       );
     }
   });
@@ -107,7 +109,7 @@ export async function captureCalibrationFrames(
     }
     bar?.start(count, 0);
     while (files.length < count) {
-      let frame;
+      let frame: Frame;
       try {
         frame = await runner.next(abort.signal);
       } catch (err) {

@@ -83,7 +83,12 @@ async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promis
   const broker = new URL(info.brokerUrl);
   const watch = `mosquitto_sub -h ${broker.hostname} -p ${broker.port || 1883} -t '${info.baseTopic}/#' -v`;
   logger.info(
-    { broker: info.brokerUrl, baseTopic: info.baseTopic, http: info.httpPort ? `http://${config.http.host}:${info.httpPort}` : undefined, watch },
+    {
+      broker: info.brokerUrl,
+      baseTopic: info.baseTopic,
+      http: info.httpPort ? `http://${config.http.host}:${info.httpPort}` : undefined,
+      watch,
+    },
     `running: watch the results with: ${watch}`,
   );
 }

@@ -27,8 +27,7 @@ export type RegisterCommand = (program: Command, ctx: CommandContext) => void;
 export function createCommandContext(env: NodeJS.ProcessEnv = process.env): CommandContext {
   return {
     loadConfig: (file) => loadConfig({ file, env }).config,
-    commandLogger: (level = 'warn') =>
-      createLogger({ level, name: 'inceptiond', destination: pino.destination({ dest: 2, sync: true }) }),
+    commandLogger: (level = 'warn') => createLogger({ level, name: 'inceptiond', destination: pino.destination({ dest: 2, sync: true }) }),
     configOption: () => new Option('-c, --config <file>', 'configuration file (JSON); also INCEPTIOND_CONFIG'),
   };
 }

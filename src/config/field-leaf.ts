@@ -22,6 +22,9 @@ function format(name: string, field: Field): string {
 /** `fields` as schema leaves; `group` names the formats (`capture.ffmpeg`), whose checks differ by key. */
 export function fieldLeaves(group: string, fields: Fields): Record<string, convict.SchemaObj> {
   return Object.fromEntries(
-    Object.entries(fields).map(([key, field]) => [key, { doc: field.doc, format: format(`${group}.${key}`, field), default: structuredClone(field.default) }]),
+    Object.entries(fields).map(([key, field]) => [
+      key,
+      { doc: field.doc, format: format(`${group}.${key}`, field), default: structuredClone(field.default) },
+    ]),
   );
 }

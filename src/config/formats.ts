@@ -122,7 +122,9 @@ export const EXECUTION_PROVIDER_LIST = register(
     }
     const unknown = value.filter((v) => !(EXECUTION_PROVIDERS as readonly unknown[]).includes(v));
     if (unknown.length > 0) {
-      throw new Error(`unknown execution provider ${unknown.map((u) => JSON.stringify(u)).join(', ')}; known: ${EXECUTION_PROVIDERS.join(', ')}`);
+      throw new Error(
+        `unknown execution provider ${unknown.map((u) => JSON.stringify(u)).join(', ')}; known: ${EXECUTION_PROVIDERS.join(', ')}`,
+      );
     }
     if (new Set(value).size !== value.length) throw new Error('lists an execution provider twice');
   },

@@ -122,8 +122,13 @@ function crossChecks(config: Config, checkFiles: boolean): ConfigProblem[] {
     const missing = mqtt.cert === '' ? 'mqtt.cert' : 'mqtt.key';
     problems.push(invalidValue(missing, '', 'mqtt.cert and mqtt.key must be set together'));
   }
-  if (mqtt.embeddedBroker.enabled && config.http.enabled && mqtt.embeddedBroker.port !== 0 &&
-      mqtt.embeddedBroker.port === config.http.port && mqtt.embeddedBroker.host === config.http.host) {
+  if (
+    mqtt.embeddedBroker.enabled &&
+    config.http.enabled &&
+    mqtt.embeddedBroker.port !== 0 &&
+    mqtt.embeddedBroker.port === config.http.port &&
+    mqtt.embeddedBroker.host === config.http.host
+  ) {
     problems.push(invalidValue('mqtt.embeddedBroker.port', mqtt.embeddedBroker.port, 'is also http.port'));
   }
   if (checkFiles) {
@@ -133,7 +138,9 @@ function crossChecks(config: Config, checkFiles: boolean): ConfigProblem[] {
       try {
         accessSync(file, constants.R_OK);
       } catch (err) {
-        problems.push(invalidValue(`mqtt.${key}`, file, `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`));
+        problems.push(
+          invalidValue(`mqtt.${key}`, file, `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`),
+        );
       }
     }
   }

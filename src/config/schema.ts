@@ -2,11 +2,31 @@
 import os from 'node:os';
 import type convict from 'convict';
 import {
-  BOOLEAN, EXECUTION_PROVIDER_LIST, MQTT_URL, NATURAL, NON_EMPTY_STRING, PORT, PROVIDER_OPTIONS, SOURCE_ID,
-  SOURCE_LIST, STRING, TOPIC_PREFIX, TOPIC_SAFE_NAME, integer, numberInRange, oneOf,
+  BOOLEAN,
+  EXECUTION_PROVIDER_LIST,
+  MQTT_URL,
+  NATURAL,
+  NON_EMPTY_STRING,
+  PORT,
+  PROVIDER_OPTIONS,
+  SOURCE_ID,
+  SOURCE_LIST,
+  STRING,
+  TOPIC_PREFIX,
+  TOPIC_SAFE_NAME,
+  integer,
+  numberInRange,
+  oneOf,
 } from './formats.js';
 import {
-  CALIBRATION_METHODS, CAPTURE_BACKENDS, DEFAULT_CALIBRATION_METHOD, GRAPH_OPTIMIZATION_LEVELS, LOG_LEVELS, MODEL_PRECISIONS, QUANTIZATION_TARGETS, type CaptureConfig,
+  CALIBRATION_METHODS,
+  CAPTURE_BACKENDS,
+  DEFAULT_CALIBRATION_METHOD,
+  GRAPH_OPTIMIZATION_LEVELS,
+  LOG_LEVELS,
+  MODEL_PRECISIONS,
+  QUANTIZATION_TARGETS,
+  type CaptureConfig,
 } from './types.js';
 import { CAPTURE_BACKEND_TABLE, COMMON_CAPTURE_FIELDS, DEFAULT_CAPTURE_BACKEND, describeCaptureBackends } from '../capture/index.js';
 import { fieldLeaves } from './field-leaf.js';
@@ -17,7 +37,7 @@ export const ENV_PREFIX = 'INCEPTIOND';
 export type SchemaNode = { [key: string]: SchemaNode | convict.SchemaObj };
 
 export function isLeaf(node: SchemaNode | convict.SchemaObj): node is convict.SchemaObj {
-  return Object.prototype.hasOwnProperty.call(node, 'default');
+  return Object.hasOwn(node, 'default');
 }
 
 function leaf(doc: string, format: string, value: unknown): convict.SchemaObj {
@@ -26,7 +46,10 @@ function leaf(doc: string, format: string, value: unknown): convict.SchemaObj {
 
 /** `deviceId`'s default: the hostname, lower-cased and made topic-safe. */
 export function deviceIdFromHostname(hostname: string): string {
-  const id = hostname.toLowerCase().replace(/[^a-z0-9_-]/g, '-').slice(0, 64);
+  const id = hostname
+    .toLowerCase()
+    .replace(/[^a-z0-9_-]/g, '-')
+    .slice(0, 64);
   return /[a-z0-9]/.test(id) ? id : 'inceptiond';
 }
 
@@ -70,31 +93,81 @@ function applyDefaults(node: SchemaNode, values: Record<string, unknown>): void 
  */
 export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
   const schema: SchemaNode = {
-    deviceId: leaf('Name of this device in topics and client ids (default: the hostname, made topic-safe)', TOPIC_SAFE_NAME, deviceIdFromHostname(os.hostname())),
-    stateDir: leaf('Outbox, sequence counters and model cache (default: $STATE_DIRECTORY under systemd)', NON_EMPTY_STRING, firstPath(env.STATE_DIRECTORY) ?? '/var/lib/inceptiond'),
-    runtimeDir: leaf('Temporary capture files (default: $RUNTIME_DIRECTORY under systemd, else the OS temp dir)', NON_EMPTY_STRING, firstPath(env.RUNTIME_DIRECTORY) ?? os.tmpdir()),
+    deviceId: leaf(
+      'Name of this device in topics and client ids (default: the hostname, made topic-safe)',
+      TOPIC_SAFE_NAME,
+      deviceIdFromHostname(os.hostname()),
+    ),
+    stateDir: leaf(
+      'Outbox, sequence counters and model cache (default: $STATE_DIRECTORY under systemd)',
+      NON_EMPTY_STRING,
+      firstPath(env.STATE_DIRECTORY) ?? '/var/lib/inceptiond',
+    ),
+    runtimeDir: leaf(
+      'Temporary capture files (default: $RUNTIME_DIRECTORY under systemd, else the OS temp dir)',
+      NON_EMPTY_STRING,
+      firstPath(env.RUNTIME_DIRECTORY) ?? os.tmpdir(),
+    ),
     capture: captureSchema(),
-    sources: leaf('Several cameras: [{"id": "door", "backend": "ffmpeg", "ffmpeg": {"input": "rtsp://…"}}, …]; keys left out come from capture. Empty = one source "camera" from capture', SOURCE_LIST, []),
+    sources: leaf(
+      'Several cameras: [{"id": "door", "backend": "ffmpeg", "ffmpeg": {"input": "rtsp://…"}}, …]; keys left out come from capture. Empty = one source "camera" from capture',
+      SOURCE_LIST,
+      [],
+    ),
     model: {
       path: leaf('ONNX model file ("" = build the Inception V2 topology into cacheDir)', STRING, ''),
       manifest: leaf('Model manifest ("" = the one beside the model)', STRING, ''),
-      precision: leaf('Which precision to run: auto (an INT8 model as is, the built model quantized to INT8 — FP32 when webgpu is the first provider —, a configured FP32 model as FP32), fp32 (an INT8 model is refused) or int8 (an FP32 model is quantized at startup, once, and cached in cacheDir)', oneOf(MODEL_PRECISIONS), 'auto'),
+      precision: leaf(
+        'Which precision to run: auto (an INT8 model as is, the built model quantized to INT8 — FP32 when webgpu is the first provider —, a configured FP32 model as FP32), fp32 (an INT8 model is refused) or int8 (an FP32 model is quantized at startup, once, and cached in cacheDir)',
+        oneOf(MODEL_PRECISIONS),
+        'auto',
+      ),
       cacheDir: leaf('Built and optimized models ("" = <stateDir>/models)', STRING, ''),
       calibration: {
-        path: leaf('Images the daemon calibrates on when it quantizes a model itself: folder or glob ("" = the files source\'s path if there is one, else the bundled models/samples)', STRING, ''),
-        method: leaf('Calibration method when the daemon quantizes: minmax, percentile (99.999) or entropy', oneOf(CALIBRATION_METHODS), DEFAULT_CALIBRATION_METHOD),
+        path: leaf(
+          'Images the daemon calibrates on when it quantizes a model itself: folder or glob ("" = the files source\'s path if there is one, else the bundled models/samples)',
+          STRING,
+          '',
+        ),
+        method: leaf(
+          'Calibration method when the daemon quantizes: minmax, percentile (99.999) or entropy',
+          oneOf(CALIBRATION_METHODS),
+          DEFAULT_CALIBRATION_METHOD,
+        ),
       },
-      quantizationTarget: leaf('The provider the daemon shapes its own INT8 model for (`model quantize --target`): auto takes the first execution provider\'s (qnn → qnn-htp; vsinpu, acl, xnnpack by name; anything else cpu)', oneOf(QUANTIZATION_TARGETS), 'auto'),
+      quantizationTarget: leaf(
+        "The provider the daemon shapes its own INT8 model for (`model quantize --target`): auto takes the first execution provider's (qnn → qnn-htp; vsinpu, acl, xnnpack by name; anything else cpu)",
+        oneOf(QUANTIZATION_TARGETS),
+        'auto',
+      ),
     },
     inference: {
-      executionProviders: leaf('ONNX Runtime execution providers in order of preference; cpu is the fallback', EXECUTION_PROVIDER_LIST, ['cpu']),
+      executionProviders: leaf('ONNX Runtime execution providers in order of preference; cpu is the fallback', EXECUTION_PROVIDER_LIST, [
+        'cpu',
+      ]),
       threads: leaf('Intra-op threads (0 = min(cores, 2))', integer(0, 256), 0),
       allowSpinning: leaf('Let idle ORT threads spin (faster at high frame rates, burns CPU between frames)', BOOLEAN, false),
       graphOptimizationLevel: leaf('ONNX Runtime graph optimization level', oneOf(GRAPH_OPTIMIZATION_LEVELS), 'all'),
-      providerOptions: leaf('Options per execution provider, passed to ONNX Runtime as given, e.g. {"qnn": {"backend_path": "libQnnHtp.so", "htp_performance_mode": "burst"}} (env: JSON)', PROVIDER_OPTIONS, {}),
-      cpuFallback: leaf('Nodes an accelerator cannot take run on the CPU (false: such a provider is refused and the next one listed is tried)', BOOLEAN, true),
-      epContextCache: leaf('Keep an accelerator\'s compiled graph (ONNX Runtime EP context) in <stateDir>/cache/ep, so an NPU compiles the model once; redone when the model changes', BOOLEAN, true),
-      runtime: leaf('Another onnxruntime-node build to load instead of the bundled one, e.g. one built with QNN: its folder or main file (absolute or ./relative) or an installed package name ("" = bundled)', STRING, ''),
+      providerOptions: leaf(
+        'Options per execution provider, passed to ONNX Runtime as given, e.g. {"qnn": {"backend_path": "libQnnHtp.so", "htp_performance_mode": "burst"}} (env: JSON)',
+        PROVIDER_OPTIONS,
+        {},
+      ),
+      cpuFallback: leaf(
+        'Nodes an accelerator cannot take run on the CPU (false: such a provider is refused and the next one listed is tried)',
+        BOOLEAN,
+        true,
+      ),
+      epContextCache: leaf(
+        "Keep an accelerator's compiled graph (ONNX Runtime EP context) in <stateDir>/cache/ep, so an NPU compiles the model once; redone when the model changes",
+        BOOLEAN,
+        true,
+      ),
+      runtime: leaf(
+        'Another onnxruntime-node build to load instead of the bundled one, e.g. one built with QNN: its folder or main file (absolute or ./relative) or an installed package name ("" = bundled)',
+        STRING,
+        '',
+      ),
       topK: leaf('Labels per Result', integer(1, 1000), 5),
       threshold: leaf('Labels scoring below this are left out', numberInRange(0, 1), 0),
     },
@@ -132,8 +205,16 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       intervalSec: leaf('Period of the <base>/metrics topic (0 = off)', NATURAL, 60),
     },
     health: {
-      maxAckWaitSec: leaf('While connected, the oldest unacknowledged Result may wait this long before /healthz says 503 and the systemd watchdog stops being fed', integer(1), 120),
-      stallSec: leaf('A source or the inference worker that makes no progress (no frame, no handled failure, no finished inference) for this long is stuck: /healthz 503, no watchdog pings (0 = from the capture intervals and retry delays, at least 120)', NATURAL, 0),
+      maxAckWaitSec: leaf(
+        'While connected, the oldest unacknowledged Result may wait this long before /healthz says 503 and the systemd watchdog stops being fed',
+        integer(1),
+        120,
+      ),
+      stallSec: leaf(
+        'A source or the inference worker that makes no progress (no frame, no handled failure, no finished inference) for this long is stuck: /healthz 503, no watchdog pings (0 = from the capture intervals and retry delays, at least 120)',
+        NATURAL,
+        0,
+      ),
     },
     log: {
       level: leaf('Log level', oneOf(LOG_LEVELS), 'info'),

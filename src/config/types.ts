@@ -9,7 +9,18 @@ import type { BackendValues, CaptureSettings, CaptureSourceConfig } from '../cap
 export { CAPTURE_BACKENDS, type CaptureBackend } from '../capture/index.js';
 
 export const EXECUTION_PROVIDERS = [
-  'cpu', 'qnn', 'webgpu', 'cuda', 'tensorrt', 'coreml', 'dml', 'xnnpack', 'vsinpu', 'acl', 'rknpu', 'nnapi',
+  'cpu',
+  'qnn',
+  'webgpu',
+  'cuda',
+  'tensorrt',
+  'coreml',
+  'dml',
+  'xnnpack',
+  'vsinpu',
+  'acl',
+  'rknpu',
+  'nnapi',
 ] as const;
 export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
 

@@ -73,7 +73,7 @@ function checkStructure(
   for (const [key, value] of Object.entries(input)) {
     const dotted = prefix + key;
     const own = path + key;
-    const node = Object.prototype.hasOwnProperty.call(schema, key) ? schema[key] : undefined;
+    const node = Object.hasOwn(schema, key) ? schema[key] : undefined;
     if (node === undefined) {
       const near = closest(key, Object.keys(schema));
       problems.push(unknownKey(dotted, near === undefined ? undefined : prefix + near));

@@ -10,7 +10,14 @@ import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { runnerOptionsFor, sourceFromConfig, type FrameSource } from '../capture/index.js';
 import { readSecretFile, type Config, type SourceConfig } from '../config/index.js';
-import { DaemonEventBus, enabledFeatures, type Feature, type FeatureContext, type HealthReport, type HttpFeature } from '../features/index.js';
+import {
+  DaemonEventBus,
+  enabledFeatures,
+  type Feature,
+  type FeatureContext,
+  type HealthReport,
+  type HttpFeature,
+} from '../features/index.js';
 import { formatPlacement, InferenceEngine } from '../inference/index.js';
 import { createNotifier, lockStateDir, Metrics, packageVersion, type Notifier } from '../ops/index.js';
 import { MqttPublisher, Outbox, SeqStore, startEmbeddedBroker, topicsFor, type Topics } from '../publish/index.js';
@@ -279,7 +286,13 @@ export class Daemon {
     const { model, engine } = this.parts;
     const { logger } = this;
     logger.info(
-      { model: model.manifest.name, precision: model.precision, provider: engine.provider, attempts: engine.attempts, synthetic: model.synthetic || undefined },
+      {
+        model: model.manifest.name,
+        precision: model.precision,
+        provider: engine.provider,
+        attempts: engine.attempts,
+        synthetic: model.synthetic || undefined,
+      },
       model.synthetic ? 'model loaded (synthetic weights: labels are meaningless)' : 'model loaded',
     );
     // An accelerator that leaves nodes to the CPU pays two copies per crossing on every run. WebGPU has
@@ -335,14 +348,24 @@ export class Daemon {
       metrics.frameDropped(source, reason);
       if (!repeats.shouldLog(`${reason}:${source}`)) return;
       if (reason === 'corrupt') {
-        logger.warn({ source, err: error }, 'frame skipped: not a decodable image (counted in frames_dropped_total{reason="corrupt"}; logged once a minute)');
+        logger.warn(
+          { source, err: error },
+          'frame skipped: not a decodable image (counted in frames_dropped_total{reason="corrupt"}; logged once a minute)',
+        );
       } else {
-        logger.error({ source, err: error }, 'inference failed (counted in frames_dropped_total{reason="inference"}; logged once a minute)');
+        logger.error(
+          { source, err: error },
+          'inference failed (counted in frames_dropped_total{reason="inference"}; logged once a minute)',
+        );
       }
     });
     events.on('sourceFinished', () => this.toldReady());
     events.on('result', ({ source, result }) => {
-      metrics.recordResult(source, { preprocessMs: result.latencyMs.preprocess, inferenceMs: result.latencyMs.inference, totalMs: result.latencyMs.total });
+      metrics.recordResult(source, {
+        preprocessMs: result.latencyMs.preprocess,
+        inferenceMs: result.latencyMs.inference,
+        totalMs: result.latencyMs.total,
+      });
       this.resultCount += 1;
       if (this.resultWaiters.length > 0) {
         const due = this.resultWaiters.filter((w) => w.count <= this.resultCount);
@@ -380,7 +403,9 @@ export class Daemon {
 
   private startSource(sourceConfig: SourceConfig): void {
     const { config, parts, logger } = this;
-    const source = this.options.overrides?.createSource?.(sourceConfig, config) ?? sourceFromConfig(sourceConfig, { runtimeDir: config.runtimeDir }, logger);
+    const source =
+      this.options.overrides?.createSource?.(sourceConfig, config) ??
+      sourceFromConfig(sourceConfig, { runtimeDir: config.runtimeDir }, logger);
     const { logger: _, ...runner } = runnerOptionsFor(sourceConfig, logger);
     const pipeline = new SourcePipeline({
       source,
@@ -471,7 +496,12 @@ export class Daemon {
       restartNeeded: plan.restartNeeded,
       sources: { added: added.map((s) => s.id), removed, restarted: changed.map((s) => s.id) },
     };
-    this.logger.info(report, plan.restartNeeded.length ? `configuration reloaded; these need a restart: ${plan.restartNeeded.join(', ')}` : 'configuration reloaded');
+    this.logger.info(
+      report,
+      plan.restartNeeded.length
+        ? `configuration reloaded; these need a restart: ${plan.restartNeeded.join(', ')}`
+        : 'configuration reloaded',
+    );
     this.events.emit('reloaded', { config: plan.effective, applied: plan.live, restartNeeded: plan.restartNeeded });
     await this.notifier.ready();
     return report;

@@ -14,7 +14,11 @@ export type ChildMessage =
   | { kind: 'failed'; name: string; message: string };
 
 process.once('message', (request: ChildRequest) => {
-  const logger = createLogger({ level: request.level, name: 'inceptiond', destination: pino.destination({ dest: request.logFd, sync: true }) });
+  const logger = createLogger({
+    level: request.level,
+    name: 'inceptiond',
+    destination: pino.destination({ dest: request.logFd, sync: true }),
+  });
   const send = (message: ChildMessage) => new Promise<void>((resolve) => process.send!(message, undefined, {}, () => resolve()));
   prepareModel(request.config, logger, { onStatus: (status) => void send({ kind: 'status', status }) })
     .then(

@@ -206,7 +206,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
   );
   opts.onStatus?.(`quantizing ${path.basename(fp32.modelPath)} to INT8 (once)`);
   const t0 = performance.now();
-  let report;
+  let report: Awaited<ReturnType<typeof import('../model/quantize/index.js').quantizeModel>>;
   try {
     const { quantizeModel } = await import('../model/quantize/index.js');
     report = await quantizeModel({
@@ -367,11 +367,21 @@ export async function prepareModelIsolated(config: Config, logger: Logger, opts:
     opts.signal?.addEventListener('abort', cancel, { once: true });
     child.once('exit', () => opts.signal?.removeEventListener('abort', cancel));
     child.on('message', (message: ChildMessage) => {
-      if (message.kind === 'status') opts.onStatus?.(message.status);
-      else if (message.kind === 'done') (settled = true), resolve(message.model);
-      else (settled = true), reject(Object.assign(new ModelSetupError(message.message), { cause: message.name }));
+      if (message.kind === 'status') {
+        opts.onStatus?.(message.status);
+      } else if (message.kind === 'done') {
+        settled = true;
+        resolve(message.model);
+      } else {
+        settled = true;
+        reject(Object.assign(new ModelSetupError(message.message), { cause: message.name }));
+      }
     });
-    child.once('error', (err) => !settled && ((settled = true), reject(err)));
+    child.once('error', (err) => {
+      if (settled) return;
+      settled = true;
+      reject(err);
+    });
     child.once('exit', (code, signal) => {
       if (!settled) reject(new ModelSetupError(`model setup process ended (${signal ?? `exit ${code}`}) before finishing`));
     });

@@ -53,7 +53,9 @@ export function planReload(current: Config, next: Config): ReloadPlan {
 /** Leaf values by dotted key (arrays of objects by index, other arrays as one value). */
 function flatten(value: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
   if (Array.isArray(value) && value.some((v) => typeof v === 'object' && v !== null)) {
-    value.forEach((v, i) => flatten(v, `${prefix}[${i}]`, out));
+    value.forEach((v, i) => {
+      flatten(v, `${prefix}[${i}]`, out);
+    });
     if (value.length === 0) out.set(prefix, '[]');
   } else if (typeof value === 'object' && value !== null && !Array.isArray(value) && Object.keys(value).length > 0) {
     for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);

@@ -137,7 +137,8 @@ export class DaemonStatus {
       if (idle > this.probes.stallMs(id)) stuck.push(`source "${id}" made no progress (no frame, no handled failure) for ${seconds(idle)}`);
     }
     const inferenceMs = this.probes.oldestInferenceMs();
-    if (inferenceMs > this.probes.inferenceStallMs()) stuck.push(`an inference has not completed for ${seconds(inferenceMs)}: the worker is hung`);
+    if (inferenceMs > this.probes.inferenceStallMs())
+      stuck.push(`an inference has not completed for ${seconds(inferenceMs)}: the worker is hung`);
     const mqtt = this.probes.mqtt();
     if (mqtt.connected && mqtt.oldestInflightMs > this.probes.maxAckWaitMs()) {
       stuck.push(`the broker has not acknowledged a Result for ${seconds(mqtt.oldestInflightMs)}`);

@@ -11,7 +11,7 @@ export async function resolve(specifier, context, next) {
   // NodeNext sources import './x.js' where only './x.ts' exists.
   if (context.parentURL?.endsWith('.ts') && specifier.startsWith('.') && specifier.endsWith('.js')) {
     const js = new URL(specifier, context.parentURL);
-    const tsUrl = new URL(specifier.slice(0, -3) + '.ts', context.parentURL);
+    const tsUrl = new URL(`${specifier.slice(0, -3)}.ts`, context.parentURL);
     if (!existsSync(fileURLToPath(js)) && existsSync(fileURLToPath(tsUrl))) {
       return { url: tsUrl.href, format: 'module', shortCircuit: true };
     }

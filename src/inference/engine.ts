@@ -72,7 +72,12 @@ export class InferenceEngine {
       closeTimeoutMs: options.closeTimeoutMs ?? 5_000,
     };
     let engine: InferenceEngine | undefined;
-    const { worker, info } = await spawnWorker(settings, logger, (w, msg) => engine?.onMessage(w, msg), (w, err) => engine?.onExit(w, err));
+    const { worker, info } = await spawnWorker(
+      settings,
+      logger,
+      (w, msg) => engine?.onMessage(w, msg),
+      (w, err) => engine?.onExit(w, err),
+    );
     engine = new InferenceEngine(settings, logger, opts, worker, info);
     return engine;
   }
@@ -167,7 +172,10 @@ export class InferenceEngine {
     const expected = this.#info.input.dims;
     if (expected.length > 0) {
       const fits = expected.length === dims.length && expected.every((d, i) => typeof d !== 'number' || d <= 0 || d === dims[i]);
-      if (!fits) throw new InvalidTensorError(`tensor dims [${dims.join(', ')}] do not fit model input "${this.#info.input.name}" [${expected.join(', ')}]`);
+      if (!fits)
+        throw new InvalidTensorError(
+          `tensor dims [${dims.join(', ')}] do not fit model input "${this.#info.input.name}" [${expected.join(', ')}]`,
+        );
     }
   }
 
@@ -324,7 +332,8 @@ async function spawnWorker(
 
 function logAttempts(logger: Logger, attempts: ProviderAttempt[]): void {
   for (const a of attempts) {
-    if (!a.ok) logger.warn({ provider: a.provider, reason: a.reason, native: a.native }, `execution provider ${a.provider} not used: ${a.reason}`);
+    if (!a.ok)
+      logger.warn({ provider: a.provider, reason: a.reason, native: a.native }, `execution provider ${a.provider} not used: ${a.reason}`);
   }
 }
 

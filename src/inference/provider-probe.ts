@@ -59,7 +59,12 @@ export function probeProvider(settings: SessionSettings, provider: string, env: 
     child.once('error', (err) => settle({ ok: false, reason: `cannot start the provider probe: ${err.message}` }));
     // Settle on close (stderr drained), not on the message, so the native lines are all in.
     child.once('close', (code, signal) =>
-      settle(answer ?? { ok: false, reason: `the ${provider} probe ended (${signal ?? `exit ${code}`}) without an answer: the provider crashed the process` }),
+      settle(
+        answer ?? {
+          ok: false,
+          reason: `the ${provider} probe ended (${signal ?? `exit ${code}`}) without an answer: the provider crashed the process`,
+        },
+      ),
     );
     child.send({ settings, provider } satisfies ProbeRequest);
   });

@@ -38,7 +38,9 @@ export function resolveRuntime(spec: string, cwd = process.cwd()): string {
     if (path.isAbsolute(spec) || /^\.\.?(\/|$)/.test(spec)) return requireHere.resolve(path.resolve(cwd, spec));
     return requireHere.resolve(spec, { paths: [cwd, ...(requireHere.resolve.paths(spec) ?? [])] });
   } catch (err) {
-    throw new RuntimeLoadError(`${where}: not found (${firstLine(err)}); give a package folder, its main file or an installed package name`);
+    throw new RuntimeLoadError(
+      `${where}: not found (${firstLine(err)}); give a package folder, its main file or an installed package name`,
+    );
   }
 }
 
@@ -80,8 +82,14 @@ export function loadRuntime(spec: string, cwd = process.cwd()): { ort: OrtModule
   } catch (err) {
     throw new RuntimeLoadError(`${where}: cannot load ${file}: ${firstLine(err)}`);
   }
-  if (typeof ort?.InferenceSession?.create !== 'function' || typeof ort.listSupportedBackends !== 'function' || typeof ort.Tensor !== 'function') {
-    throw new RuntimeLoadError(`${where}: ${file} is not an onnxruntime-node build (no InferenceSession, Tensor and listSupportedBackends)`);
+  if (
+    typeof ort?.InferenceSession?.create !== 'function' ||
+    typeof ort.listSupportedBackends !== 'function' ||
+    typeof ort.Tensor !== 'function'
+  ) {
+    throw new RuntimeLoadError(
+      `${where}: ${file} is not an onnxruntime-node build (no InferenceSession, Tensor and listSupportedBackends)`,
+    );
   }
   const providers = ort.listSupportedBackends().map((b) => b.name.toLowerCase());
   return { ort, info: { spec, path: file, version: packageVersionOf(file), providers } };

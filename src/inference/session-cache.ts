@@ -16,7 +16,10 @@ const short = (text: string) => createHash('sha256').update(text).digest('hex').
  */
 export function optimizedModelFile(dir: string, s: SessionSettings, modelSha256: string, runtimeVersion: string): string {
   const cpu = short(`${process.arch} ${cpus()[0]?.model ?? ''}`);
-  return path.join(dir, `${stem(s.modelPath)}-${modelSha256.slice(0, 16)}-ort${runtimeVersion}-${cpu}-cpu-${s.graphOptimizationLevel}.onnx`);
+  return path.join(
+    dir,
+    `${stem(s.modelPath)}-${modelSha256.slice(0, 16)}-ort${runtimeVersion}-${cpu}-cpu-${s.graphOptimizationLevel}.onnx`,
+  );
 }
 
 /** Prefix shared by every EP context file of one model name and provider (older ones are pruned by it). */

@@ -46,7 +46,11 @@ export function sessionOptionsFor(
     options.profileFilePrefix = overrides.profileFilePrefix;
   }
   if (overrides.epContextFile) {
-    (options.extra as Record<string, unknown>).ep = { context_enable: '1', context_file_path: overrides.epContextFile, context_embed_mode: '1' };
+    (options.extra as Record<string, unknown>).ep = {
+      context_enable: '1',
+      context_file_path: overrides.epContextFile,
+      context_embed_mode: '1',
+    };
   }
   return options;
 }

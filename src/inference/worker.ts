@@ -58,12 +58,24 @@ try {
   const loadMs = performance.now() - t0;
   const input = describe(loaded.session, 'input', settings.inputName);
   const output = describe(loaded.session, 'output', settings.outputName);
-  if (input.type !== 'float32') throw new InitError('model', `model input "${input.name}" is ${input.type}; only float32 inputs are supported`);
+  if (input.type !== 'float32')
+    throw new InitError('model', `model input "${input.name}" is ${input.type}; only float32 inputs are supported`);
   inputName = input.name;
   outputName = output.name;
   const warmupMs = await warmUp(loaded.session, input);
   const placement = await placementOf(loaded);
-  post({ type: 'ready', provider: loaded.provider, runtime, attempts, input, output, fromCache: loaded.fromCache, loadMs, warmupMs, placement });
+  post({
+    type: 'ready',
+    provider: loaded.provider,
+    runtime,
+    attempts,
+    input,
+    output,
+    fromCache: loaded.fromCache,
+    loadMs,
+    warmupMs,
+    placement,
+  });
 } catch (err) {
   await loaded?.session.release().catch(() => undefined);
   if (loaded) await rm(loaded.profile, { recursive: true, force: true });
@@ -102,7 +114,7 @@ async function handle(msg: ToWorker): Promise<void> {
     const results = await loaded.session.run(feeds, [outputName]);
     const inferenceMs = performance.now() - t0;
     const out = results[outputName];
-    if (!out || out.type !== 'float32') throw new Error(`output "${outputName}" is ${out?.type ?? 'missing'}, expected float32`);
+    if (out?.type !== 'float32') throw new Error(`output "${outputName}" is ${out?.type ?? 'missing'}, expected float32`);
     const data = out.data as Float32Array;
     // Transfer only a buffer the view owns entirely; otherwise copy the view's own bytes.
     const scores = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
@@ -156,7 +168,10 @@ type Created = { session: Ort.InferenceSession; fromCache: boolean };
  */
 async function createCpuSession(s: SessionSettings, profileFilePrefix: string): Promise<Created> {
   if (!s.optimizedModelCacheDir || s.graphOptimizationLevel === 'disabled') {
-    return { session: await ort.InferenceSession.create(s.modelPath, sessionOptionsFor(s, 'cpu', { profileFilePrefix })), fromCache: false };
+    return {
+      session: await ort.InferenceSession.create(s.modelPath, sessionOptionsFor(s, 'cpu', { profileFilePrefix })),
+      fromCache: false,
+    };
   }
   const cached = optimizedModelFile(s.optimizedModelCacheDir, s, await fileSha256(s.modelPath), runtime.version);
   if (await pathExists(cached)) {

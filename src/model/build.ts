@@ -13,18 +13,7 @@
 import { endianness } from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import {
-  DataType,
-  asFloat,
-  encodeModel,
-  makeModel,
-  makeNode,
-  makeTensor,
-  makeValueInfo,
-  onnx,
-  saveModel,
-  type AttrValue,
-} from './onnx.js';
+import { DataType, asFloat, encodeModel, makeModel, makeNode, makeTensor, makeValueInfo, onnx, saveModel, type AttrValue } from './onnx.js';
 import { modelsDir, writeManifestBeside, type ModelManifest } from './manifest.js';
 
 export type InceptionVariant = 'bn-inception' | 'rethinking-v2';
@@ -171,7 +160,7 @@ function pool2d(x: Feature, kind: 'max' | 'avg', k: number, stride: number, pad:
             const ix = ox * stride + kx - pad;
             if (ix < 0 || ix >= w) continue;
             const v = x.data[inBase + iy * w + ix]!;
-            if (kind === 'max') acc = v > acc ? v : acc;
+            if (kind === 'max') acc = Math.max(v, acc);
             else acc += v;
             count++;
           }
@@ -302,7 +291,7 @@ class GraphBuilder {
         const base = (img * outC + o) * plane;
         for (let p = 0; p < plane; p++) {
           const y = conv.data[base + p]! * a + b;
-          conv.data[base + p] = y > 0 ? y : 0;
+          conv.data[base + p] = Math.max(y, 0);
         }
       }
     }
@@ -321,12 +310,9 @@ class GraphBuilder {
     this.addFloat(`${bnOut}_bias`, [outC], beta);
     this.addFloat(`${bnOut}_mean`, [outC], runMean);
     this.addFloat(`${bnOut}_var`, [outC], runVar);
-    this.node(
-      'BatchNormalization',
-      [name, `${bnOut}_scale`, `${bnOut}_bias`, `${bnOut}_mean`, `${bnOut}_var`],
-      bnOut,
-      { epsilon: asFloat(BN_EPSILON) },
-    );
+    this.node('BatchNormalization', [name, `${bnOut}_scale`, `${bnOut}_bias`, `${bnOut}_mean`, `${bnOut}_var`], bnOut, {
+      epsilon: asFloat(BN_EPSILON),
+    });
     const reluOut = `${name}_relu`;
     this.node('Relu', [bnOut], reluOut);
     return { name: reluOut, c: outC, h, w, n: x.n, ch: conv.oh, cw: conv.ow, data: conv.data };
@@ -363,7 +349,12 @@ class GraphBuilder {
         off += p.c * plane;
       }
     }
-    this.node('Concat', parts.map((p) => p.name), name, { axis: 1 });
+    this.node(
+      'Concat',
+      parts.map((p) => p.name),
+      name,
+      { axis: 1 },
+    );
     return { name, c, h: first.h, w: first.w, n: first.n, ch: first.ch, cw: first.cw, data };
   }
 
@@ -616,7 +607,7 @@ export async function buildInceptionV2Detailed(opts: BuildOptions = {}): Promise
   const { seed, variant, classes } = checkOptions(opts);
   const spec = VARIANT_INPUT[variant];
   const b = new GraphBuilder(seed);
-    const input: Feature = {
+  const input: Feature = {
     name: INPUT_NAME,
     c: 3,
     h: spec.height,

@@ -112,7 +112,10 @@ export async function evaluateModels(opts: EvalOptions): Promise<EvalReport> {
 
     const bar =
       opts.progress && process.stderr.isTTY
-        ? new cliProgress.SingleBar({ format: 'evaluating [{bar}] {value}/{total} runs', stream: process.stderr }, cliProgress.Presets.shades_classic)
+        ? new cliProgress.SingleBar(
+            { format: 'evaluating [{bar}] {value}/{total} runs', stream: process.stderr },
+            cliProgress.Presets.shades_classic,
+          )
         : undefined;
     bar?.start(tensors.length * repeats, 0);
     // Warm-up: the first run allocates and prepacks.

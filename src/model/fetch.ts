@@ -109,9 +109,7 @@ async function resolveTarget(opts: FetchOptions): Promise<Target> {
   let entry: { manifest: ModelManifest; manifestPath: string } | undefined;
   if (name) {
     const catalogue = await listCatalogue(opts.catalogueDir);
-    entry = catalogue.find(
-      (e) => e.manifest.name === name || path.basename(e.manifestPath, '.json') === name,
-    );
+    entry = catalogue.find((e) => e.manifest.name === name || path.basename(e.manifestPath, '.json') === name);
     if (!entry) {
       const known = catalogue.map((e) => e.manifest.name).join(', ') || 'none';
       throw new FetchError(`unknown model "${name}" (catalogued: ${known})`);
@@ -167,7 +165,14 @@ async function download(t: Target, part: string, logger: Logger | undefined, sho
  * The body flows, chunks queued for writing as they arrive: a paused stream that errors drops what it
  * buffered (Node 22 does, mid-for-await), which would lose the tail.
  */
-async function receive(t: Target, res: Awaited<ReturnType<typeof get>>, file: FileHandle, start: number, logger: Logger | undefined, showBar: boolean): Promise<void> {
+async function receive(
+  t: Target,
+  res: Awaited<ReturnType<typeof get>>,
+  file: FileHandle,
+  start: number,
+  logger: Logger | undefined,
+  showBar: boolean,
+): Promise<void> {
   const length = Number(res.headers['content-length']);
   const total = Number.isFinite(length) ? start + length : t.size;
 
@@ -212,7 +217,7 @@ async function receive(t: Target, res: Awaited<ReturnType<typeof get>>, file: Fi
       const settle = (err?: Error) => {
         if (settled) return;
         settled = true;
-        void writing.then(() => (failed ?? err ? reject(failed ?? err) : resolve()));
+        void writing.then(() => ((failed ?? err) ? reject(failed ?? err) : resolve()));
       };
       body.once('end', () => settle());
       body.once('error', (err) => settle(err));
@@ -220,9 +225,7 @@ async function receive(t: Target, res: Awaited<ReturnType<typeof get>>, file: Fi
       body.once('close', () => settle(body.complete ? undefined : new Error('connection closed')));
     });
   } catch (err) {
-    throw new FetchError(
-      `download of ${t.url} interrupted after ${done} bytes (${(err as Error).message}); run again to resume`,
-    );
+    throw new FetchError(`download of ${t.url} interrupted after ${done} bytes (${(err as Error).message}); run again to resume`);
   } finally {
     bar?.stop();
   }

@@ -89,11 +89,7 @@ export function validateManifest(obj: unknown, origin = 'manifest'): ModelManife
   };
   const triple = (o: Obj, key: string, prefix: string, nonZero: boolean): void => {
     const v = o[key];
-    if (
-      !Array.isArray(v) ||
-      v.length !== 3 ||
-      !v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!nonZero || x !== 0))
-    ) {
+    if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!nonZero || x !== 0))) {
       bad(prefix + key, v, nonZero ? 'must be 3 non-zero numbers' : 'must be 3 numbers');
     }
   };
@@ -235,11 +231,7 @@ export async function resolveModel(opts: { path?: string; manifest?: string }): 
  * `labelsBaseDir` is the directory the given manifest's relative `labels` path is relative to
  * (e.g. the source manifest's directory); it is rewritten relative to the new location.
  */
-export async function writeManifestBeside(
-  modelPath: string,
-  manifest: ModelManifest,
-  labelsBaseDir?: string,
-): Promise<string> {
+export async function writeManifestBeside(modelPath: string, manifest: ModelManifest, labelsBaseDir?: string): Promise<string> {
   const manifestPath = `${path.resolve(modelPath)}.json`;
   const out: ModelManifest = { ...manifest, file: path.basename(modelPath) };
   if (out.labels && labelsBaseDir) {

@@ -163,14 +163,7 @@ export function tensorToNumbers(t: onnx.ITensorProto): number[] {
   return Array.from(tensorToInt64(t), (v) => Number(v));
 }
 
-export type TensorValues =
-  | Float32Array
-  | Int8Array
-  | Uint8Array
-  | Int32Array
-  | BigInt64Array
-  | Uint16Array
-  | Int16Array;
+export type TensorValues = Float32Array | Int8Array | Uint8Array | Int32Array | BigInt64Array | Uint16Array | Int16Array;
 
 const bytesPerElement: Partial<Record<number, number>> = {
   [DataType.FLOAT]: 4,
@@ -190,9 +183,7 @@ export function makeTensor(name: string, dataType: number, dims: number[], value
   const size = bytesPerElement[dataType];
   if (size === undefined) throw new Error(`makeTensor ${name}: unsupported data type ${dataType}`);
   if (values.BYTES_PER_ELEMENT !== size) {
-    throw new Error(
-      `makeTensor ${name}: ${values.constructor.name} does not match ${DataType[dataType]} (${size} bytes per element)`,
-    );
+    throw new Error(`makeTensor ${name}: ${values.constructor.name} does not match ${DataType[dataType]} (${size} bytes per element)`);
   }
   const count = tensorElementCount(dims);
   if (values.length !== count) {
@@ -327,7 +318,9 @@ export function makeValueInfo(name: string, elemType: number, dims: (number | st
 /** Shape of a value info: numbers for fixed dims, strings for symbolic ones, '?' when unknown. */
 export function valueInfoDims(vi: onnx.IValueInfoProto): (number | string)[] {
   const dims = vi.type?.tensorType?.shape?.dim ?? [];
-  return dims.map((d) => (d.dimParam ? d.dimParam : d.dimValue !== undefined && d.dimValue !== null ? toNumber(d.dimValue as LongLike) : '?'));
+  return dims.map((d) =>
+    d.dimParam ? d.dimParam : d.dimValue !== undefined && d.dimValue !== null ? toNumber(d.dimValue as LongLike) : '?',
+  );
 }
 
 export interface MakeModelOptions {
@@ -342,10 +335,7 @@ export function makeModel(opts: MakeModelOptions): onnx.ModelProto {
   return onnx.ModelProto.create({
     irVersion: opts.irVersion ?? 7,
     producerName: opts.producer ?? 'inceptiond',
-    opsetImport: [
-      { domain: '', version: opts.opset },
-      ...(opts.extraOpsets ?? []).map((o) => ({ domain: o.domain, version: o.version })),
-    ],
+    opsetImport: [{ domain: '', version: opts.opset }, ...(opts.extraOpsets ?? []).map((o) => ({ domain: o.domain, version: o.version }))],
     graph: opts.graph,
   });
 }

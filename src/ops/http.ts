@@ -30,7 +30,11 @@ export interface HttpServer {
 }
 
 export class HttpListenError extends Error {
-  constructor(message: string, readonly code: string | undefined, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = 'HttpListenError';
   }
@@ -58,7 +62,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
   const server = createServer((req, res) => {
     const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
-    const route = Object.prototype.hasOwnProperty.call(routes, pathname) ? routes[pathname] : undefined;
+    const route = Object.hasOwn(routes, pathname) ? routes[pathname] : undefined;
     if (route === undefined) {
       sendJson(res, 404, { error: `not found: ${pathname}`, endpoints: Object.keys(routes) });
       return;
@@ -80,11 +84,19 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
-      const hint = err.code === 'EADDRINUSE' ? ' (another process uses the port: change http.port, or set it to 0)'
-        : err.code === 'EADDRNOTAVAIL' ? ' (no interface has that address: check http.host)'
-        : err.code === 'EACCES' ? ' (ports below 1024 need privileges)'
-        : '';
-      reject(new HttpListenError(`cannot listen for HTTP on ${options.host}:${options.port}: ${err.code ?? err.message}${hint}`, err.code, { cause: err }));
+      const hint =
+        err.code === 'EADDRINUSE'
+          ? ' (another process uses the port: change http.port, or set it to 0)'
+          : err.code === 'EADDRNOTAVAIL'
+            ? ' (no interface has that address: check http.host)'
+            : err.code === 'EACCES'
+              ? ' (ports below 1024 need privileges)'
+              : '';
+      reject(
+        new HttpListenError(`cannot listen for HTTP on ${options.host}:${options.port}: ${err.code ?? err.message}${hint}`, err.code, {
+          cause: err,
+        }),
+      );
     };
     server.once('error', onError);
     server.listen(options.port, options.host, () => {

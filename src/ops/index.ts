@@ -1,7 +1,13 @@
 export { createLogger, createSilentLogger, REDACT_PATHS, type Logger, type LoggerOptions } from './logger.js';
 export {
-  Metrics, SlidingWindow, percentile,
-  type DropReason, type MetricsOptions, type MetricsSnapshot, type Percentiles, type ResultTimings,
+  Metrics,
+  SlidingWindow,
+  percentile,
+  type DropReason,
+  type MetricsOptions,
+  type MetricsSnapshot,
+  type Percentiles,
+  type ResultTimings,
 } from './metrics.js';
 export { startHttpServer, HttpListenError, type HealthReport, type HttpServer, type HttpServerOptions } from './http.js';
 export { createNotifier, type Notifier, type NotifierOptions } from './notify.js';

@@ -9,11 +9,21 @@ export type { Logger } from 'pino';
  * places are listed: a secret at the top of a log object, one level down, and in a config or request.
  */
 export const REDACT_PATHS: readonly string[] = [
-  'password', '*.password', 'config.mqtt.password', 'mqtt.password',
-  'passphrase', '*.passphrase',
-  'secret', '*.secret',
-  'token', '*.token',
-  'authorization', '*.authorization', 'headers.authorization', 'req.headers.authorization', 'headers.cookie',
+  'password',
+  '*.password',
+  'config.mqtt.password',
+  'mqtt.password',
+  'passphrase',
+  '*.passphrase',
+  'secret',
+  '*.secret',
+  'token',
+  '*.token',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  'req.headers.authorization',
+  'headers.cookie',
 ];
 
 export interface LoggerOptions {

@@ -128,11 +128,23 @@ export class Metrics {
     const registers = [this.registry];
 
     collectDefaultMetrics({ register: this.registry, prefix: 'inceptiond_' });
-    new Gauge({ name: 'inceptiond_build_info', help: 'Always 1; the version is a label', labelNames: ['version'], registers })
-      .set({ version: packageVersion }, 1);
+    new Gauge({ name: 'inceptiond_build_info', help: 'Always 1; the version is a label', labelNames: ['version'], registers }).set(
+      { version: packageVersion },
+      1,
+    );
 
-    this.framesCaptured = new Counter({ name: 'inceptiond_frames_captured_total', help: 'Frames captured', labelNames: ['source'], registers });
-    this.captureFailures = new Counter({ name: 'inceptiond_capture_failures_total', help: 'Captures that failed', labelNames: ['source'], registers });
+    this.framesCaptured = new Counter({
+      name: 'inceptiond_frames_captured_total',
+      help: 'Frames captured',
+      labelNames: ['source'],
+      registers,
+    });
+    this.captureFailures = new Counter({
+      name: 'inceptiond_capture_failures_total',
+      help: 'Captures that failed',
+      labelNames: ['source'],
+      registers,
+    });
     this.framesDropped = new Counter({
       name: 'inceptiond_frames_dropped_total',
       help: 'Frames not classified: stale (a newer frame replaced it), corrupt (undecodable), inference (the model failed on it)',
@@ -140,7 +152,11 @@ export class Metrics {
       registers,
     });
     this.results = new Counter({ name: 'inceptiond_results_total', help: 'Results produced', labelNames: ['source'], registers });
-    this.outboxDroppedTotal = new Counter({ name: 'inceptiond_outbox_dropped_total', help: 'Results dropped undelivered by the outbox limits', registers });
+    this.outboxDroppedTotal = new Counter({
+      name: 'inceptiond_outbox_dropped_total',
+      help: 'Results dropped undelivered by the outbox limits',
+      registers,
+    });
     this.outboxDepthGauge = new Gauge({ name: 'inceptiond_outbox_depth', help: 'Results waiting for broker acknowledgement', registers });
     this.mqttConnectedGauge = new Gauge({ name: 'inceptiond_mqtt_connected', help: '1 while connected to the broker', registers });
 

@@ -103,7 +103,11 @@ export function createNotifier(options: NotifierOptions): Notifier {
         timeout: SPAWN_TIMEOUT_MS,
       });
       child.once('error', (err) => {
-        warnOnce(`spawn:${(err as NodeJS.ErrnoException).code}`, { err }, 'cannot run systemd-notify: systemd will not see READY or watchdog pings');
+        warnOnce(
+          `spawn:${(err as NodeJS.ErrnoException).code}`,
+          { err },
+          'cannot run systemd-notify: systemd will not see READY or watchdog pings',
+        );
         resolve();
       });
       child.once('exit', (code, signal) => {
@@ -130,7 +134,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
       new Promise<void>((resolve) => {
         const buf = Buffer.from(message);
         open.send(buf, 0, buf.length, socketPath, (err) => {
-          if (err) warnOnce(`send:${(err as NodeJS.ErrnoException).code ?? err.message}`, { err, socket: socketPath }, 'cannot notify systemd');
+          if (err)
+            warnOnce(`send:${(err as NodeJS.ErrnoException).code ?? err.message}`, { err, socket: socketPath }, 'cannot notify systemd');
           resolve();
         });
       });

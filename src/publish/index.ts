@@ -14,7 +14,15 @@ export {
   type ResponsePayload,
   type Validation,
 } from './payload.js';
-export { Outbox, type OutboxOptions, type OutboxEntry, type OutboxEntryInput, type OutboxDrop, type DropReason, type Qos } from './outbox.js';
+export {
+  Outbox,
+  type OutboxOptions,
+  type OutboxEntry,
+  type OutboxEntryInput,
+  type OutboxDrop,
+  type DropReason,
+  type Qos,
+} from './outbox.js';
 export { SeqStore, type PendingResults } from './seq.js';
 export { MqttPublisher, type MqttPublisherOptions, type PublisherStats, type RequestHandler } from './mqtt.js';
 export { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from './embedded-broker.js';

@@ -179,7 +179,10 @@ export class MqttPublisher {
     client.on('disconnect', (packet) => {
       // MQTT 5 brokers may say why they hung up (0x8E: session taken over by the same client id).
       const reasonCode = packet.reasonCode ?? 0;
-      this.logger.warn({ reasonCode, clientId: this.options.clientId }, `mqtt: the broker disconnected us (reason 0x${reasonCode.toString(16)})`);
+      this.logger.warn(
+        { reasonCode, clientId: this.options.clientId },
+        `mqtt: the broker disconnected us (reason 0x${reasonCode.toString(16)})`,
+      );
     });
     client.on('error', (err) => this.onError(err));
     client.on('message', (topic, payload) => void this.onMessage(topic, payload));
@@ -200,7 +203,7 @@ export class MqttPublisher {
   /** Non-durable publish (metrics, snapshots, responses): dropped and counted when not connected. */
   publishNow(topic: string, payload: string | Buffer, opts: { qos?: Qos; retain?: boolean } = {}): boolean {
     const client = this.client;
-    if (!client || !client.connected || this.stopped) {
+    if (!client?.connected || this.stopped) {
       this.counters.liveDropped++;
       return false;
     }
@@ -230,7 +233,8 @@ export class MqttPublisher {
   subscribe(filter: string, handler: (topic: string, payload: Buffer) => void): void {
     this.subscriptions.push({ filter, handler });
     const client = this.client;
-    if (client?.connected) client.subscribe(filter, { qos: 1 }, (err) => err && this.logger.warn({ err, filter }, 'mqtt: subscribe failed'));
+    if (client?.connected)
+      client.subscribe(filter, { qos: 1 }, (err) => err && this.logger.warn({ err, filter }, 'mqtt: subscribe failed'));
   }
 
   /** Told on every connect (true) and connection loss (false). */
@@ -287,15 +291,16 @@ export class MqttPublisher {
     await this.waitUntil(() => !client.connected || this.outbox.depth === 0, deadline - endReserve * 2);
     if (client.connected) {
       const stopped = JSON.stringify({ ...this.currentStatus(), state: 'stopped', since: new Date().toISOString() });
-      const sent = new Promise<void>((resolve) =>
-        client.publish(this.topics.status, stopped, { qos: 1, retain: true }, () => resolve()),
-      );
+      const sent = new Promise<void>((resolve) => client.publish(this.topics.status, stopped, { qos: 1, retain: true }, () => resolve()));
       await raceDeadline(sent, deadline - endReserve);
     }
     this.stopped = true;
     const ended = await raceDeadline(client.endAsync(false), deadline);
     if (!ended) {
-      this.logger.warn({ outboxDepth: this.outbox.depth }, 'mqtt: disconnect timed out, closing the connection; the outbox keeps unsent Results');
+      this.logger.warn(
+        { outboxDepth: this.outbox.depth },
+        'mqtt: disconnect timed out, closing the connection; the outbox keeps unsent Results',
+      );
       // end(true)'s callback is not always called when the stream is already gone (mqtt.js#710).
       await raceDeadline(client.endAsync(true), Date.now() + 200);
     }
@@ -381,7 +386,12 @@ export class MqttPublisher {
     if (this.errorsInOutage === 1) this.errorLog.reset('outage');
     if (this.errorLog.shouldLog('outage')) {
       this.logger.warn(
-        { err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, url: this.options.url, errors: this.errorsInOutage, outboxDepth: this.outbox.depth },
+        {
+          err: { message: err.message, code: (err as NodeJS.ErrnoException).code },
+          url: this.options.url,
+          errors: this.errorsInOutage,
+          outboxDepth: this.outbox.depth,
+        },
         'mqtt: cannot reach the broker; retrying',
       );
     }
@@ -397,7 +407,7 @@ export class MqttPublisher {
       do {
         this.drainAgain = false;
         const client = this.client;
-        if (!client || !client.connected || this.stopped) return;
+        if (!client?.connected || this.stopped) return;
         const window = this.effectiveWindow(client);
         while (this.inflight.size < window && client.connected) {
           const batch = this.outbox.nextBatch(this.sentThrough, window - this.inflight.size);
@@ -439,7 +449,10 @@ export class MqttPublisher {
       // cannot help and would stall every Result behind it.
       this.counters.failed++;
       this.outbox.ack(entry.id);
-      this.logger.error({ err: { message: err.message, code: (err as { code?: unknown }).code }, topic: entry.topic, id: entry.id }, 'mqtt: broker refused a Result; dropped');
+      this.logger.error(
+        { err: { message: err.message, code: (err as { code?: unknown }).code }, topic: entry.topic, id: entry.id },
+        'mqtt: broker refused a Result; dropped',
+      );
     }
     this.changes.emit('change');
     this.drain();
@@ -462,7 +475,7 @@ export class MqttPublisher {
 
   private publishStatus(force: boolean): void {
     const client = this.client;
-    if (!client || !client.connected || this.stopped) return;
+    if (!client?.connected || this.stopped) return;
     const json = JSON.stringify(this.currentStatus());
     if (!force && json === this.lastStatusJson) return;
     this.lastStatusJson = json;
@@ -488,7 +501,10 @@ export class MqttPublisher {
           const known = [...this.handlers.keys()].sort().join(', ') || 'none';
           response = { status: 'error', error: `unknown request "${op}" (known: ${known})` };
         } else {
-          const data = await withTimeout(Promise.resolve().then(() => handler(body)), this.options.requestTimeoutMs ?? 30_000);
+          const data = await withTimeout(
+            Promise.resolve().then(() => handler(body)),
+            this.options.requestTimeoutMs ?? 30_000,
+          );
           response = data === undefined ? { status: 'ok' } : { status: 'ok', data };
         }
       }
@@ -560,7 +576,13 @@ async function raceDeadline(promise: Promise<unknown>, deadline: number): Promis
     timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
   });
   try {
-    return await Promise.race([promise.then(() => true, () => true), timeout]);
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }

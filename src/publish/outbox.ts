@@ -184,7 +184,7 @@ export class Outbox {
       bytes: 0,
       acked: false,
     };
-    const line = Buffer.from(encodeRecord(stored) + '\n', 'utf8');
+    const line = Buffer.from(`${encodeRecord(stored)}\n`, 'utf8');
     stored.bytes = line.length;
     return new Promise<number>((resolve) => {
       this.writeQueue.push({ stored, line, resolve });
@@ -251,7 +251,7 @@ export class Outbox {
       const segment: Segment = { path, lastId: Number(match[1]) - 1 };
       let pendingHere = 0;
       for (const parsed of parseSegment(await readFile(path))) {
-        if (parsed === null || parsed.id <= highest && parsed.id > this.cursor) {
+        if (parsed === null || (parsed.id <= highest && parsed.id > this.cursor)) {
           // Unreadable (torn by a crash) or out of order: skip it rather than fail to start.
           this.corruptTotal++;
           continue;
@@ -324,7 +324,10 @@ export class Outbox {
         const now = Date.now();
         if (now - this.lastWriteWarn >= WARN_INTERVAL_MS) {
           this.lastWriteWarn = now;
-          this.logger.error({ err, dir: this.dir, writeErrors: this.writeErrorsTotal }, 'outbox: write failed, entries kept in memory only');
+          this.logger.error(
+            { err, dir: this.dir, writeErrors: this.writeErrorsTotal },
+            'outbox: write failed, entries kept in memory only',
+          );
         }
       }
       for (const { stored } of batch) {

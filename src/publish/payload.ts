@@ -126,9 +126,12 @@ export function validateResult(value: unknown): Validation<Result> {
   if (!Array.isArray(value.labels)) errors.push('labels must be an array');
   else {
     let previous = Infinity;
-    value.labels.forEach((label: unknown, i: number) => {
+    for (const [i, label] of (value.labels as unknown[]).entries()) {
       const at = `labels[${i}]`;
-      if (!isObject(label)) return void errors.push(`${at} must be an object`);
+      if (!isObject(label)) {
+        errors.push(`${at} must be an object`);
+        continue;
+      }
       exactKeys(label, ['index', 'label', 'score'], at, errors);
       if (!Number.isSafeInteger(label.index) || (label.index as number) < 0) errors.push(`${at}.index must be a non-negative integer`);
       if (typeof label.label !== 'string') errors.push(`${at}.label must be a string`);
@@ -139,7 +142,7 @@ export function validateResult(value: unknown): Validation<Result> {
         if (score > previous) errors.push(`${at}.score is higher than the label before it (labels must be sorted by score)`);
         previous = score;
       }
-    });
+    }
   }
 
   if (!isObject(value.latencyMs)) errors.push('latencyMs must be an object');

@@ -23,7 +23,7 @@ export class SeqStore {
   private writtenLength = 0;
 
   private constructor(
-    private readonly path: string,
+    path: string,
     private readonly last: Map<string, number>,
   ) {
     closeSync(openSync(path, 'a'));

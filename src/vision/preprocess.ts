@@ -69,9 +69,7 @@ export function createPreprocessor(spec: InputSpec, options: PreprocessorOptions
     }
     const { data: px, info } = raw;
     if (info.channels !== 3 || info.width !== width || info.height !== height) {
-      throw new FrameDecodeError(
-        `decoder produced ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x3`,
-      );
+      throw new FrameDecodeError(`decoder produced ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x3`);
     }
 
     const plane = width * height;
@@ -97,7 +95,9 @@ export function createPreprocessor(spec: InputSpec, options: PreprocessorOptions
 
 /** Size from the header alone (no pixel limit), only to say how large a rejected frame was. */
 async function headerPixels(image: Buffer): Promise<number> {
-  const meta = await sharp(image, { limitInputPixels: false }).metadata().catch(() => undefined);
+  const meta = await sharp(image, { limitInputPixels: false })
+    .metadata()
+    .catch(() => undefined);
   return (meta?.width ?? 0) * (meta?.height ?? 0);
 }
 

@@ -100,8 +100,13 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
     armEnv = cleanEnv({ INCEPTIOND_STATEDIR: path.join(work, 'state-arm64') });
     ok(await x86Cli(['model', 'build', '--out', m('x86.onnx')], x86Env), 'x86 model build');
     ok(await x86Cli(['model', 'quantize', m('x86.onnx'), m('x86-int8.onnx'), '--calibration', SAMPLES, '--json'], x86Env), 'x86 quantize');
-    x86Fp32 = parseClassify(ok(await x86Cli(['classify', '--model', m('x86.onnx'), '--json', '--top', '1000', ...images], x86Env), 'x86 classify fp32').stdout);
-    x86Int8 = parseClassify(ok(await x86Cli(['classify', '--model', m('x86-int8.onnx'), '--json', '--top', '1000', ...images], x86Env), 'x86 classify int8').stdout);
+    x86Fp32 = parseClassify(
+      ok(await x86Cli(['classify', '--model', m('x86.onnx'), '--json', '--top', '1000', ...images], x86Env), 'x86 classify fp32').stdout,
+    );
+    x86Int8 = parseClassify(
+      ok(await x86Cli(['classify', '--model', m('x86-int8.onnx'), '--json', '--top', '1000', ...images], x86Env), 'x86 classify int8')
+        .stdout,
+    );
     note(`qemu ${tc.qemuVersion} QEMU_CPU=${tc.qemuCpu}, node ${tc.nodeVersion} arm64; x86 references ready`);
   });
 
@@ -156,7 +161,9 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
     const pre = createPreprocessor(JSON.parse(readFileSync(m('x86.onnx.json'), 'utf8')).input);
     for (const f of images) {
       const t = (await pre(readFileSync(f))).tensor.data as Float32Array;
-      const hash = createHash('sha256').update(Buffer.from(t.buffer, t.byteOffset, t.byteLength)).digest('hex');
+      const hash = createHash('sha256')
+        .update(Buffer.from(t.buffer, t.byteOffset, t.byteLength))
+        .digest('hex');
       expect(info.tensors[path.basename(f)], `input tensor of ${path.basename(f)}`).toBe(hash);
     }
     note(
@@ -204,16 +211,25 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
     expect(maxRel, `relative scale difference (worst: ${worst})`).toBeLessThanOrEqual(SCALE_REL_TOLERANCE);
 
     // The arm64-quantized model loads and runs on both sides, with the same scores.
-    const onX86 = parseClassify(ok(await x86Cli(['classify', '--model', m('arm64-q.onnx'), '--json', '--top', '1000', ...images], x86Env), 'x86 classify').stdout);
-    const armRun = ok(await armCli(tc, projectDir, ['classify', '--model', m('arm64-q.onnx'), '--json', '--top', '1000', ...images], armEnv, 150_000), 'arm64 classify');
+    const onX86 = parseClassify(
+      ok(await x86Cli(['classify', '--model', m('arm64-q.onnx'), '--json', '--top', '1000', ...images], x86Env), 'x86 classify').stdout,
+    );
+    const armRun = ok(
+      await armCli(tc, projectDir, ['classify', '--model', m('arm64-q.onnx'), '--json', '--top', '1000', ...images], armEnv, 150_000),
+      'arm64 classify',
+    );
     const onArm = parseClassify(armRun.stdout);
     expect(onArm.every((c) => c.precision === 'int8' && c.provider === 'cpu')).toBe(true);
     const cmp = compare(onX86, onArm);
     note(formatComparison(`arm64-quantized INT8 model, x86 vs arm64 (arm64 ${secs(armRun.ms)})`, cmp));
     // For scale: what the quantization difference itself does, both models on x86 (reported, not asserted).
-    const x86Quantized = parseClassify(ok(await x86Cli(['classify', '--model', m('x86-q.onnx'), '--json', '--top', '1000', ...images], x86Env), 'x86 classify').stdout);
+    const x86Quantized = parseClassify(
+      ok(await x86Cli(['classify', '--model', m('x86-q.onnx'), '--json', '--top', '1000', ...images], x86Env), 'x86 classify').stdout,
+    );
     const qcmp = compare(x86Quantized, onX86);
-    note(`x86-quantized vs arm64-quantized INT8 model, both on x86: top-1 ${qcmp.top1Agree}/${images.length} same, max |Δscore| ${qcmp.maxAbs.toExponential(2)}`);
+    note(
+      `x86-quantized vs arm64-quantized INT8 model, both on x86: top-1 ${qcmp.top1Agree}/${images.length} same, max |Δscore| ${qcmp.maxAbs.toExponential(2)}`,
+    );
     expect(cmp.top1Agree).toBe(images.length);
     expect(cmp.maxAbs).toBeLessThanOrEqual(INT8_TOLERANCE);
   }, 600_000);
@@ -223,7 +239,16 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
       ['FP32', m('x86.onnx'), x86Fp32, FP32_TOLERANCE],
       ['INT8', m('x86-int8.onnx'), x86Int8, INT8_TOLERANCE],
     ] as const) {
-      const res = ok(await armCli(tc, projectDir, ['classify', '--model', model, '--json', '--top', '1000', ...images], armEnv, precision === 'FP32' ? 440_000 : 150_000), `arm64 classify ${precision}`);
+      const res = ok(
+        await armCli(
+          tc,
+          projectDir,
+          ['classify', '--model', model, '--json', '--top', '1000', ...images],
+          armEnv,
+          precision === 'FP32' ? 440_000 : 150_000,
+        ),
+        `arm64 classify ${precision}`,
+      );
       const arm = parseClassify(res.stdout);
       expect(arm.map((c) => path.basename(c.image))).toEqual(images.map((f) => path.basename(f)));
       expect(arm.every((c) => c.provider === 'cpu' && c.precision === precision.toLowerCase())).toBe(true);

@@ -16,7 +16,6 @@ import {
   type Toolchain,
 } from '../../scripts/arm64/toolchain.mjs';
 
-
 const log = (msg: string) => process.stderr.write(`[arm64] ${msg}\n`);
 
 export default async function setup(project: TestProject): Promise<void> {

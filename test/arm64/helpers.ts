@@ -30,7 +30,11 @@ export interface CliResult {
 export function x86Cli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 300_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [path.join(root, 'dist', 'cli.js'), ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(root, 'dist', 'cli.js'), ...args], {
+      cwd: root,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -44,15 +48,25 @@ export function x86Cli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 300_0
   });
 }
 
-export async function armCli(tc: Toolchain, projectDir: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 600_000): Promise<CliResult> {
+export async function armCli(
+  tc: Toolchain,
+  projectDir: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 600_000,
+): Promise<CliResult> {
   const res: RunResult = await runArm64(tc, ['node', 'dist/cli.js', ...args], { cwd: projectDir, env, timeoutMs });
-  if (res.timedOut) throw new Error(`arm64 \`${args.slice(0, 2).join(' ')}\` was killed after ${timeoutMs / 1000} s; stderr tail: ${res.stderr.slice(-800)}`);
+  if (res.timedOut)
+    throw new Error(
+      `arm64 \`${args.slice(0, 2).join(' ')}\` was killed after ${timeoutMs / 1000} s; stderr tail: ${res.stderr.slice(-800)}`,
+    );
   return { code: res.code, stdout: res.stdout, stderr: res.stderr, ms: res.ms };
 }
 
 /** Fails with the command's output when it did not exit 0. */
 export function ok(res: CliResult, what: string): CliResult {
-  if (res.code !== 0) throw new Error(`${what} exited with ${res.code}\nstdout: ${res.stdout.slice(-1500)}\nstderr: ${res.stderr.slice(-3000)}`);
+  if (res.code !== 0)
+    throw new Error(`${what} exited with ${res.code}\nstdout: ${res.stdout.slice(-1500)}\nstderr: ${res.stderr.slice(-3000)}`);
   return res;
 }
 
@@ -94,7 +108,14 @@ export function parseClassify(stdout: string): Classified[] {
     }
     const scores = new Float64Array(CLASSES).fill(NaN);
     for (const { index, score } of o.labels) scores[index] = score;
-    out.push({ image: o.image, precision: o.model.precision, provider: String(o.provider), scores, top1: o.labels[0]!.index, inferenceMs: Number(o.inferenceMs) });
+    out.push({
+      image: o.image,
+      precision: o.model.precision,
+      provider: String(o.provider),
+      scores,
+      top1: o.labels[0]!.index,
+      inferenceMs: Number(o.inferenceMs),
+    });
   }
   return out;
 }
@@ -133,7 +154,8 @@ export function compare(reference: Classified[], candidate: Classified[]): Compa
 
 export function formatComparison(title: string, c: Comparison): string {
   const rows = c.images.map(
-    (i) => `    ${i.image.padEnd(16)} top-1 ${String(i.top1[0]).padStart(3)} / ${String(i.top1[1]).padStart(3)} ${i.top1Same ? 'same' : 'DIFFERENT'}  max|Δ| ${i.maxAbs.toExponential(2)}`,
+    (i) =>
+      `    ${i.image.padEnd(16)} top-1 ${String(i.top1[0]).padStart(3)} / ${String(i.top1[1]).padStart(3)} ${i.top1Same ? 'same' : 'DIFFERENT'}  max|Δ| ${i.maxAbs.toExponential(2)}`,
   );
   return [`${title}: top-1 ${c.top1Agree}/${c.images.length} same, max |Δscore| ${c.maxAbs.toExponential(2)}`, ...rows].join('\n');
 }
@@ -147,5 +169,7 @@ export type { DaemonProcess as Arm64Daemon, LogLine } from '../helpers/daemon-pr
 
 /** `node dist/cli.js run -c FILE` as arm64 in the arm64 copy; JSON log lines are parsed as they come. */
 export function startArm64Daemon(tc: Toolchain, projectDir: string, configFile: string, env: NodeJS.ProcessEnv): DaemonProcess {
-  return watchDaemon(spawnArm64(tc, ['node', 'dist/cli.js', 'run', '-c', configFile], { cwd: projectDir, env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  return watchDaemon(
+    spawnArm64(tc, ['node', 'dist/cli.js', 'run', '-c', configFile], { cwd: projectDir, env, stdio: ['ignore', 'pipe', 'pipe'] }),
+  );
 }

@@ -57,7 +57,15 @@ async function startMosquitto(binary: string, port: number): Promise<TestBroker>
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(
     conf,
-    [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence false',
+      'log_dest stderr',
+      'log_type error',
+      'log_type warning',
+      '',
+    ].join('\n'),
   );
   let child: ChildProcess | null = null;
 
@@ -256,7 +264,11 @@ export async function collect(url: string, topicFilter: string, options: IClient
       );
     },
     waitFor(predicate, timeoutMs = 15_000) {
-      return waitUntil(() => messages.find(predicate), timeoutMs, () => `a matching message on ${topicFilter} (got ${messages.length})`);
+      return waitUntil(
+        () => messages.find(predicate),
+        timeoutMs,
+        () => `a matching message on ${topicFilter} (got ${messages.length})`,
+      );
     },
     json<T>(topic?: string) {
       return messages.filter((m) => topic === undefined || m.topic === topic).map((m) => JSON.parse(m.text) as T);

@@ -73,7 +73,13 @@ export function buildTinyModel(options: TinyModelOptions = {}): Uint8Array {
     const b = `conv${l}.b`;
     inits.push(initializer(w, [channels, inC, 3, 3], uniform(channels * inC * 9, inC * 9)));
     inits.push(initializer(b, [channels], uniform(channels, 10)));
-    nodes.push({ opType: 'Conv', input: [prev, w, b], output: [`conv${l}`], name: `conv${l}`, attribute: [ints('kernel_shape', [3, 3]), ints('pads', [1, 1, 1, 1])] });
+    nodes.push({
+      opType: 'Conv',
+      input: [prev, w, b],
+      output: [`conv${l}`],
+      name: `conv${l}`,
+      attribute: [ints('kernel_shape', [3, 3]), ints('pads', [1, 1, 1, 1])],
+    });
     nodes.push({ opType: 'Relu', input: [`conv${l}`], output: [`relu${l}`], name: `relu${l}` });
     prev = `relu${l}`;
     inC = channels;
@@ -121,7 +127,17 @@ export async function writeTinyClassifier(dir: string, options: TinyModelOptions
     JSON.stringify({
       name: 'tiny',
       file: path.basename(file),
-      input: { name: options.inputName ?? 'input', layout: 'NCHW', width: size, height: size, channels: 'RGB', scale: 1 / 255, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resize: 'fill' },
+      input: {
+        name: options.inputName ?? 'input',
+        layout: 'NCHW',
+        width: size,
+        height: size,
+        channels: 'RGB',
+        scale: 1 / 255,
+        mean: [0.5, 0.5, 0.5],
+        std: [0.25, 0.25, 0.25],
+        resize: 'fill',
+      },
       output: { name: options.outputName ?? 'scores', activation: options.softmax === false ? 'none' : 'softmax' },
     }),
   );

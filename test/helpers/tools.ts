@@ -14,7 +14,7 @@ export const SKIP = {
   fswebcam: "needs Debian's fswebcam (apt install fswebcam)",
   unixDgram: 'needs the optional native module unix-dgram (not built: no compiler?)',
   webgpu: 'needs a Vulkan driver WebGPU can use (no GPU here? Mesa >= 24 lavapipe: bookworm-backports mesa-vulkan-drivers)',
-  webgpuBuild: 'needs the WebGPU provider, which this platform\'s onnxruntime-node build lacks',
+  webgpuBuild: "needs the WebGPU provider, which this platform's onnxruntime-node build lacks",
 } as const;
 
 /** The broker startBroker() will give: Mosquitto when installed, unless INCEPTIOND_TEST_BROKER=aedes. */
@@ -43,7 +43,10 @@ export function webGpuStatus(): Promise<{ compiled: boolean; usable: boolean; re
     const ort = createRequire(import.meta.url)('onnxruntime-node') as { listSupportedBackends(): Array<{ name: string }> };
     if (!ort.listSupportedBackends().some((b) => b.name === 'webgpu')) return { compiled: false, usable: false };
     const modelPath = await writeTinyModel({ size: 8, classes: 4, seed: 1 });
-    const probe = await probeProvider({ modelPath, executionProviders: ['webgpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all' }, 'webgpu');
+    const probe = await probeProvider(
+      { modelPath, executionProviders: ['webgpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all' },
+      'webgpu',
+    );
     return { compiled: true, usable: probe.ok, reason: probe.reason };
   })();
   return webGpu;

@@ -46,8 +46,16 @@ describe('config check', () => {
     ['a wrong type', '{"capture":{"intervalMs":"fast"}}', /capture\.intervalMs = "fast": must be a whole number/],
     ['a value out of range', '{"mqtt":{"qos":3}}', /mqtt\.qos = 3/],
     ['broken JSON', '{"mqtt": {', /not valid JSON.*line 1/],
-    ['options for an unknown provider', '{"inference":{"providerOptions":{"npu":{"a":"b"}}}}', /inference\.providerOptions = .*names unknown execution provider "npu"/],
-    ['a provider option that is an object', '{"inference":{"providerOptions":{"qnn":{"backend_path":{"x":1}}}}}', /inference\.providerOptions = .*\.qnn\.backend_path must be a string, a number or a list of strings/],
+    [
+      'options for an unknown provider',
+      '{"inference":{"providerOptions":{"npu":{"a":"b"}}}}',
+      /inference\.providerOptions = .*names unknown execution provider "npu"/,
+    ],
+    [
+      'a provider option that is an object',
+      '{"inference":{"providerOptions":{"qnn":{"backend_path":{"x":1}}}}}',
+      /inference\.providerOptions = .*\.qnn\.backend_path must be a string, a number or a list of strings/,
+    ],
   ])('refuses %s with exit 78 and says what is wrong', async (_what, text, message) => {
     const file = await configFile(`bad-${Math.random().toString(16).slice(2)}.json`, text);
     const out = await runCli(['config', 'check', '-c', file]);
@@ -71,7 +79,13 @@ describe('config print', () => {
   it('shows provider options and the runtime as configured', async () => {
     const file = await configFile(
       'npu.json',
-      JSON.stringify({ inference: { executionProviders: ['qnn', 'cpu'], providerOptions: { qnn: { backend_path: 'libQnnHtp.so', htp_performance_mode: 'burst' } }, runtime: '/opt/ort-qnn' } }),
+      JSON.stringify({
+        inference: {
+          executionProviders: ['qnn', 'cpu'],
+          providerOptions: { qnn: { backend_path: 'libQnnHtp.so', htp_performance_mode: 'burst' } },
+          runtime: '/opt/ort-qnn',
+        },
+      }),
     );
     const out = await runCli(['config', 'print', '-c', file]);
     expect(out.code).toBe(0);
@@ -93,11 +107,19 @@ describe('classify', () => {
       INCEPTIOND_INFERENCE_EXECUTIONPROVIDERS: '["qnn","cpu"]',
     });
     expect(out.code).toBe(0);
-    const lines = out.stdout.trim().split('\n').map((l) => JSON.parse(l) as { image: string; provider: string; labels: unknown[] });
+    const lines = out.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { image: string; provider: string; labels: unknown[] });
     expect(lines.map((l) => l.image)).toEqual(images);
     for (const l of lines) expect(l).toMatchObject({ provider: 'cpu', labels: expect.any(Array) });
-    const warning = out.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { provider?: string; msg: string });
-    expect(warning).toContainEqual(expect.objectContaining({ provider: 'qnn', msg: 'execution provider qnn not used: not compiled into this onnxruntime-node build' }));
+    const warning = out.stderr
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { provider?: string; msg: string });
+    expect(warning).toContainEqual(
+      expect.objectContaining({ provider: 'qnn', msg: 'execution provider qnn not used: not compiled into this onnxruntime-node build' }),
+    );
   });
 });
 
@@ -112,7 +134,16 @@ describe('doctor', () => {
     expect(report.ok).toBe(true);
     const check = (name: string) => report.checks.find((c) => c.name === name)!;
     expect(report.checks.map((c) => c.name)).toEqual(
-      expect.arrayContaining(['state directory', 'ffmpeg', 'camera "camera" (files)', 'onnxruntime', 'model', 'execution providers', 'inference', 'MQTT broker']),
+      expect.arrayContaining([
+        'state directory',
+        'ffmpeg',
+        'camera "camera" (files)',
+        'onnxruntime',
+        'model',
+        'execution providers',
+        'inference',
+        'MQTT broker',
+      ]),
     );
     const providers = check('execution providers').data as { usable: string[]; unusable: Record<string, string>; compiled: string[] };
     expect(providers.usable).toContain('cpu');
@@ -179,7 +210,7 @@ describe('npm start (run -c config/development.json)', () => {
 
     expect(await daemon.stop('SIGINT')).toBe(0);
     expect(daemon.logs.at(-1)!.msg).toBe('stopped');
-    expect(daemon.otherOutput, daemon.otherOutput.join("\n")).toEqual([]);
+    expect(daemon.otherOutput, daemon.otherOutput.join('\n')).toEqual([]);
   });
 
   it('publishes to a broker that already listens on the embedded port instead of failing', async () => {

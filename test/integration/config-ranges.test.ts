@@ -33,13 +33,23 @@ const cases: Array<[string, Record<string, unknown>, string, string]> = [
   ['webcam jpegQuality 96', { webcam: { jpegQuality: 96 } }, 'webcam.jpegQuality', '= 96: must be a whole number from 1 to 95'],
   ['webcam width 8193', { webcam: { width: 8193 } }, 'webcam.width', '= 8193: must be a whole number from 16 to 8192'],
   ['webcam height 15', { webcam: { height: 15 } }, 'webcam.height', '= 15: must be a whole number from 16 to 8192'],
-  ['a webcam device that is not a plain /dev path', { webcam: { device: '/dev/video0 -s x' } }, 'webcam.device', '= "/dev/video0 -s x": must be a plain device path'],
+  [
+    'a webcam device that is not a plain /dev path',
+    { webcam: { device: '/dev/video0 -s x' } },
+    'webcam.device',
+    '= "/dev/video0 -s x": must be a plain device path',
+  ],
   ['a webcam device outside /dev', { webcam: { device: 'video0' } }, 'webcam.device', '= "video0": must be a plain device path'],
   ['ffmpeg fps 241', ffmpeg({ fps: 241 }), 'ffmpeg.fps', '= 241: must be 0 or a number from 0.01 to 240'],
   ['ffmpeg width without height', ffmpeg({ width: 640 }), 'ffmpeg.width', '= 640: needs height as well (set both, or neither)'],
   ['ffmpeg height without width', ffmpeg({ height: 480 }), 'ffmpeg.height', '= 480: needs width as well (set both, or neither)'],
   ['ffmpeg stallTimeoutMs 99', ffmpeg({ stallTimeoutMs: 99 }), 'ffmpeg.stallTimeoutMs', '= 99: must be a whole number from 100 to 600000'],
-  ['a retry delay the ffmpeg restart cannot take', { retryMaxMs: 7_200_000 }, 'retryMaxMs', '= 7200000: must be a whole number from 0 to 3600000'],
+  [
+    'a retry delay the ffmpeg restart cannot take',
+    { retryMaxMs: 7_200_000 },
+    'retryMaxMs',
+    '= 7200000: must be a whole number from 0 to 3600000',
+  ],
 ];
 
 describe('config check on capture values a backend refuses', () => {
@@ -50,7 +60,12 @@ describe('config check on capture values a backend refuses', () => {
   });
 
   it.each(cases)('refuses %s in sources[i] with exit 78', async (_what, capture, key, message) => {
-    const out = await check({ sources: [{ id: 'front', backend: 'files', files: { path: work } }, { id: 'door', ...capture }] });
+    const out = await check({
+      sources: [
+        { id: 'front', backend: 'files', files: { path: work } },
+        { id: 'door', ...capture },
+      ],
+    });
     expect(out.code).toBe(78);
     expect(out.stderr).toContain(`invalid configuration: sources[1].${key} ${message}`);
   });

@@ -87,9 +87,7 @@ async function watch(topicFilter: string): Promise<Collector> {
 }
 
 function httpBase(daemon: DaemonProcess): Promise<string> {
-  return daemon
-    .waitForLog((l) => typeof l.http === 'string')
-    .then((l: LogLine) => l.http as string);
+  return daemon.waitForLog((l) => typeof l.http === 'string').then((l: LogLine) => l.http as string);
 }
 
 async function metricValue(base: string, name: string, labels: string): Promise<number> {
@@ -136,7 +134,10 @@ describe('daemon with the files source', () => {
 
     // The corrupt file was met at least twice (the folder loops): skipped, counted, state still online.
     const base = await httpBase(first);
-    await until(async () => (await metricValue(base, 'inceptiond_frames_dropped_total', 'reason="corrupt"')) >= 1, 'a corrupt frame to be counted');
+    await until(
+      async () => (await metricValue(base, 'inceptiond_frames_dropped_total', 'reason="corrupt"')) >= 1,
+      'a corrupt frame to be counted',
+    );
     const health = (await (await fetch(`${base}/healthz`)).json()) as { state: string };
     expect(health.state).toBe('online');
 
@@ -176,7 +177,10 @@ describe('daemon with the files source', () => {
       proxy.cut();
       const deliveredAtCut = sub.messages.length;
       // Results keep coming while the broker is unreachable; they wait in the outbox.
-      await until(async () => (await metricValue(base, 'inceptiond_outbox_depth', '')) >= 5 || (await outboxDepth(base)) >= 5, 'the outbox to hold 5 Results');
+      await until(
+        async () => (await metricValue(base, 'inceptiond_outbox_depth', '')) >= 5 || (await outboxDepth(base)) >= 5,
+        'the outbox to hold 5 Results',
+      );
       const producedBeforeKill = await metricValue(base, 'inceptiond_results_total', 'source="camera"');
       expect(await daemon.stop('SIGKILL')).toBe('SIGKILL');
 

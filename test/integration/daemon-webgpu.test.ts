@@ -23,7 +23,8 @@ const daemons: DaemonProcess[] = [];
 const collectors: Collector[] = [];
 
 // Dawn (WebGPU's implementation) writes these to fd 2 once per process; nothing in Node can stop it.
-const DAWN_NOTICE = /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+ to fit dynamic offset allocation limit\.$/;
+const DAWN_NOTICE =
+  /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+ to fit dynamic offset allocation limit\.$/;
 
 beforeAll(async () => {
   broker = await startBroker();
@@ -68,7 +69,11 @@ async function resultsOf(name: string, config: Record<string, unknown>, env: Rec
   const sub = await collect(broker.url, `${baseTopic}/camera/labels`);
   collectors.push(sub);
   // One shader cache for all these daemons: a cold one costs lavapipe about 5 s per start.
-  const daemon = startDaemon(['run', '-c', file], { ...sharedModelEnv(inject('modelCacheDir')), MESA_SHADER_CACHE_DIR: path.join(work, 'mesa'), ...env });
+  const daemon = startDaemon(['run', '-c', file], {
+    ...sharedModelEnv(inject('modelCacheDir')),
+    MESA_SHADER_CACHE_DIR: path.join(work, 'mesa'),
+    ...env,
+  });
   daemons.push(daemon);
   await sub.waitForCount(IMAGES, { timeoutMs: 120_000 });
   const results = sub.json<ResultPayload>().sort((a, b) => a.seq - b.seq);

@@ -41,7 +41,9 @@ const backends: Record<CaptureBackend, () => Promise<Record<string, unknown>>> =
   async files() {
     const dir = await mkdtemp(path.join(root, 'images-'));
     for (let i = 0; i < 3; i++) {
-      const image = await sharp({ create: { width: 32, height: 24, channels: 3, background: { r: 80 * i, g: 40, b: 200 } } }).jpeg().toBuffer();
+      const image = await sharp({ create: { width: 32, height: 24, channels: 3, background: { r: 80 * i, g: 40, b: 200 } } })
+        .jpeg()
+        .toBuffer();
       await writeFile(path.join(dir, `frame${i}.jpg`), image);
     }
     return { files: { path: dir, loop: true } };

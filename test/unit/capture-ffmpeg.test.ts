@@ -6,7 +6,15 @@ import pino from 'pino';
 import sharp from 'sharp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { testFfmpeg } from '../helpers/ffmpeg.js';
-import { buildFfmpegArgs, CaptureError, createSource, FfmpegSource, SourceStoppedError, type FfmpegSourceOptions, type Frame } from '../../src/capture/index.js';
+import {
+  buildFfmpegArgs,
+  CaptureError,
+  createSource,
+  FfmpegSource,
+  SourceStoppedError,
+  type FfmpegSourceOptions,
+  type Frame,
+} from '../../src/capture/index.js';
 
 const logger = pino({ level: 'silent' });
 const ffmpeg = testFfmpeg();
@@ -15,9 +23,24 @@ const base = { id: 'cam', backend: 'ffmpeg', intervalMs: 0, stallTimeoutMs: 5000
 describe('buildFfmpegArgs', () => {
   it('reads a lavfi graph in real time and re-encodes to MJPEG on stdout', () => {
     expect(buildFfmpegArgs({ ...base, input: 'testsrc=size=320x240:rate=10', inputFormat: 'lavfi' })).toEqual([
-      '-hide_banner', '-nostdin', '-nostats', '-loglevel', 'error',
-      '-re', '-f', 'lavfi', '-i', 'testsrc=size=320x240:rate=10', '-an',
-      '-c:v', 'mjpeg', '-q:v', '5', '-f', 'image2pipe', 'pipe:1',
+      '-hide_banner',
+      '-nostdin',
+      '-nostats',
+      '-loglevel',
+      'error',
+      '-re',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc=size=320x240:rate=10',
+      '-an',
+      '-c:v',
+      'mjpeg',
+      '-q:v',
+      '5',
+      '-f',
+      'image2pipe',
+      'pipe:1',
     ]);
   });
 
@@ -71,14 +94,19 @@ describe('FfmpegSource options', () => {
 
 describe('FfmpegSource unset values', () => {
   it('takes 0 and "" (the configuration\'s "not set") as absent', () => {
-    const unset = new FfmpegSource({ ...base, input: 'rtsp://cam/x', inputFormat: '', width: 0, height: 0, fps: 0, ffmpegPath: '' }, logger);
+    const unset = new FfmpegSource(
+      { ...base, input: 'rtsp://cam/x', inputFormat: '', width: 0, height: 0, fps: 0, ffmpegPath: '' },
+      logger,
+    );
     const absent = new FfmpegSource({ ...base, input: 'rtsp://cam/x', ffmpegPath: undefined }, logger);
     expect(unset.args).toEqual(absent.args);
     expect(unset.args).not.toContain('-vf');
   });
 
   it('names the key and the allowed range', () => {
-    expect(() => new FfmpegSource({ ...base, input: 'x', fps: 500 }, logger)).toThrow('source "cam": ffmpeg.fps must be 0 or a number from 0.01 to 240, got 500');
+    expect(() => new FfmpegSource({ ...base, input: 'x', fps: 500 }, logger)).toThrow(
+      'source "cam": ffmpeg.fps must be 0 or a number from 0.01 to 240, got 500',
+    );
     expect(() => new FfmpegSource({ ...base, input: 'x', width: 640 }, logger)).toThrow('ffmpeg.width needs height as well');
   });
 });
@@ -108,7 +136,10 @@ describe('FfmpegSource with a real ffmpeg', () => {
   });
 
   it('applies width, height and fps through filters', async () => {
-    source = new FfmpegSource({ ...base, input: 'testsrc=size=320x240:rate=10', inputFormat: 'lavfi', width: 64, height: 48, fps: 5 }, logger);
+    source = new FfmpegSource(
+      { ...base, input: 'testsrc=size=320x240:rate=10', inputFormat: 'lavfi', width: 64, height: 48, fps: 5 },
+      logger,
+    );
     await source.start();
     const meta = await sharp((await source.next()).data).metadata();
     expect([meta.width, meta.height]).toEqual([64, 48]);
@@ -158,7 +189,14 @@ describe('FfmpegSource with a real ffmpeg', () => {
 
   it('kills and restarts a stalled ffmpeg', async () => {
     source = new FfmpegSource(
-      { ...base, input: 'testsrc=size=160x120:rate=10', inputFormat: 'lavfi', stallTimeoutMs: 1500, restartInitialMs: 20, restartMaxMs: 40 },
+      {
+        ...base,
+        input: 'testsrc=size=160x120:rate=10',
+        inputFormat: 'lavfi',
+        stallTimeoutMs: 1500,
+        restartInitialMs: 20,
+        restartMaxMs: 40,
+      },
       logger,
     );
     await source.start();
@@ -204,7 +242,14 @@ describe('FfmpegSource with a real ffmpeg', () => {
 
   it('runs the configured ffmpeg executable, and names it when it cannot be run', async () => {
     source = new FfmpegSource(
-      { ...base, input: 'testsrc=size=160x120:rate=10', inputFormat: 'lavfi', ffmpegPath: '/nonexistent/bin/ffmpeg', restartInitialMs: 20, restartMaxMs: 40 },
+      {
+        ...base,
+        input: 'testsrc=size=160x120:rate=10',
+        inputFormat: 'lavfi',
+        ffmpegPath: '/nonexistent/bin/ffmpeg',
+        restartInitialMs: 20,
+        restartMaxMs: 40,
+      },
       logger,
     );
     await source.start();

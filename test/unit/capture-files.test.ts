@@ -9,7 +9,9 @@ import { CaptureError, createSource, SourceExhaustedError, type FilesSourceOptio
 const logger = pino({ level: 'silent' });
 
 function jpeg(color: string): Promise<Buffer> {
-  return sharp({ create: { width: 16, height: 16, channels: 3, background: color } }).jpeg().toBuffer();
+  return sharp({ create: { width: 16, height: 16, channels: 3, background: color } })
+    .jpeg()
+    .toBuffer();
 }
 
 describe('files source', () => {
@@ -23,7 +25,9 @@ describe('files source', () => {
       'frame10.jpg': await jpeg('#ff0000'),
       'frame2.jpeg': await jpeg('#00ff00'),
       'frame1.JPG': await jpeg('#0000ff'),
-      'frame3.png': await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ffffff' } }).png().toBuffer(),
+      'frame3.png': await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ffffff' } })
+        .png()
+        .toBuffer(),
     };
     for (const [name, data] of Object.entries(images)) await writeFile(path.join(dir, name), data);
     await writeFile(path.join(dir, 'notes.txt'), 'not an image');

@@ -5,7 +5,9 @@ import { JpegStreamSplitter, jpegProblem } from '../../src/capture/index.js';
 const EOI = Buffer.from([0xff, 0xd9]);
 
 function jpeg(width: number, height: number, color: string): Promise<Buffer> {
-  return sharp({ create: { width, height, channels: 3, background: color } }).jpeg().toBuffer();
+  return sharp({ create: { width, height, channels: 3, background: color } })
+    .jpeg()
+    .toBuffer();
 }
 
 /** A JPEG whose APP1 segment carries a whole thumbnail JPEG, with its own SOI and EOI, as EXIF does. */

@@ -28,7 +28,7 @@ function sources(entries: unknown[], env: NodeJS.ProcessEnv = {}): SourceConfig[
 }
 
 describe('the registry', () => {
-  it('gives the configuration one group per backend, with the rows\' keys, docs and defaults', () => {
+  it("gives the configuration one group per backend, with the rows' keys, docs and defaults", () => {
     const capture = buildSchema({}).capture as Record<string, Record<string, { doc?: string; default?: unknown }>>;
     expect(Object.keys(capture)).toEqual(['backend', ...Object.keys(COMMON_CAPTURE_FIELDS), ...CAPTURE_BACKENDS]);
     for (const name of CAPTURE_BACKENDS) {
@@ -43,7 +43,7 @@ describe('the registry', () => {
     );
   });
 
-  it('maps each backend\'s configured group to its options', () => {
+  it("maps each backend's configured group to its options", () => {
     const [files, webcam, ffmpeg] = sources(
       [
         { id: 'a', backend: 'files', files: { path: '/srv/images' } },
@@ -55,19 +55,38 @@ describe('the registry', () => {
     const context = { runtimeDir: '/run/inceptiond' };
     expect(toSourceOptions(files!, context)).toEqual({ backend: 'files', id: 'a', intervalMs: 250, path: '/srv/images', loop: true });
     expect(toSourceOptions(webcam!, context)).toEqual({
-      backend: 'webcam', id: 'b', intervalMs: 250, device: '/dev/video2', width: 640, height: 480, skipFrames: 2, jpegQuality: 90, timeoutMs: 10_000,
+      backend: 'webcam',
+      id: 'b',
+      intervalMs: 250,
+      device: '/dev/video2',
+      width: 640,
+      height: 480,
+      skipFrames: 2,
+      jpegQuality: 90,
+      timeoutMs: 10_000,
       tmpDir: '/run/inceptiond',
     });
-    expect(toSourceOptions(ffmpeg!, context)).toMatchObject({ backend: 'ffmpeg', id: 'c', input: 'rtsp://cam/x', fps: 2.5, width: 0, ffmpegPath: '' });
+    expect(toSourceOptions(ffmpeg!, context)).toMatchObject({
+      backend: 'ffmpeg',
+      id: 'c',
+      input: 'rtsp://cam/x',
+      fps: 2.5,
+      width: 0,
+      ffmpegPath: '',
+    });
   });
 
-  it('builds each backend\'s FrameSource, and refuses a backend it does not have', () => {
+  it("builds each backend's FrameSource, and refuses a backend it does not have", () => {
     const built = sources([
       { id: 'a', backend: 'files', files: { path: '/srv/images' } },
       { id: 'b', backend: 'webcam' },
       { id: 'c', backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam/x' } },
     ]).map((s) => sourceFromConfig(s, { runtimeDir: os.tmpdir() }, logger));
-    expect(built.map((s: FrameSource) => [s.id, s.backend])).toEqual([['a', 'files'], ['b', 'webcam'], ['c', 'ffmpeg']]);
+    expect(built.map((s: FrameSource) => [s.id, s.backend])).toEqual([
+      ['a', 'files'],
+      ['b', 'webcam'],
+      ['c', 'ffmpeg'],
+    ]);
     expect(() => createSource({ backend: 'libcamera', id: 'x', intervalMs: 0 } as unknown as SourceOptions, logger)).toThrow(
       /unknown capture backend "libcamera" \(expected files, webcam, ffmpeg\)/,
     );
@@ -92,7 +111,9 @@ describe("a source's retry delays", () => {
     expect(runnerOptionsFor(door!, logger)).toEqual({ intervalMs: 100, retryInitialMs: 20, retryMaxMs: 40, logger });
     expect(runnerOptionsFor(yard!, logger)).toMatchObject({ intervalMs: 1000, retryInitialMs: 5000, retryMaxMs: 60_000 });
     // and a runner takes them as they are
-    expect(() => new CaptureRunner(sourceFromConfig(door!, { runtimeDir: os.tmpdir() }, logger), runnerOptionsFor(door!, logger))).not.toThrow();
+    expect(
+      () => new CaptureRunner(sourceFromConfig(door!, { runtimeDir: os.tmpdir() }, logger), runnerOptionsFor(door!, logger)),
+    ).not.toThrow();
   });
 
   it('are the ffmpeg restart backoff', () => {
@@ -101,7 +122,7 @@ describe("a source's retry delays", () => {
     expect(toSourceOptions(yard!, { runtimeDir: '/tmp' })).toMatchObject({ restartInitialMs: 5000, restartMaxMs: 60_000 });
   });
 
-  it('pace a failing ffmpeg\'s restarts (the default 1 s, 2 s, 4 s … would take 7 s for three)', async () => {
+  it("pace a failing ffmpeg's restarts (the default 1 s, 2 s, 4 s … would take 7 s for three)", async () => {
     const [door] = sources(
       [{ ...entries[0], ffmpeg: { input: 'nosuchfilter=x', inputFormat: 'lavfi', path: testFfmpeg().path } }],
       globalRetry,

@@ -26,7 +26,10 @@ class ScriptedSource implements FrameSource {
   private seq = 0;
   private failed = 0;
 
-  constructor(private readonly script: Step[], private readonly fallback: Step = 'frame') {}
+  constructor(
+    private readonly script: Step[],
+    private readonly fallback: Step = 'frame',
+  ) {}
 
   async start(): Promise<void> {
     this.started = true;

@@ -84,9 +84,17 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
     const [call] = await fake.invocations();
     const output = call!.argv.at(-1)!;
     expect(call!.argv).toEqual([
-      '-q', '-r', '640x480', '--jpeg', '80',
-      '-d', '/dev/v4l/by-id/usb-046d_HD_Webcam_C615_1A2B-video-index0',
-      '--no-banner', '--skip', '2', output,
+      '-q',
+      '-r',
+      '640x480',
+      '--jpeg',
+      '80',
+      '-d',
+      '/dev/v4l/by-id/usb-046d_HD_Webcam_C615_1A2B-video-index0',
+      '--no-banner',
+      '--skip',
+      '2',
+      output,
     ]);
     expect(path.dirname(output)).toBe(tmpDir);
     expect(path.basename(output)).toMatch(/^inceptiond-cam-[0-9a-f-]{36}\.jpg$/);
@@ -94,7 +102,10 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
   });
 
   it('uses a new output file per capture and applies the configuration defaults for omitted options', async () => {
-    const source = new WebcamSource({ id: 'cam', backend: 'webcam', intervalMs: 0, device: '/dev/video1', width: 320, height: 240, tmpDir }, logger);
+    const source = new WebcamSource(
+      { id: 'cam', backend: 'webcam', intervalMs: 0, device: '/dev/video1', width: 320, height: 240, tmpDir },
+      logger,
+    );
     await source.start();
     await source.next();
     await source.next();
@@ -143,7 +154,9 @@ describe('webcam source (node-webcam → fake fswebcam)', () => {
     expect(() => new WebcamSource(options({ device: '/dev/video0; touch /tmp/pwned' }), logger)).toThrow(
       /webcam\.device must be a plain device path.*\/dev\/video0; touch \/tmp\/pwned/,
     );
-    expect(() => new WebcamSource(options({ jpegQuality: 100 }), logger)).toThrow(/webcam\.jpegQuality must be a whole number from 1 to 95, got 100/);
+    expect(() => new WebcamSource(options({ jpegQuality: 100 }), logger)).toThrow(
+      /webcam\.jpegQuality must be a whole number from 1 to 95, got 100/,
+    );
     expect(await fake.invocations()).toEqual([]);
   });
 
@@ -258,7 +271,17 @@ describe("webcam source with Debian's real fswebcam", () => {
     const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'capture-real-'));
     try {
       const source = new WebcamSource(
-        { id: 'cam', backend: 'webcam', intervalMs: 0, device: '/dev/video97', width: 320, height: 240, skipFrames: 0, timeoutMs: 10_000, tmpDir },
+        {
+          id: 'cam',
+          backend: 'webcam',
+          intervalMs: 0,
+          device: '/dev/video97',
+          width: 320,
+          height: 240,
+          skipFrames: 0,
+          timeoutMs: 10_000,
+          tmpDir,
+        },
         logger,
       );
       await source.start();

@@ -59,7 +59,17 @@ beforeAll(async () => {
   const manifest: ModelManifest = {
     name: 'small-cnn',
     file: 'small.onnx',
-    input: { name: SMALL_INPUT, layout: 'NCHW', width: SMALL_SIZE, height: SMALL_SIZE, channels: 'RGB', scale: 1, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill' },
+    input: {
+      name: SMALL_INPUT,
+      layout: 'NCHW',
+      width: SMALL_SIZE,
+      height: SMALL_SIZE,
+      channels: 'RGB',
+      scale: 1,
+      mean: [0, 0, 0],
+      std: [1, 1, 1],
+      resize: 'fill',
+    },
     output: { name: 'prob', activation: 'softmax' },
   };
   await writeManifestBeside(small, manifest);
@@ -146,7 +156,10 @@ describe('inceptiond model quantize (small CNN)', () => {
   it('--from-source captures N frames from the configured source into the calibration folder, then quantizes', async () => {
     const cal = path.join(dir, 'captured');
     const config = path.join(dir, 'files-source.json');
-    await writeFile(config, JSON.stringify({ stateDir: path.join(dir, 'state'), capture: { backend: 'files', files: { path: smallImages, loop: true } } }));
+    await writeFile(
+      config,
+      JSON.stringify({ stateDir: path.join(dir, 'state'), capture: { backend: 'files', files: { path: smallImages, loop: true } } }),
+    );
     const out = path.join(dir, 'small-src.int8.onnx');
     const o = await inceptiond('model', 'quantize', small, out, '--calibration', cal, '--from-source', '5', '-c', config, '--json');
     expect(o.code, o.stderr).toBe(0);
@@ -187,8 +200,16 @@ describe('inceptiond model quantize (small CNN)', () => {
       1,
       /calibration folder .*missing does not exist/,
     );
-    expectCleanError(await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx'), '--calibration', smallImages, '--method', 'kl'), 2, /--method/);
-    expectCleanError(await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx'), '--calibration', smallImages, '--percentile', '120'), 2, /--percentile/);
+    expectCleanError(
+      await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx'), '--calibration', smallImages, '--method', 'kl'),
+      2,
+      /--method/,
+    );
+    expectCleanError(
+      await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx'), '--calibration', smallImages, '--percentile', '120'),
+      2,
+      /--percentile/,
+    );
     expectCleanError(await inceptiond('model', 'quantize', small, path.join(dir, 'x.onnx')), 2, /--calibration/);
     expectCleanError(await inceptiond('model', 'eval', small, small, '--images', noImages), 1, /image folder .*no-images has no images/);
   });
@@ -209,7 +230,19 @@ describe('inceptiond model quantize --target', () => {
 
   it('--target qnn-htp --json: the report and OUT.json record the target and its settings', async () => {
     const out = path.join(dir, 'small-qnn.int8.onnx');
-    const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target', 'qnn-htp', '--method', 'minmax', '--json');
+    const o = await inceptiond(
+      'model',
+      'quantize',
+      small,
+      out,
+      '--calibration',
+      smallImages,
+      '--target',
+      'qnn-htp',
+      '--method',
+      'minmax',
+      '--json',
+    );
     expect(o.code, o.stderr).toBe(0);
     const report = JSON.parse(o.stdout) as { target: string; activationType: string; settings: Record<string, unknown> };
     expect(report.target).toBe('qnn-htp');
@@ -231,7 +264,18 @@ describe('inceptiond model quantize --target', () => {
 
   it('the default target is recorded as cpu; cpu-x86 is the same target; --no-per-channel gives per-tensor weights', async () => {
     const out = path.join(dir, 'small-x86.int8.onnx');
-    const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target', 'cpu-x86', '--no-per-channel', '--json');
+    const o = await inceptiond(
+      'model',
+      'quantize',
+      small,
+      out,
+      '--calibration',
+      smallImages,
+      '--target',
+      'cpu-x86',
+      '--no-per-channel',
+      '--json',
+    );
     expect(o.code, o.stderr).toBe(0);
     const report = JSON.parse(o.stdout) as { target: string; settings: { weights: { perChannel: boolean } } };
     expect(report.target).toBe('cpu');
@@ -245,16 +289,30 @@ describe('inceptiond model quantize --target', () => {
     const out = path.join(dir, 'small-vsi.int8.onnx');
     const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target', 'vsinpu', '--keep-activations');
     expect(o.code, o.stderr).toBe(0);
-    expect(o.stdout).toContain(`wrote ${out} (INT8 QDQ: percentile 99.999 calibration, uint8 activations, per-tensor asymmetric uint8 weights)`);
+    expect(o.stdout).toContain(
+      `wrote ${out} (INT8 QDQ: percentile 99.999 calibration, uint8 activations, per-tensor asymmetric uint8 weights)`,
+    );
     expect(o.stdout).toContain('target: vsinpu (Softmax quantized over [0, 1]; Relu/Clip kept as quantized node units)');
   });
 
   it('a combination the target cannot run exits 2 saying why, before any work', async () => {
     const out = path.join(dir, 'never.onnx');
     const q = (...args: string[]) => inceptiond('model', 'quantize', small, out, '--calibration', smallImages, ...args);
-    expectCleanError(await q('--target', 'acl', '--per-channel'), 2, /--target acl cannot take per-channel weights: ACL does not support per-channel quantization/);
-    expectCleanError(await q('--target', 'qnn-htp', '--activation-type', 'int8'), 2, /--target qnn-htp takes uint8 or uint16 activations, not int8/);
-    expectCleanError(await q('--target', 'vsinpu', '--activation-type', 'uint16'), 2, /--target vsinpu takes uint8 or int8 activations, not uint16/);
+    expectCleanError(
+      await q('--target', 'acl', '--per-channel'),
+      2,
+      /--target acl cannot take per-channel weights: ACL does not support per-channel quantization/,
+    );
+    expectCleanError(
+      await q('--target', 'qnn-htp', '--activation-type', 'int8'),
+      2,
+      /--target qnn-htp takes uint8 or uint16 activations, not int8/,
+    );
+    expectCleanError(
+      await q('--target', 'vsinpu', '--activation-type', 'uint16'),
+      2,
+      /--target vsinpu takes uint8 or int8 activations, not uint16/,
+    );
     expectCleanError(await q('--target', 'xnnpack', '--activation-type', 'uint8', '--per-channel'), 2, /no per-channel kernels for uint8/);
     expectCleanError(await q('--target', 'gpu'), 2, /--target/);
     await expect(stat(out)).rejects.toThrow();

@@ -50,12 +50,21 @@ describe('capture ranges refused by config validation, naming the key', () => {
     [{ webcam: { width: 8193 } }, 'capture.webcam.width = 8193: must be a whole number from 16 to 8192'],
     [{ webcam: { height: 8 } }, 'capture.webcam.height = 8: must be a whole number from 16 to 8192'],
     [{ webcam: { timeoutMs: 50 } }, 'capture.webcam.timeoutMs = 50: must be a whole number from 100 to 600000'],
-    [{ webcam: { device: 'video0' } }, 'capture.webcam.device = "video0": must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…'],
-    [{ webcam: { device: '/dev/video0; reboot' } }, 'capture.webcam.device = "/dev/video0; reboot": must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…'],
+    [
+      { webcam: { device: 'video0' } },
+      'capture.webcam.device = "video0": must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…',
+    ],
+    [
+      { webcam: { device: '/dev/video0; reboot' } },
+      'capture.webcam.device = "/dev/video0; reboot": must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…',
+    ],
     [{ ffmpeg: { fps: 241 } }, 'capture.ffmpeg.fps = 241: must be 0 or a number from 0.01 to 240'],
     [{ ffmpeg: { width: 8 } }, 'capture.ffmpeg.width = 8: must be 0 or a whole number from 16 to 8192'],
     [{ ffmpeg: { stallTimeoutMs: 99 } }, 'capture.ffmpeg.stallTimeoutMs = 99: must be a whole number from 100 to 600000'],
-    [{ ffmpeg: { input: '-y' } }, 'capture.ffmpeg.input = "-y": must be a device, URL or file, not starting with "-" (ffmpeg would read it as an option)'],
+    [
+      { ffmpeg: { input: '-y' } },
+      'capture.ffmpeg.input = "-y": must be a device, URL or file, not starting with "-" (ffmpeg would read it as an option)',
+    ],
     [{ ffmpeg: { inputFormat: 'mjpeg -y' } }, 'capture.ffmpeg.inputFormat = "mjpeg -y": must be a format name such as mjpeg or lavfi'],
     [{ ffmpeg: { path: 'ffmpeg\n-y' } }, 'capture.ffmpeg.path = "ffmpeg\\n-y": must be a file path or a command name'],
     [{ retryMaxMs: 3_600_001 }, 'capture.retryMaxMs = 3600001: must be a whole number from 0 to 3600000'],
@@ -80,9 +89,18 @@ describe('capture ranges refused by config validation, naming the key', () => {
     const cases: Array<[unknown, string]> = [
       [{ webcam: { jpegQuality: 100 } }, 'sources[0].webcam.jpegQuality = 100: must be a whole number from 1 to 95'],
       [{ webcam: { width: 10_000 } }, 'sources[0].webcam.width = 10000: must be a whole number from 16 to 8192'],
-      [{ webcam: { device: '/dev/../etc/passwd' } }, 'sources[0].webcam.device = "/dev/../etc/passwd": must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…'],
-      [{ backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam', fps: 500 } }, 'sources[0].ffmpeg.fps = 500: must be 0 or a number from 0.01 to 240'],
-      [{ backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam', stallTimeoutMs: 1 } }, 'sources[0].ffmpeg.stallTimeoutMs = 1: must be a whole number from 100 to 600000'],
+      [
+        { webcam: { device: '/dev/../etc/passwd' } },
+        'sources[0].webcam.device = "/dev/../etc/passwd": must be a plain device path such as /dev/video0 or /dev/v4l/by-id/…',
+      ],
+      [
+        { backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam', fps: 500 } },
+        'sources[0].ffmpeg.fps = 500: must be 0 or a number from 0.01 to 240',
+      ],
+      [
+        { backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam', stallTimeoutMs: 1 } },
+        'sources[0].ffmpeg.stallTimeoutMs = 1: must be a whole number from 100 to 600000',
+      ],
       [{ retryInitialMs: 4_000_000 }, 'sources[0].retryInitialMs = 4000000: must be a whole number from 0 to 3600000'],
     ];
     for (const [entry, message] of cases) {
@@ -93,8 +111,13 @@ describe('capture ranges refused by config validation, naming the key', () => {
 
   it('refuses ffmpeg width without height and the reverse, when the backend is ffmpeg', () => {
     expect(
-      configError({ env: { INCEPTIOND_CAPTURE_BACKEND: 'ffmpeg', INCEPTIOND_CAPTURE_FFMPEG_INPUT: 'rtsp://cam', INCEPTIOND_CAPTURE_FFMPEG_WIDTH: '640' } })
-        .message,
+      configError({
+        env: {
+          INCEPTIOND_CAPTURE_BACKEND: 'ffmpeg',
+          INCEPTIOND_CAPTURE_FFMPEG_INPUT: 'rtsp://cam',
+          INCEPTIOND_CAPTURE_FFMPEG_WIDTH: '640',
+        },
+      }).message,
     ).toBe('invalid configuration: capture.ffmpeg.width = 640: needs height as well (set both, or neither)');
     expect(configError({ sources: [{ id: 'door', backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam', height: 480 } }] }).message).toBe(
       'invalid configuration: sources[0].ffmpeg.height = 480: needs width as well (set both, or neither)',
@@ -125,8 +148,10 @@ describe('capture ranges refused by config validation, naming the key', () => {
  * must give the same answer for every one, so the two cannot drift apart.
  */
 function probes(field: Field): unknown[] {
-  if (field.kind === 'integer') return [field.min - 1, field.min, field.max, field.max + 1, field.min + 0.5, ...(field.unset === undefined ? [] : [field.unset])];
-  if (field.kind === 'number') return [field.min / 2, field.min, field.max, field.max + 0.5, ...(field.unset === undefined ? [] : [field.unset])];
+  if (field.kind === 'integer')
+    return [field.min - 1, field.min, field.max, field.max + 1, field.min + 0.5, ...(field.unset === undefined ? [] : [field.unset])];
+  if (field.kind === 'number')
+    return [field.min / 2, field.min, field.max, field.max + 0.5, ...(field.unset === undefined ? [] : [field.unset])];
   if (field.kind === 'string') return ['', ' ', '-x', 'a b', 'x\ny', '/dev/video0', '/dev/../x', 'rtsp://cam/1', 'mjpeg'];
   return [];
 }
@@ -177,7 +202,13 @@ describe('configuration and backends agree on every capture value', () => {
   for (const [key, field] of Object.entries(COMMON_CAPTURE_FIELDS)) {
     for (const value of probes(field)) {
       it.each(CAPTURE_BACKENDS)(`${key} = ${JSON.stringify(value)} (%s)`, (backend) => {
-        const config = configAccepts({ id: 'probe', backend, ...BASE[backend], [key]: value, ...(key === 'retryInitialMs' ? { retryMaxMs: 3_600_000 } : {}) });
+        const config = configAccepts({
+          id: 'probe',
+          backend,
+          ...BASE[backend],
+          [key]: value,
+          ...(key === 'retryInitialMs' ? { retryMaxMs: 3_600_000 } : {}),
+        });
         const source = { ...good(backend), [key]: value, ...(key === 'retryInitialMs' ? { retryMaxMs: 3_600_000 } : {}) } as SourceConfig;
         expect(backendAccepts(source)).toBe(config !== undefined);
       });
@@ -186,9 +217,12 @@ describe('configuration and backends agree on every capture value', () => {
 });
 
 describe('source ids', () => {
-  it.each(['camera', '-door', '_yard', 'a.b', 'a/b', 'a b', 'x'.repeat(64), 'x'.repeat(65)])('%j: the configuration and the backends agree', (id) => {
-    const config = configAccepts({ id, backend: 'files', files: { path: '/srv/images' } });
-    const source = { ...configAccepts({ id: 'probe', backend: 'files', files: { path: '/srv/images' } })!, id };
-    expect(backendAccepts(source)).toBe(config !== undefined);
-  });
+  it.each(['camera', '-door', '_yard', 'a.b', 'a/b', 'a b', 'x'.repeat(64), 'x'.repeat(65)])(
+    '%j: the configuration and the backends agree',
+    (id) => {
+      const config = configAccepts({ id, backend: 'files', files: { path: '/srv/images' } });
+      const source = { ...configAccepts({ id: 'probe', backend: 'files', files: { path: '/srv/images' } })!, id };
+      expect(backendAccepts(source)).toBe(config !== undefined);
+    },
+  );
 });

@@ -134,16 +134,25 @@ describe('loadConfig', () => {
   });
 
   it('reads a list env var as comma-separated names and rejects unknown providers with the list', () => {
-    expect(loadConfig({ env: { INCEPTIOND_INFERENCE_EXECUTIONPROVIDERS: 'qnn, cpu' } }).config.inference.executionProviders)
-      .toEqual(['qnn', 'cpu']);
+    expect(loadConfig({ env: { INCEPTIOND_INFERENCE_EXECUTIONPROVIDERS: 'qnn, cpu' } }).config.inference.executionProviders).toEqual([
+      'qnn',
+      'cpu',
+    ]);
     const err = loadError({ env: { INCEPTIOND_INFERENCE_EXECUTIONPROVIDERS: 'npu,cpu' } });
     expect(err.message).toContain('unknown execution provider "npu"');
     expect(err.message).toContain('cpu, qnn, webgpu');
   });
 
   it.each([
-    ['mqtt://h:1883', true], ['mqtts://h', true], ['ws://h/mqtt', true], ['wss://h', true], ['tcp://h', true],
-    ['ssl://h', true], ['http://h', false], ['broker.lan:1883', false], ['mqtt://', false],
+    ['mqtt://h:1883', true],
+    ['mqtts://h', true],
+    ['ws://h/mqtt', true],
+    ['wss://h', true],
+    ['tcp://h', true],
+    ['ssl://h', true],
+    ['http://h', false],
+    ['broker.lan:1883', false],
+    ['mqtt://', false],
   ])('mqtt.url %s accepted: %s', (url, ok) => {
     const run = () => loadConfig({ env: { INCEPTIOND_MQTT_URL: url } });
     if (ok) expect(run().config.mqtt.url).toBe(url);
@@ -176,8 +185,9 @@ describe('loadConfig', () => {
     const err = loadError({ env: { INCEPTIOND_MQTT_PASSWORDFILE: path.join(dir, 'missing.pass') } });
     expect(err.key).toBe('mqtt.passwordFile');
     expect(err.message).toContain('ENOENT');
-    expect(loadConfig({ env: { INCEPTIOND_MQTT_PASSWORDFILE: path.join(dir, 'missing.pass') }, checkFiles: false })
-      .config.mqtt.passwordFile).toBe(path.join(dir, 'missing.pass'));
+    expect(
+      loadConfig({ env: { INCEPTIOND_MQTT_PASSWORDFILE: path.join(dir, 'missing.pass') }, checkFiles: false }).config.mqtt.passwordFile,
+    ).toBe(path.join(dir, 'missing.pass'));
   });
 
   it('rejects __proto__ in a file without polluting Object.prototype', () => {

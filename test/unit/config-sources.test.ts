@@ -30,7 +30,12 @@ describe('sources', () => {
       },
     });
     const [door, yard] = config.sources;
-    expect(door).toMatchObject({ id: 'door', backend: 'ffmpeg', intervalMs: 500, ffmpeg: { input: 'rtsp://cam/door', fps: 5, stallTimeoutMs: 10_000 } });
+    expect(door).toMatchObject({
+      id: 'door',
+      backend: 'ffmpeg',
+      intervalMs: 500,
+      ffmpeg: { input: 'rtsp://cam/door', fps: 5, stallTimeoutMs: 10_000 },
+    });
     expect(yard).toMatchObject({ id: 'yard', backend: 'webcam', intervalMs: 2000, webcam: { device: '/dev/video1', width: 640 } });
   });
 
@@ -53,8 +58,9 @@ describe('sources', () => {
   });
 
   it('rejects unknown keys inside an entry with their full path', () => {
-    expect(sourcesError([{ id: 'a', webcam: { devcie: 'x' } }]).message)
-      .toBe('unknown key: sources[0].webcam.devcie (did you mean sources[0].webcam.device?)');
+    expect(sourcesError([{ id: 'a', webcam: { devcie: 'x' } }]).message).toBe(
+      'unknown key: sources[0].webcam.devcie (did you mean sources[0].webcam.device?)',
+    );
   });
 
   it('requires the input each backend reads', () => {
@@ -69,7 +75,9 @@ describe('sources', () => {
   });
 
   it('resolveSources gives the same list for already resolved sources', () => {
-    const { config } = loadConfig({ env: { INCEPTIOND_SOURCES: JSON.stringify([{ id: 'a' }, { id: 'b', backend: 'files', files: { path: '/srv/img' } }]) } });
+    const { config } = loadConfig({
+      env: { INCEPTIOND_SOURCES: JSON.stringify([{ id: 'a' }, { id: 'b', backend: 'files', files: { path: '/srv/img' } }]) },
+    });
     expect(resolveSources(config)).toEqual(config.sources);
   });
 });

@@ -25,7 +25,9 @@ const cleanups: Array<() => Promise<unknown> | unknown> = [];
 beforeAll(async () => {
   broker = await startBroker();
   work = await mkdtemp(path.join(tmpdir(), 'daemon-lifecycle-'));
-  jpeg = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#208040' } }).jpeg().toBuffer();
+  jpeg = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#208040' } })
+    .jpeg()
+    .toBuffer();
 });
 afterAll(async () => {
   await broker?.stop();
@@ -75,7 +77,16 @@ function engine(opts: { hang?: () => boolean } = {}): DaemonEngine {
   const pending = new Set<number>();
   return {
     provider: 'fake',
-    info: { provider: 'fake', attempts: [], input: { name: 'x', type: 'float32', dims: [1, 3, 8, 8] }, output: { name: 'y', type: 'float32', dims: [1, 5] }, fromCache: false, loadMs: 0, warmupMs: 0, runtime: { spec: '', path: '', version: 'fake', providers: ['cpu'] } },
+    info: {
+      provider: 'fake',
+      attempts: [],
+      input: { name: 'x', type: 'float32', dims: [1, 3, 8, 8] },
+      output: { name: 'y', type: 'float32', dims: [1, 5] },
+      fromCache: false,
+      loadMs: 0,
+      warmupMs: 0,
+      runtime: { spec: '', path: '', version: 'fake', providers: ['cpu'] },
+    },
     attempts: [],
     get oldestPendingMs() {
       const first = [...pending][0];
@@ -133,7 +144,7 @@ describe('Daemon lifecycle', () => {
     const daemon = await start(cfg);
     const labels = 'lc/reload/camera/labels';
     await sub.waitForCount(2, { filter: (m) => m.topic === labels });
-    expect((sub.json<ResultPayload>(labels)[0]!.labels).length).toBe(2);
+    expect(sub.json<ResultPayload>(labels)[0]!.labels.length).toBe(2);
 
     const next = config('reload', proxy.url, { INCEPTIOND_INFERENCE_TOPK: '4', INCEPTIOND_INFERENCE_THREADS: '1' });
     const report = await daemon.reload(next);
@@ -154,7 +165,9 @@ describe('Daemon lifecycle', () => {
     const sub = await watch('lc/sources/#');
     const daemon = await start(cfg);
     await sub.waitForCount(1, { filter: (m) => m.topic === 'lc/sources/camera/labels' });
-    const next = config('sources', broker.url, { INCEPTIOND_SOURCES: JSON.stringify([{ id: 'door', backend: 'files', files: { path: work } }]) });
+    const next = config('sources', broker.url, {
+      INCEPTIOND_SOURCES: JSON.stringify([{ id: 'door', backend: 'files', files: { path: work } }]),
+    });
     const report = await daemon.reload(next);
     expect(report.sources).toEqual({ added: ['door'], removed: ['camera'], restarted: [] });
     await sub.waitForCount(1, { filter: (m) => m.topic === 'lc/sources/door/labels' });
@@ -163,7 +176,9 @@ describe('Daemon lifecycle', () => {
   });
 
   it('a hung inference makes the health check fail with the reason and stops the watchdog pings', async (ctx) => {
-    const dgram = loadUnixDgram<{ createSocket(t: 'unix_dgram'): { bind(p: string): void; on(e: 'message', cb: (b: Buffer) => void): void; close(): void } }>();
+    const dgram = loadUnixDgram<{
+      createSocket(t: 'unix_dgram'): { bind(p: string): void; on(e: 'message', cb: (b: Buffer) => void): void; close(): void };
+    }>();
     ctx.skip(!dgram, SKIP.unixDgram);
     const socketPath = path.join(work, 'notify.sock');
     const messages: Array<{ at: number; text: string }> = [];
@@ -178,7 +193,9 @@ describe('Daemon lifecycle', () => {
     try {
       daemon = await start(config('hung', broker.url, { INCEPTIOND_HEALTH_STALLSEC: '1' }), engine({ hang: () => hang }));
     } finally {
-      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+      for (const [k, v] of Object.entries(saved))
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
     }
     await daemon.waitForResults(2);
     expect(daemon.health()).toMatchObject({ healthy: true, status: 'ok' });

@@ -16,11 +16,23 @@ import { Outbox, validateResult, type ResultPayload } from '../../src/publish/in
 import { createPreprocessor, type InputSpec } from '../../src/vision/index.js';
 
 const logger = pino({ level: 'silent' });
-const spec: InputSpec = { name: 'x', layout: 'NCHW', width: 8, height: 8, channels: 'RGB', scale: 1, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill' };
+const spec: InputSpec = {
+  name: 'x',
+  layout: 'NCHW',
+  width: 8,
+  height: 8,
+  channels: 'RGB',
+  scale: 1,
+  mean: [0, 0, 0],
+  std: [1, 1, 1],
+  resize: 'fill',
+};
 let jpeg: Buffer;
 
 beforeAll(async () => {
-  jpeg = await sharp({ create: { width: 32, height: 24, channels: 3, background: '#2050c0' } }).jpeg().toBuffer();
+  jpeg = await sharp({ create: { width: 32, height: 24, channels: 3, background: '#2050c0' } })
+    .jpeg()
+    .toBuffer();
 });
 
 /** Frames on cue: `script` says what each next() does — a frame, a capture error, not an image, or the end. */
@@ -112,7 +124,12 @@ describe('SourcePipeline', () => {
     const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
     expect(results.map((r) => r.seq)).toEqual([1, 2, 3]);
     for (const r of results) expect(validateResult(r)).toMatchObject({ ok: true });
-    expect(results[0]).toMatchObject({ source: 'cam', provider: 'fake', model: { name: 'fake', precision: 'int8' }, frame: { width: 32, height: 24 } });
+    expect(results[0]).toMatchObject({
+      source: 'cam',
+      provider: 'fake',
+      model: { name: 'fake', precision: 'int8' },
+      frame: { width: 32, height: 24 },
+    });
     expect(results[0]!.labels).toHaveLength(2);
     const names = seen.map(([name]) => name);
     expect(names.filter((n) => n === 'frameSkipped')).toHaveLength(1);
@@ -125,7 +142,15 @@ describe('SourcePipeline', () => {
 
   it('a failed inference skips that frame and says so; the next frame is classified', async () => {
     const source = new ScriptedSource('cam', ['frame', 'frame', 'end']);
-    const { pipeline, seen, finished, outbox: box } = await pipelineWith(source, fakeEngine((call) => (call === 1 ? 'fail' : 'ok')));
+    const {
+      pipeline,
+      seen,
+      finished,
+      outbox: box,
+    } = await pipelineWith(
+      source,
+      fakeEngine((call) => (call === 1 ? 'fail' : 'ok')),
+    );
     pipeline.start();
     await finished;
     await pipeline.stop();
@@ -151,7 +176,10 @@ describe('SourcePipeline', () => {
 
   it('stops within its deadline when the engine never answers, and stops the source', async () => {
     const source = new ScriptedSource('cam', Array(50).fill('frame'));
-    const { pipeline, events } = await pipelineWith(source, fakeEngine(() => 'hang'));
+    const { pipeline, events } = await pipelineWith(
+      source,
+      fakeEngine(() => 'hang'),
+    );
     const captured = new Promise<void>((resolve) => events.on('frame', () => resolve()));
     pipeline.start();
     await captured;

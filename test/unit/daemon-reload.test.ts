@@ -5,14 +5,23 @@ import { planReload } from '../../src/daemon/reload.js';
 /** A config as the daemon would load it, from an object instead of a file. */
 function config(over: Record<string, unknown> = {}): Config {
   const env: NodeJS.ProcessEnv = { INCEPTIOND_STATEDIR: '/tmp/reload-test' };
-  for (const [key, value] of Object.entries(over)) env[`INCEPTIOND_${key.toUpperCase().replace(/\./g, '_')}`] = typeof value === 'string' ? value : JSON.stringify(value);
+  for (const [key, value] of Object.entries(over))
+    env[`INCEPTIOND_${key.toUpperCase().replace(/\./g, '_')}`] = typeof value === 'string' ? value : JSON.stringify(value);
   return loadConfig({ env }).config;
 }
 
 describe('planReload', () => {
   it('applies what each frame reads at once and names what needs a restart, keeping its running value', () => {
     const current = config({ 'capture.backend': 'files', 'capture.files.path': '/a' });
-    const next = config({ 'capture.backend': 'files', 'capture.files.path': '/a', 'inference.topK': 3, 'inference.threshold': 0.2, 'log.level': 'debug', 'mqtt.url': 'mqtt://elsewhere:1883', 'inference.threads': 1 });
+    const next = config({
+      'capture.backend': 'files',
+      'capture.files.path': '/a',
+      'inference.topK': 3,
+      'inference.threshold': 0.2,
+      'log.level': 'debug',
+      'mqtt.url': 'mqtt://elsewhere:1883',
+      'inference.threads': 1,
+    });
     const plan = planReload(current, next);
     expect(plan.live).toEqual(['inference.threshold', 'inference.topK', 'log.level']);
     expect(plan.restartNeeded).toEqual(['inference.threads', 'mqtt.url']);

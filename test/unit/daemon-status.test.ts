@@ -27,7 +27,11 @@ describe('DaemonStatus', () => {
     expect(status.state).toBe('online');
 
     events.emit('captureFailed', { source: 'camera', error: 'no /dev/video0', failures: 1 });
-    expect(status.fields()).toMatchObject({ state: 'degraded', error: 'camera: no /dev/video0', sources: { camera: { state: 'degraded', error: 'no /dev/video0' } } });
+    expect(status.fields()).toMatchObject({
+      state: 'degraded',
+      error: 'camera: no /dev/video0',
+      sources: { camera: { state: 'degraded', error: 'no /dev/video0' } },
+    });
 
     events.emit('captureRecovered', { source: 'camera' });
     const fields = status.fields();
@@ -74,7 +78,11 @@ describe('DaemonStatus', () => {
     expect(status.health()).toMatchObject({ healthy: true, status: 'degraded', error: 'camera: no camera' });
 
     inference = 90_000; // an inference sent 90 s ago and never answered
-    expect(status.health()).toMatchObject({ healthy: false, status: 'unhealthy', stuck: [expect.stringMatching(/inference has not completed for 90 s/)] });
+    expect(status.health()).toMatchObject({
+      healthy: false,
+      status: 'unhealthy',
+      stuck: [expect.stringMatching(/inference has not completed for 90 s/)],
+    });
     inference = 0;
 
     mqtt = { connected: true, oldestInflightMs: 45_000 };

@@ -77,10 +77,14 @@ describe('evaluateModels', () => {
   it('names a model that cannot be loaded and an image that cannot be decoded', async () => {
     const bogus = path.join(dir, 'bogus.onnx');
     await writeFile(bogus, 'nope');
-    await expect(evaluateModels({ ref, cand: bogus, images, preprocess, sessionOptions })).rejects.toThrow(/cannot load model .*bogus\.onnx/);
+    await expect(evaluateModels({ ref, cand: bogus, images, preprocess, sessionOptions })).rejects.toThrow(
+      /cannot load model .*bogus\.onnx/,
+    );
     const broken = path.join(dir, 'broken.jpg');
     await writeFile(broken, Buffer.from([0xff, 0xd8, 0x00]));
-    await expect(evaluateModels({ ref, cand: ref, images: [broken], preprocess, sessionOptions })).rejects.toThrow(/cannot use image .*broken\.jpg/);
+    await expect(evaluateModels({ ref, cand: ref, images: [broken], preprocess, sessionOptions })).rejects.toThrow(
+      /cannot use image .*broken\.jpg/,
+    );
     await expect(evaluateModels({ ref, cand: ref, images: [], preprocess, sessionOptions })).rejects.toThrow(/no images/);
   });
 });

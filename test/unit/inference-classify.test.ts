@@ -8,7 +8,11 @@ describe('topLabels', () => {
     const scores = probs(0.05, 0.5, 0.1, 0.3, 0.05);
     const labels = ['a', 'b', 'c', 'd', 'e'];
     const top = topLabels(scores, { k: 3, threshold: 0, labels, activation: 'softmax' });
-    expect(top.map((t) => [t.index, t.label])).toEqual([[1, 'b'], [3, 'd'], [2, 'c']]);
+    expect(top.map((t) => [t.index, t.label])).toEqual([
+      [1, 'b'],
+      [3, 'd'],
+      [2, 'c'],
+    ]);
     expect(top.map((t) => t.score)).toEqual([scores[1], scores[3], scores[2]]);
   });
 

@@ -39,7 +39,12 @@ const HEAVY = 96;
 
 function settings(over: Partial<SessionSettings> = {}): SessionSettings {
   return {
-    modelPath, executionProviders: ['cpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all', ...over,
+    modelPath,
+    executionProviders: ['cpu'],
+    threads: 1,
+    allowSpinning: false,
+    graphOptimizationLevel: 'all',
+    ...over,
   };
 }
 
@@ -151,16 +156,25 @@ describe('execution provider selection', () => {
     try {
       engine = await InferenceEngine.create(settings({ executionProviders: ['webgpu', 'cpu'] }), logger);
     } finally {
-      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+      for (const [k, v] of Object.entries(saved))
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
     }
     try {
       expect(engine.provider).toBe('cpu');
-      expect(engine.attempts[0]).toMatchObject({ provider: 'webgpu', ok: false, reason: 'Failed to get a WebGPU adapter: No supported adapters' });
+      expect(engine.attempts[0]).toMatchObject({
+        provider: 'webgpu',
+        ok: false,
+        reason: 'Failed to get a WebGPU adapter: No supported adapters',
+      });
       expect(engine.attempts[0]!.native?.join('\n')).toMatch(/nonexistent\/icd\.json/);
       // One warning says it all; the native lines ride along in it instead of on stderr.
       const warnings = records.filter((r) => r.level === 40);
       expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toMatchObject({ provider: 'webgpu', msg: expect.stringMatching(/^execution provider webgpu not used: Failed to get a WebGPU adapter/) });
+      expect(warnings[0]).toMatchObject({
+        provider: 'webgpu',
+        msg: expect.stringMatching(/^execution provider webgpu not used: Failed to get a WebGPU adapter/),
+      });
     } finally {
       await engine.close();
     }
@@ -188,7 +202,9 @@ describe('execution provider selection', () => {
   });
 
   it('reports a missing model file as a model error', async () => {
-    const err = await InferenceEngine.create(settings({ modelPath: '/nonexistent/model.onnx' }), captureLogger().logger).catch((e: unknown) => e);
+    const err = await InferenceEngine.create(settings({ modelPath: '/nonexistent/model.onnx' }), captureLogger().logger).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ModelLoadError);
     expect((err as Error).message).toMatch(/not found/);
   });

@@ -46,16 +46,27 @@ describe('ortReason', () => {
         '/onnxruntime_src/onnxruntime/core/providers/webgpu/webgpu_context.cc:136 onnxruntime::webgpu::WebGpuContext::Initialize(const onnxruntime::webgpu::WebGpuContextConfig&)::<lambda()> adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters\n',
       ),
     ).toBe('Failed to get a WebGPU adapter: No supported adapters');
-    expect(ortReason('Invalid argument: WebGPU EP has an unrecognized option: \'foo\'.')).toBe("Invalid argument: WebGPU EP has an unrecognized option: 'foo'.");
+    expect(ortReason("Invalid argument: WebGPU EP has an unrecognized option: 'foo'.")).toBe(
+      "Invalid argument: WebGPU EP has an unrecognized option: 'foo'.",
+    );
   });
 });
 
 describe('sessionOptionsFor', () => {
-  const base: SessionSettings = { modelPath: 'm.onnx', executionProviders: ['webgpu', 'cpu'], threads: 2, allowSpinning: false, graphOptimizationLevel: 'all' };
+  const base: SessionSettings = {
+    modelPath: 'm.onnx',
+    executionProviders: ['webgpu', 'cpu'],
+    threads: 2,
+    allowSpinning: false,
+    graphOptimizationLevel: 'all',
+  };
   const session = (o: ReturnType<typeof sessionOptionsFor>) => (o.extra as { session: Record<string, unknown> }).session;
 
   it('passes provider options through as the binding takes them: numbers as text, lists as lists', () => {
-    const o = sessionOptionsFor({ ...base, providerOptions: { webgpu: { preferredLayout: 'NCHW', forceCpuNodeNames: ['a', 'b'], n: 3 } } }, 'webgpu');
+    const o = sessionOptionsFor(
+      { ...base, providerOptions: { webgpu: { preferredLayout: 'NCHW', forceCpuNodeNames: ['a', 'b'], n: 3 } } },
+      'webgpu',
+    );
     expect(o.executionProviders).toEqual([{ name: 'webgpu', preferredLayout: 'NCHW', forceCpuNodeNames: ['a', 'b'], n: '3' }]);
     expect(sessionOptionsFor(base, 'cpu').executionProviders).toEqual(['cpu']);
   });

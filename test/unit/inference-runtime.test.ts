@@ -25,7 +25,7 @@ async function copyStockRuntime(root: string): Promise<string> {
   const stock = path.dirname(require.resolve('onnxruntime-node/package.json'));
   // onnxruntime-common's exports hide its package.json: find its folder from its main file.
   const commonMain = require.resolve('onnxruntime-common', { paths: [stock] });
-  const common = commonMain.slice(0, commonMain.lastIndexOf(`${path.sep}node_modules${path.sep}onnxruntime-common${path.sep}`)) + `${path.sep}node_modules${path.sep}onnxruntime-common`;
+  const common = `${commonMain.slice(0, commonMain.lastIndexOf(`${path.sep}node_modules${path.sep}onnxruntime-common${path.sep}`))}${path.sep}node_modules${path.sep}onnxruntime-common`;
   const target = path.join(root, 'node_modules', 'onnxruntime-node');
   await mkdir(target, { recursive: true });
   await cp(path.join(stock, 'package.json'), path.join(target, 'package.json'));
@@ -59,7 +59,14 @@ describe('inference.runtime', () => {
       const out = await engine.run({ data: seededInput(8), dims: [1, 3, 8, 8] });
       expect(out.scores).toHaveLength(10);
       const maps = await readFile('/proc/self/maps', 'utf8');
-      const libs = [...new Set(maps.split('\n').filter((l) => l.includes('libonnxruntime.so')).map((l) => l.slice(l.indexOf('/'))))];
+      const libs = [
+        ...new Set(
+          maps
+            .split('\n')
+            .filter((l) => l.includes('libonnxruntime.so'))
+            .map((l) => l.slice(l.indexOf('/'))),
+        ),
+      ];
       expect(libs).toEqual([path.join(copy, 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime.so.1')]);
     } finally {
       await engine.close();

@@ -22,20 +22,39 @@ let fp32: string;
 let qdq: string;
 
 function settings(over: Partial<SessionSettings> = {}): SessionSettings {
-  return { modelPath: fp32, executionProviders: ['webgpu', 'cpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all', ...over };
+  return {
+    modelPath: fp32,
+    executionProviders: ['webgpu', 'cpu'],
+    threads: 1,
+    allowSpinning: false,
+    graphOptimizationLevel: 'all',
+    ...over,
+  };
 }
 
 /** x[1,8] → QuantizeLinear → DequantizeLinear → Relu → y: WebGPU has no QuantizeLinear kernel. */
 async function writeQdqModel(file: string): Promise<string> {
   const scalar = (name: string, dataType: number, values: number[]): onnx.ITensorProto =>
-    dataType === onnx.TensorProto.DataType.FLOAT ? { name, dataType, dims: [], floatData: values } : { name, dataType, dims: [], int32Data: values };
+    dataType === onnx.TensorProto.DataType.FLOAT
+      ? { name, dataType, dims: [], floatData: values }
+      : { name, dataType, dims: [], int32Data: values };
   const model = onnx.ModelProto.create({
     irVersion: 8,
     opsetImport: [{ domain: '', version: 13 }],
     graph: {
       name: 'qdq',
-      input: [{ name: 'x', type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: [{ dimValue: 1 }, { dimValue: 8 }] } } } }],
-      output: [{ name: 'y', type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: [{ dimValue: 1 }, { dimValue: 8 }] } } } }],
+      input: [
+        {
+          name: 'x',
+          type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: [{ dimValue: 1 }, { dimValue: 8 }] } } },
+        },
+      ],
+      output: [
+        {
+          name: 'y',
+          type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: [{ dimValue: 1 }, { dimValue: 8 }] } } },
+        },
+      ],
       initializer: [scalar('s', onnx.TensorProto.DataType.FLOAT, [0.05]), scalar('z', onnx.TensorProto.DataType.UINT8, [128])],
       node: [
         { opType: 'QuantizeLinear', input: ['x', 's', 'z'], output: ['q'], name: 'quantize' },
@@ -107,7 +126,11 @@ describe('WebGPU provider', () => {
     const engine = await InferenceEngine.create(settings({ modelPath: qdq, cpuFallback: false }), logger);
     try {
       expect(engine.provider).toBe('cpu');
-      expect(engine.attempts[0]).toMatchObject({ provider: 'webgpu', ok: false, reason: expect.stringMatching(/fallback to CPU EP has been explicitly disabled/) });
+      expect(engine.attempts[0]).toMatchObject({
+        provider: 'webgpu',
+        ok: false,
+        reason: expect.stringMatching(/fallback to CPU EP has been explicitly disabled/),
+      });
     } finally {
       await engine.close();
     }
@@ -139,7 +162,9 @@ describe('WebGPU provider', () => {
     expect(await readdir(dir)).toEqual([]); // WebGPU compiles nothing ahead of time
 
     // A compiling provider (QNN …) would have written this file; any loadable model stands in for it.
-    const sha = createHash('sha256').update(await readFile(fp32)).digest('hex');
+    const sha = createHash('sha256')
+      .update(await readFile(fp32))
+      .digest('hex');
     const cached = epContextFile(dir, s, 'webgpu', sha, fresh.info.runtime.version);
     await copyFile(fp32, cached);
     const warm = await InferenceEngine.create(s, logger);

@@ -41,7 +41,7 @@ describe('validateManifest', () => {
   });
 
   it('names the origin, field, value and reason of each problem', () => {
-    const m = validManifest() as unknown as Record<string, any>;
+    const m = validManifest() as unknown as { input: Record<string, unknown>; output: Record<string, unknown>; source?: unknown };
     m.input.width = -3;
     m.input.channels = 'GBR';
     m.input.std = [1, 0, 1];

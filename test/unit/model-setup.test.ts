@@ -61,7 +61,9 @@ describe('prepareModel with no model configured (the built Inception V2)', () =>
     expect(manifest.precision).toBe('int8');
     expect(manifest.file).toBe(path.basename(first.modelPath));
     expect(first.labels).toHaveLength(1000);
-    expect(messages().some((m) => /^quantizing inception-v2-built\.onnx to INT8 \(percentile calibration on 3 images\)/.test(m))).toBe(true);
+    expect(messages().some((m) => /^quantizing inception-v2-built\.onnx to INT8 \(percentile calibration on 3 images\)/.test(m))).toBe(
+      true,
+    );
     expect(messages().some((m) => /^INT8 model ready in [\d.]+ s/.test(m))).toBe(true);
     // No temp files left beside it.
     expect((await readdir(cfg.model.cacheDir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
@@ -112,10 +114,16 @@ describe('prepareModel with no model configured (the built Inception V2)', () =>
     expect(quantizationTargetFor(cfg)).toBe('qnn-htp');
     const m = await prepareModel(cfg, captureLogger().logger);
     expect(path.basename(m.modelPath)).toMatch(/-percentile-qnn-htp-/);
-    const manifest = JSON.parse(await readFile(`${m.modelPath}.json`, 'utf8')) as { quantization: { target: string; quantizeSoftmax: boolean } };
+    const manifest = JSON.parse(await readFile(`${m.modelPath}.json`, 'utf8')) as {
+      quantization: { target: string; quantizeSoftmax: boolean };
+    };
     expect(manifest.quantization).toMatchObject({ target: 'qnn-htp', quantizeSoftmax: true });
     // and a chosen target wins over the provider's
-    expect(quantizationTargetFor(await config({ ...base, inference: { executionProviders: ['qnn'] }, model: { quantizationTarget: 'cpu' } }, 'qnn-cpu'))).toBe('cpu');
+    expect(
+      quantizationTargetFor(
+        await config({ ...base, inference: { executionProviders: ['qnn'] }, model: { quantizationTarget: 'cpu' } }, 'qnn-cpu'),
+      ),
+    ).toBe('cpu');
     expect(quantizationTargetFor(await config({ ...base, inference: { executionProviders: ['webgpu', 'cpu'] } }, 'gpu'))).toBe('cpu');
   });
 
@@ -179,7 +187,11 @@ describe('prepareModel with a configured FP32 model', () => {
     await mkdir(cal);
     await writeImages(cal, 3, 9, 48);
     const cfg = await config(
-      { stateDir: path.join(dir, 'state-small'), capture: { backend: 'webcam' }, model: { path: fp32, precision: 'int8', calibration: { path: cal } } },
+      {
+        stateDir: path.join(dir, 'state-small'),
+        capture: { backend: 'webcam' },
+        model: { path: fp32, precision: 'int8', calibration: { path: cal } },
+      },
       'small-int8',
     );
     const { logger, messages } = captureLogger();
@@ -210,7 +222,10 @@ describe('prepareModel with a configured FP32 model', () => {
 
 describe('calibrationPathFor', () => {
   it('is model.calibration.path when set, else the files source path, else the bundled samples', async () => {
-    const explicit = await config({ model: { calibration: { path: '/data/cal/*.jpg' } }, capture: { backend: 'files', files: { path: '/x' } } }, 'c1');
+    const explicit = await config(
+      { model: { calibration: { path: '/data/cal/*.jpg' } }, capture: { backend: 'files', files: { path: '/x' } } },
+      'c1',
+    );
     expect(calibrationPathFor(explicit)).toBe('/data/cal/*.jpg');
     const files = await config({ capture: { backend: 'files', files: { path: '/frames' } } }, 'c2');
     expect(calibrationPathFor(files)).toBe('/frames');

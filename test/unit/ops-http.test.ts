@@ -1,8 +1,6 @@
 import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  createSilentLogger, HttpListenError, Metrics, startHttpServer, type HealthReport, type HttpServer,
-} from '../../src/ops/index.js';
+import { createSilentLogger, HttpListenError, Metrics, startHttpServer, type HealthReport, type HttpServer } from '../../src/ops/index.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -13,7 +11,12 @@ async function start(health: () => HealthReport, status: () => unknown = () => (
   const metrics = new Metrics();
   cleanups.push(() => metrics.close());
   const server: HttpServer = await startHttpServer({
-    host: '127.0.0.1', port: 0, logger: createSilentLogger(), metrics, health, status,
+    host: '127.0.0.1',
+    port: 0,
+    logger: createSilentLogger(),
+    metrics,
+    health,
+    status,
   });
   cleanups.push(() => server.close());
   const url = (path: string) => `http://127.0.0.1:${server.port}${path}`;
@@ -54,7 +57,10 @@ describe('HTTP server', () => {
   });
 
   it('serves /status as JSON from the callback', async () => {
-    const { url } = await start(() => ({ healthy: true }), () => ({ state: 'online', provider: 'cpu' }));
+    const { url } = await start(
+      () => ({ healthy: true }),
+      () => ({ state: 'online', provider: 'cpu' }),
+    );
     const res = await fetch(url('/status?x=1'));
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ state: 'online', provider: 'cpu' });
@@ -71,9 +77,12 @@ describe('HTTP server', () => {
   });
 
   it('answers 500 when a callback throws', async () => {
-    const { url } = await start(() => ({ healthy: true }), () => {
-      throw new Error('status exploded');
-    });
+    const { url } = await start(
+      () => ({ healthy: true }),
+      () => {
+        throw new Error('status exploded');
+      },
+    );
     const res = await fetch(url('/status'));
     expect(res.status).toBe(500);
     expect(await res.json()).toEqual({ error: 'status exploded' });
@@ -87,7 +96,12 @@ describe('HTTP server', () => {
     const metrics = new Metrics();
     cleanups.push(() => metrics.close());
     const err = await startHttpServer({
-      host: '127.0.0.1', port, logger: createSilentLogger(), metrics, health: () => ({ healthy: true }), status: () => ({}),
+      host: '127.0.0.1',
+      port,
+      logger: createSilentLogger(),
+      metrics,
+      health: () => ({ healthy: true }),
+      status: () => ({}),
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HttpListenError);
     expect((err as HttpListenError).code).toBe('EADDRINUSE');

@@ -21,7 +21,14 @@ describe('createLogger', () => {
     logger.debug('not at info');
     expect(lines).toHaveLength(1);
     const entry = JSON.parse(lines[0]!) as Record<string, unknown>;
-    expect(entry).toMatchObject({ level: 30, name: 'inceptiond', pid: process.pid, version: packageVersion, source: 'camera', msg: 'started' });
+    expect(entry).toMatchObject({
+      level: 30,
+      name: 'inceptiond',
+      pid: process.pid,
+      version: packageVersion,
+      source: 'camera',
+      msg: 'started',
+    });
     expect(new Date(entry.time as string).toISOString()).toBe(entry.time);
     expect(typeof entry.hostname).toBe('string');
   });

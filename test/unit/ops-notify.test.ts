@@ -25,7 +25,11 @@ class FakeSystemd {
     this.socket.on('message', (buf) => {
       const message = buf.toString();
       this.messages.push(message);
-      this.waiters = this.waiters.filter((w) => (w.match(message) ? (w.resolve(message), false) : true));
+      this.waiters = this.waiters.filter((w) => {
+        if (!w.match(message)) return true;
+        w.resolve(message);
+        return false;
+      });
     });
     this.socket.bind(path);
   }

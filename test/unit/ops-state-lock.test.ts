@@ -16,7 +16,12 @@ afterEach(async () => {
 /** A live node process that is not us: the "other daemon". */
 function otherNode() {
   const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
-  return { pid: child.pid!, stop: () => new Promise<void>((r) => (child.once('exit', () => r()), child.kill('SIGKILL'))) };
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGKILL');
+    });
+  return { pid: child.pid!, stop };
 }
 
 describe('lockStateDir', () => {
@@ -48,7 +53,7 @@ describe('lockStateDir', () => {
     await lock.release();
   });
 
-  it('takes over a garbage lock file, and release leaves a successor\'s file alone', async () => {
+  it("takes over a garbage lock file, and release leaves a successor's file alone", async () => {
     await writeFile(path.join(dir, 'inceptiond.pid'), 'not a pid');
     const lock = await lockStateDir(dir);
     await writeFile(lock.path, '999999999\n'); // a successor took over after us

@@ -65,16 +65,23 @@ describe('Result payload', () => {
     expect(() => buildResult({ ...input(), frame: { capturedAt: 'yesterday', width: 1, height: 1 } })).toThrow(/capturedAt/);
   });
 
+  /** A Result as parsed JSON, to be broken on purpose. */
+  type Mutable = Record<string, unknown> & {
+    labels: Array<{ score: number }>;
+    latencyMs: { total: number };
+    model: { precision: string };
+    frame: { width: number };
+  };
   it.each([
     ['a missing field', (r: Record<string, unknown>) => delete r.provider, /missing "provider"/],
     ['an extra field', (r: Record<string, unknown>) => (r.extra = 1), /unknown field "extra"/],
     ['a fractional seq', (r: Record<string, unknown>) => (r.seq = 1.5), /seq/],
     ['a local timestamp', (r: Record<string, unknown>) => (r.ts = '2026-11-28T05:03:14+01:00'), /ts must be/],
-    ['a score above 1', (r: any) => (r.labels[0].score = 1.01), /score/],
-    ['unsorted labels', (r: any) => r.labels.reverse(), /sorted/],
-    ['a negative latency', (r: any) => (r.latencyMs.total = -1), /latencyMs.total/],
-    ['an unknown precision', (r: any) => (r.model.precision = 'int4'), /precision/],
-    ['a zero width', (r: any) => (r.frame.width = 0), /frame.width/],
+    ['a score above 1', (r: Mutable) => (r.labels[0]!.score = 1.01), /score/],
+    ['unsorted labels', (r: Mutable) => r.labels.reverse(), /sorted/],
+    ['a negative latency', (r: Mutable) => (r.latencyMs.total = -1), /latencyMs.total/],
+    ['an unknown precision', (r: Mutable) => (r.model.precision = 'int4'), /precision/],
+    ['a zero width', (r: Mutable) => (r.frame.width = 0), /frame.width/],
   ])('validateResult reports %s', (_what, mutate, message) => {
     const r = JSON.parse(JSON.stringify(buildResult(input())));
     expect(validateResult(r)).toMatchObject({ ok: true });

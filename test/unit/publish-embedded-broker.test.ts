@@ -38,10 +38,13 @@ describe('startEmbeddedBroker', () => {
       s.end('HTTP/1.1 400 Bad Request\r\n\r\n');
     });
     await new Promise<void>((resolve) => other.listen(port, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      other.close(() => resolve());
-    }));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          other.close(() => resolve());
+        }),
+    );
     await expect(startEmbeddedBroker({ host: '127.0.0.1', port, logger })).rejects.toThrow(/in use by something that does not speak MQTT/);
   });
 });

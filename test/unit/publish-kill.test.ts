@@ -43,8 +43,23 @@ beforeAll(async () => {
   compiled = await mkdtemp(join(root, 'tmp', 'publish-kill-'));
   await promisify(execFile)(
     join(root, 'node_modules/.bin/tsc'),
-    ['--outDir', compiled, '--rootDir', join(root, 'src'), '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--target', 'ES2022', '--strict',
-      '--skipLibCheck', '--types', 'node', join(root, 'src/publish/index.ts')],
+    [
+      '--outDir',
+      compiled,
+      '--rootDir',
+      join(root, 'src'),
+      '--module',
+      'NodeNext',
+      '--moduleResolution',
+      'NodeNext',
+      '--target',
+      'ES2022',
+      '--strict',
+      '--skipLibCheck',
+      '--types',
+      'node',
+      join(root, 'src/publish/index.ts'),
+    ],
     { cwd: root },
   );
   await writeFile(join(compiled, 'child.mjs'), CHILD);
@@ -61,7 +76,9 @@ describe('publisher killed with SIGKILL during an outage', () => {
     const stateDir = await mkdtemp(join(tmpdir(), 'inceptiond-kill-'));
     const deadLink = await startProxy(broker.port);
     deadLink.cut();
-    const child = spawn(process.execPath, [join(compiled, 'child.mjs'), stateDir, deadLink.url, '30'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(compiled, 'child.mjs'), stateDir, deadLink.url, '30'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     await new Promise<void>((resolveQueued, reject) => {

@@ -27,7 +27,11 @@ afterEach(async () => {
 });
 
 async function outboxIn(dir?: string): Promise<Outbox> {
-  const outbox = await Outbox.open(dir ?? (await mkdtemp(join(tmpdir(), 'inceptiond-pub-'))), { maxMessages: 10_000, maxBytes: 50_000_000, maxAgeSec: 0 }, logger);
+  const outbox = await Outbox.open(
+    dir ?? (await mkdtemp(join(tmpdir(), 'inceptiond-pub-'))),
+    { maxMessages: 10_000, maxBytes: 50_000_000, maxAgeSec: 0 },
+    logger,
+  );
   cleanups.push(() => outbox.close());
   return outbox;
 }
@@ -154,7 +158,11 @@ describe('MqttPublisher', () => {
 
   it('counts what the bounded outbox drops during an outage and delivers the newest in order', async () => {
     const link = await proxy();
-    const outbox = await Outbox.open(await mkdtemp(join(tmpdir(), 'inceptiond-pub-')), { maxMessages: 10, maxBytes: 1e9, maxAgeSec: 0 }, logger);
+    const outbox = await Outbox.open(
+      await mkdtemp(join(tmpdir(), 'inceptiond-pub-')),
+      { maxMessages: 10, maxBytes: 1e9, maxAgeSec: 0 },
+      logger,
+    );
     cleanups.push(() => outbox.close());
     const labels = await collector(`${BASE}/+/labels`);
     const p = publisher(link.url, outbox);
@@ -210,7 +218,9 @@ describe('MqttPublisher', () => {
 
     // The status says the present: online again, the old error is gone.
     p.setStatus({ state: 'online' });
-    const recovered = await status.waitFor((m) => m.text.includes('"online"') && status.messages.indexOf(m) > status.messages.indexOf(will));
+    const recovered = await status.waitFor(
+      (m) => m.text.includes('"online"') && status.messages.indexOf(m) > status.messages.indexOf(will),
+    );
     expect(JSON.parse(recovered.text)).not.toHaveProperty('error');
   });
 
@@ -300,8 +310,14 @@ describe('MqttPublisher: two devices with one client id', () => {
     for (let i = 0; i < 2; i++) {
       const p = new MqttPublisher(
         {
-          url: broker.url, clientId, protocolVersion: broker.kind === 'mosquitto' ? 5 : 4, qos: 1, baseTopic: BASE,
-          outbox: await outboxIn(), statusPayload: () => ({ state: 'online' }), reconnectPeriodMs: 100,
+          url: broker.url,
+          clientId,
+          protocolVersion: broker.kind === 'mosquitto' ? 5 : 4,
+          qos: 1,
+          baseTopic: BASE,
+          outbox: await outboxIn(),
+          statusPayload: () => ({ state: 'online' }),
+          reconnectPeriodMs: 100,
         },
         pino({ level: 'error' }, sink()),
       );

@@ -104,7 +104,9 @@ describe('ops without an int8 kernel', () => {
     expect(ops).toContain('LRN');
     expect(ops).not.toContain('Conv');
     const s = await ort.InferenceSession.create(output);
-    const r = await s.run({ image: new ort.Tensor('float32', new Float32Array(3 * SMALL_SIZE * SMALL_SIZE).fill(100), [1, 3, SMALL_SIZE, SMALL_SIZE]) });
+    const r = await s.run({
+      image: new ort.Tensor('float32', new Float32Array(3 * SMALL_SIZE * SMALL_SIZE).fill(100), [1, 3, SMALL_SIZE, SMALL_SIZE]),
+    });
     await s.release();
     expect((r.prob!.data as Float32Array).length).toBe(10);
   });
@@ -134,7 +136,9 @@ describe('ops without an int8 kernel', () => {
     expect(q.length).toBeGreaterThan(0);
     expect(q.every((n) => n.domain === 'com.microsoft')).toBe(true);
     const s = await ort.InferenceSession.create(output);
-    const r = await s.run({ image: new ort.Tensor('float32', new Float32Array(3 * SMALL_SIZE * SMALL_SIZE).fill(50), [1, 3, SMALL_SIZE, SMALL_SIZE]) });
+    const r = await s.run({
+      image: new ort.Tensor('float32', new Float32Array(3 * SMALL_SIZE * SMALL_SIZE).fill(50), [1, 3, SMALL_SIZE, SMALL_SIZE]),
+    });
     await s.release();
     expect((r.prob!.data as Float32Array).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 3);
   });

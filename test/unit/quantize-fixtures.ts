@@ -2,15 +2,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
-import {
-  asFloat,
-  DataType,
-  makeModel,
-  makeNode,
-  makeTensor,
-  makeValueInfo,
-  onnx,
-} from '../../src/model/onnx.js';
+import { asFloat, DataType, makeModel, makeNode, makeTensor, makeValueInfo, onnx } from '../../src/model/onnx.js';
 
 export function lcg(seed: number): () => number {
   let s = seed >>> 0;
@@ -68,7 +60,15 @@ export function buildSmallCnn(opts: SmallCnnOptions = {}): onnx.ModelProto {
       ),
     );
   };
-  nodes.push(makeNode('Conv', [SMALL_INPUT, t('c1_w', [8, 3, 3, 3], normals(8 * 27, 0.01, rnd))], ['c1'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv1'));
+  nodes.push(
+    makeNode(
+      'Conv',
+      [SMALL_INPUT, t('c1_w', [8, 3, 3, 3], normals(8 * 27, 0.01, rnd))],
+      ['c1'],
+      { kernel_shape: [3, 3], pads: [1, 1, 1, 1] },
+      'conv1',
+    ),
+  );
   bn('bn1', 8, 'c1', 'b1');
   nodes.push(makeNode('Relu', ['b1'], ['r1'], {}, 'relu1'));
   let poolIn = 'r1';
@@ -80,21 +80,43 @@ export function buildSmallCnn(opts: SmallCnnOptions = {}): onnx.ModelProto {
   nodes.push(makeNode('Conv', ['p1', t('a_w', [4, 8, 1, 1], normals(32, 0.3, rnd))], ['a1'], { kernel_shape: [1, 1] }, 'branch_a'));
   bn('bn_a', 4, 'a1', 'a2');
   if (opts.relu6) {
-    nodes.push(makeNode('Clip', ['a2', t('clip_min', [], Float32Array.of(0)), t('clip_max', [], Float32Array.of(6))], ['a3'], {}, 'relu6_a'));
+    nodes.push(
+      makeNode('Clip', ['a2', t('clip_min', [], Float32Array.of(0)), t('clip_max', [], Float32Array.of(6))], ['a3'], {}, 'relu6_a'),
+    );
   } else {
     nodes.push(makeNode('Relu', ['a2'], ['a3'], {}, 'relu_a'));
   }
   nodes.push(
-    makeNode('AveragePool', ['p1'], ['b_pool'], { kernel_shape: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], count_include_pad: opts.countIncludePad ?? 0 }, 'branch_b_pool'),
+    makeNode(
+      'AveragePool',
+      ['p1'],
+      ['b_pool'],
+      { kernel_shape: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1], count_include_pad: opts.countIncludePad ?? 0 },
+      'branch_b_pool',
+    ),
   );
   nodes.push(
-    makeNode('Conv', ['b_pool', t('b_w', [4, 8, 1, 1], normals(32, 0.3, rnd)), t('b_b', [4], normals(4, 0.5, rnd))], ['b1c'], { kernel_shape: [1, 1] }, 'branch_b'),
+    makeNode(
+      'Conv',
+      ['b_pool', t('b_w', [4, 8, 1, 1], normals(32, 0.3, rnd)), t('b_b', [4], normals(4, 0.5, rnd))],
+      ['b1c'],
+      { kernel_shape: [1, 1] },
+      'branch_b',
+    ),
   );
   nodes.push(makeNode('Relu', ['b1c'], ['b2'], {}, 'relu_b'));
   nodes.push(makeNode('Concat', ['a3', 'b2'], ['cat'], { axis: 1 }, 'concat'));
   nodes.push(makeNode('GlobalAveragePool', ['cat'], ['gap'], {}, 'gap'));
   nodes.push(makeNode('Flatten', ['gap'], ['flat'], { axis: 1 }, 'flatten'));
-  nodes.push(makeNode('Gemm', ['flat', t('fc_w', [10, 8], normals(80, 1, rnd)), t('fc_b', [10], normals(10, 0.2, rnd))], ['logits'], { transB: 1 }, 'fc'));
+  nodes.push(
+    makeNode(
+      'Gemm',
+      ['flat', t('fc_w', [10, 8], normals(80, 1, rnd)), t('fc_b', [10], normals(10, 0.2, rnd))],
+      ['logits'],
+      { transB: 1 },
+      'fc',
+    ),
+  );
   nodes.push(makeNode('Softmax', ['logits'], ['prob'], { axis: 1 }, 'softmax'));
   const outputs = [makeValueInfo('prob', DataType.FLOAT, [1, 10])];
   if (opts.logitsOutput) outputs.push(makeValueInfo('logits', DataType.FLOAT, [1, 10]));
@@ -155,18 +177,19 @@ export async function writeImages(dir: string, n: number, seed = 5, size = 64): 
       }
     }
     const file = path.join(dir, `img${k}.jpg`);
-    await writeFile(file, await sharp(buf, { raw: { width: size, height: size, channels: 3 } }).jpeg().toBuffer());
+    await writeFile(
+      file,
+      await sharp(buf, { raw: { width: size, height: size, channels: 3 } })
+        .jpeg()
+        .toBuffer(),
+    );
     files.push(file);
   }
   return files;
 }
 
 /** Op types (with domain) of the model ORT actually runs, saved via optimizedModelFilePath. */
-export async function optimizedOpTypes(
-  modelPath: string,
-  optimizedPath: string,
-  extra?: Record<string, unknown>,
-): Promise<string[]> {
+export async function optimizedOpTypes(modelPath: string, optimizedPath: string, extra?: Record<string, unknown>): Promise<string[]> {
   const ort = await import('onnxruntime-node');
   const { loadModel } = await import('../../src/model/onnx.js');
   const s = await ort.InferenceSession.create(modelPath, {
@@ -178,5 +201,5 @@ export async function optimizedOpTypes(
   });
   await s.release();
   const m = await loadModel(optimizedPath);
-  return (m.graph?.node ?? []).map((n) => (n.domain ? `${n.domain}:${n.opType}` : n.opType ?? ''));
+  return (m.graph?.node ?? []).map((n) => (n.domain ? `${n.domain}:${n.opType}` : (n.opType ?? '')));
 }

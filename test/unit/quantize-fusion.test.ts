@@ -8,14 +8,7 @@ import { loadModel, saveModel } from '../../src/model/onnx.js';
 import { quantizeModel } from '../../src/model/quantize/index.js';
 import { sqnrDb } from '../../src/model/quantize/numeric.js';
 import { createPreprocessor } from '../../src/vision/index.js';
-import {
-  buildSmallCnn,
-  optimizedOpTypes,
-  SMALL_SIZE,
-  smallInputList,
-  smallInputs,
-  writeImages,
-} from './quantize-fixtures.js';
+import { buildSmallCnn, optimizedOpTypes, SMALL_SIZE, smallInputList, smallInputs, writeImages } from './quantize-fixtures.js';
 
 let dir: string;
 beforeAll(async () => {

@@ -10,13 +10,7 @@ import {
   roundHalfEven,
   sqnrDb,
 } from '../../src/model/quantize/numeric.js';
-import {
-  AbsHistogram,
-  entropyRange,
-  klDivergence,
-  percentileRange,
-  SignedHistogram,
-} from '../../src/model/quantize/histogram.js';
+import { AbsHistogram, entropyRange, klDivergence, percentileRange, SignedHistogram } from '../../src/model/quantize/histogram.js';
 import { calibrate } from '../../src/model/quantize/calibrate.js';
 import { DataType, makeModel, makeNode, makeValueInfo, onnx } from '../../src/model/onnx.js';
 import { lcg } from './quantize-fixtures.js';

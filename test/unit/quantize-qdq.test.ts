@@ -30,7 +30,12 @@ describe('QDQ parameters', () => {
   it('Concat inputs that are ReLU outputs reuse the Concat scale/zero point', async () => {
     const fp32 = path.join(dir, 'small.onnx');
     await saveModel(buildSmallCnn(), fp32);
-    const report = await quantizeModel({ input: fp32, output: path.join(dir, 'small.int8.onnx'), calibration: { images: smallInputs(4) }, method: 'minmax' });
+    const report = await quantizeModel({
+      input: fp32,
+      output: path.join(dir, 'small.int8.onnx'),
+      calibration: { images: smallInputs(4) },
+      method: 'minmax',
+    });
     const byName = new Map(report.tensors.map((t) => [t.tensor, t]));
     const cat = byName.get('cat')!;
     expect(cat.zeroPoint).toBe(0); // all inputs are ReLU outputs: range starts at 0
@@ -101,7 +106,13 @@ describe('QDQ parameters', () => {
     const fp32 = path.join(dir, 's8.onnx');
     const int8 = path.join(dir, 's8.int8.onnx');
     await saveModel(buildSmallCnn({ seed: 2 }), fp32);
-    const report = await quantizeModel({ input: fp32, output: int8, calibration: { images: smallInputs(4) }, method: 'minmax', activationType: 'int8' });
+    const report = await quantizeModel({
+      input: fp32,
+      output: int8,
+      calibration: { images: smallInputs(4) },
+      method: 'minmax',
+      activationType: 'int8',
+    });
     // ReLU outputs start at 0 → zero point at the int8 minimum
     expect(report.tensors.find((t) => t.tensor === 'cat')?.zeroPoint).toBe(-128);
     // ORT allows int8 QDQ fusion by default only on ARM builds (the daemon's boards); on x86 it

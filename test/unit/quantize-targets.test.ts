@@ -64,9 +64,22 @@ describe('resolveTarget', () => {
     expect(resolveTarget('cpu-x86').target).toBe('cpu');
     expect(canonicalTarget('cpu-x86')).toBe('cpu');
     expect(s('cpu-arm')).toEqual({ activationType: 'int8', weights: S8_PC, gemmWeights: S8_PC, ...base });
-    expect(s('qnn-htp')).toEqual({ activationType: 'uint8', weights: U8_PT, gemmWeights: U8_PT, minRealRange: 1e-4, quantizeSoftmax: true, keepActivations: false });
+    expect(s('qnn-htp')).toEqual({
+      activationType: 'uint8',
+      weights: U8_PT,
+      gemmWeights: U8_PT,
+      minRealRange: 1e-4,
+      quantizeSoftmax: true,
+      keepActivations: false,
+    });
     expect(s('acl')).toEqual({ activationType: 'uint8', weights: S8_PT, gemmWeights: S8_PT, ...base });
-    expect(s('vsinpu')).toEqual({ activationType: 'uint8', weights: U8_PT, gemmWeights: U8_PT, quantizeSoftmax: true, keepActivations: false });
+    expect(s('vsinpu')).toEqual({
+      activationType: 'uint8',
+      weights: U8_PT,
+      gemmWeights: U8_PT,
+      quantizeSoftmax: true,
+      keepActivations: false,
+    });
     expect(s('xnnpack')).toEqual({ activationType: 'int8', weights: S8_PC, gemmWeights: S8_PC, ...base });
   });
 
@@ -81,7 +94,10 @@ describe('resolveTarget', () => {
     expect(resolveTarget('vsinpu', { perChannel: true })).toMatchObject({ weights: S8_PC });
     expect(resolveTarget('acl', { keepActivations: true }).keepActivations).toBe(true);
     expect(resolveTarget('cpu', { weightType: 'uint8', perChannel: false })).toMatchObject({ weights: U8_PT });
-    expect(resolveTarget('cpu', { minRealRange: 0.01, quantizeSoftmax: true })).toMatchObject({ minRealRange: 0.01, quantizeSoftmax: true });
+    expect(resolveTarget('cpu', { minRealRange: 0.01, quantizeSoftmax: true })).toMatchObject({
+      minRealRange: 0.01,
+      quantizeSoftmax: true,
+    });
   });
 
   it('refuses what the target cannot run, saying why', () => {
@@ -216,7 +232,8 @@ class Graph {
   /** The single Q reading the output of `n` (throws otherwise). */
   qOf(n: onnx.INodeProto): onnx.INodeProto {
     const c = this.consumers.get(n.output![0]!) ?? [];
-    if (c.length !== 1 || c[0]!.opType !== 'QuantizeLinear') throw new Error(`${n.name} output feeds ${c.map((x) => x.opType).join(',')}, not one QuantizeLinear`);
+    if (c.length !== 1 || c[0]!.opType !== 'QuantizeLinear')
+      throw new Error(`${n.name} output feeds ${c.map((x) => x.opType).join(',')}, not one QuantizeLinear`);
     return c[0]!;
   }
   scale(q: onnx.INodeProto): number {
@@ -536,7 +553,9 @@ describe('every target agrees with FP32 on the CPU provider', () => {
       // cli-quantize.test.ts: they differ so much (sunset, checkerboard, stripes …) that ranges
       // calibrated on half clip the other half and the output SQNR of this synthetic network goes
       // negative for every target; that would measure the images, not the quantizer.
-      const samples = (await readdir(path.join(projectRoot, 'models', 'samples'))).sort().map((f) => path.join(projectRoot, 'models', 'samples', f));
+      const samples = (await readdir(path.join(projectRoot, 'models', 'samples')))
+        .sort()
+        .map((f) => path.join(projectRoot, 'models', 'samples', f));
       calibration = samples;
       const pre = createPreprocessor(builtInputSpec());
       test = await Promise.all(
@@ -554,7 +573,12 @@ describe('every target agrees with FP32 on the CPU provider', () => {
       it(`${v.name}: output SQNR > ${v.inception} dB`, async () => {
         const out = path.join(dir, `inception.${v.name.replace(/\W/g, '_')}.onnx`);
         await quantizeModel({ input: fp32, output: out, calibration: { images: calibration }, method: 'percentile', ...v.opts });
-        const r = await agreement(fp32, out, test.map((t) => t.data), test[0]!.dims);
+        const r = await agreement(
+          fp32,
+          out,
+          test.map((t) => t.data),
+          test[0]!.dims,
+        );
         expect(r.sqnrDb).toBeGreaterThan(v.inception);
       });
     }
@@ -593,7 +617,13 @@ describe("what ORT's CPU provider fuses (optimized model, level all)", () => {
     await writeBuiltModel(fp32, { seed: 1 });
     const cal = path.join(dir, 'inception-fuse-cal');
     await mkdir(cal);
-    await quantizeModel({ input: fp32, output: out, calibration: { images: await writeImages(cal, 2, 5, 256) }, method: 'minmax', target: 'cpu-arm' });
+    await quantizeModel({
+      input: fp32,
+      output: out,
+      calibration: { images: await writeImages(cal, 2, 5, 256) },
+      method: 'minmax',
+      target: 'cpu-arm',
+    });
     const convs = (await loadModel(fp32)).graph!.node!.filter((n) => n.opType === 'Conv').length;
     const ops = await optimizedOpTypes(out, `${out}.opt.onnx`, ARM);
     expect(ops).not.toContain('Conv');

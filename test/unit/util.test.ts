@@ -50,7 +50,9 @@ describe('pathExists, isFile, requireFile', () => {
 
   it('requireFile names what is missing, and refuses a folder', async () => {
     await expect(requireFile(path.join(dir, 'f.txt'), 'model file')).resolves.toBeUndefined();
-    await expect(requireFile(path.join(dir, 'missing.onnx'), 'reference model')).rejects.toThrow(/^reference model not found: .*missing\.onnx$/);
+    await expect(requireFile(path.join(dir, 'missing.onnx'), 'reference model')).rejects.toThrow(
+      /^reference model not found: .*missing\.onnx$/,
+    );
     await expect(requireFile(path.join(dir, 'sub'), 'model file')).rejects.toThrow(/^model file .*sub is not a file$/);
   });
 });
@@ -78,14 +80,18 @@ describe('listImageFiles', () => {
   it('errors name the list and the path', async () => {
     const missing = path.join(dir, 'missing');
     await expect(listImageFiles(missing, 'calibration folder')).rejects.toThrow(`calibration folder ${missing} does not exist`);
-    await expect(listImageFiles(path.join(dir, 'no-images'), 'image folder')).rejects.toThrow(/^image folder .*no-images has no images \(\.jpg /);
+    await expect(listImageFiles(path.join(dir, 'no-images'), 'image folder')).rejects.toThrow(
+      /^image folder .*no-images has no images \(\.jpg /,
+    );
     await expect(listImageFiles(path.join(dir, 'none-*.png'), 'image folder')).rejects.toThrow(/matches no files/);
     await expect(listImageFiles(missing, 'x')).rejects.toBeInstanceOf(ImageListError);
   });
 
   it('folderOnly: paths as given, no glob, and a missing folder cannot be read', async () => {
     const rel = path.relative(process.cwd(), images);
-    expect(await listImageFiles(rel, 'calibration folder', { folderOnly: true })).toEqual(['a.png', 'b.JPG', 'c.webp'].map((n) => path.join(rel, n)));
+    expect(await listImageFiles(rel, 'calibration folder', { folderOnly: true })).toEqual(
+      ['a.png', 'b.JPG', 'c.webp'].map((n) => path.join(rel, n)),
+    );
     await expect(listImageFiles(path.join(dir, 'missing'), 'calibration folder', { folderOnly: true })).rejects.toThrow(
       /^calibration folder .*missing cannot be read: ENOENT/,
     );

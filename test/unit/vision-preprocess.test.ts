@@ -9,7 +9,9 @@ async function png(grid: RGB[][]): Promise<Buffer> {
   const height = grid.length;
   const width = grid[0]!.length;
   const raw = Buffer.from(grid.flat(2));
-  return sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return sharp(raw, { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 /** A grid whose pixels are all different, so any misplaced pixel shows. */
@@ -30,8 +32,16 @@ function blockGrid(cols: number, rows: number, bw: number, bh: number): { grid: 
 
 function spec(over: Partial<InputSpec>): InputSpec {
   return {
-    name: 'input', layout: 'NCHW', width: 2, height: 2, channels: 'RGB',
-    scale: 1, mean: [0, 0, 0], std: [1, 1, 1], resize: 'crop', ...over,
+    name: 'input',
+    layout: 'NCHW',
+    width: 2,
+    height: 2,
+    channels: 'RGB',
+    scale: 1,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+    resize: 'crop',
+    ...over,
   };
 }
 
@@ -47,8 +57,7 @@ describe('createPreprocessor', () => {
     const { tensor, width, height } = await pre(await png(grid));
     expect([width, height]).toEqual([4, 2]);
     expect(tensor.dims).toEqual([1, 3, 2, 2]);
-    for (let y = 0; y < 2; y++)
-      for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(grid[y]![x + 1]);
+    for (let y = 0; y < 2; y++) for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(grid[y]![x + 1]);
   });
 
   it('crop: scales the shorter side down, then crops the centre', async () => {
@@ -56,8 +65,7 @@ describe('createPreprocessor', () => {
     const { grid, cell } = blockGrid(4, 2, 2, 2);
     const pre = createPreprocessor(spec({ resize: 'crop' }), { kernel: 'nearest' });
     const { tensor } = await pre(await png(grid));
-    for (let y = 0; y < 2; y++)
-      for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(cell(x + 1, y));
+    for (let y = 0; y < 2; y++) for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(cell(x + 1, y));
   });
 
   it('fill: stretches every block of the frame onto one output pixel', async () => {
@@ -65,8 +73,7 @@ describe('createPreprocessor', () => {
     const { grid, cell } = blockGrid(2, 2, 4, 1);
     const pre = createPreprocessor(spec({ resize: 'fill' }), { kernel: 'nearest' });
     const { tensor } = await pre(await png(grid));
-    for (let y = 0; y < 2; y++)
-      for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(cell(x, y));
+    for (let y = 0; y < 2; y++) for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(cell(x, y));
   });
 
   it('pad: letterboxes with the configured colour above and below', async () => {
@@ -92,7 +99,11 @@ describe('createPreprocessor', () => {
   it('applies (pixel*scale - mean[c]) / std[c] in BGR order with an NHWC layout', async () => {
     const grid = distinctGrid(2, 2);
     const s = spec({
-      layout: 'NHWC', channels: 'BGR', scale: 1 / 255, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5],
+      layout: 'NHWC',
+      channels: 'BGR',
+      scale: 1 / 255,
+      mean: [0.5, 0.4, 0.3],
+      std: [0.2, 0.25, 0.5],
     });
     const { tensor } = await createPreprocessor(s, { kernel: 'nearest' })(await png(grid));
     expect(tensor.dims).toEqual([1, 2, 2, 3]);
@@ -123,7 +134,12 @@ describe('createPreprocessor', () => {
       .png()
       .toBuffer();
     const g = await createPreprocessor(spec({}), { kernel: 'nearest' })(grey);
-    for (const [x, y, v] of [[0, 0, 0], [1, 0, 100], [0, 1, 200], [1, 1, 255]] as const)
+    for (const [x, y, v] of [
+      [0, 0, 0],
+      [1, 0, 100],
+      [0, 1, 200],
+      [1, 1, 255],
+    ] as const)
       expect(nchwAt(g.tensor.data, 2, 2, x, y)).toEqual([v, v, v]);
 
     const rgba = await sharp(Buffer.from([1, 2, 3, 255, 4, 5, 6, 255, 7, 8, 9, 255, 10, 11, 12, 255]), {
@@ -136,7 +152,10 @@ describe('createPreprocessor', () => {
   });
 
   it('applies EXIF orientation and reports the oriented frame size', async () => {
-    const jpeg = await sharp(await png(distinctGrid(8, 4))).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const jpeg = await sharp(await png(distinctGrid(8, 4)))
+      .jpeg()
+      .withMetadata({ orientation: 6 })
+      .toBuffer();
     const { width, height } = await createPreprocessor(spec({}))(jpeg);
     expect([width, height]).toEqual([4, 8]);
   });
@@ -153,8 +172,10 @@ describe('createPreprocessor', () => {
   describe('bad frames', () => {
     async function noisyJpeg(): Promise<Buffer> {
       let state = 12345;
-      const noise = Buffer.alloc(128 * 128 * 3, 0).map(() => ((state = (state * 1103515245 + 12345) >>> 0) >>> 24));
-      return sharp(noise, { raw: { width: 128, height: 128, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+      const noise = Buffer.alloc(128 * 128 * 3, 0).map(() => (state = (state * 1103515245 + 12345) >>> 0) >>> 24);
+      return sharp(noise, { raw: { width: 128, height: 128, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toBuffer();
     }
     const pre = createPreprocessor(spec({}));
 

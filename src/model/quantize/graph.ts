@@ -1,5 +1,5 @@
 /** Small graph queries over an ONNX GraphProto, shared by the preparation and QDQ passes. */
-import { onnx } from '../onnx.js';
+import type { onnx } from '../onnx.js';
 
 export type Node = onnx.INodeProto;
 

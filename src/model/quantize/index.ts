@@ -8,7 +8,7 @@ import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
 import * as ort from 'onnxruntime-node';
 import { findManifestForModel, writeManifestBeside, type ModelManifest } from '../manifest.js';
-import { loadModel, onnx, opsetVersion, saveModel } from '../onnx.js';
+import { loadModel, type onnx, opsetVersion, saveModel } from '../onnx.js';
 import { listImageFiles } from '../../util/index.js';
 import { createPreprocessor } from '../../vision/index.js';
 import { calibrate, createSession, probeTensors, withExtraOutputs, type CalibrationMethod, type Range } from './calibrate.js';
@@ -250,7 +250,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         )
       : undefined;
   bar?.start(total ?? 0, 0); // tensors from an iterable have no known count: no bar, log lines instead
-  let calibration;
+  let calibration: Awaited<ReturnType<typeof calibrate>>;
   try {
     calibration = await calibrate(prepared, toCalibrate, inputs, {
       method: opts.method,
@@ -266,7 +266,9 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     });
   } catch (err) {
     if (/no calibration inputs/.test((err as Error).message) && skippedImages.length > 0) {
-      throw new Error(`none of the ${skippedImages.length} calibration images could be read (first: ${skippedImages[0]!.image}: ${skippedImages[0]!.error})`);
+      throw new Error(
+        `none of the ${skippedImages.length} calibration images could be read (first: ${skippedImages[0]!.image}: ${skippedImages[0]!.error})`,
+      );
     }
     throw err;
   } finally {
@@ -355,24 +357,38 @@ async function layerSqnr(
 ): Promise<{ tensor: string; node: string; opType: string; sqnrDb: number }[]> {
   if (inputs.length === 0) return [];
   const pairs = [...dequantized].filter(([f]) => f !== inputName);
-  const floatSession = await createSession(withExtraOutputs(floatModel, pairs.map(([f]) => f)));
-  const qdqSession = await createSession(withExtraOutputs(qdqModel, pairs.map(([, q]) => q)));
+  const floatSession = await createSession(
+    withExtraOutputs(
+      floatModel,
+      pairs.map(([f]) => f),
+    ),
+  );
+  const qdqSession = await createSession(
+    withExtraOutputs(
+      qdqModel,
+      pairs.map(([, q]) => q),
+    ),
+  );
   const acc = new Map(pairs.map(([f]) => [f, new SqnrAccumulator()]));
   try {
     for (const data of inputs) {
       const feed = { [inputName]: new ort.Tensor('float32', data, inputDims) };
       // One tensor set at a time would double the runs; all at once holds one image's activations.
-      const fo = await floatSession.run(feed, pairs.map(([f]) => f));
-      const qo = await qdqSession.run(feed, pairs.map(([, q]) => q));
+      const fo = await floatSession.run(
+        feed,
+        pairs.map(([f]) => f),
+      );
+      const qo = await qdqSession.run(
+        feed,
+        pairs.map(([, q]) => q),
+      );
       for (const [f, q] of pairs) acc.get(f)!.add(fo[f]!.data as Float32Array, qo[q]!.data as Float32Array);
     }
   } finally {
     await floatSession.release();
     await qdqSession.release();
   }
-  return [...acc]
-    .map(([tensor, a]) => ({ tensor, node: tensor, opType: '', sqnrDb: a.db }))
-    .sort((a, b) => a.sqnrDb - b.sqnrDb);
+  return [...acc].map(([tensor, a]) => ({ tensor, node: tensor, opType: '', sqnrDb: a.db })).sort((a, b) => a.sqnrDb - b.sqnrDb);
 }
 
 export type { Range, TensorQuant, FloatNode };

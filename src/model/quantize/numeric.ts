@@ -69,9 +69,7 @@ export function computeScaleZeroPoint(
   }
   const scale = Math.fround((hi - lo) / (qmax - qmin));
   if (scale < FLOAT32_TINY) return { scale: 1, zeroPoint: 0 };
-  const zeroPoint = symmetric
-    ? roundHalfEven((qmin + qmax) / 2)
-    : roundHalfEven(qmin - Math.fround(lo / scale));
+  const zeroPoint = symmetric ? roundHalfEven((qmin + qmax) / 2) : roundHalfEven(qmin - Math.fround(lo / scale));
   return { scale, zeroPoint: Math.min(qmax, Math.max(qmin, zeroPoint)) };
 }
 
@@ -89,7 +87,7 @@ export function activationParams(
 /** q = clamp(roundHalfEven(x / scale) + zp), division in float32 as numpy does on float32 arrays. */
 export function quantizeValue(x: number, scale: number, zeroPoint: number, qmin: number, qmax: number): number {
   const q = roundHalfEven(Math.fround(x / scale)) + zeroPoint;
-  return q < qmin ? qmin : q > qmax ? qmax : q;
+  return q < qmin ? qmin : Math.min(q, qmax);
 }
 
 export interface PerChannelWeights {
@@ -143,12 +141,7 @@ export function perChannelWeightScales(values: Float32Array, dims: readonly numb
 }
 
 /** Quantize a weight tensor to int8 with the given per-channel scales (zero points 0). */
-export function quantizePerChannel(
-  values: Float32Array,
-  dims: readonly number[],
-  axis: number,
-  scales: Float32Array,
-): PerChannelWeights {
+export function quantizePerChannel(values: Float32Array, dims: readonly number[], axis: number, scales: Float32Array): PerChannelWeights {
   const { channels, inner, outer } = channelLayout(dims, axis);
   if (scales.length !== channels) throw new Error(`expected ${channels} scales, got ${scales.length}`);
   const data = new Int8Array(values.length);
@@ -190,9 +183,7 @@ export function weightParams(
   minRealRange?: number,
 ): { scales: Float32Array; zeroPoints: number[]; mins: Float64Array } {
   const { qmin, qmax } = quantRange(scheme.type, scheme.symmetric);
-  const { channels, inner, outer } = scheme.perChannel
-    ? channelLayout(dims, axis)
-    : { channels: 1, inner: values.length, outer: 1 };
+  const { channels, inner, outer } = scheme.perChannel ? channelLayout(dims, axis) : { channels: 1, inner: values.length, outer: 1 };
   const mins = new Float64Array(channels).fill(Infinity);
   const maxs = new Float64Array(channels).fill(-Infinity);
   for (let o = 0; o < outer; o++) {
@@ -239,9 +230,7 @@ export function quantizeWeights(
   zeroPoints: readonly number[],
 ): QuantizedWeights {
   const { qmin, qmax } = quantRange(scheme.type, scheme.symmetric);
-  const { channels, inner, outer } = scheme.perChannel
-    ? channelLayout(dims, axis)
-    : { channels: 1, inner: values.length, outer: 1 };
+  const { channels, inner, outer } = scheme.perChannel ? channelLayout(dims, axis) : { channels: 1, inner: values.length, outer: 1 };
   if (scales.length !== channels || zeroPoints.length !== channels) {
     throw new Error(`expected ${channels} scales and zero points, got ${scales.length} and ${zeroPoints.length}`);
   }
@@ -307,7 +296,7 @@ export function quantizeBias(
     const s = scales[perChannel ? i : 0]!;
     // Bias uses float64 division (ORT: bias_data / bias_scale in float64) and saturates.
     const q = roundHalfEven(bias[i]! / s);
-    data[i] = q > INT32_MAX ? INT32_MAX : q < INT32_MIN ? INT32_MIN : q;
+    data[i] = q > INT32_MAX ? INT32_MAX : Math.max(q, INT32_MIN);
   }
   return { data, scales };
 }

@@ -6,16 +6,7 @@
  * biases int32 behind a DQ, and no quantized node writes a graph output (the output is renamed and a
  * DQ writes the original name).
  */
-import {
-  attrFloat,
-  attrInt,
-  DataType,
-  getAttr,
-  makeNode,
-  makeTensor,
-  onnx,
-  tensorToFloat32,
-} from '../onnx.js';
+import { attrFloat, attrInt, DataType, getAttr, makeNode, makeTensor, onnx, tensorToFloat32 } from '../onnx.js';
 import {
   consumerMap,
   graphInputNames,
@@ -173,7 +164,12 @@ export function planQdq(
       // Kept as a node unit: its bounds must be constants (a provider reads them at compile time).
       const constBounds = (r.input ?? []).slice(1).every((b) => !b || inits.has(b));
       if (constBounds && !unquantizableReason(r, inits, isFloat)) quantized.add(r);
-      else floatNodes.push({ name: nodeLabel(r), opType: r.opType!, reason: `${r.opType} kept float: its bounds are not constants or it is not float` });
+      else
+        floatNodes.push({
+          name: nodeLabel(r),
+          opType: r.opType!,
+          reason: `${r.opType} kept float: its bounds are not constants or it is not float`,
+        });
       continue;
     }
     const clampAtZero = isRelu || (isZeroConst(r.input?.[1]) && (!r.input?.[2] || inits.has(r.input[2])));
@@ -257,11 +253,7 @@ export function planQdq(
   return { model, quantized, own, shared, concatShared, reluFolded, fixedRanges, floatNodes, foldedRelus, warnings };
 }
 
-function unquantizableReason(
-  n: Node,
-  inits: Map<string, onnx.ITensorProto>,
-  isFloat: (t: string) => boolean,
-): string | undefined {
+function unquantizableReason(n: Node, inits: Map<string, onnx.ITensorProto>, isFloat: (t: string) => boolean): string | undefined {
   const op = n.opType ?? '';
   const ins = (n.input ?? []).filter(Boolean);
   if (op === 'Conv' || op === 'Gemm') {
@@ -410,8 +402,22 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
     }
     const qOut = names.take(`${t}_QuantizeLinear_Output`);
     const dqOut = isOutput ? t : names.take(`${t}_DequantizeLinear_Output`);
-    const qNode = makeNode('QuantizeLinear', [qInput, q.scaleName, q.zpName], [qOut], {}, names.take(`${t}_QuantizeLinear`), qdqDomain || undefined);
-    const dqNode = makeNode('DequantizeLinear', [qOut, q.scaleName, q.zpName], [dqOut], {}, names.take(`${t}_DequantizeLinear`), qdqDomain || undefined);
+    const qNode = makeNode(
+      'QuantizeLinear',
+      [qInput, q.scaleName, q.zpName],
+      [qOut],
+      {},
+      names.take(`${t}_QuantizeLinear`),
+      qdqDomain || undefined,
+    );
+    const dqNode = makeNode(
+      'DequantizeLinear',
+      [qOut, q.scaleName, q.zpName],
+      [dqOut],
+      {},
+      names.take(`${t}_DequantizeLinear`),
+      qdqDomain || undefined,
+    );
     if (!isOutput) {
       for (const c of consumers.get(t) ?? []) c.input = c.input!.map((i) => (i === t ? dqOut : i));
     }
@@ -436,7 +442,13 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
     newInits.push(tensor, scale, zp);
     const out = names.take(`${base}_DequantizeLinear_Output`);
     weightDqs.push(
-      makeNode('DequantizeLinear', [tensor.name!, scale.name!, zp.name!], [out], axis === undefined ? {} : { axis }, names.take(`${base}_DequantizeLinear`)),
+      makeNode(
+        'DequantizeLinear',
+        [tensor.name!, scale.name!, zp.name!],
+        [out],
+        axis === undefined ? {} : { axis },
+        names.take(`${base}_DequantizeLinear`),
+      ),
     );
     return out;
   };
@@ -444,7 +456,17 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
     if (!quantized.has(n)) continue;
     const op = n.opType!;
     if (op === 'Conv' || op === 'Gemm') {
-      quantizeWeightsAndBias(n, op, op === 'Conv' ? convWeights : gemmWeights, minRealRange, inits, names, params, dqInitializer, biasAdjusted);
+      quantizeWeightsAndBias(
+        n,
+        op,
+        op === 'Conv' ? convWeights : gemmWeights,
+        minRealRange,
+        inits,
+        names,
+        params,
+        dqInitializer,
+        biasAdjusted,
+      );
       continue;
     }
     if (!OWN_RANGE_OPS.has(op)) continue; // direct ops: shape inputs etc. stay as they are
@@ -469,7 +491,16 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
       const zt = makeTensor(names.take(`${i}_zero_point`), zpType.dataType, [], zpType.array(p.zeroPoint));
       newInits.push(qt, st, zt);
       const out = names.take(`${i}_DequantizeLinear_Output`);
-      weightDqs.push(makeNode('DequantizeLinear', [qt.name!, st.name!, zt.name!], [out], {}, names.take(`${i}_DequantizeLinear`), qdqDomain || undefined));
+      weightDqs.push(
+        makeNode(
+          'DequantizeLinear',
+          [qt.name!, st.name!, zt.name!],
+          [out],
+          {},
+          names.take(`${i}_DequantizeLinear`),
+          qdqDomain || undefined,
+        ),
+      );
       return out;
     });
   }
@@ -525,7 +556,8 @@ function quantizeWeightsAndBias(
     if (adj.adjusted.length) {
       biasAdjusted.push({ node: nodeLabel(n), channels: adj.adjusted });
       // A raised scale moves an asymmetric zero point (the minimum still maps to qmin).
-      if (!scheme.symmetric) zeroPoints = zeroPoints.map((z, c) => (adj.adjusted.includes(c) ? asymmetricZeroPoint(wp.mins[c]!, scales[c]!, scheme.type) : z));
+      if (!scheme.symmetric)
+        zeroPoints = zeroPoints.map((z, c) => (adj.adjusted.includes(c) ? asymmetricZeroPoint(wp.mins[c]!, scales[c]!, scheme.type) : z));
     }
   }
   const qw = quantizeWeights(values, dims, axis, scheme, scales, zeroPoints);
@@ -549,7 +581,12 @@ function quantizeWeightsAndBias(
         bBase,
         makeTensor(names.take(`${bBase}_quantized`), DataType.INT32, [bias.length], qb.data),
         makeTensor(names.take(`${bBase}_quantized_scale`), DataType.FLOAT, scheme.perChannel ? [qb.scales.length] : [], qb.scales),
-        makeTensor(names.take(`${bBase}_quantized_zero_point`), DataType.INT32, scheme.perChannel ? [qb.scales.length] : [], new Int32Array(qb.scales.length)),
+        makeTensor(
+          names.take(`${bBase}_quantized_zero_point`),
+          DataType.INT32,
+          scheme.perChannel ? [qb.scales.length] : [],
+          new Int32Array(qb.scales.length),
+        ),
         scheme.perChannel ? 0 : undefined,
       ),
     );

@@ -19,7 +19,7 @@ try {
 } catch {
   // no mode file: behave normally
 }
-fs.appendFileSync(path.join(dir, 'argv.log'), JSON.stringify({ argv, pid: process.pid, mode }) + '\n');
+fs.appendFileSync(path.join(dir, 'argv.log'), `${JSON.stringify({ argv, pid: process.pid, mode })}\n`);
 
 const red = (text) => `\u001b[31m${text}\n\u001b[0m`;
 const image = () => fs.readFileSync(path.join(dir, 'image.jpg'));
@@ -60,7 +60,8 @@ switch (mode) {
     break;
   case 'hang-ignore-term':
     process.on('SIGTERM', () => undefined);
-  // falls through
+    setInterval(() => undefined, 1000); // as 'hang', without ending on SIGTERM
+    break;
   case 'hang':
     setInterval(() => undefined, 60_000);
     break;

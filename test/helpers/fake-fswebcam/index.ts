@@ -71,10 +71,7 @@ function shellQuote(value: string): string {
  * Installs a fake fswebcam into `dir` (created if missing). Its state (mode, image, argv log) lives in
  * `dir`, so several fakes can coexist in one test run.
  */
-export async function installFakeFswebcam(
-  dir: string,
-  options: { mode?: FakeFswebcamMode; image?: Buffer } = {},
-): Promise<FakeFswebcam> {
+export async function installFakeFswebcam(dir: string, options: { mode?: FakeFswebcamMode; image?: Buffer } = {}): Promise<FakeFswebcam> {
   const binDir = path.join(dir, 'bin');
   await mkdir(binDir, { recursive: true });
   const bin = path.join(binDir, 'fswebcam');
@@ -89,7 +86,10 @@ export async function installFakeFswebcam(
   await writeFile(argvLog, '');
   await writeFile(modeFile, options.mode ?? 'ok');
   const image =
-    options.image ?? (await sharp({ create: { width: 64, height: 48, channels: 3, background: '#336699' } }).jpeg().toBuffer());
+    options.image ??
+    (await sharp({ create: { width: 64, height: 48, channels: 3, background: '#336699' } })
+      .jpeg()
+      .toBuffer());
   await writeFile(imageFile, image);
 
   const fake: FakeFswebcam = {
