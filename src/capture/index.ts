@@ -38,6 +38,6 @@ export {
 } from './fields.js';
 export { CaptureRunner, type CaptureRunnerOptions } from './runner.js';
 export { FilesSource, FILES_FIELDS, type FilesSourceOptions } from './files-source.js';
-export { WebcamSource, WEBCAM_FIELDS, type WebcamSourceOptions } from './webcam-source.js';
+export { WebcamSource, WEBCAM_FIELDS, webcamTmpDirProblem, type WebcamSourceOptions } from './webcam-source.js';
 export { FfmpegSource, FFMPEG_FIELDS, buildFfmpegArgs, type FfmpegSourceOptions } from './ffmpeg-source.js';
 export { JpegStreamSplitter, jpegProblem } from './jpeg.js';

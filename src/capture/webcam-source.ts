@@ -43,6 +43,16 @@ function loadNodeWebcam(): NodeWebcamModule {
  */
 const DEVICE_PATH = /^(?!.*\.\.)\/dev\/[A-Za-z0-9._:+-]+(\/[A-Za-z0-9._:+-]+)*$/;
 const SAFE_DIR = /^\/([A-Za-z0-9._+-]+\/?)*$/;
+
+/**
+ * Why `dir` cannot hold webcam captures, or undefined: node-webcam pastes the output path into a shell
+ * command, so only a plain absolute path is accepted.
+ */
+export function webcamTmpDirProblem(dir: string): string | undefined {
+  const resolved = path.resolve(dir);
+  if (SAFE_DIR.test(resolved) && !resolved.includes('..')) return undefined;
+  return 'must be a path of letters, digits and "._+-/" only when a source uses the webcam backend (fswebcam writes its captures there)';
+}
 const SAFE_FILE = /^\/[A-Za-z0-9._+/-]+\.jpg$/;
 
 /** Seconds coreutils `timeout` waits after SIGTERM before SIGKILL. */

@@ -12,6 +12,7 @@ import { buildSchema } from './schema.js';
 import { collectSources } from './sources.js';
 import type { Config } from './types.js';
 import { checkAgainstSchema } from './validate.js';
+import { webcamTmpDirProblem } from '../capture/index.js';
 
 export interface LoadConfigOptions {
   /** Config file; falls back to $INCEPTIOND_CONFIG; none = defaults and env only. */
@@ -54,6 +55,8 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     sources = collected.resolved;
   }
   problems.push(...crossChecks(raw, options.checkFiles ?? true));
+  const tmpProblem = sources.some((s) => s.backend === 'webcam') ? webcamTmpDirProblem(raw.runtimeDir) : undefined;
+  if (tmpProblem) problems.push(invalidValue('runtimeDir', raw.runtimeDir, tmpProblem));
   if (problems.length > 0) throw new ConfigError(problems);
 
   const config = derive(raw, env);

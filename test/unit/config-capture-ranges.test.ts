@@ -226,3 +226,24 @@ describe('source ids', () => {
     },
   );
 });
+
+describe('runtimeDir with the webcam backend', () => {
+  it('refuses a folder fswebcam cannot be given safely, naming runtimeDir; other backends do not care', async () => {
+    const { loadConfig, ConfigError } = await import('../../src/config/index.js');
+    const load = (env: NodeJS.ProcessEnv) => loadConfig({ env: { INCEPTIOND_STATEDIR: '/tmp/x', ...env } }).config;
+    let err: unknown;
+    try {
+      load({ INCEPTIOND_CAPTURE_BACKEND: 'webcam', INCEPTIOND_RUNTIMEDIR: '/tmp/my captures' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(
+      /runtimeDir = "\/tmp\/my captures": must be a path of letters, digits and "\._\+-\/" only when a source uses the webcam backend/,
+    );
+    expect(
+      load({ INCEPTIOND_CAPTURE_BACKEND: 'files', INCEPTIOND_CAPTURE_FILES_PATH: '/tmp', INCEPTIOND_RUNTIMEDIR: '/tmp/my captures' })
+        .runtimeDir,
+    ).toBe('/tmp/my captures');
+  });
+});
