@@ -3,7 +3,6 @@
 // outbox → MQTT), in one run so the ratio is meaningful on a noisy machine. Raw is measured before and
 // after the pipeline and averaged.
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -13,7 +12,7 @@ import { loadRuntime } from '../inference/index.js';
 import { sessionOptionsFor } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
 import { percentile } from '../ops/index.js';
-import { round2 } from '../util/index.js';
+import { freePort, round2 } from '../util/index.js';
 import { createPreprocessor } from '../vision/index.js';
 
 export interface BenchOptions {
@@ -76,17 +75,6 @@ async function rawLoop(model: PreparedModel, config: Config, input: Float32Array
   } finally {
     await session.release();
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function pipelineRun(config: Config, logger: Logger, folder: string, seconds: number) {

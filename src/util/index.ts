@@ -4,3 +4,4 @@ export { fileSha256, isFile, pathExists, requireFile } from './fs.js';
 export { IMAGE_EXTENSIONS, ImageListError, listImageFiles, type ListImageFilesOptions } from './images.js';
 export { LogThrottle } from './log-throttle.js';
 export { round2 } from './numbers.js';
+export { freePort } from './net.js';

@@ -9,7 +9,10 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { freePort } from '../../src/util/index.js';
 import { which } from './which.js';
+
+export { freePort };
 
 export interface TestBroker {
   kind: 'mosquitto' | 'aedes';
@@ -32,18 +35,6 @@ export async function startBroker(opts: { port?: number } = {}): Promise<TestBro
 /** Debian installs mosquitto in /usr/sbin, which a user's PATH may lack. */
 export function findMosquitto(): string | null {
   return which('mosquitto', ['/usr/sbin', '/usr/local/sbin']);
-}
-
-/** A port that was free a moment ago (bind 0, read, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 // Brokers still running when the test process exits are killed, so no mosquitto outlives a crashed run.
