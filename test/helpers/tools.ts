@@ -15,6 +15,7 @@ export const SKIP = {
   unixDgram: 'needs the optional native module unix-dgram (not built: no compiler?)',
   webgpu: 'needs a Vulkan driver WebGPU can use (no GPU here? Mesa >= 24 lavapipe: bookworm-backports mesa-vulkan-drivers)',
   webgpuBuild: "needs the WebGPU provider, which this platform's onnxruntime-node build lacks",
+  systemdAnalyze: 'needs systemd-analyze (Debian package systemd)',
 } as const;
 
 /** The broker startBroker() will give: Mosquitto when installed, unless INCEPTIOND_TEST_BROKER=aedes. */
@@ -50,4 +51,9 @@ export function webGpuStatus(): Promise<{ compiled: boolean; usable: boolean; re
     return { compiled: true, usable: probe.ok, reason: probe.reason };
   })();
   return webGpu;
+}
+
+/** systemd's unit analyser, for checking the service file's hardening (Debian's systemd package). */
+export function systemdAnalyze(): string | null {
+  return which('systemd-analyze');
 }
