@@ -131,14 +131,18 @@ export class DaemonStatus {
   health(): HealthReport {
     const now = performance.now();
     const stuck: string[] = [];
-    for (const [id, s] of this.sources) {
-      if (s.state === 'finished') continue;
-      const idle = now - s.lastProgress;
-      if (idle > this.probes.stallMs(id)) stuck.push(`source "${id}" made no progress (no frame, no handled failure) for ${seconds(idle)}`);
-    }
     const inferenceMs = this.probes.oldestInferenceMs();
-    if (inferenceMs > this.probes.inferenceStallMs())
+    if (inferenceMs > this.probes.inferenceStallMs()) {
       stuck.push(`an inference has not completed for ${seconds(inferenceMs)}: the worker is hung`);
+    } else {
+      // (A hung worker also stops the sources, which wait for it: it alone is named then.)
+      for (const [id, s] of this.sources) {
+        if (s.state === 'finished') continue;
+        const idle = now - s.lastProgress;
+        if (idle > this.probes.stallMs(id))
+          stuck.push(`source "${id}" made no progress (no frame, no handled failure) for ${seconds(idle)}`);
+      }
+    }
     const mqtt = this.probes.mqtt();
     if (mqtt.connected && mqtt.oldestInflightMs > this.probes.maxAckWaitMs()) {
       stuck.push(`the broker has not acknowledged a Result for ${seconds(mqtt.oldestInflightMs)}`);

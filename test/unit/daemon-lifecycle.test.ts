@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import sharp from 'sharp';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SourceStoppedError, type Frame, type FrameSource } from '../../src/capture/index.js';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { Daemon, StartCancelledError, type DaemonEngine, type DaemonOptions } from '../../src/daemon/index.js';
@@ -199,11 +199,11 @@ describe('Daemon lifecycle', () => {
     }
     await daemon.waitForResults(2);
     expect(daemon.health()).toMatchObject({ healthy: true, status: 'ok' });
-    await until(() => messages.some((m) => m.text === 'WATCHDOG=1'));
+    await vi.waitFor(() => expect(messages.map((m) => m.text)).toContain('WATCHDOG=1'));
     expect(messages.map((m) => m.text)).toContainEqual(expect.stringMatching(/^READY=1/));
 
     hang = true;
-    await until(() => !daemon.health().healthy, 5_000);
+    await vi.waitFor(() => expect(daemon.health().healthy).toBe(false), { timeout: 5_000 });
     const unhealthy = performance.now();
     expect(daemon.health()).toMatchObject({ status: 'unhealthy', stuck: [expect.stringMatching(/inference has not completed .*hung/)] });
     // Give the watchdog a few of its periods: no ping may come once the check fails.
@@ -242,11 +242,3 @@ describe('Daemon lifecycle', () => {
     expect(JSON.parse(retained.text)).not.toHaveProperty('error');
   });
 });
-
-async function until(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

@@ -92,6 +92,9 @@ describe('DaemonStatus', () => {
 
     stall = -1; // every source is now past its limit
     expect(status.health().stuck).toEqual([expect.stringMatching(/source "camera" made no progress/)]);
+    inference = 90_000; // sources wait for a hung worker: only the worker is named
+    expect(status.health().stuck).toEqual([expect.stringMatching(/inference has not completed/)]);
+    inference = 0;
     events.emit('sourceFinished', { source: 'camera' });
     expect(status.health().healthy).toBe(true);
   });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import mqtt from 'mqtt';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MqttPublisher, type MqttPublisherOptions } from '../../src/publish/mqtt.js';
 import { Outbox } from '../../src/publish/outbox.js';
 import { buildResult, validateResult, type Result } from '../../src/publish/payload.js';
@@ -107,6 +107,31 @@ describe('MqttPublisher', () => {
     expect(p.stats().connected).toBe(true);
     await p.stop(5_000); // a clean stop waits for the last PUBACKs
     expect(p.stats()).toMatchObject({ outboxDepth: 0, published: 50, dropped: 0 });
+  });
+
+  it('gives features their subscriptions again after a reconnect, and tells connects and losses', async () => {
+    const link = await proxy();
+    const p = publisher(link.url, await outboxIn());
+    const changes: boolean[] = [];
+    p.onConnectionChange((connected) => changes.push(connected));
+    const got: string[] = [];
+    p.subscribe(`${BASE}/feature/+/set`, (topic, payload) => got.push(`${topic}=${payload.toString()}`));
+    await p.start();
+    await p.waitUntilConnected(10_000);
+    const sender = await mqtt.connectAsync(broker.url, { protocolVersion: 4 });
+    cleanups.push(() => sender.endAsync(true));
+    await sender.publishAsync(`${BASE}/feature/a/set`, 'one', { qos: 1 });
+    await sender.publishAsync(`${BASE}/feature/a/b/set`, 'not matched', { qos: 1 });
+    await vi.waitFor(() => expect(got).toHaveLength(1));
+
+    link.cut(); // the broker forgets the session's subscriptions
+    await vi.waitFor(() => expect(changes).toContain(false));
+    link.restore();
+    await p.waitUntilConnected(10_000);
+    await sender.publishAsync(`${BASE}/feature/b/set`, 'two', { qos: 1 });
+    await vi.waitFor(() => expect(got).toHaveLength(2));
+    expect(got).toEqual([`${BASE}/feature/a/set=one`, `${BASE}/feature/b/set=two`]);
+    expect(changes).toEqual([true, false, true]);
   });
 
   it('speaks MQTT 5: Results and the retained status reach an MQTT 5 subscriber', async (ctx) => {
