@@ -2,7 +2,7 @@
 // convict's own coercion reads "0" as true for booleans and "12abc" as 12 for integers. A coerce that
 // cannot parse returns the string unchanged, so `validate` rejects it with a message naming the key.
 import convict from 'convict';
-import { EXECUTION_PROVIDERS } from './types.js';
+import { CONTROL_OPERATIONS, EXECUTION_PROVIDERS } from './types.js';
 
 const PREFIX = 'inceptiond-';
 const registered = new Set<string>();
@@ -127,6 +127,18 @@ export const EXECUTION_PROVIDER_LIST = register(
       );
     }
     if (new Set(value).size !== value.length) throw new Error('lists an execution provider twice');
+  },
+  parseList,
+);
+
+export const CONTROL_OPERATION_LIST = register(
+  'control-operations',
+  (value) => {
+    if (!Array.isArray(value)) throw new Error(`must be a list of operations from ${CONTROL_OPERATIONS.join(', ')}`);
+    const unknown = value.filter((v) => !(CONTROL_OPERATIONS as readonly unknown[]).includes(v));
+    if (unknown.length > 0) {
+      throw new Error(`unknown operation ${unknown.map((u) => JSON.stringify(u)).join(', ')}; known: ${CONTROL_OPERATIONS.join(', ')}`);
+    }
   },
   parseList,
 );

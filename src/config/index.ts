@@ -1,6 +1,6 @@
 export { EXIT, EX_CONFIG, EX_OK, EX_RUNTIME, EX_USAGE, type ExitCode } from './exit-codes.js';
 export { ConfigError, type ConfigProblem } from './errors.js';
-export { loadConfig, readConfigFile, MQTT_PASSWORD_CREDENTIAL, type LoadConfigOptions, type LoadedConfig } from './load.js';
+export { loadConfig, readConfigFile, mergeConfigInput, keysSetByEnv, MQTT_PASSWORD_CREDENTIAL, type LoadConfigOptions, type LoadedConfig } from './load.js';
 export { DEFAULT_SOURCE_ID, resolveSources } from './sources.js';
 export { redactConfig, configToJSON, REDACTED } from './redact.js';
 export { readSecretFile } from './secrets.js';
@@ -9,6 +9,8 @@ export { buildSchema, envName, schemaKeys, deviceIdFromHostname } from './schema
 export {
   CALIBRATION_METHODS,
   CAPTURE_BACKENDS,
+  CONTROL_OPERATIONS,
+  PUBLISH_POLICIES,
   DEFAULT_CALIBRATION_METHOD,
   EXECUTION_PROVIDERS,
   LOG_LEVELS,
@@ -19,6 +21,11 @@ export {
   type CaptureBackend,
   type CaptureConfig,
   type Config,
+  type ControlOperation,
+  type MotionConfig,
+  type PublishPolicyConfig,
+  type SnapshotConfig,
+  type SourceStages,
   type EmbeddedBrokerConfig,
   type ExecutionProviderName,
   type FfmpegCaptureConfig,

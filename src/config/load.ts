@@ -8,7 +8,7 @@ import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, fileProblem, invalidValue, type ConfigProblem } from './errors.js';
-import { buildSchema } from './schema.js';
+import { buildSchema, schemaKeys } from './schema.js';
 import { collectSources } from './sources.js';
 import type { Config } from './types.js';
 import { checkAgainstSchema } from './validate.js';
@@ -24,6 +24,11 @@ export interface LoadConfigOptions {
    * that would fail at connect time fails at start with exit 78 instead. Default true.
    */
   checkFiles?: boolean;
+  /**
+   * Values over the file's (the `set` request's and the settings it kept in the state directory): the
+   * same nested keys as the file; the environment still wins.
+   */
+  overlay?: Record<string, unknown>;
 }
 
 export interface LoadedConfig {
@@ -40,17 +45,19 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   const env = options.env ?? process.env;
   const fileName = options.file || env.INCEPTIOND_CONFIG || undefined;
   const file = fileName === undefined ? undefined : path.resolve(fileName);
-  const input = file === undefined ? {} : readConfigFile(file);
+  const fromFile = file === undefined ? {} : readConfigFile(file);
+  const input = options.overlay ? mergeConfigInput(fromFile, options.overlay) : fromFile;
 
   const schema = buildSchema(env);
   const { values, problems } = checkAgainstSchema(schema, input, env);
   const raw = values as unknown as Config & { sources: unknown[] };
 
   // Entries inherit from `capture`: with a bad `capture` every entry would repeat its problem.
-  const captureOk = !problems.some((p) => p.key === 'capture' || p.key?.startsWith('capture.'));
+  const inherited = ['capture', 'publish', 'motion', 'snapshot'];
+  const captureOk = !problems.some((p) => inherited.some((k) => p.key === k || p.key?.startsWith(`${k}.`)));
   let sources: Config['sources'] = [];
   if (captureOk && Array.isArray(raw.sources)) {
-    const collected = collectSources(raw.capture, raw.sources);
+    const collected = collectSources(raw, raw.sources);
     problems.push(...collected.problems);
     sources = collected.resolved;
   }
@@ -62,6 +69,30 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   const config = derive(raw, env);
   config.sources = sources;
   return file === undefined ? { config } : { config, file };
+}
+
+/**
+ * `over` merged into `base`, key by key; arrays and values replace (a `sources` list is replaced whole,
+ * as in a file). Neither argument is changed.
+ */
+export function mergeConfigInput(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    const prev = out[key];
+    out[key] = isPlainObject(value) && isPlainObject(prev) ? mergeConfigInput(prev, value) : structuredClone(value);
+  }
+  return out;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** The dotted keys an `INCEPTIOND_*` variable sets in `env` (they win over the file and any overlay). */
+export function keysSetByEnv(env: NodeJS.ProcessEnv = process.env): Array<{ key: string; env: string }> {
+  return schemaKeys(buildSchema(env))
+    .filter((k) => k.env !== undefined && env[k.env] !== undefined)
+    .map((k) => ({ key: k.key, env: k.env! }));
 }
 
 /** Reads and parses a config file; must hold a JSON object (an empty file means `{}`). */

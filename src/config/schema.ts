@@ -14,6 +14,7 @@ import {
   STRING,
   TOPIC_PREFIX,
   TOPIC_SAFE_NAME,
+  CONTROL_OPERATION_LIST,
   integer,
   numberInRange,
   oneOf,
@@ -25,8 +26,10 @@ import {
   GRAPH_OPTIMIZATION_LEVELS,
   LOG_LEVELS,
   MODEL_PRECISIONS,
+  PUBLISH_POLICIES,
   QUANTIZATION_TARGETS,
   type CaptureConfig,
+  type SourceStages,
 } from './types.js';
 import { CAPTURE_BACKEND_TABLE, COMMON_CAPTURE_FIELDS, DEFAULT_CAPTURE_BACKEND, describeCaptureBackends } from '../capture/index.js';
 import { fieldLeaves } from './field-leaf.js';
@@ -72,10 +75,46 @@ export function captureSchema(): SchemaNode {
   return schema;
 }
 
-/** Schema of one `sources` entry: `id` plus the capture keys, defaulting to the effective `capture` values. */
-export function sourceEntrySchema(capture: CaptureConfig): SchemaNode {
-  const schema: SchemaNode = { id: { doc: 'Topic-safe source name', format: SOURCE_ID, default: null }, ...captureSchema() };
-  applyDefaults(schema, { ...capture });
+/** The per-source stages (daemon/source-pipeline.ts): top-level defaults that a `sources` entry may override. */
+export function sourceStagesSchema(): SchemaNode {
+  return {
+    publish: {
+      policy: leaf(
+        'Which Results are published: every one, or on a change (the top label changes, or its score moves by more than scoreDelta, or heartbeatSec passed). seq counts published Results only',
+        oneOf(PUBLISH_POLICIES),
+        'every',
+      ),
+      scoreDelta: leaf('policy change: a move of the top score by more than this publishes', numberInRange(0, 1), 0.1),
+      heartbeatSec: leaf('policy change: publish at least this often even without a change (0 = only on a change)', NATURAL, 60),
+      maxPerSec: leaf('At most this many Results per second from a source (0 = no cap); the rest are counted, not published', numberInRange(0, 1000), 0),
+    },
+    motion: {
+      enabled: leaf('Skip inference while the frame stays like the last inferred one (a grey thumbnail difference)', BOOLEAN, false),
+      threshold: leaf(
+        "Fraction of the thumbnail's pixels whose brightness must change (by more than 8 %) for a frame to be inferred",
+        numberInRange(0, 1),
+        0.02,
+      ),
+      maxIntervalSec: leaf('Infer at least this often, motion or not (0 = only on motion)', NATURAL, 60),
+    },
+    snapshot: {
+      onChange: leaf('Publish the frame on <base>/<source>/snapshot when the top label changes', BOOLEAN, false),
+      minIntervalSec: leaf('At most one snapshot on change per this many seconds', NATURAL, 10),
+      retain: leaf('Snapshots are retained on the broker (the newest stays visible, e.g. to Home Assistant)', BOOLEAN, true),
+      maxBytes: leaf('Largest snapshot in bytes; a larger frame is re-encoded smaller to fit', integer(4096, 16 * 1024 * 1024), 512 * 1024),
+    },
+  };
+}
+
+/** Schema of one `sources` entry: `id`, the capture keys and the stages, defaulting to the effective top-level values. */
+export function sourceEntrySchema(defaults: { capture: CaptureConfig } & SourceStages): SchemaNode {
+  const schema: SchemaNode = {
+    id: { doc: 'Topic-safe source name', format: SOURCE_ID, default: null },
+    ...captureSchema(),
+    ...sourceStagesSchema(),
+  };
+  const { capture, ...stages } = defaults;
+  applyDefaults(schema, { ...capture, ...structuredClone(stages) });
   return schema;
 }
 
@@ -184,6 +223,16 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       key: leaf('Client private key file (PEM)', STRING, ''),
       rejectUnauthorized: leaf('Verify the broker certificate', BOOLEAN, true),
       keepaliveSec: leaf('MQTT keep-alive in seconds', integer(0, 65535), 30),
+      sessionExpirySec: leaf(
+        'MQTT 5: the broker keeps the session (subscriptions, requests sent meanwhile) this long after a disconnect, so a restarted daemon resumes it (0 = a clean session each time)',
+        integer(0, 4294967295),
+        3600,
+      ),
+      resultExpirySec: leaf(
+        'MQTT 5: a Result the broker has not delivered to a subscriber within this many seconds is dropped by the broker (0 = never)',
+        integer(0, 4294967295),
+        0,
+      ),
       embeddedBroker: {
         enabled: leaf('Run an in-process broker (development, single-box setups)', BOOLEAN, false),
         host: leaf('Address the embedded broker listens on', NON_EMPTY_STRING, '127.0.0.1'),
@@ -200,6 +249,20 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       enabled: leaf('Serve /healthz, /metrics and /status', BOOLEAN, true),
       host: leaf('HTTP listen address', NON_EMPTY_STRING, '127.0.0.1'),
       port: leaf('HTTP port (0 = ephemeral)', PORT, 9464),
+    },
+    ...sourceStagesSchema(),
+    control: {
+      enabled: leaf('Answer requests on <base>/request/<op>', BOOLEAN, true),
+      allow: leaf(
+        'Request operations answered; the others get an error (status, metrics, info, pause, resume, snapshot, reload, set)',
+        CONTROL_OPERATION_LIST,
+        ['status', 'metrics', 'info', 'pause', 'resume', 'snapshot', 'reload', 'set'],
+      ),
+    },
+    homeassistant: {
+      enabled: leaf('Publish Home Assistant MQTT discovery (a device with a label, score, snapshot, pause switch and snapshot button per source)', BOOLEAN, false),
+      discoveryPrefix: leaf("Home Assistant's discovery prefix", TOPIC_PREFIX, 'homeassistant'),
+      statusTopic: leaf("Home Assistant's birth topic: discovery is sent again when it says online", TOPIC_PREFIX, 'homeassistant/status'),
     },
     metrics: {
       intervalSec: leaf('Period of the <base>/metrics topic (0 = off)', NATURAL, 60),

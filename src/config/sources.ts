@@ -1,8 +1,11 @@
 import { backendProblems } from '../capture/index.js';
 import { ConfigError, invalidValue, type ConfigProblem } from './errors.js';
 import { sourceEntrySchema } from './schema.js';
-import type { CaptureConfig, SourceConfig } from './types.js';
+import type { CaptureConfig, SourceConfig, SourceStages } from './types.js';
 import { checkAgainstSchema } from './validate.js';
+
+/** What a `sources` entry inherits: the capture settings and the stages' defaults. */
+export type SourceDefaults = { capture: CaptureConfig } & SourceStages;
 
 /** The id of the single source made from `capture` when `sources` is empty. */
 export const DEFAULT_SOURCE_ID = 'camera';
@@ -13,20 +16,21 @@ export const DEFAULT_SOURCE_ID = 'camera';
  * sense per source: unique ids and the input each backend needs. Throws ConfigError listing every problem.
  * Idempotent: resolving already-resolved sources gives the same list.
  */
-export function resolveSources(config: { capture: CaptureConfig; sources: readonly unknown[] }): SourceConfig[] {
-  const { resolved, problems } = collectSources(config.capture, config.sources);
+export function resolveSources(config: SourceDefaults & { sources: readonly unknown[] }): SourceConfig[] {
+  const { resolved, problems } = collectSources(config, config.sources);
   if (problems.length > 0) throw new ConfigError(problems);
   return resolved;
 }
 
 /** As resolveSources, but returns the problems instead of throwing (the loader merges them with others). */
 export function collectSources(
-  capture: CaptureConfig,
+  defaults: SourceDefaults,
   entries: readonly unknown[],
 ): { resolved: SourceConfig[]; problems: ConfigProblem[] } {
   const problems: ConfigProblem[] = [];
+  const stages = { publish: defaults.publish, motion: defaults.motion, snapshot: defaults.snapshot };
   if (entries.length === 0) {
-    const only: SourceConfig = { id: DEFAULT_SOURCE_ID, ...structuredClone(capture) };
+    const only: SourceConfig = { id: DEFAULT_SOURCE_ID, ...structuredClone(defaults.capture), ...structuredClone(stages) };
     problems.push(...checkBackendInput(only, 'capture'));
     return { resolved: [only], problems };
   }
@@ -39,7 +43,7 @@ export function collectSources(
       problems.push(invalidValue(at, entry, 'must be an object like {"id": "door", "backend": "ffmpeg", …}'));
       return;
     }
-    const check = checkAgainstSchema(sourceEntrySchema(capture), entry as Record<string, unknown>, {}, `${at}.`);
+    const check = checkAgainstSchema(sourceEntrySchema({ capture: defaults.capture, ...stages }), entry as Record<string, unknown>, {}, `${at}.`);
     problems.push(...check.problems);
     if (check.problems.length > 0) return;
     const source = check.values as unknown as SourceConfig;

@@ -50,8 +50,54 @@ export type FfmpegCaptureConfig = BackendValues<'ffmpeg'>;
 /** `backend`, `intervalMs`, `retryInitialMs`, `retryMaxMs` and one group per backend. */
 export type CaptureConfig = CaptureSettings;
 
-/** One camera: the `capture` settings with an id; keys a `sources` entry leaves out come from `capture`. */
-export type SourceConfig = CaptureSourceConfig;
+/** Which Results of a source are published (daemon/publish-policy.ts). */
+export const PUBLISH_POLICIES = ['every', 'change'] as const;
+export type PublishPolicyName = (typeof PUBLISH_POLICIES)[number];
+
+export interface PublishPolicyConfig {
+  policy: PublishPolicyName;
+  /** `change`: a move of the top score by more than this publishes. */
+  scoreDelta: number;
+  /** `change`: publish at least this often (0 = never by time alone). */
+  heartbeatSec: number;
+  /** At most this many Results per second (0 = no cap). */
+  maxPerSec: number;
+}
+
+export interface MotionConfig {
+  enabled: boolean;
+  /** Fraction of the grey thumbnail's pixels that must change for a frame to be inferred. */
+  threshold: number;
+  /** Infer at least this often, motion or not (0 = only on motion). */
+  maxIntervalSec: number;
+}
+
+export interface SnapshotConfig {
+  /** Publish the frame when the top label changes. */
+  onChange: boolean;
+  /** At most one snapshot on change per this many seconds. */
+  minIntervalSec: number;
+  retain: boolean;
+  /** A larger JPEG is re-encoded smaller to fit. */
+  maxBytes: number;
+}
+
+/** What each source decides after capture: gating, which Results to publish, snapshots. */
+export interface SourceStages {
+  publish: PublishPolicyConfig;
+  motion: MotionConfig;
+  snapshot: SnapshotConfig;
+}
+
+/**
+ * One camera: the `capture` settings with an id, and its stages; keys a `sources` entry leaves out come
+ * from `capture`, `publish`, `motion` and `snapshot`.
+ */
+export type SourceConfig = CaptureSourceConfig & SourceStages;
+
+/** Request operations (`<base>/request/<op>`). */
+export const CONTROL_OPERATIONS = ['status', 'metrics', 'info', 'pause', 'resume', 'snapshot', 'reload', 'set'] as const;
+export type ControlOperation = (typeof CONTROL_OPERATIONS)[number];
 
 export interface ModelConfig {
   /** ONNX file; '' = the model the daemon builds in `cacheDir` (see daemon/model-setup.ts). */
@@ -111,6 +157,10 @@ export interface MqttConfig {
   key: string;
   rejectUnauthorized: boolean;
   keepaliveSec: number;
+  /** MQTT 5: how long the broker keeps the session (subscriptions, queued requests) after a disconnect. */
+  sessionExpirySec: number;
+  /** MQTT 5: a Result not delivered to a subscriber within this many seconds expires (0 = never). */
+  resultExpirySec: number;
   embeddedBroker: EmbeddedBrokerConfig;
 }
 
@@ -142,6 +192,12 @@ export interface Config {
   mqtt: MqttConfig;
   outbox: OutboxConfig;
   http: HttpConfig;
+  /** Defaults of each source's stages; a `sources` entry may override them. */
+  publish: PublishPolicyConfig;
+  motion: MotionConfig;
+  snapshot: SnapshotConfig;
+  control: { enabled: boolean; allow: ControlOperation[] };
+  homeassistant: { enabled: boolean; discoveryPrefix: string; statusTopic: string };
   metrics: { intervalSec: number };
   health: { maxAckWaitSec: number; stallSec: number };
   log: { level: LogLevel };

@@ -25,6 +25,12 @@ export interface DaemonEvents {
   inference: [{ source: string; ok: boolean; error?: string }];
   /** A Result was handed to the outbox. */
   result: [{ source: string; result: ResultPayload }];
+  /** A Result was not published: the publish policy found nothing new, or the rate cap was reached. */
+  resultSuppressed: [{ source: string; reason: 'unchanged' | 'rate' }];
+  /** Motion gating skipped the inference of a frame (it stayed like the last inferred one). */
+  frameGated: [{ source: string }];
+  /** A source was paused or resumed (by request). */
+  sourcePaused: [{ source: string; paused: boolean }];
   /** The status changed: its state, its error or a source's availability. */
   statusChanged: [{ state: DaemonState; error?: string }];
   mqttConnection: [{ connected: boolean }];

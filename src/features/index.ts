@@ -6,7 +6,7 @@ import { metricsTopicFeature } from './metrics-topic.js';
 import type { Feature } from './types.js';
 
 export { DaemonEventBus, type DaemonEvents, type DaemonState, type SourceState } from './events.js';
-export type { Feature, FeatureContext, HealthReport } from './types.js';
+export type { DaemonOperations, Feature, FeatureContext, HealthReport, LatestFrame, ReloadOutcome, SourceControl } from './types.js';
 export type { HttpFeature } from './http.js';
 
 /** The features this configuration enables, in start order. */

@@ -21,6 +21,45 @@ export interface HealthReport {
   [detail: string]: unknown;
 }
 
+/** The newest frame of a source, as captured (JPEG from cameras; any image format from files). */
+export interface LatestFrame {
+  data: Buffer;
+  capturedAt: Date;
+}
+
+/** What features may do with the sources. */
+export interface SourceControl {
+  /** The running sources' ids, in configuration order. */
+  ids(): string[];
+  isPaused(id: string): boolean;
+  /**
+   * Pauses (true) or resumes (false) one source, or every source when `id` is undefined; returns the ids
+   * it changed. Throws an Error naming the id when there is no such source.
+   */
+  setPaused(id: string | undefined, paused: boolean): string[];
+  latestFrame(id: string): LatestFrame | undefined;
+}
+
+/** What the daemon does on request (control, Home Assistant), beside the sources. */
+export interface DaemonOperations {
+  /** Version, model, precision, provider and node placement, redacted configuration. */
+  info(): Record<string, unknown>;
+  /** Re-reads the configuration file (as SIGHUP does); rejects with the reason when the file is invalid. */
+  reload(): Promise<ReloadOutcome>;
+  /**
+   * Applies `patch` (the config file's nested keys) over the running configuration, validated by the
+   * same schema; refuses the whole patch, naming the keys, when one needs a restart or is set by the
+   * environment. `persist` keeps it in the state directory across restarts.
+   */
+  set(patch: Record<string, unknown>, persist: boolean): Promise<ReloadOutcome & { persisted: boolean }>;
+}
+
+export interface ReloadOutcome {
+  applied: string[];
+  restartNeeded: string[];
+  sources: { added: string[]; removed: string[]; restarted: string[] };
+}
+
 export interface FeatureContext {
   /** The configuration in effect (a reload replaces it; read it when needed, do not keep a copy). */
   config(): Config;
@@ -30,6 +69,8 @@ export interface FeatureContext {
   metrics: Metrics;
   events: DaemonEventBus;
   status: { payload(): Record<string, unknown>; health(): HealthReport };
+  sources: SourceControl;
+  operations: DaemonOperations;
 }
 
 export interface Feature {

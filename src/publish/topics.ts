@@ -19,6 +19,8 @@ export interface Topics {
   readonly requestWildcard: string;
   labels(sourceId: string): string;
   snapshot(sourceId: string): string;
+  /** Retained availability of one source (`online`, `degraded`, `offline` …). */
+  sourceStatus(sourceId: string): string;
   request(op: string): string;
   response(op: string): string;
   /** The op of a request topic, or null when the topic is not a request of this base. */
@@ -67,6 +69,7 @@ export function topicsFor(baseTopic: string): Topics {
     requestWildcard: `${base}/request/+`,
     labels: (sourceId) => `${base}/${validateSourceId(sourceId)}/labels`,
     snapshot: (sourceId) => `${base}/${validateSourceId(sourceId)}/snapshot`,
+    sourceStatus: (sourceId) => `${base}/${validateSourceId(sourceId)}/status`,
     request: (op) => `${requestPrefix}${validateOp(op)}`,
     response: (op) => `${base}/response/${validateOp(op)}`,
     requestOp: (topic) => {
