@@ -2,8 +2,7 @@
 // cleanly — also during a start that takes minutes (a first-start quantization); SIGHUP
 // (`systemctl reload`) re-reads the configuration file.
 import type { Command } from 'commander';
-import type { Logger } from 'pino';
-import { ConfigError, EXIT, type Config } from '../config/index.js';
+import { ConfigError, EXIT } from '../config/index.js';
 import type { Daemon } from '../daemon/index.js';
 import { createLogger } from '../ops/index.js';
 import type { CommandContext } from './shared.js';
@@ -17,7 +16,7 @@ export function register(program: Command, ctx: CommandContext): void {
 }
 
 async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promise<void> {
-  const config = ctx.loadConfig(opts.config);
+  let config = ctx.loadConfig(opts.config);
   const logger = createLogger({ level: config.log.level, name: 'inceptiond' });
   process.on('unhandledRejection', (err) => {
     logger.fatal({ err }, 'unhandled promise rejection: exiting so the supervisor restarts a clean process');
@@ -34,7 +33,6 @@ async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promis
   const cancelStart = new AbortController();
   let daemon: Daemon | undefined;
   let stopRequested = false;
-  let reloads: Promise<void> = Promise.resolve();
   const onStop = (signal: NodeJS.Signals) => {
     if (stopRequested) {
       logger.warn({ signal }, 'second signal: exiting now');
@@ -59,17 +57,34 @@ async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promis
       logger.warn({ signal: 'SIGHUP' }, 'reload requested before the daemon is running: ignored (send it again once it runs)');
       return;
     }
-    const running = daemon;
-    reloads = reloads.then(() => reload(running, ctx, opts.config, logger));
+    // Refusals are logged and shown on the status by the daemon.
+    daemon.reloadFromSource().catch(() => undefined);
   };
   process.on('SIGTERM', onStop);
   process.on('SIGINT', onStop);
   process.on('SIGHUP', onReload);
 
   // Loaded here, not at the top: the other commands and --help never need the daemon's modules.
-  const { Daemon: DaemonClass, StartCancelledError } = await import('../daemon/index.js');
+  const { Daemon: DaemonClass, StartCancelledError, readSettings, SETTINGS_FILE } = await import('../daemon/index.js');
+  let settings: Record<string, unknown> | undefined;
   try {
-    daemon = await DaemonClass.start(config, logger, { signal: cancelStart.signal });
+    // Values kept by `set` requests go over the file (the environment still wins).
+    settings = await readSettings(config.stateDir);
+    if (settings) {
+      config = ctx.loadConfig(opts.config, settings);
+      logger.info({ settings }, `applying the settings kept by set requests in ${config.stateDir}/${SETTINGS_FILE}`);
+    }
+  } catch (err) {
+    const message = err instanceof ConfigError ? `${err.message}\n(from the settings kept by set requests in ${config.stateDir}/${SETTINGS_FILE}: fix or delete it)` : (err as Error).message;
+    logger.fatal({ err }, `cannot start: ${message}`);
+    process.exitCode = err instanceof ConfigError ? EXIT.CONFIG : EXIT.RUNTIME;
+    return;
+  }
+  try {
+    daemon = await DaemonClass.start(config, logger, {
+      signal: cancelStart.signal,
+      configSource: { load: (overlay) => ctx.loadConfig(opts.config, overlay), overlay: settings },
+    });
   } catch (err) {
     if (err instanceof StartCancelledError) {
       logger.info('stopped before the start completed');
@@ -91,23 +106,4 @@ async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promis
     },
     `running: watch the results with: ${watch}`,
   );
-}
-
-/** Re-reads the configuration; an invalid file is refused with its reason and the running one stays. */
-async function reload(daemon: Daemon, ctx: CommandContext, file: string | undefined, logger: Logger): Promise<void> {
-  let next: Config;
-  try {
-    next = ctx.loadConfig(file);
-  } catch (err) {
-    const reason = err instanceof ConfigError ? err.message : `cannot read the configuration: ${(err as Error).message}`;
-    logger.error({ reason }, `reload refused, the running configuration stays: ${reason}`);
-    daemon.reloadRefused(reason);
-    return;
-  }
-  try {
-    await daemon.reload(next);
-  } catch (err) {
-    logger.error({ err }, 'reload failed');
-    daemon.reloadRefused((err as Error).message);
-  }
 }

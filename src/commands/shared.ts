@@ -11,7 +11,7 @@ export class UsageError extends Error {}
 /** Passed to every `register`: how a command gets its configuration and its logger. */
 export interface CommandContext {
   /** The configuration file of -c (or INCEPTIOND_CONFIG) over the defaults and the environment; throws ConfigError when invalid. */
-  loadConfig(file: string | undefined): Config;
+  loadConfig(file: string | undefined, overlay?: Record<string, unknown>): Config;
   /**
    * Logger for one-shot commands: warnings and errors only (or `level`), on stderr, so stdout carries
    * nothing but the command's data (`classify --json | jq` must not meet a log line between two results).
@@ -26,7 +26,7 @@ export type RegisterCommand = (program: Command, ctx: CommandContext) => void;
 
 export function createCommandContext(env: NodeJS.ProcessEnv = process.env): CommandContext {
   return {
-    loadConfig: (file) => loadConfig({ file, env }).config,
+    loadConfig: (file, overlay) => loadConfig({ file, env, overlay }).config,
     commandLogger: (level = 'warn') => createLogger({ level, name: 'inceptiond', destination: pino.destination({ dest: 2, sync: true }) }),
     configOption: () => new Option('-c, --config <file>', 'configuration file (JSON); also INCEPTIOND_CONFIG'),
   };

@@ -9,14 +9,17 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { runnerOptionsFor, sourceFromConfig, type FrameSource } from '../capture/index.js';
-import { readSecretFile, type Config, type SourceConfig } from '../config/index.js';
+import { ConfigError, keysSetByEnv, mergeConfigInput, readSecretFile, redactConfig, type Config, type SourceConfig } from '../config/index.js';
 import {
   DaemonEventBus,
   enabledFeatures,
+  type DaemonOperations,
   type Feature,
   type FeatureContext,
   type HealthReport,
   type HttpFeature,
+  type ReloadOutcome,
+  type SourceControl,
 } from '../features/index.js';
 import { formatPlacement, InferenceEngine } from '../inference/index.js';
 import { createNotifier, lockStateDir, Metrics, packageVersion, type Notifier } from '../ops/index.js';
@@ -27,9 +30,12 @@ import { prepareModelIsolated, sessionSettingsFor, StartCancelledError, targetFo
 import { planReload, type ReloadPlan } from './reload.js';
 import { SourcePipeline, type Inferencer } from './source-pipeline.js';
 import { DaemonStatus } from './status.js';
+import { sourceStages } from './stages.js';
+import { writeSettings } from './settings.js';
 
 export { planReload, type ReloadPlan } from './reload.js';
 export { StartCancelledError } from './model-setup.js';
+export { readSettings, SETTINGS_FILE } from './settings.js';
 
 /** Start-up time asked of systemd per model build/quantization step (a Pi Zero-class board is the worst case). */
 const MODEL_SETUP_TIMEOUT_MS = 15 * 60_000;
@@ -64,13 +70,15 @@ export interface DaemonOptions {
     createEngine?: (config: Config, model: PreparedModel) => Promise<DaemonEngine>;
     createSource?: (source: SourceConfig, config: Config) => FrameSource;
   };
+  /**
+   * How a reload (SIGHUP, the `reload` and `set` requests) reads the configuration again: the file and
+   * the environment, with `overlay` (values set by requests) over the file. Without it those requests
+   * are refused. `overlay` is what the daemon starts with (the settings kept in the state directory).
+   */
+  configSource?: { load(overlay: Record<string, unknown>): Config; overlay?: Record<string, unknown> };
 }
 
-export interface ReloadReport {
-  applied: string[];
-  restartNeeded: string[];
-  sources: { added: string[]; removed: string[]; restarted: string[] };
-}
+export type ReloadReport = ReloadOutcome;
 
 type Closer = { name: string; close: () => Promise<void> | void };
 
@@ -101,6 +109,10 @@ export class Daemon {
   /** Results handed to the outbox since start (bench and tests read it). */
   resultCount = 0;
   private resultWaiters: Array<{ count: number; resolve: () => void }> = [];
+  /** Values set by `set` requests, over the file (and kept in the state directory when asked). */
+  private overlay: Record<string, unknown>;
+  /** Reloads and sets, one at a time. */
+  private reconfiguring: Promise<unknown> = Promise.resolve();
 
   private constructor(
     private config: Config,
@@ -108,6 +120,7 @@ export class Daemon {
     private readonly options: DaemonOptions,
   ) {
     this.notifier = createNotifier({ logger });
+    this.overlay = structuredClone(options.configSource?.overlay ?? {});
     this.status = new DaemonStatus(this.events, {
       stallMs: (id) => this.stallMs(this.config.sources.find((s) => s.id === id)),
       oldestInferenceMs: () => this.parts.engine?.oldestPendingMs ?? 0,
@@ -329,6 +342,59 @@ export class Daemon {
       metrics: this.metrics,
       events: this.events,
       status: { payload: () => this.statusPayload(), health: () => this.health() },
+      sources: this.sourceControl(),
+      operations: this.operations(),
+    };
+  }
+
+  private sourceControl(): SourceControl {
+    const pipeline = (id: string) => {
+      const found = this.pipelines.get(id);
+      if (!found) throw new Error(`no source "${id}" (sources: ${[...this.pipelines.keys()].join(', ') || 'none'})`);
+      return found;
+    };
+    return {
+      ids: () => this.config.sources.map((s) => s.id).filter((id) => this.pipelines.has(id)),
+      isPaused: (id) => this.pipelines.get(id)?.isPaused ?? false,
+      setPaused: (id, paused) => {
+        const targets = id === undefined ? [...this.pipelines.values()] : [pipeline(id)];
+        return targets.filter((p) => p.setPaused(paused)).map((p) => p.id);
+      },
+      latestFrame: (id) => pipeline(id).latestFrame,
+    };
+  }
+
+  private operations(): DaemonOperations {
+    return {
+      info: () => this.describe(),
+      reload: () => this.reloadFromSource(),
+      set: (patch, persist) => this.set(patch, persist),
+    };
+  }
+
+  /** What the `info` request answers: what runs, where, and with which (redacted) configuration. */
+  private describe(): Record<string, unknown> {
+    const { model, engine } = this.parts;
+    return {
+      version: packageVersion,
+      node: process.version,
+      platform: `${process.platform}-${process.arch}`,
+      deviceId: this.config.deviceId,
+      baseTopic: this.config.mqtt.baseTopic,
+      state: this.status.state,
+      model: {
+        name: model.manifest.name,
+        precision: model.precision,
+        path: model.modelPath,
+        ...(model.synthetic ? { synthetic: true } : {}),
+        ...(model.manifest.quantization?.target ? { quantizedFor: model.manifest.quantization.target } : {}),
+      },
+      provider: engine.provider,
+      ...(engine.info.placement ? { placement: engine.info.placement } : {}),
+      providerAttempts: engine.attempts,
+      sources: Object.fromEntries(this.config.sources.map((s) => [s.id, { backend: s.backend, paused: this.pipelines.get(s.id)?.isPaused ?? false }])),
+      settings: this.overlay,
+      config: redactConfig(this.config),
     };
   }
 
@@ -360,6 +426,14 @@ export class Daemon {
       }
     });
     events.on('sourceFinished', () => this.toldReady());
+    events.on('frameGated', ({ source }) => {
+      metrics.frameGated(source);
+      this.toldReady();
+    });
+    events.on('resultSuppressed', ({ source, reason }) => {
+      metrics.resultSuppressed(source, reason);
+      this.toldReady();
+    });
     events.on('result', ({ source, result }) => {
       metrics.recordResult(source, {
         preprocessMs: result.latencyMs.preprocess,
@@ -407,7 +481,10 @@ export class Daemon {
       this.options.overrides?.createSource?.(sourceConfig, config) ??
       sourceFromConfig(sourceConfig, { runtimeDir: config.runtimeDir }, logger);
     const { logger: _, ...runner } = runnerOptionsFor(sourceConfig, logger);
+    // Read per frame: a reload changes a source's stages without restarting its camera.
+    const settings = () => this.config.sources.find((s) => s.id === sourceConfig.id) ?? sourceConfig;
     const pipeline = new SourcePipeline({
+      ...sourceStages(settings),
       source,
       runner,
       preprocess: parts.preprocess,
@@ -481,7 +558,79 @@ export class Daemon {
    * Applies a new configuration: live keys at once (a changed source is restarted on its own, the MQTT
    * connection stays), the others named in the log and on the status topic as waiting for a restart.
    */
-  async reload(next: Config): Promise<ReloadReport> {
+  reload(next: Config): Promise<ReloadReport> {
+    return this.serially(() => this.apply(next));
+  }
+
+  /**
+   * Reads the configuration again (the file, the environment, and the values set by requests) and
+   * applies it; an invalid file is refused with its reason (on the status too) and the running
+   * configuration stays. SIGHUP and the `reload` request.
+   */
+  reloadFromSource(): Promise<ReloadReport> {
+    return this.serially(async () => {
+      let next: Config;
+      try {
+        next = this.configSource().load(this.overlay);
+      } catch (err) {
+        const reason = err instanceof ConfigError ? err.message : `cannot read the configuration: ${(err as Error).message}`;
+        this.logger.error({ reason }, `reload refused, the running configuration stays: ${reason}`);
+        this.reloadRefused(reason);
+        throw new Error(reason);
+      }
+      try {
+        return await this.apply(next);
+      } catch (err) {
+        this.logger.error({ err }, 'reload failed');
+        this.reloadRefused((err as Error).message);
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * The `set` request: `patch` over the running configuration's file values, validated by the same
+   * schema. Refused as a whole, naming the keys, when one needs a restart or is set by the environment
+   * (which would win). `persist` keeps the values in <stateDir>/settings.json, read at start after the
+   * file (the environment still wins).
+   */
+  set(patch: Record<string, unknown>, persist: boolean): Promise<ReloadReport & { persisted: boolean }> {
+    return this.serially(async () => {
+      const source = this.configSource();
+      const keys = leafKeys(patch);
+      if (keys.length === 0) throw new Error('config: nothing to set (give the keys to change, e.g. {"inference": {"topK": 3}})');
+      const fromEnv = keysSetByEnv().filter((e) => keys.some((k) => overlaps(k, e.key)));
+      if (fromEnv.length > 0) {
+        throw new Error(
+          `set by the environment, which wins over a request: ${fromEnv.map((e) => `${e.key} (${e.env})`).join(', ')}; change it there`,
+        );
+      }
+      const candidate = mergeConfigInput(this.overlay, patch);
+      const next = source.load(candidate);
+      const blocked = planReload(this.config, next).restartNeeded.filter((k) => keys.some((p) => overlaps(p, k)));
+      if (blocked.length > 0) {
+        throw new Error(`cannot change while running (needs a restart; change the configuration file): ${blocked.join(', ')}`);
+      }
+      const report = await this.apply(next);
+      this.overlay = candidate;
+      if (persist) await writeSettings(this.config.stateDir, candidate);
+      return { ...report, persisted: persist };
+    });
+  }
+
+  private configSource(): NonNullable<DaemonOptions['configSource']> {
+    const source = this.options.configSource;
+    if (!source) throw new Error('this daemon was started without a configuration source: it cannot reload');
+    return source;
+  }
+
+  private serially<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.reconfiguring.then(work, work);
+    this.reconfiguring = run.catch(() => undefined);
+    return run;
+  }
+
+  private async apply(next: Config): Promise<ReloadReport> {
     const plan: ReloadPlan = planReload(this.config, next);
     await this.notifier.reloading();
     this.config = plan.effective;
@@ -536,4 +685,20 @@ export class Daemon {
     }
     this.notifier.stop();
   }
+}
+
+/** The dotted keys of the leaves of a nested object (arrays are leaves, like `sources`). */
+function leafKeys(value: Record<string, unknown>, prefix = ''): string[] {
+  return Object.entries(value).flatMap(([k, v]) => {
+    const key = prefix ? `${prefix}.${k}` : k;
+    return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length > 0
+      ? leafKeys(v as Record<string, unknown>, key)
+      : [key];
+  });
+}
+
+/** One key is the other or lies under it (`inference` and `inference.topK`; `sources` and `sources[0].id`). */
+function overlaps(a: string, b: string): boolean {
+  const under = (x: string, y: string) => x === y || x.startsWith(`${y}.`) || x.startsWith(`${y}[`);
+  return under(a, b) || under(b, a);
 }

@@ -1,14 +1,32 @@
 /**
  * What a reload (SIGHUP, `systemctl reload`) can change while the daemon runs, and what waits for a
- * restart. Live: what each frame reads (top-k, threshold), the sources (added, removed, changed —
- * a changed source is restarted on its own), the log level, the metrics period and the health bounds.
+ * restart. Live: what each frame reads (top-k, threshold, each source's publish policy, motion gating
+ * and snapshots), the sources (added, removed, changed — a source whose capture changed is restarted on
+ * its own), the log level, the metrics period, the health bounds, control and Home Assistant discovery.
  * Everything else — the model, the execution providers, the broker connection, the state directory —
  * is named as needing a restart, and the running value stays.
  */
 import type { Config, SourceConfig } from '../config/index.js';
 
 /** Dotted key prefixes that apply without a restart. */
-const LIVE = ['inference.topK', 'inference.threshold', 'log.level', 'metrics.intervalSec', 'health.', 'capture.', 'sources', 'runtimeDir'];
+const LIVE = [
+  'inference.topK',
+  'inference.threshold',
+  'log.level',
+  'metrics.intervalSec',
+  'health.',
+  'capture.',
+  'sources',
+  'runtimeDir',
+  'publish.',
+  'motion.',
+  'snapshot.',
+  'control.',
+  'homeassistant.',
+];
+
+/** Per-source keys the pipeline reads per frame: a change applies without restarting the camera. */
+const STAGE_KEYS = ['publish', 'motion', 'snapshot'] as const;
 
 export interface ReloadPlan {
   /** Changed keys that take effect now. */
@@ -35,7 +53,7 @@ export function planReload(current: Config, next: Config): ReloadPlan {
   const removed = current.sources.filter((s) => !fresh.has(s.id)).map((s) => s.id);
   // runtimeDir reaches the sources (webcam captures go there): a change restarts them.
   const runtimeChanged = current.runtimeDir !== next.runtimeDir;
-  const changed = next.sources.filter((s) => old.has(s.id) && (runtimeChanged || JSON.stringify(old.get(s.id)) !== JSON.stringify(s)));
+  const changed = next.sources.filter((s) => old.has(s.id) && (runtimeChanged || captureJson(old.get(s.id)!) !== captureJson(s)));
 
   const effective: Config = {
     ...current,
@@ -46,8 +64,20 @@ export function planReload(current: Config, next: Config): ReloadPlan {
     log: next.log,
     metrics: next.metrics,
     health: next.health,
+    publish: next.publish,
+    motion: next.motion,
+    snapshot: next.snapshot,
+    control: next.control,
+    homeassistant: next.homeassistant,
   };
   return { live, restartNeeded, sources: { added, removed, changed }, effective };
+}
+
+/** A source's settings without its stages: what its capture depends on. */
+function captureJson(source: SourceConfig): string {
+  const capture: Record<string, unknown> = { ...source };
+  for (const key of STAGE_KEYS) delete capture[key];
+  return JSON.stringify(capture);
 }
 
 /** Leaf values by dotted key (arrays of objects by index, other arrays as one value). */

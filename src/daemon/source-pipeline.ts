@@ -1,8 +1,10 @@
 /**
- * One source's loop: capture → preprocess → infer → Result → outbox. Capture and preprocessing of frame
- * N+1 overlap the inference of frame N; at most one inference per source is in flight, so a model
- * slower than the camera makes the source skip frames instead of queueing them. What happens is told
- * on the event bus; the pipeline itself knows nothing of MQTT topics, the status or HTTP.
+ * One source's loop: capture → motion gate → preprocess → infer → publish policy → Result → outbox.
+ * Capture and preprocessing of frame N+1 overlap the inference of frame N; at most one inference per
+ * source is in flight, so a model slower than the camera makes the source skip frames instead of
+ * queueing them. A paused source stops its capture (the camera or ffmpeg is released) until resumed.
+ * What happens is told on the event bus; the pipeline itself knows nothing of MQTT topics, the status
+ * or HTTP (docs/ARCHITECTURE.md, "Lifecycle").
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,7 +12,7 @@ import type { Logger } from 'pino';
 import { CaptureRunner, SourceExhaustedError, type CaptureRunnerOptions, type Frame, type FrameSource } from '../capture/index.js';
 import type { InferenceOutput, InputTensor } from '../inference/index.js';
 import { topLabels } from '../inference/index.js';
-import type { ResultPayload } from '../publish/index.js';
+import type { ResultLabel, ResultPayload } from '../publish/index.js';
 import { round2 } from '../util/index.js';
 import { FrameDecodeError, FrameTooLargeError, type PreprocessedFrame, type Preprocessor } from '../vision/index.js';
 import type { DaemonEventBus } from '../features/index.js';
@@ -38,6 +40,10 @@ export interface PipelineDeps {
   nextSeq: (source: string) => number;
   /** Hands a Result to the outbox; resolves once it is stored. */
   publish: (result: ResultPayload) => Promise<unknown>;
+  /** Motion gating: false keeps the frame from preprocessing and inference. Absent = every frame. */
+  gate?: (image: Buffer) => Promise<boolean>;
+  /** The publish policy: whether these labels are published (`seq` counts only published Results). */
+  policy?: (labels: ResultLabel[]) => 'publish' | 'unchanged' | 'rate';
   events: DaemonEventBus;
   logger: Logger;
 }
@@ -48,6 +54,11 @@ export class SourcePipeline {
   private readonly abort = new AbortController();
   private done: Promise<void> | undefined;
   private inflight: Promise<void> = Promise.resolve();
+  private paused = false;
+  /** Aborted on pause, so a wait for the next frame ends at once. */
+  private pauseAbort = new AbortController();
+  private resumed: (() => void) | undefined;
+  private latest: { data: Buffer; capturedAt: Date } | undefined;
 
   constructor(private readonly deps: PipelineDeps) {
     this.id = deps.source.id;
@@ -69,6 +80,29 @@ export class SourcePipeline {
       this.deps.logger.error({ err, source: this.id }, 'source pipeline stopped by an unexpected error');
       this.deps.events.emit('captureFailed', { source: this.id, error: (err as Error).message, failures: 1 });
     });
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** The newest captured frame (kept by reference: no copy per frame). */
+  get latestFrame(): { data: Buffer; capturedAt: Date } | undefined {
+    return this.latest;
+  }
+
+  /** Pauses or resumes; false when it already was so. */
+  setPaused(paused: boolean): boolean {
+    if (paused === this.paused) return false;
+    this.paused = paused;
+    if (paused) {
+      this.pauseAbort.abort();
+    } else {
+      this.pauseAbort = new AbortController();
+      this.resumed?.();
+    }
+    this.deps.events.emit('sourcePaused', { source: this.id, paused });
+    return true;
   }
 
   /**
@@ -95,11 +129,16 @@ export class SourcePipeline {
     if (!(await this.startWithRetry())) return;
     try {
       while (!signal.aborted) {
+        if (this.paused) {
+          if (!(await this.sitOutPause())) break;
+          continue;
+        }
         let frame: Frame;
         try {
-          frame = await this.runner.next(signal);
+          frame = await this.runner.next(AbortSignal.any([signal, this.pauseAbort.signal]));
         } catch (err) {
           if (signal.aborted) break;
+          if (this.paused) continue;
           if (err instanceof SourceExhaustedError) {
             this.deps.logger.info({ source: this.id }, 'source has no more frames');
             this.deps.events.emit('sourceFinished', { source: this.id });
@@ -108,6 +147,11 @@ export class SourcePipeline {
           throw err;
         }
         this.deps.events.emit('frame', { source: this.id, captureSeq: frame.captureSeq, capturedAt: frame.capturedAt });
+        this.latest = { data: frame.data, capturedAt: frame.capturedAt };
+        if (this.deps.gate && !(await this.deps.gate(frame.data))) {
+          this.deps.events.emit('frameGated', { source: this.id });
+          continue;
+        }
         const preprocessStart = performance.now();
         let prepared: PreprocessedFrame;
         try {
@@ -130,10 +174,36 @@ export class SourcePipeline {
     }
   }
 
+  /**
+   * While paused the source is stopped (a camera or ffmpeg is released; a files source starts over from
+   * its first file on resume). False when the pipeline was stopped meanwhile.
+   */
+  private async sitOutPause(): Promise<boolean> {
+    await this.inflight;
+    await this.runner.stop().catch((err: unknown) => this.deps.logger.warn({ err, source: this.id }, 'source did not stop cleanly'));
+    this.deps.logger.info({ source: this.id }, 'source paused');
+    const signal = this.abort.signal;
+    await new Promise<void>((resolve) => {
+      if (!this.paused || signal.aborted) return resolve();
+      const done = () => {
+        signal.removeEventListener('abort', done);
+        this.resumed = undefined;
+        resolve();
+      };
+      this.resumed = done;
+      signal.addEventListener('abort', done);
+    });
+    if (signal.aborted) return false;
+    this.deps.logger.info({ source: this.id }, 'source resumed');
+    return this.startWithRetry();
+  }
+
   /** A source that cannot start (e.g. its temp folder is unwritable) is retried like a failing capture. */
   private async startWithRetry(): Promise<boolean> {
     const { retryInitialMs = 1000, retryMaxMs = 30_000 } = this.deps.runner;
+    // A pause during the retries ends them: the loop sits the pause out and starts the source on resume.
     for (let failures = 0; !this.abort.signal.aborted; ) {
+      if (this.paused) return true;
       try {
         await this.runner.start();
         if (failures > 0) {
@@ -147,7 +217,7 @@ export class SourcePipeline {
         this.deps.logger.warn({ source: this.id, error, failures }, 'source cannot start; retrying');
         this.deps.events.emit('captureFailed', { source: this.id, error, failures });
         const delay = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(failures - 1, 30));
-        await sleep(delay, undefined, { signal: this.abort.signal }).catch(() => undefined);
+        await sleep(delay, undefined, { signal: AbortSignal.any([this.abort.signal, this.pauseAbort.signal]) }).catch(() => undefined);
       }
     }
     return false;
@@ -167,6 +237,11 @@ export class SourcePipeline {
     deps.events.emit('inference', { source: this.id, ok: true });
     const { topK, threshold } = deps.labelSettings();
     const labels = topLabels(output.scores, { k: topK, threshold, labels: deps.model.labels, activation: deps.model.activation });
+    const verdict = deps.policy?.(labels) ?? 'publish';
+    if (verdict !== 'publish') {
+      deps.events.emit('resultSuppressed', { source: this.id, reason: verdict });
+      return;
+    }
     const result: ResultPayload = {
       seq: deps.nextSeq(this.id),
       ts: new Date().toISOString(),

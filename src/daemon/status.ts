@@ -14,6 +14,8 @@ import type { DaemonEventBus, DaemonState, HealthReport, SourceState } from '../
 
 export interface SourceStatus {
   state: SourceState;
+  /** Paused by request: not captured, not counted as stuck, its error does not degrade the daemon. */
+  paused: boolean;
   error?: string;
   since: string;
 }
@@ -44,6 +46,7 @@ export interface HealthProbes {
 
 interface SourceEntry {
   state: SourceState;
+  paused: boolean;
   error?: string;
   since: Date;
   /** performance.now() of the last frame or handled failure. */
@@ -67,6 +70,13 @@ export class DaemonStatus {
     events.on('captureRecovered', ({ source }) => this.set(source, 'online'));
     events.on('frameSkipped', ({ source }) => this.progress(source));
     events.on('sourceFinished', ({ source }) => this.set(source, 'finished'));
+    events.on('sourcePaused', ({ source, paused }) => {
+      const entry = this.sources.get(source);
+      if (!entry) return;
+      entry.paused = paused;
+      entry.lastProgress = performance.now();
+      this.recompute();
+    });
     events.on('inference', ({ ok, error }) => {
       const next = ok ? undefined : `inference failed: ${error}`;
       if (next === this.inferenceError) return;
@@ -80,7 +90,7 @@ export class DaemonStatus {
   }
 
   addSource(id: string): void {
-    this.sources.set(id, { state: 'online', since: new Date(), lastProgress: performance.now() });
+    this.sources.set(id, { state: 'online', paused: false, since: new Date(), lastProgress: performance.now() });
     this.recompute();
   }
 
@@ -106,7 +116,7 @@ export class DaemonStatus {
 
   /** The failing parts, one string, or undefined when nothing fails. */
   error(): string | undefined {
-    const failing = [...this.sources].filter(([, s]) => s.state === 'degraded').map(([id, s]) => `${id}: ${s.error ?? 'failing'}`);
+    const failing = [...this.sources].filter(([, s]) => s.state === 'degraded' && !s.paused).map(([id, s]) => `${id}: ${s.error ?? 'failing'}`);
     if (this.inferenceError) failing.push(this.inferenceError);
     return failing.length ? failing.join('; ') : undefined;
   }
@@ -114,7 +124,12 @@ export class DaemonStatus {
   fields(): StatusPayloadFields {
     const sources: Record<string, SourceStatus> = {};
     for (const [id, s] of this.sources) {
-      sources[id] = { state: s.state, ...(s.state === 'degraded' && s.error ? { error: s.error } : {}), since: s.since.toISOString() };
+      sources[id] = {
+        state: s.state,
+        paused: s.paused,
+        ...(s.state === 'degraded' && s.error ? { error: s.error } : {}),
+        since: s.since.toISOString(),
+      };
     }
     const error = this.daemonState === 'stopped' ? undefined : this.error();
     return {
@@ -137,7 +152,7 @@ export class DaemonStatus {
     } else {
       // (A hung worker also stops the sources, which wait for it: it alone is named then.)
       for (const [id, s] of this.sources) {
-        if (s.state === 'finished') continue;
+        if (s.state === 'finished' || s.paused) continue;
         const idle = now - s.lastProgress;
         if (idle > this.probes.stallMs(id))
           stuck.push(`source "${id}" made no progress (no frame, no handled failure) for ${seconds(idle)}`);

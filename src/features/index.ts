@@ -3,6 +3,8 @@ import type { Config } from '../config/index.js';
 import { controlFeature } from './control.js';
 import { httpFeature, type HttpFeature } from './http.js';
 import { metricsTopicFeature } from './metrics-topic.js';
+import { snapshotOnChangeFeature } from './snapshot.js';
+import { sourceStatusFeature } from './source-status.js';
 import type { Feature } from './types.js';
 
 export { DaemonEventBus, type DaemonEvents, type DaemonState, type SourceState } from './events.js';
@@ -12,6 +14,12 @@ export type { HttpFeature } from './http.js';
 /** The features this configuration enables, in start order. */
 export function enabledFeatures(config: Config): { features: Feature[]; http?: HttpFeature } {
   const http = config.http.enabled ? httpFeature() : undefined;
-  const features: Feature[] = [controlFeature(), metricsTopicFeature(), ...(http ? [http] : [])];
+  const features: Feature[] = [
+    sourceStatusFeature(),
+    controlFeature(),
+    metricsTopicFeature(),
+    snapshotOnChangeFeature(),
+    ...(http ? [http] : []),
+  ];
   return { features, http };
 }

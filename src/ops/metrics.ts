@@ -34,6 +34,10 @@ export interface MetricsSnapshot {
   drops: Record<DropReason, number>;
   /** Since start. */
   captureFailures: number;
+  /** Since start: frames motion gating kept from inference. */
+  gated: number;
+  /** Since start: Results the publish policy did not publish (unchanged, or over the rate cap). */
+  suppressed: { unchanged: number; rate: number };
   outbox: { depth: number; dropped: number };
   rssBytes: number;
   heapUsedBytes: number;
@@ -107,6 +111,11 @@ export class Metrics {
   private readonly captureFailures: Counter<'source'>;
   private readonly framesDropped: Counter<'source' | 'reason'>;
   private readonly results: Counter<'source'>;
+  private readonly framesGated: Counter<'source'>;
+  private readonly resultsSuppressed: Counter<'source' | 'reason'>;
+  private readonly requests: Counter<'op' | 'status'>;
+  private gatedCount = 0;
+  private readonly suppressedCounts = { unchanged: 0, rate: 0 };
   private readonly outboxDroppedTotal: Counter;
   private readonly outboxDepthGauge: Gauge;
   private readonly mqttConnectedGauge: Gauge;
@@ -152,6 +161,24 @@ export class Metrics {
       registers,
     });
     this.results = new Counter({ name: 'inceptiond_results_total', help: 'Results produced', labelNames: ['source'], registers });
+    this.framesGated = new Counter({
+      name: 'inceptiond_frames_gated_total',
+      help: 'Frames not inferred because they stayed like the last inferred one (motion gating)',
+      labelNames: ['source'],
+      registers,
+    });
+    this.resultsSuppressed = new Counter({
+      name: 'inceptiond_results_suppressed_total',
+      help: 'Results not published by the publish policy: unchanged, or over the rate cap',
+      labelNames: ['source', 'reason'],
+      registers,
+    });
+    this.requests = new Counter({
+      name: 'inceptiond_requests_total',
+      help: 'Requests answered on <base>/response/<op>, by operation and status (ok, error)',
+      labelNames: ['op', 'status'],
+      registers,
+    });
     this.outboxDroppedTotal = new Counter({
       name: 'inceptiond_outbox_dropped_total',
       help: 'Results dropped undelivered by the outbox limits',
@@ -186,6 +213,21 @@ export class Metrics {
   frameDropped(source: string, reason: DropReason, count = 1): void {
     this.framesDropped.inc({ source, reason }, count);
     this.dropCounts[reason] += count;
+  }
+
+  frameGated(source: string): void {
+    this.framesGated.inc({ source });
+    this.gatedCount++;
+  }
+
+  resultSuppressed(source: string, reason: 'unchanged' | 'rate'): void {
+    this.resultsSuppressed.inc({ source, reason });
+    this.suppressedCounts[reason]++;
+  }
+
+  /** `op` is the request's operation, or "unknown" for one the daemon does not have (a bounded label set). */
+  requestAnswered(op: string, ok: boolean): void {
+    this.requests.inc({ op, status: ok ? 'ok' : 'error' });
   }
 
   recordResult(source: string, timings: ResultTimings): void {
@@ -242,6 +284,8 @@ export class Metrics {
       },
       drops: Object.fromEntries(DROP_REASONS.map((r) => [r, this.dropCounts[r]])) as Record<DropReason, number>,
       captureFailures: this.captureFailureCount,
+      gated: this.gatedCount,
+      suppressed: { ...this.suppressedCounts },
       outbox: { depth: this.outboxDepth, dropped: this.outboxDropped },
       rssBytes: memory.rss,
       heapUsedBytes: memory.heapUsed,
