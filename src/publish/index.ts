@@ -24,5 +24,13 @@ export {
   type Qos,
 } from './outbox.js';
 export { SeqStore, type PendingResults } from './seq.js';
-export { MqttPublisher, type MqttPublisherOptions, type PublisherStats, type RequestHandler } from './mqtt.js';
+export {
+  MqttPublisher,
+  type MqttPublisherOptions,
+  type PublisherStats,
+  type RequestHandler,
+  type MessageHandler,
+  type MessageProperties,
+  type PublishProperties,
+} from './mqtt.js';
 export { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from './embedded-broker.js';

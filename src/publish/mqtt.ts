@@ -6,9 +6,20 @@
  * mqtt.js's own replay of in-flight packets is disabled (ConnectionScopedStore) so a reconnect
  * re-sends each unacknowledged entry once, not twice. Delivery is at-least-once, in order of first
  * delivery.
+ *
+ * MQTT 5 (protocolVersion 5) adds: a content type on every JSON message, user properties and a message
+ * expiry on Results, a broker-kept session (sessionExpirySec) so requests sent while the daemon restarts
+ * are delivered to it afterwards, and request/response by the request's responseTopic/correlationData.
  */
 import { EventEmitter } from 'node:events';
-import mqtt, { Store, type IClientOptions, type MqttClient } from 'mqtt';
+import mqtt, {
+  Store,
+  type IClientOptions,
+  type IClientPublishOptions,
+  type IConnackPacket,
+  type IPublishPacket,
+  type MqttClient,
+} from 'mqtt';
 import type { Logger } from 'pino';
 import type { Outbox, OutboxEntry, Qos } from './outbox.js';
 import type { Result, ResponsePayload, StatusPayload } from './payload.js';
@@ -44,6 +55,15 @@ export interface MqttPublisherOptions {
   reconnectPeriodMs?: number;
   /** A request handler that takes longer gets an error response. Default 30 s. */
   requestTimeoutMs?: number;
+  /**
+   * MQTT 5: the broker keeps the session (subscriptions, QoS 1 requests sent meanwhile) this long after
+   * a disconnect. 0 (default) = a clean session on every connect. Ignored by MQTT 3.1.1.
+   */
+  sessionExpirySec?: number;
+  /** MQTT 5: message expiry of Results, counted from when they entered the outbox. 0 (default) = none. */
+  resultExpirySec?: number;
+  /** MQTT 5: user properties sent with every Result (e.g. model, provider). */
+  resultUserProperties?: Record<string, string>;
 }
 
 export interface PublisherStats {
@@ -56,6 +76,8 @@ export interface PublisherStats {
   liveDropped: number;
   /** Results the broker refused (e.g. a PUBACK reason code): dropped, since a retry cannot succeed. */
   failed: number;
+  /** Results older than resultExpirySec when their turn came (MQTT 5): dropped unsent, the broker would discard them. */
+  expired: number;
   /** Results acknowledged by the broker. */
   published: number;
   /** Successful connections after the first one. */
@@ -65,7 +87,16 @@ export interface PublisherStats {
   oldestInflightMs: number;
 }
 
-export type RequestHandler = (body: Record<string, unknown>) => unknown;
+/** MQTT 5 publish properties (contentType, userProperties, correlationData, …). */
+export type PublishProperties = NonNullable<IClientPublishOptions['properties']>;
+/** Properties of a received message; undefined under MQTT 3.1.1. */
+export type MessageProperties = IPublishPacket['properties'];
+
+/** `request` says which op and topic the body came on; handlers registered for one op may ignore it. */
+export type RequestHandler = (body: Record<string, unknown>, request: { op: string; topic: string }) => unknown;
+export type MessageHandler = (topic: string, payload: Buffer, properties: MessageProperties) => void;
+
+const JSON_CONTENT_TYPE = 'application/json';
 
 const ERROR_LOG_INTERVAL_MS = 60_000;
 
@@ -104,7 +135,9 @@ export class MqttPublisher {
   private readonly qos: Qos;
   private readonly window: number;
   private readonly handlers = new Map<string, RequestHandler>();
-  private readonly subscriptions: Array<{ filter: string; handler: (topic: string, payload: Buffer) => void }> = [];
+  private readonly subscriptions: Array<{ filter: string; handler: MessageHandler }> = [];
+  private readonly v5: boolean;
+  private resultUserProperties: Record<string, string>;
   /** When each in-flight Result was sent: a broker that stops acknowledging shows in the oldest. */
   private readonly sentAt = new Map<number, number>();
   private readonly changes = new EventEmitter();
@@ -129,7 +162,7 @@ export class MqttPublisher {
   private readonly errorLog = new LogThrottle(ERROR_LOG_INTERVAL_MS);
   private stopping: Promise<void> | null = null;
   private stopped = false;
-  private counters = { liveDropped: 0, failed: 0, published: 0, reconnects: 0 };
+  private counters = { liveDropped: 0, failed: 0, expired: 0, published: 0, reconnects: 0 };
 
   constructor(
     private readonly options: MqttPublisherOptions,
@@ -139,6 +172,8 @@ export class MqttPublisher {
     this.outbox = options.outbox;
     this.qos = options.qos ?? 1;
     this.window = Math.max(1, options.inflightWindow ?? 32);
+    this.v5 = options.protocolVersion === 5;
+    this.resultUserProperties = { ...options.resultUserProperties };
     this.changes.setMaxListeners(0);
   }
 
@@ -146,6 +181,8 @@ export class MqttPublisher {
   async start(): Promise<void> {
     if (this.client) return;
     const o = this.options;
+    // Only an MQTT 5 session can be bounded; a 3.1.1 persistent session would live forever on the broker.
+    const sessionExpirySec = this.v5 ? Math.max(0, o.sessionExpirySec ?? 0) : 0;
     const clientOptions: IClientOptions = {
       clientId: o.clientId,
       protocolVersion: o.protocolVersion ?? 4,
@@ -160,8 +197,12 @@ export class MqttPublisher {
       reconnectPeriod: Math.max(100, o.reconnectPeriodMs ?? 2_000),
       // A refused CONNACK (e.g. credentials being rotated) must not stop reconnecting for good.
       reconnectOnConnackError: true,
-      // The outbox is the session: nothing is kept by the broker or by mqtt.js between connections.
-      clean: true,
+      // Results are never kept by the broker or by mqtt.js between connections: the outbox is their
+      // store (ConnectionScopedStore). A kept session only holds our subscriptions and the requests sent
+      // to us meanwhile. (QoS 2 caveat: a PUBREL lost with the connection is not re-sent; the Result goes
+      // again as a new PUBLISH, whose random packet id could, rarely, match one the kept session still holds.)
+      clean: sessionExpirySec === 0,
+      properties: sessionExpirySec > 0 ? { sessionExpiryInterval: sessionExpirySec } : undefined,
       queueQoSZero: false,
       resubscribe: false,
       outgoingStore: this.store,
@@ -170,11 +211,12 @@ export class MqttPublisher {
         payload: Buffer.from(JSON.stringify(this.willPayload())),
         qos: 1,
         retain: true,
+        properties: this.v5 ? { contentType: JSON_CONTENT_TYPE } : undefined,
       },
     };
     const client = mqtt.connect(o.url, clientOptions);
     this.client = client;
-    client.on('connect', () => this.onConnect());
+    client.on('connect', (connack) => this.onConnect(connack));
     client.on('close', () => this.onClose());
     client.on('disconnect', (packet) => {
       // MQTT 5 brokers may say why they hung up (0x8E: session taken over by the same client id).
@@ -185,7 +227,7 @@ export class MqttPublisher {
       );
     });
     client.on('error', (err) => this.onError(err));
-    client.on('message', (topic, payload) => void this.onMessage(topic, payload));
+    client.on('message', (topic, payload, packet) => void this.onMessage(topic, payload, packet));
   }
 
   /** Appends to the outbox and sends when connected. The only way Results are sent. */
@@ -200,14 +242,19 @@ export class MqttPublisher {
     return this.enqueue(this.topics.labels(result.source), JSON.stringify(result));
   }
 
-  /** Non-durable publish (metrics, snapshots, responses): dropped and counted when not connected. */
-  publishNow(topic: string, payload: string | Buffer, opts: { qos?: Qos; retain?: boolean } = {}): boolean {
+  /**
+   * Non-durable publish (metrics, snapshots, responses): dropped and counted when not connected.
+   * `properties` are MQTT 5 only (mqtt.js leaves them out under 3.1.1).
+   */
+  publishNow(topic: string, payload: string | Buffer, opts: { qos?: Qos; retain?: boolean; properties?: PublishProperties } = {}): boolean {
     const client = this.client;
     if (!client?.connected || this.stopped) {
       this.counters.liveDropped++;
       return false;
     }
-    client.publish(topic, payload, { qos: opts.qos ?? 0, retain: opts.retain ?? false }, (err) => {
+    const publishOptions: IClientPublishOptions = { qos: opts.qos ?? 0, retain: opts.retain ?? false };
+    if (this.v5 && opts.properties) publishOptions.properties = opts.properties;
+    client.publish(topic, payload, publishOptions, (err) => {
       if (err) {
         this.counters.liveDropped++;
         this.logger.debug({ err, topic }, 'mqtt: live message not delivered');
@@ -228,9 +275,10 @@ export class MqttPublisher {
 
   /**
    * Calls `handler` for every message on `filter` (MQTT wildcards allowed), subscribing on each
-   * (re)connection. For features; request topics go through onRequest.
+   * (re)connection. For features; request topics go through onRequest. The third argument holds the
+   * message's MQTT 5 properties (undefined under 3.1.1).
    */
-  subscribe(filter: string, handler: (topic: string, payload: Buffer) => void): void {
+  subscribe(filter: string, handler: MessageHandler): void {
     this.subscriptions.push({ filter, handler });
     const client = this.client;
     if (client?.connected)
@@ -245,6 +293,16 @@ export class MqttPublisher {
   onRequest(op: string, handler: RequestHandler): void {
     this.topics.request(op); // validates the op
     this.handlers.set(op, handler);
+  }
+
+  /** Unregisters the handler of `op` (a feature being reloaded); true if there was one. */
+  removeRequest(op: string): boolean {
+    return this.handlers.delete(op);
+  }
+
+  /** Replaces the MQTT 5 user properties of the Results sent from now on (outbox entries included). */
+  setResultUserProperties(props: Record<string, string>): void {
+    this.resultUserProperties = { ...props };
   }
 
   stats(): PublisherStats {
@@ -291,7 +349,7 @@ export class MqttPublisher {
     await this.waitUntil(() => !client.connected || this.outbox.depth === 0, deadline - endReserve * 2);
     if (client.connected) {
       const stopped = JSON.stringify({ ...this.currentStatus(), state: 'stopped', since: new Date().toISOString() });
-      const sent = new Promise<void>((resolve) => client.publish(this.topics.status, stopped, { qos: 1, retain: true }, () => resolve()));
+      const sent = new Promise<void>((resolve) => client.publish(this.topics.status, stopped, this.statusOptions(), () => resolve()));
       await raceDeadline(sent, deadline - endReserve);
     }
     this.stopped = true;
@@ -308,17 +366,25 @@ export class MqttPublisher {
     this.logger.info({ outboxDepth: this.outbox.depth, published: this.counters.published }, 'mqtt: stopped');
   }
 
-  private onConnect(): void {
+  private onConnect(connack: IConnackPacket): void {
     const client = this.client!;
     if (this.stopped) return;
     if (this.everConnected) this.counters.reconnects++;
+    // A resumed session means requests sent while we were away are being delivered now.
+    const session = client.options.clean ? {} : { sessionPresent: connack.sessionPresent };
     if (this.outageStart !== null) {
       this.logger.info(
-        { url: this.options.url, outageMs: Date.now() - this.outageStart, errors: this.errorsInOutage, outboxDepth: this.outbox.depth },
+        {
+          url: this.options.url,
+          outageMs: Date.now() - this.outageStart,
+          errors: this.errorsInOutage,
+          outboxDepth: this.outbox.depth,
+          ...session,
+        },
         'mqtt: connected',
       );
     } else {
-      this.logger.info({ url: this.options.url, outboxDepth: this.outbox.depth }, 'mqtt: connected');
+      this.logger.info({ url: this.options.url, outboxDepth: this.outbox.depth, ...session }, 'mqtt: connected');
     }
     this.everConnected = true;
     this.isConnected = true;
@@ -409,11 +475,13 @@ export class MqttPublisher {
         const client = this.client;
         if (!client?.connected || this.stopped) return;
         const window = this.effectiveWindow(client);
+        const expiredBefore = this.counters.expired;
         while (this.inflight.size < window && client.connected) {
           const batch = this.outbox.nextBatch(this.sentThrough, window - this.inflight.size);
           if (batch.length === 0) break;
           for (const entry of batch) this.send(client, entry);
         }
+        if (this.counters.expired !== expiredBefore) this.changes.emit('change'); // stop() waits for an empty outbox
       } while (this.drainAgain);
     } finally {
       this.draining = false;
@@ -429,11 +497,42 @@ export class MqttPublisher {
   private send(client: MqttClient, entry: OutboxEntry): void {
     const generation = this.generation;
     this.sentThrough = entry.id;
+    const options: IClientPublishOptions = { qos: entry.qos, retain: entry.retain ?? false };
+    if (this.v5) {
+      const properties = this.resultProperties(entry);
+      if (properties === null) {
+        this.counters.expired++;
+        this.outbox.ack(entry.id);
+        return;
+      }
+      options.properties = properties;
+    }
     this.inflight.add(entry.id);
     this.sentAt.set(entry.id, Date.now());
-    client.publish(entry.topic, entry.payload, { qos: entry.qos, retain: entry.retain ?? false }, (err) =>
-      this.onSent(generation, entry, err),
-    );
+    client.publish(entry.topic, entry.payload, options, (err) => this.onSent(generation, entry, err));
+  }
+
+  /**
+   * MQTT 5 properties of a Result, or null when it expired. The expiry counts from the outbox append
+   * (the moment the Result was produced), not from this send, which may come after an outage or a
+   * restart: the broker is told only what is left of it.
+   */
+  private resultProperties(entry: OutboxEntry): PublishProperties | null {
+    const properties: PublishProperties = { contentType: JSON_CONTENT_TYPE };
+    const expirySec = this.options.resultExpirySec ?? 0;
+    if (expirySec > 0) {
+      // A clock set back (NTP after boot) gives a negative age: never announce more than the full expiry.
+      const ageSec = Math.max(0, (Date.now() - entry.ts) / 1000);
+      const leftSec = expirySec - ageSec;
+      if (leftSec <= 0) return null;
+      properties.messageExpiryInterval = Math.max(1, Math.ceil(leftSec));
+    }
+    if (Object.keys(this.resultUserProperties).length > 0) properties.userProperties = { ...this.resultUserProperties };
+    return properties;
+  }
+
+  private statusOptions(): IClientPublishOptions {
+    return { qos: 1, retain: true, properties: this.v5 ? { contentType: JSON_CONTENT_TYPE } : undefined };
   }
 
   private onSent(generation: number, entry: OutboxEntry, err: Error | undefined): void {
@@ -479,13 +578,22 @@ export class MqttPublisher {
     const json = JSON.stringify(this.currentStatus());
     if (!force && json === this.lastStatusJson) return;
     this.lastStatusJson = json;
-    client.publish(this.topics.status, json, { qos: 1, retain: true }, (err) => {
+    client.publish(this.topics.status, json, this.statusOptions(), (err) => {
       if (err && client.connected) this.logger.warn({ err }, 'mqtt: status not published');
     });
   }
 
-  private async onMessage(topic: string, payload: Buffer): Promise<void> {
-    for (const s of this.subscriptions) if (topicMatches(s.filter, topic)) s.handler(topic, payload);
+  private async onMessage(topic: string, payload: Buffer, packet: IPublishPacket): Promise<void> {
+    const properties = packet.properties;
+    for (const s of this.subscriptions) {
+      if (!topicMatches(s.filter, topic)) continue;
+      try {
+        s.handler(topic, payload, properties);
+      } catch (err) {
+        // One feature's bug must not keep the message from the others, nor from the request handling below.
+        this.logger.error({ err, topic, filter: s.filter }, 'mqtt: a subscription handler threw');
+      }
+    }
     const op = this.topics.requestOp(topic);
     if (op === null) return;
     let transaction: string | number | undefined;
@@ -502,13 +610,14 @@ export class MqttPublisher {
           response = { status: 'error', error: `unknown request "${op}" (known: ${known})` };
         } else {
           const data = await withTimeout(
-            Promise.resolve().then(() => handler(body)),
+            Promise.resolve().then(() => handler(body, { op, topic })),
             this.options.requestTimeoutMs ?? 30_000,
           );
           response = data === undefined ? { status: 'ok' } : { status: 'ok', data };
         }
       }
     } catch (err) {
+      // Handlers may throw anything (a string, undefined): the requester still gets an answer.
       response = { status: 'error', error: err instanceof Error ? err.message : String(err) };
     }
     if (transaction !== undefined) response.transaction = transaction;
@@ -518,7 +627,20 @@ export class MqttPublisher {
     } catch (err) {
       json = JSON.stringify({ status: 'error', error: `response could not be serialised: ${(err as Error).message}`, transaction });
     }
-    this.publishNow(this.topics.response(op), json, { qos: this.qos, retain: false });
+    // MQTT 5 request/response: the requester names its reply topic and how it matches replies.
+    const responseProperties: PublishProperties = { contentType: JSON_CONTENT_TYPE };
+    if (properties?.correlationData !== undefined) responseProperties.correlationData = properties.correlationData;
+    let responseTopic = this.topics.response(op);
+    if (properties?.responseTopic !== undefined) {
+      const problem = responseTopicProblem(properties.responseTopic);
+      if (problem === null) {
+        responseTopic = properties.responseTopic;
+      } else {
+        const fields = { op, responseTopic: properties.responseTopic, problem };
+        this.logger.debug(fields, 'mqtt: unusable response topic, answering on the default one');
+      }
+    }
+    this.publishNow(responseTopic, json, { qos: this.qos, retain: false, properties: responseProperties });
   }
 
   /** Resolves true when `cond` holds, false at the deadline; re-checked on every connection or ack change. */
@@ -537,6 +659,15 @@ export class MqttPublisher {
       check();
     });
   }
+}
+
+/** Why a request's MQTT 5 response topic cannot be published to, or null. */
+function responseTopicProblem(topic: string): string | null {
+  if (topic.length === 0) return 'empty';
+  if (topic.includes('+') || topic.includes('#')) return 'contains a wildcard';
+  if (topic.includes('\u0000')) return 'contains a NUL character';
+  if (Buffer.byteLength(topic, 'utf8') > 65_535) return 'longer than 65535 bytes';
+  return null;
 }
 
 /** The request body as an object, or an error message for the response. Empty payload = `{}`. */
