@@ -75,7 +75,10 @@ async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promis
       logger.info({ settings }, `applying the settings kept by set requests in ${config.stateDir}/${SETTINGS_FILE}`);
     }
   } catch (err) {
-    const message = err instanceof ConfigError ? `${err.message}\n(from the settings kept by set requests in ${config.stateDir}/${SETTINGS_FILE}: fix or delete it)` : (err as Error).message;
+    const message =
+      err instanceof ConfigError
+        ? `${err.message}\n(from the settings kept by set requests in ${config.stateDir}/${SETTINGS_FILE}: fix or delete it)`
+        : (err as Error).message;
     logger.fatal({ err }, `cannot start: ${message}`);
     process.exitCode = err instanceof ConfigError ? EXIT.CONFIG : EXIT.RUNTIME;
     return;

@@ -9,7 +9,15 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { runnerOptionsFor, sourceFromConfig, type FrameSource } from '../capture/index.js';
-import { ConfigError, keysSetByEnv, mergeConfigInput, readSecretFile, redactConfig, type Config, type SourceConfig } from '../config/index.js';
+import {
+  ConfigError,
+  keysSetByEnv,
+  mergeConfigInput,
+  readSecretFile,
+  redactConfig,
+  type Config,
+  type SourceConfig,
+} from '../config/index.js';
 import {
   DaemonEventBus,
   enabledFeatures,
@@ -75,7 +83,12 @@ export interface DaemonOptions {
    * the environment, with `overlay` (values set by requests) over the file. Without it those requests
    * are refused. `overlay` is what the daemon starts with (the settings kept in the state directory).
    */
-  configSource?: { load(overlay: Record<string, unknown>): Config; overlay?: Record<string, unknown> };
+  configSource?: {
+    load(overlay: Record<string, unknown>): Config;
+    overlay?: Record<string, unknown>;
+    /** The environment `load` reads (default process.env): a key it sets cannot be changed by `set`. */
+    env?: NodeJS.ProcessEnv;
+  };
 }
 
 export type ReloadReport = ReloadOutcome;
@@ -228,6 +241,9 @@ export class Daemon {
               key: m.key ? await readFile(m.key) : undefined,
               rejectUnauthorized: m.rejectUnauthorized,
               keepaliveSec: m.keepaliveSec,
+              sessionExpirySec: m.sessionExpirySec,
+              resultExpirySec: m.resultExpirySec,
+              resultUserProperties: { model: p.model.manifest.name, precision: p.model.precision, provider: p.engine.provider },
               qos: m.qos,
               baseTopic: m.baseTopic,
               outbox: p.outbox,
@@ -392,7 +408,9 @@ export class Daemon {
       provider: engine.provider,
       ...(engine.info.placement ? { placement: engine.info.placement } : {}),
       providerAttempts: engine.attempts,
-      sources: Object.fromEntries(this.config.sources.map((s) => [s.id, { backend: s.backend, paused: this.pipelines.get(s.id)?.isPaused ?? false }])),
+      sources: Object.fromEntries(
+        this.config.sources.map((s) => [s.id, { backend: s.backend, paused: this.pipelines.get(s.id)?.isPaused ?? false }]),
+      ),
       settings: this.overlay,
       config: redactConfig(this.config),
     };
@@ -599,7 +617,7 @@ export class Daemon {
       const source = this.configSource();
       const keys = leafKeys(patch);
       if (keys.length === 0) throw new Error('config: nothing to set (give the keys to change, e.g. {"inference": {"topK": 3}})');
-      const fromEnv = keysSetByEnv().filter((e) => keys.some((k) => overlaps(k, e.key)));
+      const fromEnv = keysSetByEnv(source.env ?? process.env).filter((e) => keys.some((k) => overlaps(k, e.key)));
       if (fromEnv.length > 0) {
         throw new Error(
           `set by the environment, which wins over a request: ${fromEnv.map((e) => `${e.key} (${e.env})`).join(', ')}; change it there`,

@@ -116,7 +116,9 @@ export class DaemonStatus {
 
   /** The failing parts, one string, or undefined when nothing fails. */
   error(): string | undefined {
-    const failing = [...this.sources].filter(([, s]) => s.state === 'degraded' && !s.paused).map(([id, s]) => `${id}: ${s.error ?? 'failing'}`);
+    const failing = [...this.sources]
+      .filter(([, s]) => s.state === 'degraded' && !s.paused)
+      .map(([id, s]) => `${id}: ${s.error ?? 'failing'}`);
     if (this.inferenceError) failing.push(this.inferenceError);
     return failing.length ? failing.join('; ') : undefined;
   }

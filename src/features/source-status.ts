@@ -25,7 +25,9 @@ export function sourceStatusFeature(): Feature {
   };
   const send = (c: FeatureContext, id: string, json: string) => {
     if (published.get(id) === json) return;
-    if (c.publisher.publishNow(c.topics.sourceStatus(id), json, { qos: 1, retain: true, properties: { contentType: 'application/json' } })) {
+    if (
+      c.publisher.publishNow(c.topics.sourceStatus(id), json, { qos: 1, retain: true, properties: { contentType: 'application/json' } })
+    ) {
       published.set(id, json);
     }
   };

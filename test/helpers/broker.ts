@@ -354,3 +354,42 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
     },
   };
 }
+
+export interface Requester {
+  /** Publishes `body` (with a fresh `transaction`) on `<base>/request/<op>` and resolves with the response. */
+  ask<T = Record<string, unknown>>(op: string, body?: Record<string, unknown>, timeoutMs?: number): Promise<T>;
+  /** Every response received, in order. */
+  readonly responses: CollectedMessage[];
+  /** Publishes raw bytes on a request topic (no transaction: match the response yourself). */
+  send(op: string, payload: string | Buffer): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A client that makes requests to a daemon and matches the responses by transaction. */
+export async function requester(url: string, base: string): Promise<Requester> {
+  const responses = await collect(url, `${base}/response/+`);
+  const client = await mqtt.connectAsync(url, { protocolVersion: 4, clientId: `requester-${Math.random().toString(16).slice(2, 10)}` });
+  let next = 0;
+  return {
+    responses: responses.messages,
+    async ask<T>(op: string, body: Record<string, unknown> = {}, timeoutMs = 15_000) {
+      const transaction = `t${++next}-${Math.random().toString(16).slice(2, 6)}`;
+      const answer = responses.waitFor((m) => {
+        try {
+          return m.topic === `${base}/response/${op}` && JSON.parse(m.text).transaction === transaction;
+        } catch {
+          return false;
+        }
+      }, timeoutMs);
+      await client.publishAsync(`${base}/request/${op}`, JSON.stringify({ ...body, transaction }), { qos: 1 });
+      return JSON.parse((await answer).text) as T;
+    },
+    async send(op, payload) {
+      await client.publishAsync(`${base}/request/${op}`, payload, { qos: 1 });
+    },
+    async close() {
+      await client.endAsync(true);
+      await responses.close();
+    },
+  };
+}

@@ -8,12 +8,11 @@ import path from 'node:path';
 import pino from 'pino';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { SourceStoppedError, type Frame, type FrameSource } from '../../src/capture/index.js';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { Daemon, StartCancelledError, type DaemonEngine, type DaemonOptions } from '../../src/daemon/index.js';
-import type { PreparedModel } from '../../src/daemon/model-setup.js';
 import type { ResultPayload } from '../../src/publish/index.js';
 import { collect, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
+import { fakeCamera, fakeEngine, fakeModel } from '../helpers/fake-daemon.js';
 import { loadUnixDgram, SKIP } from '../helpers/tools.js';
 
 const logger = pino({ level: 'silent' });
@@ -37,71 +36,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-const model: PreparedModel = {
-  modelPath: '/fake.onnx',
-  manifestPath: '/fake.onnx.json',
-  manifest: {
-    name: 'fake',
-    file: 'fake.onnx',
-    input: { name: 'x', layout: 'NCHW', width: 8, height: 8, channels: 'RGB', scale: 1, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill' },
-    output: { name: 'y', activation: 'softmax' },
-  },
-  labels: ['a', 'b', 'c', 'd', 'e'],
-  precision: 'int8',
-  synthetic: false,
-};
-
-/** An endless camera: a frame every call, paced by capture.intervalMs. */
-function camera(id: string): FrameSource {
-  let n = 0;
-  let stopped = false;
-  return {
-    id,
-    backend: 'files',
-    async start() {
-      stopped = false;
-    },
-    async stop() {
-      stopped = true;
-    },
-    stats: () => ({ captured: n, failed: 0, dropped: 0 }),
-    async next(): Promise<Frame> {
-      if (stopped) throw new SourceStoppedError(id);
-      return { sourceId: id, captureSeq: ++n, capturedAt: new Date(), data: jpeg };
-    },
-  };
-}
-
-/** An engine that answers at once, or (`hang`) never. */
-function engine(opts: { hang?: () => boolean } = {}): DaemonEngine {
-  const pending = new Set<number>();
-  return {
-    provider: 'fake',
-    info: {
-      provider: 'fake',
-      attempts: [],
-      input: { name: 'x', type: 'float32', dims: [1, 3, 8, 8] },
-      output: { name: 'y', type: 'float32', dims: [1, 5] },
-      fromCache: false,
-      loadMs: 0,
-      warmupMs: 0,
-      runtime: { spec: '', path: '', version: 'fake', providers: ['cpu'] },
-    },
-    attempts: [],
-    get oldestPendingMs() {
-      const first = [...pending][0];
-      return first === undefined ? 0 : performance.now() - first;
-    },
-    run() {
-      if (opts.hang?.()) {
-        pending.add(performance.now());
-        return new Promise<never>(() => undefined);
-      }
-      return Promise.resolve({ scores: new Float32Array([0.1, 0.6, 0.1, 0.1, 0.1]), inferenceMs: 1 });
-    },
-    async close() {},
-  };
-}
+const model = fakeModel;
+const camera = (id: string) => fakeCamera(id, () => jpeg);
+const engine = fakeEngine;
 
 function config(name: string, url: string, over: Record<string, string> = {}): Config {
   return loadConfig({
@@ -218,7 +155,7 @@ describe('Daemon lifecycle', () => {
       signal: abort.signal,
       overrides: {
         prepareModel: () =>
-          new Promise<PreparedModel>((resolve) => {
+          new Promise<typeof model>((resolve) => {
             abort.abort();
             setTimeout(() => resolve(model), 10);
           }),
