@@ -42,6 +42,8 @@ export interface PipelineDeps {
   publish: (result: ResultPayload) => Promise<unknown>;
   /** Motion gating: false keeps the frame from preprocessing and inference. Absent = every frame. */
   gate?: (image: Buffer) => Promise<boolean>;
+  /** The gate forgets its reference frame: the next frame is inferred (after a failed inference or a resume). */
+  regate?: () => void;
   /** The publish policy: whether these labels are published (`seq` counts only published Results). */
   policy?: (labels: ResultLabel[]) => 'publish' | 'unchanged' | 'rate';
   events: DaemonEventBus;
@@ -195,6 +197,7 @@ export class SourcePipeline {
     });
     if (signal.aborted) return false;
     this.deps.logger.info({ source: this.id }, 'source resumed');
+    this.deps.regate?.();
     return this.startWithRetry();
   }
 
@@ -230,6 +233,7 @@ export class SourcePipeline {
       output = await deps.engine.run(prepared.tensor);
     } catch (err) {
       const error = (err as Error).message;
+      deps.regate?.();
       deps.events.emit('inference', { source: this.id, ok: false, error });
       deps.events.emit('frameSkipped', { source: this.id, reason: 'inference', error });
       return;
