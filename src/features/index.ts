@@ -2,6 +2,7 @@
 import type { Config } from '../config/index.js';
 import { controlFeature } from './control.js';
 import { httpFeature, type HttpFeature } from './http.js';
+import { homeAssistantFeature } from './homeassistant.js';
 import { metricsTopicFeature } from './metrics-topic.js';
 import { snapshotOnChangeFeature } from './snapshot.js';
 import { sourceStatusFeature } from './source-status.js';
@@ -19,6 +20,8 @@ export function enabledFeatures(config: Config): { features: Feature[]; http?: H
     controlFeature(),
     metricsTopicFeature(),
     snapshotOnChangeFeature(),
+    // Always: with discovery off it only clears what an earlier run announced.
+    homeAssistantFeature(),
     ...(http ? [http] : []),
   ];
   return { features, http };
