@@ -66,26 +66,33 @@ const ready = new Promise((resolve, reject) => {
   });
 });
 await ready;
-const results = async () => {
+const counter = async (name) => {
   const text = await (await fetch(`${http}/metrics`)).text();
   return text
     .split('\n')
-    .filter((l) => l.startsWith('inceptiond_results_total{'))
+    .filter((l) => l.startsWith(`${name}{`))
     .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
 };
+const results = () => counter('inceptiond_results_total');
 while ((await results()) === 0) await new Promise((r) => setTimeout(r, 20));
 const firstResultMs = performance.now() - started;
 const n0 = await results();
+const f0 = await counter('inceptiond_frames_captured_total');
+const g0 = await counter('inceptiond_frames_gated_total');
 const c0 = ticks();
 const t0 = performance.now();
 await new Promise((r) => setTimeout(r, seconds * 1000));
 const n1 = await results();
+const f1 = await counter('inceptiond_frames_captured_total');
+const g1 = await counter('inceptiond_frames_gated_total');
 const c1 = ticks();
 const wall = (performance.now() - t0) / 1000;
 const report = {
   precision,
   firstResultMs: Math.round(firstResultMs),
   resultsPerSec: Number(((n1 - n0) / wall).toFixed(2)),
+  frames: f1 - f0,
+  gated: g1 - g0,
   cpuPercentOfOneCore: Number((((c1 - c0) / 100 / wall) * 100).toFixed(1)),
   rssMB: Number(status('VmRSS').toFixed(1)),
   peakRssMB: Number(status('VmHWM').toFixed(1)),
