@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { ResultPayload } from '../../src/publish/index.js';
-import { collect, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
+import { collect, requester, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
 import { projectRoot, startDaemon, writeConfig, type DaemonProcess } from '../helpers/daemon-process.js';
 import { sharedModelEnv } from '../global-setup.js';
 
@@ -103,5 +103,34 @@ describe('daemon signals', () => {
     expect(await daemon.exited).toBe(0);
     expect(performance.now() - t0).toBeLessThan(10_000);
     expect(daemon.logs.map((l) => l.msg)).toContain('stopped before the start completed');
+  });
+
+  it('the settings a set request kept apply at the next start, over the file; a broken settings file exits 78 naming it', async () => {
+    const dir = path.join(work, 'kept');
+    const file = await writeConfig(dir, baseConfig('kept', broker.url, 5));
+    const sub = await watch('lifecycle/kept/#');
+    const env = sharedModelEnv(inject('modelCacheDir'));
+    const first = startDaemon(['run', '-c', file], env);
+    daemons.push(first);
+    await sub.waitFor((m) => m.topic === 'lifecycle/kept/camera/labels');
+    const requests = await requester(broker.url, 'lifecycle/kept');
+    cleanups.push(() => requests.close());
+    expect(await requests.ask('set', { config: { inference: { topK: 2 } }, persist: true })).toMatchObject({ status: 'ok' });
+    expect(await first.stop('SIGTERM')).toBe(0);
+
+    const second = startDaemon(['run', '-c', file], env);
+    daemons.push(second);
+    await second.waitForLog((l) => String(l.msg).startsWith('applying the settings kept by set requests'));
+    const n = sub.messages.filter((m) => m.topic === 'lifecycle/kept/camera/labels').length;
+    const later = await sub.waitForCount(n + 1, { filter: (m) => m.topic === 'lifecycle/kept/camera/labels' });
+    expect((JSON.parse(later.at(-1)!.text) as ResultPayload).labels).toHaveLength(2);
+    expect(await second.stop('SIGTERM')).toBe(0);
+
+    await writeFile(path.join(dir, 'state', 'settings.json'), '{"inference": {"topK": 0}}');
+    const third = startDaemon(['run', '-c', file], env);
+    daemons.push(third);
+    expect(await third.exited).toBe(78);
+    const fatal = third.logs.find((l) => l.level === 60);
+    expect(String(fatal?.msg)).toMatch(/inference\.topK = 0[\s\S]*settings kept by set requests in .*settings\.json/);
   });
 });

@@ -5,6 +5,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import mqtt from 'mqtt';
 import pino from 'pino';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -13,6 +14,7 @@ import { Daemon, SETTINGS_FILE } from '../../src/daemon/index.js';
 import type { ResultPayload } from '../../src/publish/index.js';
 import { collect, requester, startBroker, type Collector, type Requester, type TestBroker } from '../helpers/broker.js';
 import { fakeCamera, fakeEngine, fakeModel } from '../helpers/fake-daemon.js';
+import { SKIP } from '../helpers/tools.js';
 
 const logger = pino({ level: 'silent' });
 let broker: TestBroker;
@@ -247,5 +249,28 @@ describe('request operations', () => {
     await vi.waitFor(() =>
       expect(h.sub.json<{ state: string }>(`${h.base}/door/status`).filter((s) => s.state === 'offline')).toHaveLength(1),
     );
+  });
+
+  it('an MQTT 5 request is answered on its response topic with its correlation data', async (ctx) => {
+    ctx.skip(broker.kind !== 'mosquitto', SKIP.mqtt5);
+    const h = await start('v5', { INCEPTIOND_MQTT_PROTOCOLVERSION: '5' });
+    const client = await mqtt.connectAsync(broker.url, { protocolVersion: 5 });
+    cleanups.push(() => client.endAsync(true));
+    const replyTopic = 'ctl/v5-client/replies';
+    await client.subscribeAsync(replyTopic, { qos: 1 });
+    const reply = new Promise<{ payload: Buffer; properties?: mqtt.IPublishPacket['properties'] }>((resolve) =>
+      client.on('message', (_topic, payload, packet) => resolve({ payload, properties: packet.properties })),
+    );
+    const correlationData = Buffer.from('req-42');
+    await client.publishAsync(`${h.base}/request/pause`, JSON.stringify({ source: 'camera' }), {
+      qos: 1,
+      properties: { responseTopic: replyTopic, correlationData },
+    });
+    const answer = await reply;
+    expect(JSON.parse(answer.payload.toString())).toMatchObject({ status: 'ok', data: { paused: ['camera'] } });
+    expect(Buffer.from(answer.properties!.correlationData!)).toEqual(correlationData);
+    expect(answer.properties!.contentType).toBe('application/json');
+    // Not also on the default response topic.
+    expect(h.requests.responses.filter((m) => m.topic === `${h.base}/response/pause`)).toEqual([]);
   });
 });
