@@ -31,6 +31,30 @@ describe('planReload', () => {
     expect(plan.sources).toEqual({ added: [], removed: [], changed: [] });
   });
 
+  it("applies a source's publish policy, motion gating and snapshot settings without restarting its camera", () => {
+    const src = (extra: Record<string, unknown> = {}) => ({ id: 'door', backend: 'files', files: { path: '/d' }, ...extra });
+    const current = config({ sources: [src()] });
+    const next = config({
+      sources: [src({ publish: { policy: 'change' }, motion: { enabled: true } })],
+      'snapshot.onChange': true,
+      'homeassistant.enabled': true,
+      'control.allow': ['status'],
+    });
+    const plan = planReload(current, next);
+    expect(plan.restartNeeded).toEqual([]);
+    expect(plan.live).toEqual(expect.arrayContaining(['sources[0].publish.policy', 'sources[0].motion.enabled', 'control.allow']));
+    expect(plan.sources).toEqual({ added: [], removed: [], changed: [] });
+    expect(plan.effective.sources[0]).toMatchObject({
+      publish: { policy: 'change' },
+      motion: { enabled: true },
+      snapshot: { onChange: true },
+    });
+    expect(plan.effective).toMatchObject({ homeassistant: { enabled: true }, control: { allow: ['status'] } });
+    // A capture key of the same source restarts it.
+    const moved = planReload(current, config({ sources: [src({ files: { path: '/other' } })] }));
+    expect(moved.sources.changed.map((s) => s.id)).toEqual(['door']);
+  });
+
   it('finds sources added, removed and changed, by id', () => {
     const src = (id: string, path: string) => ({ id, backend: 'files', files: { path } });
     const current = config({ sources: [src('door', '/d'), src('yard', '/y')] });
