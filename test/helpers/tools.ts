@@ -11,6 +11,7 @@ import { which } from './which.js';
 
 export const SKIP = {
   mqtt5: 'needs mosquitto: MQTT 5 (the fallback broker, Aedes, speaks MQTT 3.1.1 only)',
+  sharedSubscriptions: 'needs mosquitto: shared subscriptions ($share/<group>/…), which the fallback broker, Aedes, lacks',
   fswebcam: "needs Debian's fswebcam (apt install fswebcam)",
   unixDgram: 'needs the optional native module unix-dgram (not built: no compiler?)',
   webgpu: 'needs a Vulkan driver WebGPU can use (no GPU here? Mesa >= 24 lavapipe: bookworm-backports mesa-vulkan-drivers)',
