@@ -78,8 +78,15 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
 export function mergeConfigInput(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(over)) {
-    const prev = out[key];
-    out[key] = isPlainObject(value) && isPlainObject(prev) ? mergeConfigInput(prev, value) : structuredClone(value);
+    const prev = Object.hasOwn(out, key) ? out[key] : undefined;
+    // Defined, not assigned: `out["__proto__"] = …` would replace the prototype and hide the key from
+    // validation, which must refuse it as unknown.
+    Object.defineProperty(out, key, {
+      value: isPlainObject(value) && isPlainObject(prev) ? mergeConfigInput(prev, value) : structuredClone(value),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return out;
 }

@@ -10,6 +10,8 @@ export interface SchemaCheck {
   problems: ConfigProblem[];
 }
 
+const NUMERIC_TEXT = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -87,6 +89,12 @@ function checkStructure(
       }
       if (isPlainObject(value)) {
         problems.push(invalidValue(dotted, value, 'must be a single value, not an object'));
+        continue;
+      }
+      // convict would coerce "3" to 3 with the format meant for environment text: in a file it is a
+      // mistake. (Other strings reach the format, whose message says what it takes.)
+      if (typeof value === 'string' && typeof node.default === 'number' && NUMERIC_TEXT.test(value)) {
+        problems.push(invalidValue(dotted, value, 'must be a number, not a string (quotes are for environment variables only)'));
         continue;
       }
       out[key] = value;

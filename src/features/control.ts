@@ -71,13 +71,13 @@ function checkFields(op: ControlOperation, body: Params): Params {
   const fields = FIELDS[op];
   for (const [name, value] of Object.entries(body)) {
     if (name === 'transaction') continue;
-    const kind = fields[name];
+    const kind = Object.hasOwn(fields, name) ? fields[name] : undefined;
     if (!kind) {
       const known = Object.keys(fields);
       throw new Error(`${name}: unknown field for "${op}" (${known.length ? `known: ${known.join(', ')}` : 'it takes none'})`);
     }
     const actual = Array.isArray(value) ? 'array' : value === null ? 'null' : typeof value;
-    if (actual !== kind) throw new Error(`${name}: must be a ${kind}, got ${actual} ${JSON.stringify(value)}`);
+    if (actual !== kind) throw new Error(`${name}: must be ${kind === 'object' ? 'an' : 'a'} ${kind}, got ${describe(value, actual)}`);
   }
   return body;
 }
@@ -94,4 +94,11 @@ function sourceOrOnly(ctx: FeatureContext, source: string | undefined): string {
   const ids = ctx.sources.ids();
   if (ids.length === 1) return ids[0]!;
   throw new Error(`source: required when there are several sources (${ids.join(', ')})`);
+}
+
+/** A short account of a wrong value: the type, and the value itself when it is short (never a huge or deep echo). */
+function describe(value: unknown, type: string): string {
+  if (type === 'object' || type === 'array') return type;
+  const text = String(value);
+  return text.length <= 40 ? `${type} ${JSON.stringify(value)}` : type;
 }

@@ -29,6 +29,15 @@ function loadError(options: LoadConfigOptions): ConfigError {
 }
 
 describe('loadConfig', () => {
+  it('refuses a number written as a string in a file (the environment may give text) and a __proto__ key in an overlay', () => {
+    const err = loadError({ file: writeConfig({ inference: { topK: '3' }, mqtt: { qos: '1' } }), env: {} });
+    expect(err.problems.map((p) => p.key)).toEqual(['inference.topK', 'mqtt.qos']);
+    expect(err.message).toContain('inference.topK = "3": must be a number, not a string');
+    expect(loadConfig({ env: { INCEPTIOND_INFERENCE_TOPK: '3' } }).config.inference.topK).toBe(3);
+    const proto = loadError({ env: {}, overlay: JSON.parse('{"__proto__": {"inference": {"topK": 2}}}') });
+    expect(proto.problems.map((p) => p.message)).toEqual([expect.stringMatching(/unknown key: __proto__/)]);
+  });
+
   it('merges the file over the defaults, and an env var wins over the file', () => {
     const file = writeConfig({
       deviceId: 'porch',

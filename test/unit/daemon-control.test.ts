@@ -147,9 +147,14 @@ describe('request operations', () => {
     });
     expect(await h.ask<Response>('status', { verbose: true })).toMatchObject({ error: expect.stringMatching(/it takes none/) });
     expect(await h.ask<Response>('set', { config: [1] })).toMatchObject({
-      error: expect.stringMatching(/^config: must be a object, got array/),
+      error: expect.stringMatching(/^config: must be an object, got array/),
     });
     expect(await h.ask<Response>('set', {})).toMatchObject({ error: expect.stringMatching(/^config: required/) });
+    expect(await h.ask<Response>('resume', JSON.parse('{"constructor": 1}'))).toMatchObject({
+      error: expect.stringMatching(/^constructor: unknown field/),
+    });
+    const proto = await h.ask<Response>('set', { config: JSON.parse('{"__proto__": {"inference": {"topK": 2}}}') });
+    expect(proto).toMatchObject({ status: 'error', error: expect.stringMatching(/unknown key: __proto__/) });
     expect(await h.ask<Response>('nonsense')).toMatchObject({
       status: 'error',
       error: expect.stringMatching(/unknown request "nonsense"/),
