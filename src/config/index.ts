@@ -1,6 +1,14 @@
 export { EXIT, EX_CONFIG, EX_OK, EX_RUNTIME, EX_USAGE, type ExitCode } from './exit-codes.js';
 export { ConfigError, type ConfigProblem } from './errors.js';
-export { loadConfig, readConfigFile, mergeConfigInput, keysSetByEnv, MQTT_PASSWORD_CREDENTIAL, type LoadConfigOptions, type LoadedConfig } from './load.js';
+export {
+  loadConfig,
+  readConfigFile,
+  mergeConfigInput,
+  keysSetByEnv,
+  MQTT_PASSWORD_CREDENTIAL,
+  type LoadConfigOptions,
+  type LoadedConfig,
+} from './load.js';
 export { DEFAULT_SOURCE_ID, resolveSources } from './sources.js';
 export { redactConfig, configToJSON, REDACTED } from './redact.js';
 export { readSecretFile } from './secrets.js';

@@ -86,7 +86,11 @@ export function sourceStagesSchema(): SchemaNode {
       ),
       scoreDelta: leaf('policy change: a move of the top score by more than this publishes', numberInRange(0, 1), 0.1),
       heartbeatSec: leaf('policy change: publish at least this often even without a change (0 = only on a change)', NATURAL, 60),
-      maxPerSec: leaf('At most this many Results per second from a source (0 = no cap); the rest are counted, not published', numberInRange(0, 1000), 0),
+      maxPerSec: leaf(
+        'At most this many Results per second from a source (0 = no cap); the rest are counted, not published',
+        numberInRange(0, 1000),
+        0,
+      ),
     },
     motion: {
       enabled: leaf('Skip inference while the frame stays like the last inferred one (a grey thumbnail difference)', BOOLEAN, false),
@@ -260,7 +264,11 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       ),
     },
     homeassistant: {
-      enabled: leaf('Publish Home Assistant MQTT discovery (a device with a label, score, snapshot, pause switch and snapshot button per source)', BOOLEAN, false),
+      enabled: leaf(
+        'Publish Home Assistant MQTT discovery (a device with a label, score, snapshot, pause switch and snapshot button per source)',
+        BOOLEAN,
+        false,
+      ),
       discoveryPrefix: leaf("Home Assistant's discovery prefix", TOPIC_PREFIX, 'homeassistant'),
       statusTopic: leaf("Home Assistant's birth topic: discovery is sent again when it says online", TOPIC_PREFIX, 'homeassistant/status'),
     },

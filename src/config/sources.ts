@@ -43,7 +43,12 @@ export function collectSources(
       problems.push(invalidValue(at, entry, 'must be an object like {"id": "door", "backend": "ffmpeg", …}'));
       return;
     }
-    const check = checkAgainstSchema(sourceEntrySchema({ capture: defaults.capture, ...stages }), entry as Record<string, unknown>, {}, `${at}.`);
+    const check = checkAgainstSchema(
+      sourceEntrySchema({ capture: defaults.capture, ...stages }),
+      entry as Record<string, unknown>,
+      {},
+      `${at}.`,
+    );
     problems.push(...check.problems);
     if (check.problems.length > 0) return;
     const source = check.values as unknown as SourceConfig;
