@@ -57,8 +57,11 @@ export class SourcePipeline {
   private done: Promise<void> | undefined;
   private inflight: Promise<void> = Promise.resolve();
   private paused = false;
-  /** Aborted on pause, so a wait for the next frame ends at once. */
-  private pauseAbort = new AbortController();
+  /**
+   * Aborted on stop and on pause, so a wait for the next frame ends at once; renewed on resume. One per
+   * pause, not AbortSignal.any per frame: a daemon at 30 frames/s for months must not pile up signals.
+   */
+  private waitAbort = new AbortController();
   private resumed: (() => void) | undefined;
   private latest: { data: Buffer; capturedAt: Date } | undefined;
 
@@ -98,9 +101,9 @@ export class SourcePipeline {
     if (paused === this.paused) return false;
     this.paused = paused;
     if (paused) {
-      this.pauseAbort.abort();
+      this.waitAbort.abort();
     } else {
-      this.pauseAbort = new AbortController();
+      if (!this.abort.signal.aborted) this.waitAbort = new AbortController();
       this.resumed?.();
     }
     this.deps.events.emit('sourcePaused', { source: this.id, paused });
@@ -113,6 +116,7 @@ export class SourcePipeline {
    */
   async stop(deadlineMs = 10_000): Promise<void> {
     this.abort.abort();
+    this.waitAbort.abort();
     if (!this.done) return;
     let timer: NodeJS.Timeout | undefined;
     const late = await Promise.race([
@@ -137,7 +141,7 @@ export class SourcePipeline {
         }
         let frame: Frame;
         try {
-          frame = await this.runner.next(AbortSignal.any([signal, this.pauseAbort.signal]));
+          frame = await this.runner.next(this.waitAbort.signal);
         } catch (err) {
           if (signal.aborted) break;
           if (this.paused) continue;
@@ -220,7 +224,7 @@ export class SourcePipeline {
         this.deps.logger.warn({ source: this.id, error, failures }, 'source cannot start; retrying');
         this.deps.events.emit('captureFailed', { source: this.id, error, failures });
         const delay = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(failures - 1, 30));
-        await sleep(delay, undefined, { signal: AbortSignal.any([this.abort.signal, this.pauseAbort.signal]) }).catch(() => undefined);
+        await sleep(delay, undefined, { signal: this.waitAbort.signal }).catch(() => undefined);
       }
     }
     return false;
