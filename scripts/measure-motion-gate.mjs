@@ -3,8 +3,9 @@
 // 1280×720 photograph with fresh sensor-like noise in every frame), gating off and on, interleaved so
 // both see the same machine load. The runs share one state directory, so the model is prepared once. Reports the daemon's CPU (% of one core) for each and their ratio.
 //   node scripts/measure-motion-gate.mjs [--seconds 60] [--rounds 2]
-import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,28 +29,17 @@ for (let i = 0; i < 10; i++) {
   await writeFile(path.join(frames, `f${i}.jpg`), await sharp(noisy, { raw: scene.info }).jpeg({ quality: 85 }).toBuffer());
 }
 
-const run = (gating) =>
-  JSON.parse(
-    execFileSync(
-      process.execPath,
-      ['scripts/measure-daemon.mjs', '--seconds', values.seconds, '--interval-ms', '1000', '--state', path.join(work, 'state')],
-      {
-        env: {
-          ...process.env,
-          INCEPTIOND_CAPTURE_FILES_PATH: frames,
-          INCEPTIOND_MOTION_ENABLED: String(gating),
-          INCEPTIOND_LOG_LEVEL: 'warn',
-        },
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
-    ),
-  );
+const run = async (gating) => {
+  const args = ['scripts/measure-daemon.mjs', '--seconds', values.seconds, '--interval-ms', '1000', '--state', path.join(work, 'state')];
+  const env = { ...process.env, INCEPTIOND_CAPTURE_FILES_PATH: frames, INCEPTIOND_MOTION_ENABLED: String(gating) };
+  const { stdout } = await promisify(execFile)(process.execPath, args, { env, encoding: 'utf8' });
+  return JSON.parse(stdout);
+};
 const off = [];
 const on = [];
 for (let r = 0; r < Number(values.rounds); r++) {
-  off.push(run(false));
-  on.push(run(true));
+  off.push(await run(false));
+  on.push(await run(true));
 }
 const mean = (list, key) => list.reduce((a, b) => a + b[key], 0) / list.length;
 const report = {
@@ -68,4 +58,4 @@ const report = {
 };
 report.cpuRatioOnOverOff = Number((report.gatingOn.cpuPercentOfOneCore / report.gatingOff.cpuPercentOfOneCore).toFixed(3));
 console.log(JSON.stringify(report, null, 2));
-execFileSync('rm', ['-rf', work]);
+await rm(work, { recursive: true, force: true });
