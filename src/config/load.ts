@@ -68,6 +68,9 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
 
   const config = derive(raw, env);
   config.sources = sources;
+  // After derive: the password may come from systemd's credential directory.
+  const plain = plainTextCredentials(config.mqtt);
+  if (plain) throw new ConfigError(invalidValue('mqtt.url', config.mqtt.url, plain));
   return file === undefined ? { config } : { config, file };
 }
 
@@ -156,6 +159,30 @@ function derive(raw: Config, env: NodeJS.ProcessEnv): Config {
   return config;
 }
 
+/**
+ * Why credentials would cross the network in plain text (a user name or password over mqtt:// or ws:// to a
+ * broker that is not this machine, without mqtt.allowInsecure), or undefined. The URL's own user:pass@
+ * counts as credentials too.
+ */
+export function plainTextCredentials(mqtt: Config['mqtt']): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(mqtt.url);
+  } catch {
+    return undefined; // the URL's format check reports it
+  }
+  const hasCredentials = mqtt.username !== '' || mqtt.passwordFile !== '' || url.username !== '' || url.password !== '';
+  if (!hasCredentials || mqtt.allowInsecure) return undefined;
+  if (!['mqtt:', 'tcp:', 'ws:'].includes(url.protocol)) return undefined;
+  if (isLoopback(url.hostname)) return undefined;
+  return `would send the MQTT user name and password unencrypted to ${url.hostname}: use mqtts:// or wss:// (with mqtt.ca), or set mqtt.allowInsecure to true`;
+}
+
+function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\./.test(h);
+}
+
 function crossChecks(config: Config, checkFiles: boolean): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const { mqtt } = config;
@@ -171,6 +198,9 @@ function crossChecks(config: Config, checkFiles: boolean): ConfigProblem[] {
     mqtt.embeddedBroker.host === config.http.host
   ) {
     problems.push(invalidValue('mqtt.embeddedBroker.port', mqtt.embeddedBroker.port, 'is also http.port'));
+  }
+  if (mqtt.reconnectMinSec > mqtt.reconnectMaxSec) {
+    problems.push(invalidValue('mqtt.reconnectMinSec', mqtt.reconnectMinSec, `must not exceed mqtt.reconnectMaxSec (${mqtt.reconnectMaxSec})`));
   }
   if (checkFiles) {
     for (const key of ['passwordFile', 'ca', 'cert', 'key'] as const) {

@@ -226,6 +226,14 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       cert: leaf('Client certificate file (PEM)', STRING, ''),
       key: leaf('Client private key file (PEM)', STRING, ''),
       rejectUnauthorized: leaf('Verify the broker certificate', BOOLEAN, true),
+      allowInsecure: leaf(
+        'Send the user name and password over an unencrypted connection (mqtt://, ws://) to a broker that is not on this machine; refused otherwise',
+        BOOLEAN,
+        false,
+      ),
+      connectTimeoutSec: leaf('Give up a connection attempt after this many seconds', integer(1, 600), 30),
+      reconnectMinSec: leaf('First delay before reconnecting; it doubles (with ±20 % jitter) up to reconnectMaxSec', numberInRange(0.1, 3600), 1),
+      reconnectMaxSec: leaf('Longest delay between reconnection attempts', numberInRange(0.1, 3600), 60),
       keepaliveSec: leaf('MQTT keep-alive in seconds', integer(0, 65535), 30),
       sessionExpirySec: leaf(
         'MQTT 5: the broker keeps the session (subscriptions, requests sent meanwhile) this long after a disconnect, so a restarted daemon resumes it (0 = a clean session each time)',
@@ -247,7 +255,11 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       maxMessages: leaf('Results kept while the broker is unreachable; the oldest are dropped beyond this', integer(1), 100_000),
       maxBytes: leaf('Disk bytes the outbox may use', integer(1024), 64 * 1024 * 1024),
       maxAgeSec: leaf('Results older than this are dropped undelivered', integer(1), 7 * 24 * 3600),
-      fsyncIntervalMs: leaf('How often the outbox is fsync-ed (0 = every write)', NATURAL, 1000),
+      fsyncIntervalMs: leaf(
+        'How often the outbox is flushed to the disk: 0 = before each Result is taken (durable per Result: nothing acknowledged is lost in a power cut), N = at most every N ms (a power cut may lose the last N ms)',
+        NATURAL,
+        1000,
+      ),
     },
     http: {
       enabled: leaf('Serve /healthz, /metrics and /status', BOOLEAN, true),

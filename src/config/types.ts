@@ -156,6 +156,12 @@ export interface MqttConfig {
   cert: string;
   key: string;
   rejectUnauthorized: boolean;
+  /** Credentials over plain TCP to a non-loopback broker are refused unless this is set. */
+  allowInsecure: boolean;
+  connectTimeoutSec: number;
+  /** Reconnection backoff: from min, doubling with jitter, up to max. */
+  reconnectMinSec: number;
+  reconnectMaxSec: number;
   keepaliveSec: number;
   /** MQTT 5: how long the broker keeps the session (subscriptions, queued requests) after a disconnect. */
   sessionExpirySec: number;
@@ -168,6 +174,7 @@ export interface OutboxConfig {
   maxMessages: number;
   maxBytes: number;
   maxAgeSec: number;
+  /** 0 = fsync before each append resolves; N = at most every N ms. */
   fsyncIntervalMs: number;
 }
 

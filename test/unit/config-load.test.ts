@@ -207,8 +207,28 @@ describe('loadConfig', () => {
 
   it('loads the shipped default and example files', () => {
     expect(loadConfig({ file: path.join(projectRoot, 'config', 'default.json'), env: {} }).config.mqtt.qos).toBe(1);
-    const example = loadConfig({ file: path.join(projectRoot, 'config', 'example.json'), env: {} }).config;
+    // checkFiles off: it names the board's CA file.
+    const example = loadConfig({ file: path.join(projectRoot, 'config', 'example.json'), env: {}, checkFiles: false }).config;
     expect(example.mqtt.baseTopic).toBe('inceptiond/garden-pi');
+    expect(example.http.host).toBe('127.0.0.1');
+  });
+
+  it('refuses credentials over plain TCP to a broker elsewhere, unless allowed; loopback and TLS are fine', () => {
+    const credentials = { mqtt: { url: 'mqtt://broker.lan:1883', username: 'cam' } };
+    const err = loadError({ file: writeConfig(credentials), env: {} });
+    expect(err.key).toBe('mqtt.url');
+    expect(err.message).toMatch(/unencrypted to broker\.lan: use mqtts:\/\/ or wss:\/\/.*mqtt\.allowInsecure/);
+    // A password in the URL counts, and so does a systemd credential.
+    expect(loadError({ env: { INCEPTIOND_MQTT_URL: 'mqtt://u:p@10.0.0.2' } }).key).toBe('mqtt.url');
+    const creds = mkdtempSync(path.join(os.tmpdir(), 'creds-'));
+    writeFileSync(path.join(creds, 'mqtt-password'), 'secret');
+    expect(loadError({ env: { INCEPTIOND_MQTT_URL: 'mqtt://10.0.0.2', CREDENTIALS_DIRECTORY: creds } }).key).toBe('mqtt.url');
+    rmSync(creds, { recursive: true });
+    const allowed = { mqtt: { ...credentials.mqtt, allowInsecure: true } };
+    expect(loadConfig({ file: writeConfig(allowed), env: {} }).config.mqtt.allowInsecure).toBe(true);
+    expect(loadConfig({ env: { INCEPTIOND_MQTT_URL: 'mqtt://127.0.0.1:1883', INCEPTIOND_MQTT_USERNAME: 'cam' } }).config.mqtt.username).toBe('cam');
+    expect(loadConfig({ env: { INCEPTIOND_MQTT_URL: 'mqtts://broker.lan', INCEPTIOND_MQTT_USERNAME: 'cam' } }).config.mqtt.username).toBe('cam');
+    expect(loadConfig({ env: { INCEPTIOND_MQTT_URL: 'mqtt://broker.lan' } }).config.mqtt.url).toBe('mqtt://broker.lan');
   });
 
   it('exports 78 as the configuration exit code', () => {
