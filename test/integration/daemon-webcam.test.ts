@@ -87,7 +87,7 @@ describe('daemon with the webcam source (fake fswebcam)', () => {
     const online = await sub.waitFor(isStatus((s) => s.state === 'online'));
     // The status says the present: the camera's old error is gone.
     expect(JSON.parse(online.text)).not.toHaveProperty('error');
-    expect(JSON.parse(online.text).sources.camera).toEqual({ state: 'online', since: expect.any(String) });
+    expect(JSON.parse(online.text).sources.camera).toEqual({ state: 'online', paused: false, since: expect.any(String) });
     const [result] = await sub.waitForCount(1, { filter: (m) => m.topic === labels });
     expect(validateResult(JSON.parse(result!.text)).ok).toBe(true);
 

@@ -37,7 +37,7 @@ describe('DaemonStatus', () => {
     const fields = status.fields();
     expect(fields.state).toBe('online');
     expect(fields).not.toHaveProperty('error');
-    expect(fields.sources.camera).toEqual({ state: 'online', since: expect.any(String) });
+    expect(fields.sources.camera).toEqual({ state: 'online', paused: false, since: expect.any(String) });
   });
 
   it('an inference failure degrades until an inference succeeds; a finished source is not a failure', () => {
@@ -61,6 +61,22 @@ describe('DaemonStatus', () => {
     expect(status.fields()).not.toHaveProperty('error');
     expect(status.fields().state).toBe('stopped');
     expect(changes.at(-1)).toBe('stopped');
+  });
+
+  it('a paused source is neither a failure nor stuck, and says it is paused', () => {
+    let stall = 60_000;
+    const { events, status } = setup({ stallMs: () => stall });
+    status.addSource('camera');
+    status.started();
+    events.emit('captureFailed', { source: 'camera', error: 'no camera', failures: 1 });
+    expect(status.state).toBe('degraded');
+    events.emit('sourcePaused', { source: 'camera', paused: true });
+    expect(status.fields()).toMatchObject({ state: 'online', sources: { camera: { state: 'degraded', paused: true } } });
+    stall = -1;
+    expect(status.health()).toMatchObject({ healthy: true });
+    events.emit('sourcePaused', { source: 'camera', paused: false });
+    expect(status.state).toBe('degraded');
+    expect(status.health().stuck).toEqual([expect.stringMatching(/source "camera" made no progress/)]);
   });
 
   it('is healthy while parts make progress, even degraded; stuck parts make it unhealthy with the reason', () => {
