@@ -28,7 +28,7 @@ export interface StateLock {
 }
 
 export interface LockOptions {
-  /** Told when a stale lock file is taken over. */
+  /** Told when a stale lock file is taken over; without one, a line goes to stderr (the journal). */
   logger?: { warn(obj: object, msg: string): void };
 }
 
@@ -177,7 +177,9 @@ export async function lockStateDir(stateDir: string, options: LockOptions = {}):
       );
     }
     tookOver = reason;
-    options.logger?.warn({ file, reason }, `taking over a stale state-directory lock: ${reason}`);
+    const message = `taking over a stale state-directory lock: ${reason}`;
+    if (options.logger) options.logger.warn({ file, reason }, message);
+    else process.stderr.write(`inceptiond: ${message} (${file})\n`);
     await rm(file, { force: true }); // left behind by a daemon that died: take it over
   }
   throw new StateDirLockedError(`cannot lock state directory ${stateDir}: ${file} keeps reappearing`);

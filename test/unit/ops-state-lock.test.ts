@@ -48,11 +48,14 @@ function logger() {
   return { lines, warn: (obj: object, msg: string) => lines.push({ obj, msg }) };
 }
 
+/** Takeovers are logged; these tests check `tookOver` instead. */
+const quiet = { logger: { warn() {} } };
+
 const lockJson = (owner: Record<string, unknown>) => `${JSON.stringify(owner)}\n`;
 
 describe('lockStateDir', () => {
   it('records pid, boot id, start time and uid, and removes the file on release', async () => {
-    const lock = await lockStateDir(dir);
+    const lock = await lockStateDir(dir, quiet);
     const owner = JSON.parse(await readFile(lock.path, 'utf8'));
     expect(owner).toEqual({ pid: process.pid, bootId: bootId(), startTime: processStartTime(process.pid), uid: process.getuid!() });
     expect(owner.bootId).toMatch(/^[0-9a-f-]{36}$/);
@@ -67,7 +70,7 @@ describe('lockStateDir', () => {
     const startTime = processStartTime(other.pid);
     expect(startTime).toMatch(/^\d+$/);
     await writeFile(lockFile(), lockJson({ pid: other.pid, bootId: bootId(), startTime, uid: process.getuid!() }));
-    const err = await lockStateDir(dir).catch((e: unknown) => e);
+    const err = await lockStateDir(dir, quiet).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StateDirLockedError);
     expect((err as Error).message).toContain(`pid ${other.pid}`);
     expect((err as Error).message).toContain(lockFile());
@@ -105,7 +108,7 @@ describe('lockStateDir', () => {
     const owner = { pid: other.pid, bootId: bootId(), startTime: processStartTime(other.pid) };
     await other.stop();
     await writeFile(lockFile(), lockJson(owner));
-    const lock = await lockStateDir(dir);
+    const lock = await lockStateDir(dir, quiet);
     expect(lock.tookOver).toBe(`pid ${other.pid} is not running`);
     await lock.release();
   });
@@ -120,12 +123,12 @@ describe('lockStateDir', () => {
     });
     const startTime = processStartTime(other.pid)!;
     await writeFile(lockFile(), lockJson({ pid: other.pid, bootId: bootId(), startTime: `${startTime}9`, uid: 4242 }));
-    const lock = await lockStateDir(dir);
+    const lock = await lockStateDir(dir, quiet);
     expect(lock.tookOver).toMatch(/is now another process/);
     await lock.release();
 
     await writeFile(lockFile(), lockJson({ pid: other.pid, bootId: bootId(), startTime, uid: 4242 }));
-    await expect(lockStateDir(dir)).rejects.toThrow(new RegExp(`in use by another inceptiond \\(pid ${other.pid}\\)`));
+    await expect(lockStateDir(dir, quiet)).rejects.toThrow(new RegExp(`in use by another inceptiond \\(pid ${other.pid}\\)`));
   });
 
   it('EPERM and the process hidden from /proc (ProtectProc=invisible): stale only if the owner ran as our user', async () => {
@@ -135,18 +138,18 @@ describe('lockStateDir', () => {
     });
     const owner = { pid: hidden, bootId: bootId(), startTime: '123' };
     await writeFile(lockFile(), lockJson({ ...owner, uid: process.getuid!() }));
-    const lock = await lockStateDir(dir);
+    const lock = await lockStateDir(dir, quiet);
     expect(lock.tookOver).toMatch(/belongs to another user/);
     await lock.release();
     // Written by another user (root's daemon on the same directory?): cannot tell, so held.
     await writeFile(lockFile(), lockJson({ ...owner, uid: process.getuid!() + 1 }));
-    await expect(lockStateDir(dir)).rejects.toBeInstanceOf(StateDirLockedError);
+    await expect(lockStateDir(dir, quiet)).rejects.toBeInstanceOf(StateDirLockedError);
   });
 
   it('old format (a pid alone): held while that pid runs an inceptiond, taken over when it runs anything else', async () => {
     const daemonLike = await otherNode(['/opt/inceptiond/dist/cli.js', 'run', '-c', '/etc/inceptiond/config.json']);
     await writeFile(lockFile(), `${daemonLike.pid}\n`);
-    const err = await lockStateDir(dir).catch((e: unknown) => e);
+    const err = await lockStateDir(dir, quiet).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StateDirLockedError);
     expect((err as Error).message).toContain(`pid ${daemonLike.pid}`);
 
@@ -160,12 +163,12 @@ describe('lockStateDir', () => {
 
     await unrelated.stop();
     await writeFile(lockFile(), `${unrelated.pid}\n`);
-    expect((await lockStateDir(dir)).tookOver).toBe(`pid ${unrelated.pid} is not running`);
+    expect((await lockStateDir(dir, quiet)).tookOver).toBe(`pid ${unrelated.pid} is not running`);
   });
 
   it("takes over a garbage lock file, and release leaves a successor's file alone", async () => {
     await writeFile(lockFile(), 'not a pid');
-    const lock = await lockStateDir(dir);
+    const lock = await lockStateDir(dir, quiet);
     expect(lock.tookOver).toBe('the lock file holds no pid');
     await writeFile(lock.path, lockJson({ pid: 999999999, bootId: bootId(), startTime: '1' })); // a successor took over after us
     await lock.release();
