@@ -7,6 +7,12 @@
  * re-sends each unacknowledged entry once, not twice. Delivery is at-least-once, in order of first
  * delivery.
  *
+ * Reconnection is driven here, not by mqtt.js (whose `reconnectPeriod` is one fixed interval, so a fleet
+ * would reconnect in lockstep after a broker restart): mqtt.js runs with reconnectPeriod 0 and, after each
+ * 'close', a timer calls the public `client.reconnect()` after a delay that doubles from reconnectMinMs up
+ * to reconnectMaxMs with ±20 % jitter (ReconnectBackoff). A connection that lasted reconnectResetMs
+ * starts the next outage at reconnectMinMs again.
+ *
  * MQTT 5 (protocolVersion 5) adds: a content type on every JSON message, user properties and a message
  * expiry on Results, a broker-kept session (sessionExpirySec) so requests sent while the daemon restarts
  * are delivered to it afterwards, and request/response by the request's responseTopic/correlationData.
@@ -29,6 +35,8 @@ import { LogThrottle } from '../util/index.js';
 /** A clash of client ids shows as connections the broker closes within moments, again and again. */
 const SHORT_LIVED_MS = 5_000;
 const CLASH_THRESHOLD = 3;
+/** Each reconnection delay is drawn from ±this fraction around its step. */
+const RECONNECT_JITTER = 0.2;
 
 export interface MqttPublisherOptions {
   url: string;
@@ -51,7 +59,18 @@ export interface MqttPublisherOptions {
   statusPayload: () => StatusPayload | Record<string, unknown>;
   /** Results handed to mqtt.js and not yet acknowledged. Default 32. */
   inflightWindow?: number;
+  /** A connection attempt (TCP, TLS, CONNECT until CONNACK) that takes longer is abandoned. Default 30 s. */
   connectTimeoutMs?: number;
+  /** First delay before reconnecting; it doubles after every failed attempt up to reconnectMaxMs (±20 % jitter). Default 1 s. */
+  reconnectMinMs?: number;
+  /** Longest delay between reconnection attempts. Default 60 s. */
+  reconnectMaxMs?: number;
+  /**
+   * A connection that lasted this long resets the delay to reconnectMinMs; a shorter one (a broker that
+   * accepts and then drops us) keeps backing off. Default 10 s; 0 = every CONNACK resets it.
+   */
+  reconnectResetMs?: number;
+  /** @deprecated A fixed delay (still jittered): reconnectMinMs and reconnectMaxMs default to it. */
   reconnectPeriodMs?: number;
   /** A request handler that takes longer gets an error response. Default 30 s. */
   requestTimeoutMs?: number;
@@ -100,19 +119,70 @@ const JSON_CONTENT_TYPE = 'application/json';
 
 const ERROR_LOG_INTERVAL_MS = 60_000;
 
+/**
+ * Delays between reconnection attempts: a step that doubles from `minMs` after every failed attempt up
+ * to `maxMs`, each delay drawn uniformly from ±20 % around its step and kept within [minMs, maxMs]
+ * (so even at the cap the delays differ between devices). When minMs = maxMs the delay is ±20 % of it.
+ */
+export class ReconnectBackoff {
+  private failures = 0;
+  readonly minMs: number;
+  readonly maxMs: number;
+
+  constructor(
+    minMs: number,
+    maxMs: number,
+    private readonly random: () => number = Math.random,
+  ) {
+    this.minMs = Math.max(10, minMs);
+    this.maxMs = Math.max(this.minMs, maxMs);
+  }
+
+  /** The delay before the next attempt; each call counts one more failed attempt. */
+  next(): number {
+    const step = Math.min(this.maxMs, this.minMs * 2 ** Math.min(this.failures, 40));
+    this.failures++;
+    let lo = step * (1 - RECONNECT_JITTER);
+    let hi = step * (1 + RECONNECT_JITTER);
+    if (this.maxMs > this.minMs) {
+      lo = Math.max(lo, this.minMs);
+      hi = Math.min(hi, this.maxMs);
+    }
+    return lo + this.random() * (hi - lo);
+  }
+
+  /** After a connection that lasted: the next delay is about minMs again. */
+  reset(): void {
+    this.failures = 0;
+  }
+}
+
 /** mqtt.js's in-memory store, minus the replay on reconnect (the outbox re-sends instead). */
 class ConnectionScopedStore extends Store {
   private readonly ids = new Set<number>();
+  private closed = false;
   override put(packet: Parameters<Store['put']>[0], cb: Parameters<Store['put']>[1]): this {
     if (packet.messageId !== undefined) this.ids.add(packet.messageId);
     return super.put(packet, cb);
   }
   override del(packet: Parameters<Store['del']>[0], cb: Parameters<Store['del']>[1]): this {
     if (packet.messageId !== undefined) this.ids.delete(packet.messageId);
+    if (this.closed) {
+      cb?.(new Error('store closed')); // end() closed it; removeOutgoingMessage may still come after
+      return this;
+    }
     return super.del(packet, cb);
   }
   override createStream(): ReturnType<Store['createStream']> {
     return new Store().createStream();
+  }
+  override close(cb: Parameters<Store['close']>[0]): void {
+    this.closed = true;
+    super.close(cb);
+  }
+  /** Packet ids of the current connection's unacknowledged QoS>0 packets. */
+  messageIds(): number[] {
+    return [...this.ids];
   }
   /** Forget the packets of a closed connection. */
   clear(): void {
@@ -131,6 +201,10 @@ export class MqttPublisher {
   readonly topics: Topics;
   private client: MqttClient | null = null;
   private readonly store = new ConnectionScopedStore();
+  /** Passed again to every reconnect(), which would otherwise replace the stores with fresh ones. */
+  private readonly incomingStore = new Store();
+  private readonly backoff: ReconnectBackoff;
+  private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly outbox: Outbox;
   private readonly qos: Qos;
   private readonly window: number;
@@ -175,6 +249,10 @@ export class MqttPublisher {
     this.v5 = options.protocolVersion === 5;
     this.resultUserProperties = { ...options.resultUserProperties };
     this.changes.setMaxListeners(0);
+    this.backoff = new ReconnectBackoff(
+      options.reconnectMinMs ?? options.reconnectPeriodMs ?? 1_000,
+      options.reconnectMaxMs ?? options.reconnectPeriodMs ?? 60_000,
+    );
   }
 
   /** Starts connecting and returns at once: the daemon runs (and queues Results) while the broker is away. */
@@ -193,10 +271,10 @@ export class MqttPublisher {
       key: o.key,
       rejectUnauthorized: o.rejectUnauthorized ?? true,
       keepalive: o.keepaliveSec ?? 30,
-      connectTimeout: o.connectTimeoutMs ?? 10_000,
-      reconnectPeriod: Math.max(100, o.reconnectPeriodMs ?? 2_000),
-      // A refused CONNACK (e.g. credentials being rotated) must not stop reconnecting for good.
-      reconnectOnConnackError: true,
+      connectTimeout: o.connectTimeoutMs ?? 30_000,
+      // 0: mqtt.js does not reconnect by itself; scheduleReconnect() does, with backoff and jitter. A refused
+      // CONNACK (e.g. credentials being rotated) closes the connection too, so it is retried the same way.
+      reconnectPeriod: 0,
       // Results are never kept by the broker or by mqtt.js between connections: the outbox is their
       // store (ConnectionScopedStore). A kept session only holds our subscriptions and the requests sent
       // to us meanwhile. (QoS 2 caveat: a PUBREL lost with the connection is not re-sent; the Result goes
@@ -206,6 +284,7 @@ export class MqttPublisher {
       queueQoSZero: false,
       resubscribe: false,
       outgoingStore: this.store,
+      incomingStore: this.incomingStore,
       will: {
         topic: this.topics.status,
         payload: Buffer.from(JSON.stringify(this.willPayload())),
@@ -353,7 +432,11 @@ export class MqttPublisher {
       await raceDeadline(sent, deadline - endReserve);
     }
     this.stopped = true;
-    const ended = await raceDeadline(client.endAsync(false), deadline);
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    // Offline, there is no DISCONNECT to send: end(true) also abandons a connection attempt in progress,
+    // which end(false) would leave to complete (and stay open) after the stop.
+    const ended = await raceDeadline(client.endAsync(!client.connected), deadline);
     if (!ended) {
       this.logger.warn(
         { outboxDepth: this.outbox.depth },
@@ -423,10 +506,26 @@ export class MqttPublisher {
       this.outageStart = Date.now();
       this.errorsInOutage = 0;
       this.logger.warn({ url: this.options.url, outboxDepth: this.outbox.depth }, 'mqtt: connection lost; Results are kept in the outbox');
+      if (Date.now() - this.connectedAt >= (this.options.reconnectResetMs ?? 10_000)) this.backoff.reset();
     }
     this.resetInflight();
+    this.scheduleReconnect();
     this.changes.emit('change');
     if (wasConnected) this.changes.emit('connection', false);
+  }
+
+  /** One pending attempt at a time; mqtt.js emits one 'close' per connection (attempt), so one per failure. */
+  private scheduleReconnect(): void {
+    if (this.stopped || this.reconnectTimer !== undefined || !this.client) return;
+    const delayMs = Math.round(this.backoff.next());
+    this.logger.debug({ url: this.options.url, delayMs }, `mqtt: next connection attempt in ${delayMs} ms`);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      const client = this.client;
+      if (this.stopped || !client || client.connected) return;
+      // Without the stores, reconnect() would put fresh ones in place: one that replays old packets.
+      client.reconnect({ outgoingStore: this.store, incomingStore: this.incomingStore });
+    }, delayMs);
   }
 
   /** Forget the closed connection's in-flight packets; the drain re-sends them from the outbox. */
@@ -436,13 +535,11 @@ export class MqttPublisher {
     this.sentAt.clear();
     this.sentThrough = this.outbox.ackedThrough;
     this.lastStatusJson = null;
+    // Public API only (no pinned mqtt.js version, no private fields): removeOutgoingMessage() drops mqtt.js's
+    // record of a packet, releases its id and calls its callback with an error; the ids are those our own
+    // store saw. Stale records would otherwise pile up, never called back, over months of reconnects.
     const client = this.client;
-    if (client?.outgoing) {
-      for (const [messageId, pending] of Object.entries(client.outgoing)) {
-        delete client.outgoing[Number(messageId)];
-        pending.cb?.(new Error('Connection closed'));
-      }
-    }
+    if (client) for (const messageId of this.store.messageIds()) client.removeOutgoingMessage(messageId);
     this.store.clear();
   }
 
