@@ -1,7 +1,7 @@
 // GET /healthz (for load balancers, Docker HEALTHCHECK, curl in scripts), /metrics (Prometheus) and
 // /status (the status payload, for humans). Plain node:http: three routes do not need a framework.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIPv4, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from './metrics.js';
 
@@ -106,8 +106,15 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   });
   server.on('error', (err) => logger.error({ err }, 'HTTP server error'));
 
-  const port = (server.address() as AddressInfo).port;
+  const { port, address } = server.address() as AddressInfo;
   logger.debug({ host: options.host, port }, 'HTTP server listening');
+  if (!isLoopback(address)) {
+    logger.warn(
+      { host: options.host, address, port },
+      'HTTP: listening on a non-loopback address: /status (with error texts) and /metrics are reachable from the network ' +
+        'without authentication; bind http.host to 127.0.0.1 unless that is intended (or firewall the port)',
+    );
+  }
   return {
     port,
     close: () =>
@@ -117,6 +124,12 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         server.closeAllConnections();
       }),
   };
+}
+
+/** The address actually bound: "localhost" resolves to one of these; 0.0.0.0 and :: are every interface. */
+function isLoopback(address: string): boolean {
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return address === '::1' || (isIPv4(v4) && v4.startsWith('127.'));
 }
 
 function sendJson(res: ServerResponse, code: number, body: unknown): void {

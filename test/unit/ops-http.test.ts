@@ -108,3 +108,39 @@ describe('HTTP server', () => {
     expect((err as Error).message).toContain(`127.0.0.1:${port}`);
   });
 });
+
+describe('HTTP server bound beyond loopback', () => {
+  async function warningsWhenBoundTo(host: string): Promise<string[]> {
+    const { pino } = await import('pino');
+    const { Writable } = await import('node:stream');
+    const warnings: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) {
+          const entry = JSON.parse(line) as { level: number; msg: string };
+          if (entry.level === 40) warnings.push(entry.msg);
+        }
+        done();
+      },
+    });
+    const metrics = new Metrics();
+    cleanups.push(() => metrics.close());
+    const server = await startHttpServer({
+      host,
+      port: 0,
+      logger: pino({ level: 'debug' }, sink),
+      metrics,
+      health: () => ({ healthy: true }),
+      status: () => ({}),
+    });
+    cleanups.push(() => server.close());
+    return warnings;
+  }
+
+  it('warns that /status and /metrics are reachable without authentication on 0.0.0.0, not on 127.0.0.1', async () => {
+    const open = await warningsWhenBoundTo('0.0.0.0');
+    expect(open).toHaveLength(1);
+    expect(open[0]).toMatch(/non-loopback.*\/status.*\/metrics.*without authentication/);
+    expect(await warningsWhenBoundTo('127.0.0.1')).toEqual([]);
+  });
+});
