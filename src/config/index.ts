@@ -1,5 +1,5 @@
 export { EXIT, EX_CONFIG, EX_OK, EX_RUNTIME, EX_USAGE, type ExitCode } from './exit-codes.js';
-export { ConfigError, type ConfigProblem } from './errors.js';
+export { ConfigError, maskUrlCredentials, type ConfigProblem } from './errors.js';
 export {
   loadConfig,
   readConfigFile,

@@ -200,7 +200,9 @@ function crossChecks(config: Config, checkFiles: boolean): ConfigProblem[] {
     problems.push(invalidValue('mqtt.embeddedBroker.port', mqtt.embeddedBroker.port, 'is also http.port'));
   }
   if (mqtt.reconnectMinSec > mqtt.reconnectMaxSec) {
-    problems.push(invalidValue('mqtt.reconnectMinSec', mqtt.reconnectMinSec, `must not exceed mqtt.reconnectMaxSec (${mqtt.reconnectMaxSec})`));
+    problems.push(
+      invalidValue('mqtt.reconnectMinSec', mqtt.reconnectMinSec, `must not exceed mqtt.reconnectMaxSec (${mqtt.reconnectMaxSec})`),
+    );
   }
   if (checkFiles) {
     for (const key of ['passwordFile', 'ca', 'cert', 'key'] as const) {

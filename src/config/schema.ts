@@ -232,7 +232,11 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
         false,
       ),
       connectTimeoutSec: leaf('Give up a connection attempt after this many seconds', integer(1, 600), 30),
-      reconnectMinSec: leaf('First delay before reconnecting; it doubles (with ±20 % jitter) up to reconnectMaxSec', numberInRange(0.1, 3600), 1),
+      reconnectMinSec: leaf(
+        'First delay before reconnecting; it doubles (with ±20 % jitter) up to reconnectMaxSec',
+        numberInRange(0.1, 3600),
+        1,
+      ),
       reconnectMaxSec: leaf('Longest delay between reconnection attempts', numberInRange(0.1, 3600), 60),
       keepaliveSec: leaf('MQTT keep-alive in seconds', integer(0, 65535), 30),
       sessionExpirySec: leaf(

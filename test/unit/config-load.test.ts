@@ -226,8 +226,12 @@ describe('loadConfig', () => {
     rmSync(creds, { recursive: true });
     const allowed = { mqtt: { ...credentials.mqtt, allowInsecure: true } };
     expect(loadConfig({ file: writeConfig(allowed), env: {} }).config.mqtt.allowInsecure).toBe(true);
-    expect(loadConfig({ env: { INCEPTIOND_MQTT_URL: 'mqtt://127.0.0.1:1883', INCEPTIOND_MQTT_USERNAME: 'cam' } }).config.mqtt.username).toBe('cam');
-    expect(loadConfig({ env: { INCEPTIOND_MQTT_URL: 'mqtts://broker.lan', INCEPTIOND_MQTT_USERNAME: 'cam' } }).config.mqtt.username).toBe('cam');
+    expect(
+      loadConfig({ env: { INCEPTIOND_MQTT_URL: 'mqtt://127.0.0.1:1883', INCEPTIOND_MQTT_USERNAME: 'cam' } }).config.mqtt.username,
+    ).toBe('cam');
+    expect(loadConfig({ env: { INCEPTIOND_MQTT_URL: 'mqtts://broker.lan', INCEPTIOND_MQTT_USERNAME: 'cam' } }).config.mqtt.username).toBe(
+      'cam',
+    );
     expect(loadConfig({ env: { INCEPTIOND_MQTT_URL: 'mqtt://broker.lan' } }).config.mqtt.url).toBe('mqtt://broker.lan');
   });
 

@@ -9,7 +9,7 @@ import pino from 'pino';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig, type Config } from '../../src/config/index.js';
-import { Daemon, StartCancelledError, type DaemonEngine, type DaemonOptions } from '../../src/daemon/index.js';
+import { Daemon, StartCancelledError, type DaemonOptions } from '../../src/daemon/index.js';
 import type { ResultPayload } from '../../src/publish/index.js';
 import { collect, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
 import { fakeCamera, fakeEngine, fakeModel } from '../helpers/fake-daemon.js';
