@@ -29,9 +29,24 @@ export function register(program: Command, ctx: CommandContext): void {
     .argument('[name]', 'catalogue name', 'inception-v2')
     .option('--url <url>', 'download from this URL instead of the catalogue one')
     .option('--out <path>', 'output file')
+    .option('--timeout-sec <s>', 'fail an attempt when the connection, the response or the body is silent this long', parsePositiveInt, 30)
+    .option(
+      '--retries <n>',
+      'further attempts after a transient failure (5xx, reset, timeout), with backoff; the .part is resumed',
+      parseNonNegativeInt,
+      4,
+    )
+    .addHelpText('after', '\nThe proxy comes from HTTPS_PROXY / HTTP_PROXY, except for the hosts in NO_PROXY.')
     .action(async (name: string, opts) => {
       const { fetchModel } = await import('../model/index.js');
-      const got = await fetchModel({ name, url: opts.url, out: opts.out, logger: ctx.commandLogger('info') });
+      const got = await fetchModel({
+        name,
+        url: opts.url,
+        out: opts.out,
+        timeoutMs: opts.timeoutSec * 1000,
+        retries: opts.retries,
+        logger: ctx.commandLogger('info'),
+      });
       process.stdout.write(`wrote ${got.path}\nwrote ${got.manifestPath}\n`);
     });
 

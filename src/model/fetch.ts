@@ -2,13 +2,19 @@
  * Downloads a catalogued model (models/*.json with a `source`), verifies size and sha256, and
  * writes its manifest beside it. Streams to `<out>.part`, resumes it with a Range request, and only
  * renames to `out` once verified, so `out` is either absent or correct.
+ *
+ * HTTP goes through undici: the proxy comes from the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY,
+ * or their lower-case forms), a connection, response or body that stays silent for `timeoutMs` fails, and a
+ * transient failure (5xx, 408, 429, a reset or refused connection, a timeout, a body cut off) is retried
+ * with exponential backoff, resuming the .part where it stopped.
  */
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import http from 'node:http';
-import https from 'node:https';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
+import { EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
 import { fileSha256, LogThrottle } from '../util/index.js';
 import { loadManifest, modelsDir, writeManifestBeside, type ModelManifest } from './manifest.js';
 
@@ -26,6 +32,12 @@ export interface FetchOptions {
   progress?: boolean;
   /** Where catalogue manifests live (default: the project's models/). */
   catalogueDir?: string;
+  /** A connection, response or body silent for this long fails the attempt. Default 30 s. */
+  timeoutMs?: number;
+  /** Further attempts after a transient failure (5xx, 408, 429, connection reset or refused, timeout). Default 4. */
+  retries?: number;
+  /** Delay before the first retry; it doubles for each next one (±20 % jitter, at most 30 s). Default 1 s. */
+  retryDelayMs?: number;
 }
 
 export interface FetchResult {
@@ -35,6 +47,57 @@ export interface FetchResult {
 
 export class FetchError extends Error {
   override name = 'FetchError';
+  constructor(
+    message: string,
+    /** A later attempt may succeed (server error, network, timeout); not a 4xx, a checksum or a usage error. */
+    readonly transient = false,
+  ) {
+    super(message);
+  }
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_RETRIES = 4;
+const DEFAULT_RETRY_DELAY_MS = 1_000;
+const MAX_RETRY_DELAY_MS = 30_000;
+/** Statuses worth another attempt: the server or something in front of it is overloaded or restarting. */
+const TRANSIENT_STATUS = (status: number) => status >= 500 || status === 408 || status === 429;
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+]);
+const TIMEOUT_CODES: Record<string, string> = {
+  UND_ERR_CONNECT_TIMEOUT: 'no connection',
+  UND_ERR_HEADERS_TIMEOUT: 'no response',
+  UND_ERR_BODY_TIMEOUT: 'no data',
+};
+
+/** The error's code, or its cause's (undici wraps some). */
+function errorCode(err: unknown): string | undefined {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  const code = e?.code ?? e?.cause?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** "timed out: no data for 30 s" for undici's timeouts, else the message (and code). */
+function describeNetworkError(err: unknown, timeoutMs: number): string {
+  const code = errorCode(err);
+  const what = code ? TIMEOUT_CODES[code] : undefined;
+  if (what) return `timed out: ${what} for ${timeoutMs / 1000} s`;
+  const message = (err as Error)?.message ?? String(err);
+  return code && !message.includes(code) ? `${message} (${code})` : message;
 }
 
 const MAX_REDIRECTS = 10;
@@ -65,26 +128,36 @@ export async function listCatalogue(dir = modelsDir): Promise<{ manifest: ModelM
 
 interface Response {
   status: number;
-  headers: http.IncomingHttpHeaders;
-  body: http.IncomingMessage;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable;
+}
+
+interface Http {
+  dispatcher: Dispatcher;
+  timeoutMs: number;
 }
 
 /** GET with redirects followed; the caller consumes or destroys the body. */
-async function get(url: string, headers: Record<string, string>, redirects = 0): Promise<Response> {
+async function get(http: Http, url: string, headers: Record<string, string>, redirects = 0): Promise<Response> {
   const u = new URL(url);
-  const mod = u.protocol === 'https:' ? https : u.protocol === 'http:' ? http : undefined;
-  if (!mod) throw new FetchError(`unsupported URL scheme: ${url}`);
-  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-    const req = mod.get(u, { headers: { 'user-agent': 'inceptiond', ...headers } }, resolve);
-    req.on('error', (err) => reject(new FetchError(`download of ${url} failed: ${err.message}`)));
-  });
-  const status = res.statusCode ?? 0;
-  if (status >= 300 && status < 400 && res.headers.location) {
-    res.resume();
-    if (redirects >= MAX_REDIRECTS) throw new FetchError(`too many redirects fetching ${url}`);
-    return get(new URL(res.headers.location, u).toString(), headers, redirects + 1);
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new FetchError(`unsupported URL scheme: ${url}`);
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await request(u, { method: 'GET', dispatcher: http.dispatcher, headers: { 'user-agent': 'inceptiond', ...headers } });
+  } catch (err) {
+    throw new FetchError(
+      `download of ${url} failed: ${describeNetworkError(err, http.timeoutMs)}`,
+      TRANSIENT_CODES.has(errorCode(err) ?? ''),
+    );
   }
-  return { status, headers: res.headers, body: res };
+  const status = res.statusCode;
+  const location = res.headers.location;
+  if (status >= 300 && status < 400 && typeof location === 'string') {
+    res.body.resume();
+    if (redirects >= MAX_REDIRECTS) throw new FetchError(`too many redirects fetching ${url}`);
+    return get(http, new URL(location, u).toString(), headers, redirects + 1);
+  }
+  return { status, headers: res.headers, body: res.body };
 }
 
 async function fileSize(p: string): Promise<number> {
@@ -129,7 +202,7 @@ async function resolveTarget(opts: FetchOptions): Promise<Target> {
 }
 
 /** Downloads into `part`, resuming when it already holds bytes and the server honours Range. */
-async function download(t: Target, part: string, logger: Logger | undefined, showBar: boolean): Promise<void> {
+async function download(http: Http, t: Target, part: string, logger: Logger | undefined, showBar: boolean): Promise<void> {
   let have = await fileSize(part);
   if (t.size !== undefined && have > t.size) {
     await rm(part, { force: true });
@@ -139,7 +212,7 @@ async function download(t: Target, part: string, logger: Logger | undefined, sho
   // are attached, or a body cut off meanwhile would be gone unread (see receive()).
   const file = await open(part, 'a');
   try {
-    const res = await get(t.url, have > 0 ? { range: `bytes=${have}-` } : {});
+    const res = await get(http, t.url, have > 0 ? { range: `bytes=${have}-` } : {});
     let append = false;
     if (have > 0 && res.status === 206) {
       append = true;
@@ -149,11 +222,11 @@ async function download(t: Target, part: string, logger: Logger | undefined, sho
       return;
     } else if (res.status !== 200) {
       res.body.resume();
-      throw new FetchError(`download of ${t.url} failed: HTTP ${res.status}`);
+      throw new FetchError(`download of ${t.url} failed: HTTP ${res.status}`, TRANSIENT_STATUS(res.status));
     } else if (have > 0) {
       logger?.info({ url: t.url }, 'server ignored the range request: restarting the download');
     }
-    await receive(t, res, file, append ? have : 0, logger, showBar);
+    await receive(http, t, res, file, append ? have : 0, logger, showBar);
   } finally {
     await file.close();
   }
@@ -166,8 +239,9 @@ async function download(t: Target, part: string, logger: Logger | undefined, sho
  * buffered (Node 22 does, mid-for-await), which would lose the tail.
  */
 async function receive(
+  http: Http,
   t: Target,
-  res: Awaited<ReturnType<typeof get>>,
+  res: Response,
   file: FileHandle,
   start: number,
   logger: Logger | undefined,
@@ -180,6 +254,9 @@ async function receive(
   // Without a bar, one progress line per interval; a download that ends within the first one logs none.
   const progressLog = new LogThrottle(LOG_INTERVAL_MS);
   progressLog.mark('download');
+  let complete = false;
+  /** A write to the disk failed: not a network problem, no retry. */
+  let failed: Error | undefined;
   const bar = showBar
     ? new cliProgress.SingleBar(
         { format: 'downloading [{bar}] {percentage}% {value}/{total} MB', stream: process.stderr, hideCursor: true },
@@ -192,7 +269,6 @@ async function receive(
     await new Promise<void>((resolve, reject) => {
       let writing: Promise<void> = start > 0 ? Promise.resolve() : file.truncate(0);
       let queued = 0;
-      let failed: Error | undefined;
       const body = res.body;
       body.on('data', (chunk: Buffer) => {
         queued += chunk.length;
@@ -219,18 +295,42 @@ async function receive(
         settled = true;
         void writing.then(() => ((failed ?? err) ? reject(failed ?? err) : resolve()));
       };
-      body.once('end', () => settle());
+      // undici ends a body with 'end' only when it is complete (its length checked): a cut-off or silent
+      // one errors (or, destroyed, only closes).
+      body.once('end', () => {
+        complete = true;
+        settle();
+      });
       body.once('error', (err) => settle(err));
-      // Node 20 ends a cut-off body with 'end' (then complete is false), Node 22 with 'error' or only 'close'.
-      body.once('close', () => settle(body.complete ? undefined : new Error('connection closed')));
+      body.once('close', () => settle(complete ? undefined : new Error('connection closed')));
     });
   } catch (err) {
-    throw new FetchError(`download of ${t.url} interrupted after ${done} bytes (${(err as Error).message}); run again to resume`);
+    const why = describeNetworkError(err, http.timeoutMs);
+    throw new FetchError(`download of ${t.url} interrupted after ${done} bytes (${why}); run again to resume`, err !== failed);
   } finally {
     bar?.stop();
   }
-  if (!res.body.complete) {
-    throw new FetchError(`download of ${t.url} interrupted after ${done} bytes; run again to resume`);
+}
+
+/** download(), again after a transient failure (resuming the .part), with exponential backoff. */
+async function downloadWithRetries(http: Http, t: Target, part: string, opts: FetchOptions, logger: Logger | undefined): Promise<void> {
+  const retries = Math.max(0, opts.retries ?? DEFAULT_RETRIES);
+  const firstDelayMs = opts.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
+  const showBar = opts.progress ?? process.stderr.isTTY === true;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await download(http, t, part, logger, showBar);
+      return;
+    } catch (err) {
+      if (!(err instanceof FetchError) || !err.transient) throw err;
+      if (attempt > retries) {
+        throw new FetchError(retries > 0 ? `${err.message} (gave up after ${attempt} attempts)` : err.message, true);
+      }
+      const step = Math.min(MAX_RETRY_DELAY_MS, firstDelayMs * 2 ** (attempt - 1));
+      const delayMs = Math.round(step * (0.8 + 0.4 * Math.random()));
+      logger?.warn({ url: t.url, attempt, retries, delayMs, err: err.message }, `download failed, retrying in ${delayMs} ms`);
+      await sleep(delayMs);
+    }
   }
 }
 
@@ -244,7 +344,14 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<FetchResult> 
   const part = `${t.out}.part`;
   await mkdir(path.dirname(t.out), { recursive: true });
   logger?.info({ url: t.url, out: t.out }, 'downloading model');
-  await download(t, part, logger, opts.progress ?? process.stderr.isTTY === true);
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  // Read per call: HTTPS_PROXY/HTTP_PROXY/NO_PROXY (or lower case) as the environment says now.
+  const dispatcher = new EnvHttpProxyAgent({ connect: { timeout: timeoutMs }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+  try {
+    await downloadWithRetries({ dispatcher, timeoutMs }, t, part, opts, logger);
+  } finally {
+    await dispatcher.close().catch(() => undefined);
+  }
 
   const got = await fileSize(part);
   if (t.size !== undefined && got !== t.size) {
