@@ -3,17 +3,27 @@
  * consumer that sees a gap knows it missed something — and never reusing a number, since consumers
  * de-duplicate by (source, seq).
  *
- * Each next() rewrites a small file with one pwrite(2): no fsync, but the write reaches the kernel,
- * so it survives `kill -9`. A power cut can lose it; open() therefore also takes the newest seq
- * found in the outbox (fsynced there when `fsyncIntervalMs` is set) and continues from the max.
+ * With an outbox (the daemon), the seq is made durable by the outbox itself: next() tells it
+ * (noteSeq), and the outbox writes the new high-water mark in the same write(2) — and fdatasync, with
+ * `fsyncIntervalMs` 0 — as the Result that carries it, off the event loop. open() takes the highest of
+ * `seq.json` and what the outbox found on disk; `seq.json` is written only at open and close.
+ *
+ * Without an outbox, each next() rewrites `seq.json` with one pwrite(2): no fsync, but the write
+ * reaches the kernel, so it survives `kill -9`.
  */
 import { closeSync, fdatasyncSync, fstatSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { resultSeq } from './outbox.js';
 
-/** Where Results not yet acknowledged are kept (the Outbox); their seq numbers count at open. */
+/** Where Results are made durable (the Outbox): it records seq numbers with them and reports them at open. */
 export interface PendingResults {
-  pending(): Iterable<{ payload: string | Buffer }>;
+  /** Highest seq per source found on disk (preferred). */
+  seqHighWater?(): ReadonlyMap<string, number>;
+  /** Told every seq handed out, to persist it with the next write. */
+  noteSeq?(source: string, seq: number): void;
+  /** Results not yet acknowledged; their payloads are read for a seq when seqHighWater is missing. */
+  pending?(): Iterable<{ payload: string | Buffer }>;
 }
 
 export const SEQ_FILE = 'seq.json';
@@ -25,6 +35,7 @@ export class SeqStore {
   private constructor(
     path: string,
     private readonly last: Map<string, number>,
+    private readonly sink: PendingResults | undefined,
   ) {
     closeSync(openSync(path, 'a'));
     // 'r+' (not 'a'): positional writes at offset 0 replace the content in place.
@@ -33,30 +44,37 @@ export class SeqStore {
     this.writtenLength = fstatSync(this.fd).size;
   }
 
-  /** Opens `<stateDir>/seq.json`; pass the opened outbox so Results still queued there are counted. */
+  /** Opens `<stateDir>/seq.json`; pass the opened outbox so it carries the seq numbers and those on disk count. */
   static open(stateDir: string, outbox?: PendingResults, logger?: Logger): SeqStore {
     mkdirSync(stateDir, { recursive: true });
     const path = join(stateDir, SEQ_FILE);
     const last = readSeqFile(path, logger);
     let raised = 0;
-    for (const { payload } of outbox?.pending() ?? []) {
-      const found = resultSeq(payload);
-      if (found && found.seq > (last.get(found.source) ?? 0)) {
-        last.set(found.source, found.seq);
+    const found: Iterable<[string, number]> = outbox?.seqHighWater
+      ? outbox.seqHighWater()
+      : [...(outbox?.pending?.() ?? [])].flatMap(({ payload }) => {
+          const r = resultSeq(payload);
+          return r ? [[r.source, r.seq] as [string, number]] : [];
+        });
+    for (const [source, seq] of found) {
+      if (seq > (last.get(source) ?? 0)) {
+        last.set(source, seq);
         raised++;
       }
     }
-    if (raised > 0) logger?.info({ raised }, 'seq: continued from Results still in the outbox');
-    const store = new SeqStore(path, last);
+    if (raised > 0) logger?.info({ raised }, 'seq: continued from the outbox');
+    const store = new SeqStore(path, last, outbox?.noteSeq ? outbox : undefined);
     store.write();
     return store;
   }
 
   /** The seq for the next Result of this source (1 for a source never seen). */
   next(sourceId: string): number {
+    if (this.fd === null) throw new Error('seq store is closed');
     const seq = (this.last.get(sourceId) ?? 0) + 1;
     this.last.set(sourceId, seq);
-    this.write();
+    if (this.sink) this.sink.noteSeq!(sourceId, seq);
+    else this.write();
     return seq;
   }
 
@@ -65,9 +83,11 @@ export class SeqStore {
     return this.last.get(sourceId) ?? 0;
   }
 
-  /** Forces the counters to stable storage (for a clean shutdown or a periodic timer). */
+  /** Writes the counters and forces them to stable storage (clean shutdown). */
   flush(): void {
-    if (this.fd !== null) fdatasyncSync(this.fd);
+    if (this.fd === null) return;
+    this.write();
+    fdatasyncSync(this.fd);
   }
 
   close(): void {
@@ -111,15 +131,4 @@ function readSeqFile(path: string, logger: Logger | undefined): Map<string, numb
     else process.emitWarning(`${message} (${path}: ${(err as Error).message})`);
   }
   return last;
-}
-
-function resultSeq(payload: string | Buffer): { source: string; seq: number } | null {
-  try {
-    const parsed: unknown = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'));
-    if (typeof parsed !== 'object' || parsed === null) return null;
-    const { source, seq } = parsed as { source?: unknown; seq?: unknown };
-    return typeof source === 'string' && Number.isSafeInteger(seq) ? { source, seq: seq as number } : null;
-  } catch {
-    return null;
-  }
 }

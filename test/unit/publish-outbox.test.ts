@@ -1,5 +1,6 @@
-import { appendFile, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -167,6 +168,143 @@ describe('Outbox', () => {
   });
 });
 
+describe('Outbox durability', () => {
+  /** Counts fdatasync calls, and fails writes with `code` while `failing` is set. */
+  function faultyIo() {
+    const io = {
+      syncs: 0,
+      failing: null as string | null,
+      write: (fh: FileHandle, data: Buffer, offset: number, length: number) => {
+        if (io.failing) return Promise.reject(Object.assign(new Error(`${io.failing}: simulated`), { code: io.failing }));
+        return fh.write(data, offset, length);
+      },
+      datasync: (fh: FileHandle) => {
+        io.syncs++;
+        return fh.datasync();
+      },
+    };
+    return io;
+  }
+
+  it('fsyncIntervalMs 0 fdatasyncs before each append resolves; the interval does not', async () => {
+    const io = faultyIo();
+    const perResult = await openOutbox(await tempDir(), { fsyncIntervalMs: 0, io });
+    for (let i = 1; i <= 3; i++) {
+      const before = io.syncs;
+      await perResult.append({ topic: 't', payload: `m${i}`, qos: 1 });
+      expect(io.syncs).toBe(before + 1);
+    }
+    const lazy = faultyIo();
+    const interval = await openOutbox(await tempDir(), { fsyncIntervalMs: 60_000, io: lazy });
+    const before = lazy.syncs;
+    await appendMany(interval, 1, 3);
+    expect(lazy.syncs).toBe(before);
+  });
+
+  it('syncs a segment when it rotates, whatever the interval', async () => {
+    const io = faultyIo();
+    const outbox = await openOutbox(await tempDir(), { fsyncIntervalMs: 60_000, segmentBytes: 200, io });
+    const before = io.syncs;
+    await appendMany(outbox, 1, 20);
+    // Each rotation syncs the closed segment and the new one's header.
+    expect(io.syncs - before).toBeGreaterThanOrEqual(2 * 5);
+  });
+
+  it('skips a record whose checksum does not match, at open and when read back, and counts it', async () => {
+    const dir = await tempDir();
+    const first = await Outbox.open(dir, roomy, logger);
+    await appendMany(first, 1, 5);
+    await first.close();
+    const [segment] = (await readdir(dir)).filter((f) => f.startsWith('seg-'));
+    const data = await readFile(join(dir, segment!));
+    data[data.indexOf('"m3"') + 2] = '9'.charCodeAt(0); // still valid JSON: only the checksum can tell
+    await writeFile(join(dir, segment!), data);
+    const reopened = await openOutbox(dir, { hotBytes: 0 });
+    expect(reopened.corrupt).toBe(1);
+    expect(payloads(reopened)).toEqual(['m1', 'm2', 'm4', 'm5']);
+
+    // Damaged after open: found when the publisher reads it back, skipped, the rest still delivered.
+    const [current] = (await readdir(dir))
+      .filter((f) => f.startsWith('seg-'))
+      .sort()
+      .reverse();
+    await appendMany(reopened, 6, 8);
+    const now = await readFile(join(dir, current!));
+    now[now.indexOf('"m7"') + 2] = '0'.charCodeAt(0);
+    await writeFile(join(dir, current!), now);
+    expect(payloads(reopened)).toEqual(['m1', 'm2', 'm4', 'm5', 'm6', 'm8']);
+    expect(reopened.corrupt).toBe(2);
+    expect(reopened.depth).toBe(6);
+  });
+
+  it('keeps payloads on disk, not in memory, and reads them back in order', async () => {
+    const outbox = await openOutbox(await tempDir(), { hotBytes: 0, segmentBytes: 4096 });
+    const ids = await appendMany(outbox, 1, 200);
+    const seen: string[] = [];
+    let after = 0;
+    for (;;) {
+      const batch = outbox.nextBatch(after, 7);
+      if (batch.length === 0) break;
+      for (const e of batch) seen.push(e.payload as string);
+      after = batch.at(-1)!.id;
+    }
+    expect(seen).toEqual(ids.map((_, i) => `m${i + 1}`));
+  });
+
+  it('a failing disk: appends still resolve, the error is reported once, entries are delivered, and written once the disk is back', async () => {
+    const dir = await tempDir();
+    const io = faultyIo();
+    const errors: (string | null)[] = [];
+    let recovered!: () => void;
+    const back = new Promise<void>((r) => (recovered = r));
+    const outbox = await Outbox.open(
+      dir,
+      {
+        ...roomy,
+        fsyncIntervalMs: 0,
+        retryMs: 10,
+        io,
+        onStorageError: (err) => {
+          errors.push(err ? (err as NodeJS.ErrnoException).code! : null);
+          if (!err) recovered();
+        },
+      },
+      logger,
+    );
+    await appendMany(outbox, 1, 2);
+    io.failing = 'ENOSPC';
+    await appendMany(outbox, 3, 6);
+    expect(errors).toEqual(['ENOSPC']);
+    expect(outbox.failing).toBeTruthy();
+    expect(outbox.writeErrors).toBe(4);
+    expect(outbox.heldInMemory).toBe(4);
+    expect(payloads(outbox)).toEqual(['m1', 'm2', 'm3', 'm4', 'm5', 'm6']); // still sent while connected
+    outbox.ack(outbox.nextBatch(2, 1)[0]!.id); // m3 delivered while held: it need not be written
+    io.failing = null;
+    await back;
+    expect(errors).toEqual(['ENOSPC', null]);
+    expect(outbox.heldInMemory).toBe(0);
+    await appendMany(outbox, 7, 7);
+    await outbox.close();
+    const reopened = await openOutbox(dir);
+    expect(payloads(reopened)).toEqual(['m1', 'm2', 'm4', 'm5', 'm6', 'm7']);
+    expect(reopened.corrupt).toBe(0);
+  });
+
+  it('bounds what it holds in memory while the disk fails, dropping the oldest held and counting them', async () => {
+    const io = faultyIo();
+    const drops: OutboxDrop[] = [];
+    const outbox = await openOutbox(await tempDir(), { io, maxHeldBytes: 1000, retryMs: 60_000, onDrop: (d) => drops.push(d) });
+    io.failing = 'EROFS';
+    await appendMany(outbox, 1, 40);
+    expect(outbox.heldInMemory).toBeLessThan(40);
+    expect(outbox.heldInMemory).toBeGreaterThan(0);
+    expect(drops.every((d) => d.reason === 'maxHeldBytes')).toBe(true);
+    expect(outbox.dropped + outbox.heldInMemory).toBe(40);
+    expect(payloads(outbox).at(-1)).toBe('m40');
+  });
+});
+
 describe('SeqStore', () => {
   it('counts per source from 1 and continues across reopen', async () => {
     const dir = await tempDir();
@@ -189,22 +327,40 @@ describe('SeqStore', () => {
     crashed.close();
   });
 
-  it('takes the newest seq found in the outbox when the counter file is behind or unreadable', async () => {
+  it('continues from the seq records the outbox wrote with the Results when seq.json is behind, torn or missing', async () => {
     const dir = await tempDir();
-    const outbox = await openOutbox(join(dir, 'outbox'));
-    await outbox.append({ topic: 'b/camera/labels', payload: JSON.stringify({ seq: 41, source: 'camera' }), qos: 1 });
-    await outbox.append({ topic: 'b/camera/labels', payload: JSON.stringify({ seq: 42, source: 'camera' }), qos: 1 });
-    await outbox.append({ topic: 'b/metrics', payload: 'not json', qos: 0 });
-    await writeFile(join(dir, 'seq.json'), '{"camera": 7, "door": 3}');
+    const outbox = await Outbox.open(join(dir, 'outbox'), { ...roomy, segmentBytes: 300 }, logger); // never closed: a crash
     const seq = SeqStore.open(dir, outbox, logger);
-    expect(seq.next('camera')).toBe(43);
-    expect(seq.next('door')).toBe(4);
-    seq.close();
+    for (let i = 0; i < 40; i++) {
+      const n = seq.next(i % 4 === 0 ? 'door' : 'camera');
+      const id = await outbox.append({ topic: 'b/labels', payload: JSON.stringify({ seq: n }), qos: 1 });
+      outbox.ack(id); // delivered: its segment goes, the seq must not
+    }
+    expect([seq.current('camera'), seq.current('door')]).toEqual([30, 10]);
+    await writeFile(join(dir, 'seq.json'), '{"camera": 7, "door": 3}'); // as if its writes had not reached the disk
+    const reopened = await openOutbox(join(dir, 'outbox'));
+    const again = SeqStore.open(dir, reopened, logger);
+    expect([again.next('camera'), again.next('door')]).toEqual([31, 11]);
+    again.close();
 
     await writeFile(join(dir, 'seq.json'), '{"camera": 9'); // torn
-    const recovered = SeqStore.open(dir, outbox, logger);
-    expect(recovered.next('camera')).toBe(43);
+    const recovered = SeqStore.open(dir, reopened, logger);
+    expect(recovered.next('camera')).toBe(32);
     recovered.close();
-    expect(SeqStore.open(dir, undefined, logger).next('camera')).toBe(44); // and the file is whole again
+    expect(SeqStore.open(dir, undefined, logger).next('camera')).toBe(33); // and the file is whole again
+  });
+
+  it('reads the seq from Results in segments written before seq records existed', async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, 'outbox'));
+    const legacy = [41, 42].map((n) =>
+      JSON.stringify({ id: n, ts: Date.now(), topic: 't', qos: 1, retain: false, payload: JSON.stringify({ seq: n, source: 'camera' }) }),
+    );
+    await writeFile(join(dir, 'outbox', 'seg-0000000000000041.jsonl'), `${legacy.join('\n')}\n`);
+    const outbox = await openOutbox(join(dir, 'outbox'));
+    expect(outbox.depth).toBe(2);
+    const seq = SeqStore.open(dir, outbox, logger);
+    expect(seq.next('camera')).toBe(43);
+    seq.close();
   });
 });
