@@ -218,9 +218,26 @@ export class Daemon {
         name: 'outbox',
         run: async () => {
           const { maxMessages, maxBytes, maxAgeSec, fsyncIntervalMs } = config.outbox;
-          p.outbox = await Outbox.open(path.join(config.stateDir, 'outbox'), { maxMessages, maxBytes, maxAgeSec, fsyncIntervalMs }, logger);
+          p.outbox = await Outbox.open(
+            path.join(config.stateDir, 'outbox'),
+            {
+              maxMessages,
+              maxBytes,
+              maxAgeSec,
+              fsyncIntervalMs,
+              // A full or read-only disk: Results are held in memory (and still sent); the daemon says so until it writes again.
+              onStorageError: (err) =>
+                this.status.storageError(
+                  err
+                    ? `outbox cannot write to the disk (${(err as NodeJS.ErrnoException).code ?? err.message}): Results held in memory`
+                    : undefined,
+                ),
+            },
+            logger,
+          );
           this.closers.push({ name: 'outbox', close: () => p.outbox.close() });
-          p.seq = await SeqStore.open(config.stateDir, p.outbox);
+          // The seq rides in the outbox's writes; seq.json is written at open and close only.
+          p.seq = SeqStore.open(config.stateDir, p.outbox, logger);
           this.closers.push({ name: 'seq', close: () => p.seq.close() });
         },
       },
@@ -256,12 +273,19 @@ export class Daemon {
           this.closers.push({ name: 'mqtt', close: () => p.publisher.stop(5_000) });
           // The publisher owns the outbox and the connection; mirror them into the gauges once a second.
           let reportedDrops = 0;
+          let reportedWriteFailures = 0;
+          let reportedCorrupt = 0;
           const gauges = setInterval(() => {
             const stats = p.publisher.stats();
             this.metrics.setOutboxDepth(stats.outboxDepth);
             this.metrics.setMqttConnected(stats.connected);
             if (stats.dropped > reportedDrops) this.metrics.outboxDroppedMessages(stats.dropped - reportedDrops);
             reportedDrops = stats.dropped;
+            const { writeErrors, corrupt } = p.outbox;
+            if (writeErrors > reportedWriteFailures) this.metrics.outboxWriteFailures(writeErrors - reportedWriteFailures);
+            reportedWriteFailures = writeErrors;
+            if (corrupt > reportedCorrupt) this.metrics.outboxCorruptRecords(corrupt - reportedCorrupt);
+            reportedCorrupt = corrupt;
           }, 1_000);
           gauges.unref();
           this.closers.push({ name: 'gauges', close: () => clearInterval(gauges) });

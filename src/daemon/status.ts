@@ -58,6 +58,7 @@ export class DaemonStatus {
   private since = new Date();
   private readonly sources = new Map<string, SourceEntry>();
   private inferenceError: string | undefined;
+  private storageErrorText: string | undefined;
   private restartNeeded: string[] = [];
   private lastReload: StatusPayloadFields['lastReload'];
 
@@ -105,6 +106,13 @@ export class DaemonStatus {
     this.events.emit('statusChanged', { state: this.daemonState, error: this.error() });
   }
 
+  /** The outbox cannot write to the disk (`error`), or can again (undefined): degraded while it cannot. */
+  storageError(error: string | undefined): void {
+    if (error === this.storageErrorText) return;
+    this.storageErrorText = error;
+    this.recompute();
+  }
+
   /** Leaves `starting` (on the first Result or handled failure) for online or degraded. */
   started(): void {
     if (this.daemonState === 'starting') this.recompute(true);
@@ -120,6 +128,7 @@ export class DaemonStatus {
       .filter(([, s]) => s.state === 'degraded' && !s.paused)
       .map(([id, s]) => `${id}: ${s.error ?? 'failing'}`);
     if (this.inferenceError) failing.push(this.inferenceError);
+    if (this.storageErrorText) failing.push(this.storageErrorText);
     return failing.length ? failing.join('; ') : undefined;
   }
 

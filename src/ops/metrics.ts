@@ -118,6 +118,8 @@ export class Metrics {
   private readonly suppressedCounts = { unchanged: 0, rate: 0 };
   private readonly outboxDroppedTotal: Counter;
   private readonly outboxDepthGauge: Gauge;
+  private readonly outboxWriteFailuresTotal: Counter;
+  private readonly outboxCorruptTotal: Counter;
   private readonly mqttConnectedGauge: Gauge;
   private readonly latency: Record<'preprocess' | 'inference' | 'total', { histogram: Histogram; window: SlidingWindow }>;
   private readonly eventLoop: IntervalHistogram;
@@ -184,6 +186,16 @@ export class Metrics {
       help: 'Results dropped undelivered by the outbox limits',
       registers,
     });
+    this.outboxWriteFailuresTotal = new Counter({
+      name: 'inceptiond_outbox_write_failures_total',
+      help: 'Results the outbox could not write to the disk when they were made (held in memory and retried)',
+      registers,
+    });
+    this.outboxCorruptTotal = new Counter({
+      name: 'inceptiond_outbox_corrupt_records_total',
+      help: 'Outbox records skipped because their checksum or content was wrong (torn by a crash, damaged on the card)',
+      registers,
+    });
     this.outboxDepthGauge = new Gauge({ name: 'inceptiond_outbox_depth', help: 'Results waiting for broker acknowledgement', registers });
     this.mqttConnectedGauge = new Gauge({ name: 'inceptiond_mqtt_connected', help: '1 while connected to the broker', registers });
 
@@ -246,6 +258,14 @@ export class Metrics {
   outboxDroppedMessages(count = 1): void {
     this.outboxDropped += count;
     this.outboxDroppedTotal.inc(count);
+  }
+
+  outboxWriteFailures(count = 1): void {
+    this.outboxWriteFailuresTotal.inc(count);
+  }
+
+  outboxCorruptRecords(count = 1): void {
+    this.outboxCorruptTotal.inc(count);
   }
 
   setMqttConnected(connected: boolean): void {
