@@ -3,7 +3,7 @@
 // mapping of errors to exit codes.
 import { Command, CommanderError } from 'commander';
 import { COMMANDS, UsageError, createCommandContext } from './commands/index.js';
-import { ConfigError, EXIT } from './config/index.js';
+import { ConfigError, EXIT, maskUrlCredentials } from './config/index.js';
 import { packageVersion } from './ops/index.js';
 
 function buildProgram(): Command {
@@ -32,13 +32,14 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
       return;
     }
+    // Every message printed here is masked: an error may quote a URL with user:password@ in it.
     if (err instanceof ConfigError) {
-      process.stderr.write(`inceptiond: ${err.message}\n`);
+      process.stderr.write(`inceptiond: ${maskUrlCredentials(err.message)}\n`);
       process.exitCode = EXIT.CONFIG;
       return;
     }
     if (err instanceof UsageError) {
-      process.stderr.write(`inceptiond: ${err.message}\n`);
+      process.stderr.write(`inceptiond: ${maskUrlCredentials(err.message)}\n`);
       process.exitCode = EXIT.USAGE;
       return;
     }
@@ -48,7 +49,7 @@ async function main(argv: string[]): Promise<void> {
       const { bundledRuntimeProblem } = await import('./inference/runtime.js');
       message = bundledRuntimeProblem() ?? message;
     }
-    process.stderr.write(`inceptiond: ${message.split('\n')[0]}\n`);
+    process.stderr.write(`inceptiond: ${maskUrlCredentials(message.split('\n')[0] ?? '')}\n`);
     process.exitCode = EXIT.RUNTIME;
   }
 }

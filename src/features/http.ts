@@ -1,5 +1,6 @@
 /** GET /healthz, /status and /metrics on `http.host:http.port`. */
 import { startHttpServer, type HttpServer } from '../ops/index.js';
+import { maskCredentialsDeep } from '../ops/logger.js';
 import type { Feature } from './types.js';
 
 export interface HttpFeature extends Feature {
@@ -21,8 +22,9 @@ export function httpFeature(): HttpFeature {
         port,
         logger: ctx.logger,
         metrics: ctx.metrics,
-        health: () => ctx.status.health(),
-        status: () => ctx.status.payload(),
+        // The bodies carry error texts (an ffmpeg error names its input URL): credentials in URLs are masked.
+        health: () => maskCredentialsDeep(ctx.status.health()),
+        status: () => maskCredentialsDeep(ctx.status.payload()),
       });
     },
     async stop() {

@@ -8,6 +8,7 @@
 // systemd-notify too.
 import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
+import { maskUrlCredentials } from '../config/index.js';
 
 export interface Notifier {
   /** False when not started by systemd with Type=notify (NOTIFY_SOCKET unset): every call is a no-op. */
@@ -152,7 +153,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
     return queue;
   };
 
-  const statusLine = (text: string) => `STATUS=${text.replace(/[\r\n]+/g, ' ')}`;
+  // `systemctl status` shows STATUS= to anyone on the machine: credentials in a URL (the broker's, an RTSP camera's) are masked.
+  const statusLine = (text: string) => `STATUS=${maskUrlCredentials(text).replace(/[\r\n]+/g, ' ')}`;
 
   return {
     enabled: true,

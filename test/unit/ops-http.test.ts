@@ -1,5 +1,7 @@
 import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { httpFeature } from '../../src/features/http.js';
+import type { FeatureContext, HealthReport as DaemonHealth } from '../../src/features/types.js';
 import { createSilentLogger, HttpListenError, Metrics, startHttpServer, type HealthReport, type HttpServer } from '../../src/ops/index.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -106,6 +108,33 @@ describe('HTTP server', () => {
     expect(err).toBeInstanceOf(HttpListenError);
     expect((err as HttpListenError).code).toBe('EADDRINUSE');
     expect((err as Error).message).toContain(`127.0.0.1:${port}`);
+  });
+});
+
+describe('HTTP feature', () => {
+  it('masks credentials in URLs in the /status and /healthz bodies (an ffmpeg error names its input)', async () => {
+    const error = 'door: ffmpeg source "door" (rtsp://admin:S3cr3t@10.0.0.5/x?password=S3cr3t): Connection refused';
+    const metrics = new Metrics();
+    cleanups.push(() => metrics.close());
+    const health: DaemonHealth = { healthy: true, status: 'degraded', state: 'degraded', error, mqttConnected: true };
+    const ctx = {
+      config: () => ({ http: { host: '127.0.0.1', port: 0 } }),
+      logger: createSilentLogger(),
+      metrics,
+      status: { payload: () => ({ state: 'degraded', error, sources: { door: { state: 'degraded', error } } }), health: () => health },
+    } as unknown as FeatureContext;
+    const feature = httpFeature();
+    await feature.start(ctx);
+    cleanups.push(() => feature.stop());
+    const base = `http://127.0.0.1:${feature.port}`;
+    const status = await (await fetch(`${base}/status`)).text();
+    const healthz = await (await fetch(`${base}/healthz`)).text();
+    for (const body of [status, healthz]) {
+      expect(body).not.toContain('S3cr3t');
+      expect(body).toContain('rtsp://admin:***@10.0.0.5/x?password=***');
+    }
+    expect(JSON.parse(status)).toMatchObject({ state: 'degraded', sources: { door: { state: 'degraded' } } });
+    expect(JSON.parse(healthz)).toMatchObject({ healthy: true, status: 'degraded', mqttConnected: true });
   });
 });
 

@@ -44,4 +44,44 @@ describe('createLogger', () => {
     expect(entry.password).toBe('[redacted]');
     expect(lines[0]).not.toContain('hunter2');
   });
+
+  it('masks credentials in URLs everywhere in a line: message, error message and stack, nested objects, bindings', () => {
+    const { lines, destination } = capture();
+    const logger = createLogger({ level: 'info', destination }).child({ input: 'rtsp://admin:S3cr3t@cam/stream' });
+    const err = new Error('ffmpeg source "door" (rtsp://admin:S3cr3t@10.0.0.5/x): Connection refused');
+    logger.warn(
+      { err, deep: { list: [{ url: 'mqtt://u:S3cr3t@broker' }], q: 'http://cam/snap?password=S3cr3t&x=1' } },
+      'at mqtts://u:S3cr3t@b',
+    );
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toContain('S3cr3t');
+    const entry = JSON.parse(lines[0]!) as {
+      msg: string;
+      input: string;
+      err: { message: string; stack: string };
+      deep: { list: Array<{ url: string }>; q: string };
+    };
+    expect(entry.msg).toBe('at mqtts://u:***@b');
+    expect(entry.input).toBe('rtsp://admin:***@cam/stream');
+    expect(entry.err.message).toBe('ffmpeg source "door" (rtsp://admin:***@10.0.0.5/x): Connection refused');
+    expect(entry.err.stack).toContain('rtsp://admin:***@10.0.0.5/x');
+    expect(entry.deep.list[0]!.url).toBe('mqtt://u:***@broker');
+    expect(entry.deep.q).toBe('http://cam/snap?password=***&x=1');
+  });
+
+  it('keeps a line valid JSON whatever stands after a masked secret', () => {
+    const { lines, destination } = capture();
+    const logger = createLogger({ level: 'info', destination });
+    logger.info({ text: 'http://h/?token=abc"quoted\\ and \\"', other: 'x' }, 'm');
+    const entry = JSON.parse(lines[0]!) as { text: string; other: string };
+    expect(entry.text).toBe('http://h/?token=***"quoted\\ and \\"');
+    expect(entry.other).toBe('x');
+  });
+
+  it('leaves lines without credentials as pino wrote them', () => {
+    const { lines, destination } = capture();
+    const logger = createLogger({ level: 'info', destination });
+    logger.info({ url: 'mqtts://broker.example:8883', at: 'user@host' }, 'connected');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ url: 'mqtts://broker.example:8883', at: 'user@host', msg: 'connected' });
+  });
 });

@@ -88,6 +88,20 @@ describe('systemd notifier (unix-dgram)', () => {
     ]);
   });
 
+  it('masks credentials in URLs in STATUS=, which `systemctl status` shows to every user', async () => {
+    const n = start({});
+    await n.ready('publishing to mqtt://user:S3cr3t@broker:1883 as cams');
+    await n.status('degraded: camera: ffmpeg source "door" (rtsp://admin:S3cr3t@10.0.0.5/stream?token=S3cr3t): refused');
+    await n.stopping('stopping mqtt://user:S3cr3t@broker');
+    await systemd.next((m) => m.startsWith('STOPPING=1'));
+    expect(systemd.messages.join('\n')).not.toContain('S3cr3t');
+    expect(systemd.messages).toEqual([
+      'READY=1\nSTATUS=publishing to mqtt://user:***@broker:1883 as cams',
+      'STATUS=degraded: camera: ffmpeg source "door" (rtsp://admin:***@10.0.0.5/stream?token=*** refused', // the value runs to the next space
+      'STOPPING=1\nSTATUS=stopping mqtt://user:***@broker',
+    ]);
+  });
+
   it('pings the watchdog only while healthy', async () => {
     const n = start({ WATCHDOG_USEC: '20000' });
     expect(n.watchdogIntervalMs).toBe(10);
