@@ -2,7 +2,7 @@
 // gives a verdict with the reason, so a user can fix a board without reading logs. Every check is
 // bounded in time.
 import { execFile } from 'node:child_process';
-import { access, constants, mkdir } from 'node:fs/promises';
+import { access, constants, mkdir, readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
@@ -13,6 +13,7 @@ import { readSecretFile } from '../config/index.js';
 import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from '../inference/index.js';
 import { normalizeProviders } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
+import { maskCredentialsDeep } from '../ops/logger.js';
 import { createPreprocessor } from '../vision/index.js';
 
 export interface Check {
@@ -222,54 +223,107 @@ function missingLibraryHint(provider: string, reason: string): string {
   return `${reason} (libonnxruntime_providers_${provider}.so is not installed beside the binding; onnxruntime-node's install script fetches it with ONNXRUNTIME_NODE_INSTALL=cuda12)`;
 }
 
-async function checkBroker(config: Config): Promise<Check> {
+/**
+ * Connects as the daemon would: the same URL, credentials and TLS files (mqtt.ca, mqtt.cert, mqtt.key,
+ * read as the daemon reads them), so a broker the daemon can reach passes and one it cannot fails with
+ * the reason.
+ */
+export async function checkBroker(config: Config): Promise<Check> {
   const name = 'MQTT broker';
-  if (config.mqtt.embeddedBroker.enabled) {
+  const m = config.mqtt;
+  if (m.embeddedBroker.enabled) {
     return {
       name,
       ok: true,
-      detail: `embedded broker on ${config.mqtt.embeddedBroker.host}:${config.mqtt.embeddedBroker.port} (started by the daemon)`,
+      detail: `embedded broker on ${m.embeddedBroker.host}:${m.embeddedBroker.port} (started by the daemon)`,
     };
   }
   let password: string | undefined;
+  const tls: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
   try {
-    password = config.mqtt.passwordFile ? await readSecretFile(config.mqtt.passwordFile, 'mqtt.passwordFile') : undefined;
+    password = m.passwordFile ? await readSecretFile(m.passwordFile, 'mqtt.passwordFile') : undefined;
+    for (const key of ['ca', 'cert', 'key'] as const) {
+      const file = m[key];
+      if (!file) continue;
+      try {
+        tls[key] = await readFile(file);
+      } catch (err) {
+        throw new Error(`mqtt.${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
   } catch (err) {
     return { name, ok: false, detail: (err as Error).message };
   }
   const t0 = performance.now();
-  const client = mqtt.connect(config.mqtt.url, {
-    clientId: `${config.mqtt.clientId}-doctor`,
-    protocolVersion: config.mqtt.protocolVersion,
-    username: config.mqtt.username || undefined,
+  const client = mqtt.connect(m.url, {
+    clientId: `${m.clientId}-doctor`,
+    protocolVersion: m.protocolVersion,
+    username: m.username || undefined,
     password,
+    ...tls,
     connectTimeout: 5_000,
     reconnectPeriod: 0,
-    rejectUnauthorized: config.mqtt.rejectUnauthorized,
+    rejectUnauthorized: m.rejectUnauthorized,
   });
   try {
-    await new Promise<void>((resolve, reject) => {
-      client.once('connect', () => resolve());
-      client.once('error', reject);
-      client.once('close', () => reject(new Error('connection closed')));
-    });
-    return { name, ok: true, detail: `connected to ${config.mqtt.url} in ${Math.round(performance.now() - t0)} ms` };
+    await timed(
+      10_000,
+      'connect',
+      () =>
+        new Promise<void>((resolve, reject) => {
+          client.once('connect', () => resolve());
+          client.once('error', reject);
+          client.once('close', () => reject(new Error('connection closed')));
+        }),
+    );
+    const secured = /^(mqtts|wss):/i.test(m.url) ? (m.ca ? ', TLS verified with mqtt.ca' : ', TLS') : '';
+    const clientCert = tls.cert ? ', client certificate mqtt.cert' : '';
+    return { name, ok: true, detail: `connected to ${m.url} in ${Math.round(performance.now() - t0)} ms${secured}${clientCert}` };
   } catch (err) {
-    return { name, ok: false, detail: `${config.mqtt.url}: ${(err as Error).message}` };
+    const hint = tlsFailure(err as NodeJS.ErrnoException, config);
+    return { name, ok: false, detail: `${m.url}: ${hint ? `${hint} (${(err as Error).message})` : (err as Error).message}` };
   } finally {
     client.end(true);
   }
 }
 
+/** Node's TLS verification codes (OpenSSL's X509_V_ERR_* names) meaning "not signed by a CA we trust". */
+const UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+]);
+
+/** What a TLS failure means in plain words, with the key to look at; undefined when it is not one. */
+export function tlsFailure(err: NodeJS.ErrnoException, config: Pick<Config, 'mqtt'>): string | undefined {
+  const code = err.code ?? '';
+  const ca = config.mqtt.ca ? `mqtt.ca (${config.mqtt.ca})` : "the system's CAs (set mqtt.ca to the broker's CA)";
+  if (UNTRUSTED.has(code)) return `TLS: certificate verify failed: the broker's certificate is not signed by ${ca}`;
+  if (code === 'CERT_HAS_EXPIRED') return "TLS: certificate verify failed: the broker's certificate has expired";
+  if (code === 'CERT_NOT_YET_VALID') return "TLS: certificate verify failed: the broker's certificate is not valid yet (check the clock)";
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return "TLS: hostname mismatch: the broker's certificate is not for the host in mqtt.url";
+  if (/alert certificate required|alert handshake failure|alert bad certificate|alert unknown ca/i.test(err.message ?? ''))
+    return config.mqtt.cert
+      ? 'TLS: the broker refused our client certificate (mqtt.cert): is it signed by a CA the broker trusts?'
+      : 'TLS: the broker wants a client certificate: set mqtt.cert and mqtt.key';
+  return undefined;
+}
+
 /** Runs every check, prints a verdict per line (or one JSON object), and returns whether all passed. */
 export async function doctorCommand(config: Config, logger: Logger, opts: { json?: boolean } = {}): Promise<boolean> {
-  const checks: Check[] = [
+  const found: Check[] = [
     await checkStateDir(config),
     await checkFfmpeg(config),
     ...(await checkSources(config, logger)),
     ...(await checkModelAndProviders(config, logger)),
     await checkBroker(config),
   ];
+  // A detail may quote a URL (the broker's, an RTSP camera's in an ffmpeg error): credentials are masked.
+  const checks = maskCredentialsDeep(found);
   const failed = checks.filter((c) => !c.ok).length;
   if (opts.json) {
     process.stdout.write(`${JSON.stringify({ ok: failed === 0, checks }, null, 2)}\n`);

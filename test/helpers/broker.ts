@@ -43,13 +43,42 @@ process.once('exit', () => {
   for (const child of liveChildren) child.kill('SIGKILL');
 });
 
-async function startMosquitto(binary: string, port: number): Promise<TestBroker> {
+export interface TlsBrokerOptions {
+  /** PEM files; mosquitto reads them after dropping to its own user when started as root: make them world-readable. */
+  cafile: string;
+  certfile: string;
+  keyfile: string;
+  /** Clients must present a certificate signed by `cafile`. */
+  requireCertificate?: boolean;
+  port?: number;
+}
+
+/** Mosquitto with one TLS listener on 127.0.0.1 (url `mqtts://127.0.0.1:<port>`). Needs mosquitto: Aedes has no TLS listener here. */
+export async function startTlsBroker(opts: TlsBrokerOptions): Promise<TestBroker> {
+  const binary = findMosquitto();
+  if (!binary) throw new Error('startTlsBroker needs mosquitto (skip with SKIP.mosquittoTls)');
+  const port = opts.port ?? (await freePort());
+  const tls = [
+    `cafile ${opts.cafile}`,
+    `certfile ${opts.certfile}`,
+    `keyfile ${opts.keyfile}`,
+    `require_certificate ${opts.requireCertificate ? 'true' : 'false'}`,
+  ];
+  return startMosquitto(binary, port, { scheme: 'mqtts', listenerLines: tls });
+}
+
+async function startMosquitto(
+  binary: string,
+  port: number,
+  tls: { scheme: string; listenerLines: string[] } = { scheme: 'mqtt', listenerLines: [] },
+): Promise<TestBroker> {
   const dir = mkdtempSync(join(tmpdir(), 'inceptiond-mosquitto-'));
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(
     conf,
     [
       `listener ${port} 127.0.0.1`,
+      ...tls.listenerLines,
       'allow_anonymous true',
       'persistence false',
       'log_dest stderr',
@@ -97,7 +126,7 @@ async function startMosquitto(binary: string, port: number): Promise<TestBroker>
   await launch();
   return {
     kind: 'mosquitto',
-    url: `mqtt://127.0.0.1:${port}`,
+    url: `${tls.scheme}://127.0.0.1:${port}`,
     port,
     stop: async () => {
       await stop();

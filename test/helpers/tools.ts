@@ -17,6 +17,8 @@ export const SKIP = {
   webgpu: 'needs a Vulkan driver WebGPU can use (no GPU here? Mesa >= 24 lavapipe: bookworm-backports mesa-vulkan-drivers)',
   webgpuBuild: "needs the WebGPU provider, which this platform's onnxruntime-node build lacks",
   systemdAnalyze: 'needs systemd-analyze (Debian package systemd)',
+  openssl: 'needs openssl (Debian package openssl) to make the test certificates',
+  mosquittoTls: 'needs mosquitto (Debian package mosquitto): a TLS listener (the fallback broker, Aedes, runs in-process without one)',
 } as const;
 
 /** The broker startBroker() will give: Mosquitto when installed, unless INCEPTIOND_TEST_BROKER=aedes. */
@@ -57,4 +59,8 @@ export function webGpuStatus(): Promise<{ compiled: boolean; usable: boolean; re
 /** systemd's unit analyser, for checking the service file's hardening (Debian's systemd package). */
 export function systemdAnalyze(): string | null {
   return which('systemd-analyze');
+}
+
+export function hasOpenssl(): boolean {
+  return which('openssl') !== null;
 }
