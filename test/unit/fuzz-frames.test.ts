@@ -112,7 +112,13 @@ const cases: Case[] = [];
 beforeAll(async () => {
   // As the daemon does (daemon/index.ts): sharp's decoded-image cache would blur the memory measure.
   sharp.cache(false);
-  const noise = { width: 320, height: 240, channels: 3 as const, noise: { type: 'gaussian' as const, mean: 128, sigma: 40 } };
+  const noise = {
+    width: 320,
+    height: 240,
+    channels: 3 as const,
+    background: '#000',
+    noise: { type: 'gaussian' as const, mean: 128, sigma: 40 },
+  };
   jpeg = await sharp({ create: noise }).jpeg({ quality: 80 }).toBuffer();
   png = await sharp({ create: noise }).png({ compressionLevel: 1 }).toBuffer();
   const r = rng(SEED);
