@@ -350,6 +350,18 @@ describe('SeqStore', () => {
     expect(SeqStore.open(dir, undefined, logger).next('camera')).toBe(33); // and the file is whole again
   });
 
+  it('a seq reaches the disk in the same write as its Result (no seq.json write per Result)', async () => {
+    const dir = await tempDir();
+    const outbox = await Outbox.open(join(dir, 'outbox'), { ...roomy, fsyncIntervalMs: 0 }, logger); // never closed: a crash
+    const seq = SeqStore.open(dir, outbox, logger);
+    const seqFile = await readFile(join(dir, 'seq.json'), 'utf8');
+    for (let i = 0; i < 5; i++) await outbox.append({ topic: 'b/labels', payload: JSON.stringify({ seq: seq.next('camera') }), qos: 1 });
+    expect(await readFile(join(dir, 'seq.json'), 'utf8')).toBe(seqFile);
+    const again = SeqStore.open(dir, await openOutbox(join(dir, 'outbox')), logger);
+    expect(again.next('camera')).toBe(6);
+    again.close();
+  });
+
   it('reads the seq from Results in segments written before seq records existed', async () => {
     const dir = await tempDir();
     await mkdir(join(dir, 'outbox'));
