@@ -178,7 +178,8 @@ async function watch(broker: TestBroker, topicFilter: string, clientCert = false
   return c;
 }
 
-const isRefusal = (l: LogLine) => l.msg.startsWith('mqtt: cannot reach the broker');
+/** The publisher's warning about a failed connection attempt (a TLS failure may get its own wording). */
+const isRefusal = (l: LogLine) => l.level === 40 && /^mqtt: (cannot reach the broker|TLS)/.test(l.msg);
 
 /** The daemon's log line about the refused connection, and proof that it never connected. */
 async function refusal(daemon: DaemonProcess): Promise<{ line: LogLine; text: string; code: string | undefined }> {
