@@ -39,8 +39,11 @@ export function showValue(value: unknown): string {
   try {
     text = value === undefined ? 'undefined' : (JSON.stringify(value) ?? String(value));
   } catch {
-    text = String(value);
+    // Too deep for JSON.stringify (and String() would recurse as deep): say what it is.
+    text = Object.prototype.toString.call(value);
   }
+  // Cut before masking: the mask is a regular expression over the whole text.
+  if (text.length > MAX_SHOWN_VALUE * 4) text = text.slice(0, MAX_SHOWN_VALUE * 4);
   text = maskUrlCredentials(text);
   return text.length > MAX_SHOWN_VALUE ? `${text.slice(0, MAX_SHOWN_VALUE)}…` : text;
 }
@@ -62,7 +65,11 @@ export function fileProblem(message: string, reason: string): ConfigProblem {
 
 /** user:password@ in any scheme://…, and secret-looking query parameters. */
 export function maskUrlCredentials(text: string): string {
-  return text
-    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/:@"]*):[^\s/@"]*@/gi, '$1:***@')
-    .replace(/([?&](?:password|passwd|pass|token|secret|key|auth|sig|signature)=)[^&\s"]*/gi, '$1***');
+  return (
+    text
+      // The lookbehind anchors the scheme at its start: without it a long run of letters is tried from every
+      // position (quadratic; 10 s for 100 000 characters).
+      .replace(/(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s/:@"]*):[^\s/@"]*@/gi, '$1:***@')
+      .replace(/([?&](?:password|passwd|pass|token|secret|key|auth|sig|signature)=)[^&\s"]*/gi, '$1***')
+  );
 }

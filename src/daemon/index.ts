@@ -171,7 +171,7 @@ export class Daemon {
         name: 'state directory',
         run: async () => {
           await mkdir(config.stateDir, { recursive: true });
-          const lock = await lockStateDir(config.stateDir);
+          const lock = await lockStateDir(config.stateDir, { logger });
           this.closers.push({ name: 'state lock', close: () => lock.release() });
           // sharp's decoded-image cache (50 MB by default) buys nothing for a stream of new frames.
           sharp.cache(false);
@@ -258,6 +258,9 @@ export class Daemon {
               key: m.key ? await readFile(m.key) : undefined,
               rejectUnauthorized: m.rejectUnauthorized,
               keepaliveSec: m.keepaliveSec,
+              connectTimeoutMs: m.connectTimeoutSec * 1000,
+              reconnectMinMs: m.reconnectMinSec * 1000,
+              reconnectMaxMs: m.reconnectMaxSec * 1000,
               sessionExpirySec: m.sessionExpirySec,
               resultExpirySec: m.resultExpirySec,
               resultUserProperties: { model: p.model.manifest.name, precision: p.model.precision, provider: p.engine.provider },

@@ -7,6 +7,7 @@
  * was inferred (not the last frame seen: a slow drift, like daylight, accumulates until it triggers).
  */
 import sharp from 'sharp';
+import { DEFAULT_MAX_INPUT_PIXELS } from '../vision/index.js';
 import type { MotionConfig } from '../config/index.js';
 
 /** Thumbnail size: enough to see a person cross the frame, small enough to cost nothing to compare. */
@@ -94,13 +95,13 @@ export class MotionGate {
  * (1/2, 1/4 or 1/8 of the size, so a 1080p frame is decoded as 240×135 without its full-size pixels ever
  * existing). Anything that runs before the resize (autoOrient/rotate, a pipeline colourspace, gamma)
  * would disable that, and orientation does not matter when a frame is compared with the same camera's.
- * failOn 'error' as in preprocessing: a truncated frame is refused here too, and so reaches the
+ * The pixel limit and failOn 'error' as in preprocessing (a bomb is not decoded here either): a truncated frame is refused here too, and so reaches the
  * preprocessor, which counts it as corrupt.
  */
 async function greyThumbnail(image: Buffer): Promise<Buffer | undefined> {
   if (!Buffer.isBuffer(image) || image.length === 0) return undefined;
   try {
-    const { data, info } = await sharp(image, { failOn: 'error', sequentialRead: true })
+    const { data, info } = await sharp(image, { failOn: 'error', sequentialRead: true, limitInputPixels: DEFAULT_MAX_INPUT_PIXELS })
       .resize(MOTION_THUMB_WIDTH, MOTION_THUMB_HEIGHT, { fit: 'fill', kernel: 'linear' })
       .greyscale()
       .removeAlpha()

@@ -3,7 +3,8 @@ import type { Metadata, OutputInfo } from 'sharp';
 import { FrameDecodeError, FrameTooLargeError } from './errors.js';
 import type { InputSpec, PreprocessedFrame, Preprocessor, PreprocessorOptions } from './types.js';
 
-const DEFAULT_MAX_INPUT_PIXELS = 40e6;
+/** Frames larger than this are refused before decoding (a decompression bomb must not allocate gigabytes). */
+export const DEFAULT_MAX_INPUT_PIXELS = 40e6;
 const FIT = { crop: 'cover', fill: 'fill', pad: 'contain' } as const;
 
 /**
