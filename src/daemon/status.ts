@@ -10,6 +10,7 @@
  *   A hung inference worker or a broker that takes Results and never acknowledges them is not.
  */
 import { performance } from 'node:perf_hooks';
+import { maskUrlCredentials } from '../config/index.js';
 import type { DaemonEventBus, DaemonState, HealthReport, SourceState } from '../features/index.js';
 
 export interface SourceStatus {
@@ -79,7 +80,7 @@ export class DaemonStatus {
       this.recompute();
     });
     events.on('inference', ({ ok, error }) => {
-      const next = ok ? undefined : `inference failed: ${error}`;
+      const next = ok ? undefined : maskUrlCredentials(`inference failed: ${error}`);
       if (next === this.inferenceError) return;
       this.inferenceError = next;
       this.recompute();
@@ -107,7 +108,8 @@ export class DaemonStatus {
   }
 
   /** The outbox cannot write to the disk (`error`), or can again (undefined): degraded while it cannot. */
-  storageError(error: string | undefined): void {
+  storageError(text: string | undefined): void {
+    const error = text === undefined ? undefined : maskUrlCredentials(text);
     if (error === this.storageErrorText) return;
     this.storageErrorText = error;
     this.recompute();
@@ -196,7 +198,8 @@ export class DaemonStatus {
     entry.lastProgress = performance.now();
     if (entry.state !== state) entry.since = new Date();
     entry.state = state;
-    entry.error = error;
+    // Error texts reach the retained status: an RTSP URL's password must not.
+    entry.error = error === undefined ? undefined : maskUrlCredentials(error);
     this.recompute();
   }
 

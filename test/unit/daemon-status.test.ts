@@ -63,6 +63,18 @@ describe('DaemonStatus', () => {
     expect(changes.at(-1)).toBe('stopped');
   });
 
+  it('masks credentials in the error texts it publishes', () => {
+    const { events, status } = setup();
+    status.addSource('door');
+    status.started();
+    events.emit('captureFailed', { source: 'door', error: 'ffmpeg: rtsp://cam:hunter2@10.0.0.5/live: Connection refused', failures: 1 });
+    status.storageError('cannot write to sftp://u:pw@nas/outbox');
+    const text = JSON.stringify(status.fields());
+    expect(text).not.toContain('hunter2');
+    expect(text).not.toContain(':pw@');
+    expect(text).toContain('rtsp://cam:***@10.0.0.5/live');
+  });
+
   it('a paused source is neither a failure nor stuck, and says it is paused', () => {
     let stall = 60_000;
     const { events, status } = setup({ stallMs: () => stall });
