@@ -13,7 +13,8 @@ import { readSecretFile } from '../config/index.js';
 import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from '../inference/index.js';
 import { normalizeProviders } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
-import { maskCredentialsDeep } from '../ops/logger.js';
+import { maskCredentialsDeep } from '../ops/index.js';
+import { tlsFailure } from '../publish/index.js';
 import { createPreprocessor } from '../vision/index.js';
 
 export interface Check {
@@ -280,37 +281,11 @@ export async function checkBroker(config: Config): Promise<Check> {
     const clientCert = tls.cert ? ', client certificate mqtt.cert' : '';
     return { name, ok: true, detail: `connected to ${m.url} in ${Math.round(performance.now() - t0)} ms${secured}${clientCert}` };
   } catch (err) {
-    const hint = tlsFailure(err as NodeJS.ErrnoException, config);
+    const hint = tlsFailure(err as NodeJS.ErrnoException, { ca: config.mqtt.ca, clientCert: config.mqtt.cert !== '' });
     return { name, ok: false, detail: `${m.url}: ${hint ? `${hint} (${(err as Error).message})` : (err as Error).message}` };
   } finally {
     client.end(true);
   }
-}
-
-/** Node's TLS verification codes (OpenSSL's X509_V_ERR_* names) meaning "not signed by a CA we trust". */
-const UNTRUSTED = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_UNTRUSTED',
-]);
-
-/** What a TLS failure means in plain words, with the key to look at; undefined when it is not one. */
-export function tlsFailure(err: NodeJS.ErrnoException, config: Pick<Config, 'mqtt'>): string | undefined {
-  const code = err.code ?? '';
-  const ca = config.mqtt.ca ? `mqtt.ca (${config.mqtt.ca})` : "the system's CAs (set mqtt.ca to the broker's CA)";
-  if (UNTRUSTED.has(code)) return `TLS: certificate verify failed: the broker's certificate is not signed by ${ca}`;
-  if (code === 'CERT_HAS_EXPIRED') return "TLS: certificate verify failed: the broker's certificate has expired";
-  if (code === 'CERT_NOT_YET_VALID') return "TLS: certificate verify failed: the broker's certificate is not valid yet (check the clock)";
-  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return "TLS: hostname mismatch: the broker's certificate is not for the host in mqtt.url";
-  if (/alert certificate required|alert handshake failure|alert bad certificate|alert unknown ca/i.test(err.message ?? ''))
-    return config.mqtt.cert
-      ? 'TLS: the broker refused our client certificate (mqtt.cert): is it signed by a CA the broker trusts?'
-      : 'TLS: the broker wants a client certificate: set mqtt.cert and mqtt.key';
-  return undefined;
 }
 
 /** Runs every check, prints a verdict per line (or one JSON object), and returns whether all passed. */

@@ -254,6 +254,7 @@ export class Daemon {
               username: m.username || undefined,
               password: m.passwordFile ? await readSecretFile(m.passwordFile, 'mqtt.passwordFile') : undefined,
               ca: m.ca ? await readFile(m.ca) : undefined,
+              caFile: m.ca || undefined,
               cert: m.cert ? await readFile(m.cert) : undefined,
               key: m.key ? await readFile(m.key) : undefined,
               rejectUnauthorized: m.rejectUnauthorized,

@@ -1,6 +1,6 @@
 /** GET /healthz, /status and /metrics on `http.host:http.port`. */
 import { startHttpServer, type HttpServer } from '../ops/index.js';
-import { maskCredentialsDeep } from '../ops/logger.js';
+import { maskCredentialsDeep } from '../ops/index.js';
 import type { Feature } from './types.js';
 
 export interface HttpFeature extends Feature {

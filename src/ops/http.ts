@@ -3,6 +3,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIPv4, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { maskUrlCredentials } from '../config/index.js';
 import type { Metrics } from './metrics.js';
 
 export interface HealthReport {
@@ -74,7 +75,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     }
     route(req, res).catch((err: unknown) => {
       logger.error({ err, path: pathname }, 'HTTP handler failed');
-      if (!res.headersSent) sendJson(res, 500, { error: (err as Error).message ?? String(err) });
+      if (!res.headersSent) sendJson(res, 500, { error: maskUrlCredentials((err as Error).message ?? String(err)) });
       else res.destroy();
     });
   });

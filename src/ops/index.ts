@@ -1,4 +1,12 @@
-export { createLogger, createSilentLogger, REDACT_PATHS, type Logger, type LoggerOptions } from './logger.js';
+export {
+  createLogger,
+  createSilentLogger,
+  maskCredentialsDeep,
+  maskingDestination,
+  REDACT_PATHS,
+  type Logger,
+  type LoggerOptions,
+} from './logger.js';
 export {
   Metrics,
   SlidingWindow,

@@ -34,3 +34,4 @@ export {
   type PublishProperties,
 } from './mqtt.js';
 export { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from './embedded-broker.js';
+export { tlsFailure } from './tls.js';

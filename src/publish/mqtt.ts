@@ -31,6 +31,8 @@ import type { Outbox, OutboxEntry, Qos } from './outbox.js';
 import type { Result, ResponsePayload, StatusPayload } from './payload.js';
 import { topicsFor, type Topics } from './topics.js';
 import { LogThrottle } from '../util/index.js';
+import { tlsFailure } from './tls.js';
+import { maskUrlCredentials } from '../config/index.js';
 
 /** A clash of client ids shows as connections the broker closes within moments, again and again. */
 const SHORT_LIVED_MS = 5_000;
@@ -47,6 +49,8 @@ export interface MqttPublisherOptions {
   password?: string | Buffer;
   /** PEM contents, not paths. */
   ca?: string | Buffer;
+  /** The CA's file, for messages. */
+  caFile?: string;
   cert?: string | Buffer;
   key?: string | Buffer;
   rejectUnauthorized?: boolean;
@@ -548,6 +552,11 @@ export class MqttPublisher {
     this.errorsInOutage++;
     if (this.errorsInOutage === 1) this.errorLog.reset('outage');
     if (this.errorLog.shouldLog('outage')) {
+      // A broker reached but refused in the TLS handshake is not "unreachable": say what failed.
+      const tls = tlsFailure(err as NodeJS.ErrnoException, {
+        ca: this.options.caFile ?? (this.options.ca ? 'given' : ''),
+        clientCert: !!this.options.cert,
+      });
       this.logger.warn(
         {
           err: { message: err.message, code: (err as NodeJS.ErrnoException).code },
@@ -555,7 +564,7 @@ export class MqttPublisher {
           errors: this.errorsInOutage,
           outboxDepth: this.outbox.depth,
         },
-        'mqtt: cannot reach the broker; retrying',
+        tls ? `mqtt: ${tls}; retrying` : 'mqtt: cannot reach the broker; retrying',
       );
     }
   }
@@ -715,7 +724,8 @@ export class MqttPublisher {
       }
     } catch (err) {
       // Handlers may throw anything (a string, undefined): the requester still gets an answer.
-      response = { status: 'error', error: err instanceof Error ? err.message : String(err) };
+      // A handler's error may quote a URL (a camera's): the response is published, so it is masked.
+      response = { status: 'error', error: maskUrlCredentials(err instanceof Error ? err.message : String(err)) };
     }
     if (transaction !== undefined) response.transaction = transaction;
     let json: string;
