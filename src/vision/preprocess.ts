@@ -9,10 +9,26 @@ const FIT = { crop: 'cover', fill: 'fill', pad: 'contain' } as const;
 
 /**
  * Builds the frame → tensor function for one model input. Each call decodes with sharp (EXIF
- * orientation applied, alpha dropped, greyscale/CMYK made sRGB), resizes per `spec.resize`, and
- * normalises `(pixel * scale - mean[c]) / std[c]` into a fresh Float32Array in the spec's layout and
- * channel order. The array is new on every call because the caller transfers it to the inference
- * worker, which detaches it.
+ * orientation applied, alpha dropped, greyscale/CMYK made sRGB, embedded ICC profiles ignored), resizes
+ * per `spec.resize`, and normalises `(pixel * scale - mean[c]) / std[c]` into a fresh Float32Array in
+ * the spec's layout and channel order. The array is new on every call because the caller transfers it
+ * to the inference worker, which detaches it: only sharp's intermediate buffers are temporary, and
+ * sharp allocates those itself (toBuffer cannot write into a caller's buffer), so nothing is pooled.
+ *
+ * What a frame costs (README, "Benchmarks"; 2-core x64, ms of CPU per frame, 224×224 crop):
+ * - JPEG shrink-on-load: with only orientation, alpha and colourspace steps before the resize, sharp
+ *   lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the reduction allows it while keeping at least
+ *   2× for the resampling kernel: a 1280×720 frame is decoded at 640×360 and costs about what a
+ *   640×480 one does (3.3 vs 3.0 ms), which is decoded whole (its 2.1× reduction is too small).
+ * - Embedded ICC profiles: sharp converts such a frame to sRGB with lcms on every full-size pixel, 2–3×
+ *   the cost of the whole frame (2.4 → 5.4 ms for an sRGB-tagged 720p JPEG, 7.4 ms for a Display P3
+ *   one). Cameras write sRGB, and the model was not trained with colour management: `ignoreIcc`.
+ *   This was the main cause of "similar JPEGs differing ~4×"; the rest is progressive encoding (≈1.8×
+ *   at 720p: libjpeg must buffer every scan's coefficients before it can output a row) and 4:4:4
+ *   chroma (≈1.3×), which are the camera's choice.
+ * - EXIF orientation is honoured: sharp 0.35 applies autoOrient after the shrink-on-load decode, so it
+ *   costs nothing on an upright frame and ≈0.5 ms on a rotated 720p one (2.5 → 3.0 ms), while a camera
+ *   mounted sideways that says so gets upright frames; the reported width/height are the oriented ones.
  *
  * Rejects with FrameDecodeError (corrupt, truncated, unsupported) or FrameTooLargeError.
  */
@@ -39,7 +55,7 @@ export function createPreprocessor(spec: InputSpec, options: PreprocessorOptions
     if (!Buffer.isBuffer(image) || image.length === 0) throw new FrameDecodeError('frame is empty');
     // failOn 'error': a truncated JPEG is an error, not a half-grey image (the default 'warning'
     // also catches it but rejects many camera JPEGs for harmless warnings).
-    const img = sharp(image, { failOn: 'error', limitInputPixels: maxInputPixels });
+    const img = sharp(image, { failOn: 'error', limitInputPixels: maxInputPixels, ignoreIcc: true });
     let meta: Metadata;
     try {
       meta = await img.metadata();

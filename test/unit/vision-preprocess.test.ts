@@ -160,6 +160,100 @@ describe('createPreprocessor', () => {
     expect([width, height]).toEqual([4, 8]);
   });
 
+  describe('decisions about camera JPEGs (see the comment on createPreprocessor)', () => {
+    const s224 = spec({ width: 224, height: 224 });
+    /** A 640×480 camera-like frame: a smooth gradient with blocks and some noise. */
+    async function cameraRaw(): Promise<{ data: Buffer; info: { width: number; height: number; channels: 3 } }> {
+      const width = 640;
+      const height = 480;
+      const data = Buffer.alloc(width * height * 3);
+      let state = 99;
+      for (let y = 0; y < height; y++)
+        for (let x = 0; x < width; x++) {
+          state = (state * 1103515245 + 12345) >>> 0;
+          const n = ((state >>> 24) & 7) - 4;
+          const i = (y * width + x) * 3;
+          const block = ((x >> 6) + (y >> 6)) & 1 ? 60 : 0;
+          data[i] = Math.max(0, Math.min(255, (x * 255) / width + n));
+          data[i + 1] = Math.max(0, Math.min(255, (y * 255) / height - block + n + 30));
+          data[i + 2] = 128 + block / 2 + n;
+        }
+      return { data, info: { width, height, channels: 3 } };
+    }
+    /** The decode path before ICC profiles were ignored. */
+    async function previousPath(jpeg: Buffer): Promise<Buffer> {
+      return sharp(jpeg, { failOn: 'error' })
+        .autoOrient()
+        .removeAlpha()
+        .toColourspace('srgb')
+        .resize(224, 224, { fit: 'cover', position: 'centre', kernel: 'lanczos3' })
+        .raw()
+        .toBuffer();
+    }
+    /** NCHW tensor (scale 1, mean 0, std 1) back to interleaved RGB bytes. */
+    function interleaved(t: Float32Array): Float32Array {
+      const plane = 224 * 224;
+      const out = new Float32Array(plane * 3);
+      for (let i = 0; i < plane; i++) for (let c = 0; c < 3; c++) out[i * 3 + c] = t[c * plane + i]!;
+      return out;
+    }
+    function diff(a: ArrayLike<number>, b: ArrayLike<number>): { max: number; mean: number } {
+      let max = 0;
+      let sum = 0;
+      for (let i = 0; i < a.length; i++) {
+        const d = Math.abs(a[i]! - b[i]!);
+        sum += d;
+        if (d > max) max = d;
+      }
+      return { max, mean: sum / a.length };
+    }
+
+    it('gives what the previous path gave on a baseline and a progressive JPEG', async () => {
+      const { data, info } = await cameraRaw();
+      for (const progressive of [false, true]) {
+        const jpeg = await sharp(data, { raw: info }).jpeg({ quality: 85, progressive }).toBuffer();
+        expect((await sharp(jpeg).metadata()).isProgressive).toBe(progressive);
+        const { tensor } = await createPreprocessor(s224)(jpeg);
+        const d = diff(interleaved(tensor.data), await previousPath(jpeg));
+        expect(d.max).toBeLessThanOrEqual(1);
+      }
+    });
+
+    it('ignores an embedded ICC profile: an sRGB-tagged frame stays within a few levels of the converted one', async () => {
+      const { data, info } = await cameraRaw();
+      const plain = await sharp(data, { raw: info }).jpeg({ quality: 85 }).toBuffer();
+      const tagged = await sharp(data, { raw: info }).jpeg({ quality: 85 }).withIccProfile('srgb').toBuffer();
+      expect((await sharp(tagged).metadata()).hasProfile).toBe(true);
+      const pre = createPreprocessor(s224);
+      const a = await pre(tagged);
+      const b = await pre(plain);
+      // The profile is not applied: the pixels are taken as they are, like those of the untagged frame.
+      expect(diff(a.tensor.data, b.tensor.data).max).toBeLessThanOrEqual(1);
+      // And they stay close to what colour management made of them (lcms's sRGB round trip).
+      expect(diff(interleaved(a.tensor.data), await previousPath(tagged)).mean).toBeLessThan(3);
+    });
+
+    it('honours EXIF orientation: a frame stored sideways with orientation 6 gives the upright tensor', async () => {
+      const { data, info } = await cameraRaw();
+      const upright = await sharp(data, { raw: info }).jpeg({ quality: 95 }).toBuffer();
+      // Orientation 6: the stored pixels must be turned 90° clockwise to be shown upright.
+      const sidewaysRaw = await sharp(data, { raw: info }).rotate(-90).raw().toBuffer({ resolveWithObject: true });
+      const sideways = await sharp(sidewaysRaw.data, { raw: sidewaysRaw.info })
+        .jpeg({ quality: 95 })
+        .withMetadata({ orientation: 6 })
+        .toBuffer();
+      const pre = createPreprocessor(s224);
+      const a = await pre(sideways);
+      const b = await pre(upright);
+      expect([a.width, a.height]).toEqual([640, 480]);
+      const d = diff(a.tensor.data, b.tensor.data);
+      expect(d.mean).toBeLessThan(2);
+      // Without the orientation the same pixels would be far apart.
+      const ignored = await pre(await sharp(sidewaysRaw.data, { raw: sidewaysRaw.info }).jpeg({ quality: 95 }).toBuffer());
+      expect(diff(ignored.tensor.data, b.tensor.data).mean).toBeGreaterThan(10);
+    });
+  });
+
   it('returns a fresh buffer per frame, so transferring one never detaches the next', async () => {
     const pre = createPreprocessor(spec({}));
     const image = await png(distinctGrid(2, 2));
