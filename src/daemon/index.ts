@@ -456,9 +456,9 @@ export class Daemon {
       this.toldReady();
     });
     events.on('captureRecovered', ({ source }) => logger.info({ source }, 'capture recovered'));
-    events.on('frameSkipped', ({ source, reason, error }) => {
-      metrics.frameDropped(source, reason);
-      if (!repeats.shouldLog(`${reason}:${source}`)) return;
+    events.on('frameSkipped', ({ source, reason, error, count }) => {
+      metrics.frameDropped(source, reason, count);
+      if (reason === 'stale' || !repeats.shouldLog(`${reason}:${source}`)) return;
       if (reason === 'corrupt') {
         logger.warn(
           { source, err: error },

@@ -64,6 +64,8 @@ export class SourcePipeline {
   private waitAbort = new AbortController();
   private resumed: (() => void) | undefined;
   private latest: { data: Buffer; capturedAt: Date } | undefined;
+  /** The source's `dropped` counter as last reported (frames a newer one replaced before we took them). */
+  private reportedStale = 0;
 
   constructor(private readonly deps: PipelineDeps) {
     this.id = deps.source.id;
@@ -153,6 +155,7 @@ export class SourcePipeline {
           throw err;
         }
         this.deps.events.emit('frame', { source: this.id, captureSeq: frame.captureSeq, capturedAt: frame.capturedAt });
+        this.reportStale();
         this.latest = { data: frame.data, capturedAt: frame.capturedAt };
         if (this.deps.gate && !(await this.deps.gate(frame.data))) {
           this.deps.events.emit('frameGated', { source: this.id });
@@ -177,7 +180,27 @@ export class SourcePipeline {
     } finally {
       await this.inflight;
       await this.runner.stop();
+      this.reportStale();
     }
+  }
+
+  /**
+   * Mirrors the source's `dropped` counter (a streaming source keeps only the newest frame; the ones it
+   * replaced while we were busy) as `frameSkipped` with reason 'stale' and the count since the last
+   * report. Read once per frame taken, so it costs no timer; the counter lives as long as the source.
+   */
+  private reportStale(): void {
+    const { dropped } = this.runner.stats();
+    if (dropped < this.reportedStale) this.reportedStale = 0;
+    if (dropped === this.reportedStale) return;
+    const count = dropped - this.reportedStale;
+    this.reportedStale = dropped;
+    this.deps.events.emit('frameSkipped', {
+      source: this.id,
+      reason: 'stale',
+      error: 'replaced by a newer frame before it was taken',
+      count,
+    });
   }
 
   /**

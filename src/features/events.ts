@@ -17,8 +17,11 @@ export interface DaemonEvents {
   captureFailed: [{ source: string; error: string; failures: number }];
   /** The first frame after failures. */
   captureRecovered: [{ source: string }];
-  /** A frame was skipped (not an image, or inference failed for it). */
-  frameSkipped: [{ source: string; reason: 'corrupt' | 'inference'; error: string }];
+  /**
+   * A frame was skipped (not an image, or inference failed for it), or `count` frames were (stale: the
+   * source replaced them with a newer one before the pipeline took them). `count` absent = 1.
+   */
+  frameSkipped: [{ source: string; reason: 'corrupt' | 'inference' | 'stale'; error: string; count?: number }];
   /** A finite source delivered its last frame. */
   sourceFinished: [{ source: string }];
   /** An inference completed (ok) or failed. */

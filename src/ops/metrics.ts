@@ -43,6 +43,13 @@ export interface MetricsSnapshot {
   heapUsedBytes: number;
   /** Since the previous snapshot. */
   eventLoopDelayMs: { p50: number; p99: number; max: number };
+  /**
+   * Since the previous snapshot: CPU time of the whole process (every thread: the event loop, sharp's
+   * pool, the inference worker and ONNX Runtime's threads; process.cpuUsage) per Result made, and as a
+   * percentage of one core. Not split by stage: the per-stage figures above are wall times (preprocess
+   * on the main thread awaiting sharp, inference inside the worker). msPerResult is null without Results.
+   */
+  cpu: { msPerResult: number | null; percentOfOneCore: number };
 }
 
 export interface MetricsOptions {
@@ -50,6 +57,8 @@ export interface MetricsOptions {
   window?: number;
   /** Monotonic clock in ms (default performance.now); tests pass their own. */
   now?: () => number;
+  /** Process CPU time (default process.cpuUsage); tests pass their own. */
+  cpuUsage?: () => NodeJS.CpuUsage;
 }
 
 /** Ring buffer of the last `capacity` numbers. */
@@ -100,6 +109,9 @@ const roundPercentiles = (p: Percentiles): Percentiles => ({
 // Prometheus wants base units, so latencies are exported in seconds (Grafana formats them); the JSON
 // snapshot keeps ms like the Result payload.
 const LATENCY_BUCKETS_SEC = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Frame age reaches seconds when a source is slow or the daemon is starved: wider buckets. */
+const AGE_BUCKETS_SEC = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
 export class Metrics {
   /** Our own registry, never prom-client's global one, so tests and several instances do not collide. */
@@ -123,6 +135,12 @@ export class Metrics {
   private readonly mqttConnectedGauge: Gauge;
   private readonly latency: Record<'preprocess' | 'inference' | 'total', { histogram: Histogram; window: SlidingWindow }>;
   private readonly eventLoop: IntervalHistogram;
+  private readonly frameAge: Histogram;
+  private readonly cpuUsage: () => NodeJS.CpuUsage;
+  /** Process CPU ms and Results at the start of the snapshot interval, and at the previous scrape. */
+  private intervalCpu: { ms: number; results: number };
+  private scrapeCpu: { ms: number; results: number };
+  private resultTotal = 0;
 
   private readonly dropCounts: Record<DropReason, number> = { stale: 0, corrupt: 0, inference: 0 };
   private captureFailureCount = 0;
@@ -134,6 +152,9 @@ export class Metrics {
   constructor(options: MetricsOptions = {}) {
     const window = options.window ?? 1000;
     this.now = options.now ?? (() => performance.now());
+    this.cpuUsage = options.cpuUsage ?? (() => process.cpuUsage());
+    this.intervalCpu = { ms: cpuMs(this.cpuUsage()), results: 0 };
+    this.scrapeCpu = { ...this.intervalCpu };
     this.startedAt = this.now();
     this.intervalStart = this.startedAt;
     const registers = [this.registry];
@@ -209,6 +230,25 @@ export class Metrics {
       total: latency('total', 'Capture to Result time per frame'),
     };
 
+    this.frameAge = new Histogram({
+      name: 'inceptiond_frame_age_seconds',
+      help: 'Age of the frame when its Result is made: capture time (the source clock) to Result',
+      buckets: AGE_BUCKETS_SEC,
+      registers,
+    });
+    const metrics = this;
+    new Gauge({
+      name: 'inceptiond_cpu_seconds_per_result',
+      help: 'CPU time of the whole process (all threads) per Result since the previous scrape; 0 without Results',
+      registers,
+      collect() {
+        const now = { ms: cpuMs(metrics.cpuUsage()), results: metrics.resultTotal };
+        const results = now.results - metrics.scrapeCpu.results;
+        this.set(results > 0 ? (now.ms - metrics.scrapeCpu.ms) / results / 1000 : 0);
+        metrics.scrapeCpu = now;
+      },
+    });
+
     this.eventLoop = monitorEventLoopDelay({ resolution: 10 });
     this.eventLoop.enable();
   }
@@ -244,6 +284,8 @@ export class Metrics {
 
   recordResult(source: string, timings: ResultTimings): void {
     this.results.inc({ source });
+    this.resultTotal++;
+    if (Number.isFinite(timings.totalMs) && timings.totalMs >= 0) this.frameAge.observe(timings.totalMs / 1000);
     this.intervalResults.set(source, (this.intervalResults.get(source) ?? 0) + 1);
     this.observe('preprocess', timings.preprocessMs);
     this.observe('inference', timings.inferenceMs);
@@ -281,6 +323,7 @@ export class Metrics {
     this.intervalStart = this.now();
     for (const source of this.intervalResults.keys()) this.intervalResults.set(source, 0);
     this.eventLoop.reset();
+    this.intervalCpu = { ms: cpuMs(this.cpuUsage()), results: this.resultTotal };
     return snap;
   }
 
@@ -293,6 +336,8 @@ export class Metrics {
     const memory = process.memoryUsage();
     const loop = this.eventLoop;
     const hasLoopSamples = loop.count > 0;
+    const cpuSpent = cpuMs(this.cpuUsage()) - this.intervalCpu.ms;
+    const intervalResults = this.resultTotal - this.intervalCpu.results;
     return {
       ts: new Date().toISOString(),
       uptimeSec: Math.round((now - this.startedAt) / 1000),
@@ -313,6 +358,10 @@ export class Metrics {
         p50: hasLoopSamples ? round2(loop.percentile(50) / 1e6) : 0,
         p99: hasLoopSamples ? round2(loop.percentile(99) / 1e6) : 0,
         max: hasLoopSamples ? round2(loop.max / 1e6) : 0,
+      },
+      cpu: {
+        msPerResult: intervalResults > 0 ? round2(cpuSpent / intervalResults) : null,
+        percentOfOneCore: elapsedSec > 0 ? round2(cpuSpent / 10 / elapsedSec) : 0,
       },
     };
   }

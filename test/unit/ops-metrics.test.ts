@@ -72,6 +72,19 @@ describe('Metrics.snapshot', () => {
     expect(m.snapshot().fps.camera).toBe(1);
   });
 
+  it('reports process CPU per Result and per core over the interval', () => {
+    let now = 0;
+    let cpuUs = 5_000_000;
+    const m = metrics({ now: () => now, cpuUsage: () => ({ user: cpuUs, system: 0 }) });
+    expect(m.peek().cpu).toEqual({ msPerResult: null, percentOfOneCore: 0 });
+    for (let i = 0; i < 10; i++) m.recordResult('camera', { preprocessMs: 1, inferenceMs: 1, totalMs: 1 });
+    now = 2_000;
+    cpuUs += 300_000; // 300 ms of CPU over 2 s and 10 Results
+    expect(m.snapshot().cpu).toEqual({ msPerResult: 30, percentOfOneCore: 15 });
+    now = 4_000;
+    expect(m.snapshot().cpu).toEqual({ msPerResult: null, percentOfOneCore: 0 });
+  });
+
   it('reports null percentiles before any result', () => {
     expect(metrics().snapshot().latencyMs.total).toEqual({ p50: null, p90: null, p99: null });
   });
@@ -92,6 +105,17 @@ describe('Metrics Prometheus text', () => {
     expect(text).toContain('inceptiond_mqtt_connected 1');
     expect(text).toContain('inceptiond_inference_duration_seconds_sum 0.012');
     expect(text).toContain('inceptiond_process_resident_memory_bytes');
+    expect(text).toContain('inceptiond_frame_age_seconds_bucket{le="0.025"} 1');
+    expect(text).toContain('inceptiond_frame_age_seconds_count 1');
+    expect(text).toMatch(/^inceptiond_cpu_seconds_per_result \d/m);
+  });
+
+  it('counts stale frames by the number the source replaced', async () => {
+    const m = metrics();
+    m.frameDropped('camera', 'stale', 5);
+    m.frameDropped('camera', 'stale');
+    expect(m.peek().drops.stale).toBe(6);
+    expect(await m.prometheus()).toContain('inceptiond_frames_dropped_total{source="camera",reason="stale"} 6');
   });
 
   it('keeps instances apart (no global registry)', async () => {
