@@ -1,86 +1,174 @@
-// What `inceptiond bench` does (loaded when it runs): the raw session.run rate of the configured model
-// against the rate of the whole daemon pipeline (files source → sharp → worker inference → top-k →
-// outbox → MQTT), in one run so the ratio is meaningful on a noisy machine. Raw is measured before and
-// after the pipeline and averaged.
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+// What `inceptiond bench` does (loaded when it runs): how fast the configured model could go on this
+// machine and how fast the whole daemon pipeline (files source → sharp → worker inference → top-k →
+// outbox → MQTT) goes, in one run so the ratios are meaningful on a noisy machine.
+//
+// - sessionFps: session.run in a plain loop on this thread (no preprocessing), the engine's provider.
+// - idealFps: the CPU-bound ceiling, cores × 1000 / (inference CPU ms + preprocessing CPU ms per frame),
+//   each measured with process.cpuUsage (every thread of the process: ONNX Runtime's pool, sharp's)
+//   around the plain session.run loop (spinning off, so idle threads burn nothing) and around the
+//   preprocessing of the benchmark frames, one after another.
+// - pipelineFps: Results per second of a real Daemon on the same frames, as fast as it can.
+// - efficiency = pipelineFps / idealFps: what the pipeline's overlap, queueing and overheads leave.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
+import sharp from 'sharp';
 import { projectRoot, type Config } from '../config/index.js';
 import { loadRuntime } from '../inference/index.js';
 import { sessionOptionsFor } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
 import { percentile } from '../ops/index.js';
-import { freePort, round2 } from '../util/index.js';
-import { createPreprocessor } from '../vision/index.js';
+import { freePort, listImageFiles, round2 } from '../util/index.js';
+import { createPreprocessor, type Preprocessor } from '../vision/index.js';
 
 export interface BenchOptions {
   seconds: number;
   json: boolean;
+  /** A folder or glob of images, or 'generated'; absent: the config's files source, else generated. */
+  images?: string;
 }
 
-interface RateStats {
-  runs: number;
-  seconds: number;
-  perSecond: number;
-  latencyMs: { p50: number | null; p90: number | null; p99: number | null };
-}
+/** Camera-like frames the bench makes when no images are configured: sizes, and frames per size. */
+export const GENERATED_SIZES: ReadonlyArray<readonly [number, number]> = [
+  [640, 480],
+  [1280, 720],
+];
+const GENERATED_PER_SIZE = 4;
 
-export interface BenchReport {
-  model: { name: string; precision: string; synthetic: boolean; path: string };
+type P50P99 = { p50: number | null; p99: number | null };
+
+/** What `bench --json` prints, on one line. */
+export interface BenchJson {
+  model: string;
+  precision: string;
+  /** The provider the daemon's engine ended up on (not the configured list). */
   provider: string;
   threads: number;
-  raw: RateStats;
-  pipeline: RateStats & { totalLatencyMs: { p50: number | null; p99: number | null }; eventLoopDelayP99Ms: number | null };
-  /** pipeline.perSecond / raw.perSecond (target ≥ 0.95). */
-  pipelineToRaw: number;
-  rssMB: { afterRaw: number; pipelineMax: number };
+  sessionFps: number;
+  idealFps: number;
+  pipelineFps: number;
+  /** pipelineFps / idealFps. */
+  efficiency: number;
+  /** Process CPU ms per frame: session.run alone, and preprocessing alone. */
+  cpuMsPerFrame: { inference: number; preprocess: number };
+  /** Capture → Result in the pipeline. */
+  latencyMs: P50P99;
+  /** Main thread's event-loop delay while the pipeline runs. */
+  eventLoopDelayMs: P50P99;
+  /** Largest RSS of the process while the pipeline ran. */
+  rssMb: number;
+  /** What the frames were: where from, how many, their sizes. */
+  images: { source: string; count: number; sizes: string[] };
+  cores: number;
+  seconds: number;
 }
 
-function stats(latencies: number[], seconds: number): RateStats {
-  const sorted = Float64Array.from(latencies).sort();
-  const r = (x: number | null) => (x === null ? null : round2(x));
-  return {
-    runs: latencies.length,
-    seconds: round2(seconds),
-    perSecond: round2(latencies.length / seconds),
-    latencyMs: { p50: r(percentile(sorted, 50)), p90: r(percentile(sorted, 90)), p99: r(percentile(sorted, 99)) },
-  };
+export interface BenchReport extends BenchJson {
+  synthetic: boolean;
+  modelPath: string;
+  session: { runs: number; latencyMs: { p50: number | null; p99: number | null } };
+  pipeline: { runs: number; inferenceMs: P50P99 };
+  rssMbAfterSession: number;
 }
 
-async function imagesFolder(config: Config): Promise<string> {
-  const files = config.sources.find((s) => s.backend === 'files');
-  return files ? files.files.path : path.join(projectRoot, 'models', 'samples');
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+const cpuMsSince = (start: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(start);
+  return (u.user + u.system) / 1000;
+};
+
+interface BenchImages {
+  /** Path or glob the files source reads. */
+  target: string;
+  files: string[];
+  source: string;
+  cleanup: () => Promise<void>;
 }
 
-/** session.run in a plain loop on this thread with the daemon's session options: the ceiling. */
-async function rawLoop(model: PreparedModel, config: Config, input: Float32Array, dims: number[], seconds: number) {
-  const settings = sessionSettingsFor(config, model);
-  const provider = config.inference.executionProviders[0] ?? 'cpu';
-  // The build the daemon's worker loads (inference.runtime), so raw and pipeline run the same code.
+/**
+ * Camera-like JPEGs: a photograph from models/samples resized up to each size, with fresh ±8-level
+ * noise per frame (so no two frames are alike, as from a sensor), baseline JPEG at quality 85.
+ */
+async function generateImages(): Promise<BenchImages> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'inceptiond-bench-frames-'));
+  const photo = await readFile(path.join(projectRoot, 'models', 'samples', '07-street.jpg'));
+  let state = 20240601;
+  const files: string[] = [];
+  for (const [width, height] of GENERATED_SIZES) {
+    const { data, info } = await sharp(photo).resize(width, height, { fit: 'cover' }).raw().toBuffer({ resolveWithObject: true });
+    for (let n = 0; n < GENERATED_PER_SIZE; n++) {
+      const noisy = Buffer.allocUnsafe(data.length);
+      for (let i = 0; i < data.length; i++) {
+        state = (state * 1103515245 + 12345) >>> 0;
+        noisy[i] = Math.max(0, Math.min(255, data[i]! + ((state >>> 24) & 15) - 8));
+      }
+      const file = path.join(dir, `${width}x${height}-${n}.jpg`);
+      await writeFile(file, await sharp(noisy, { raw: info }).jpeg({ quality: 85 }).toBuffer());
+      files.push(file);
+    }
+  }
+  return { target: dir, files, source: 'generated', cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+async function benchImages(config: Config, images: string | undefined): Promise<BenchImages> {
+  const configured = images ?? config.sources.find((s) => s.backend === 'files')?.files.path;
+  if (configured === undefined || configured === 'generated') return generateImages();
+  // A folder, a glob or one file, as the files source takes them.
+  const files = await listImageFiles(configured, 'bench images');
+  return { target: configured, files, source: configured, cleanup: async () => undefined };
+}
+
+/** Preprocesses the frames one after another for `seconds`; process CPU ms per frame. */
+async function preprocessCpu(preprocess: Preprocessor, frames: Buffer[], seconds: number): Promise<{ frames: number; cpuMs: number }> {
+  await preprocess(frames[0]!); // warm-up
+  const cpu = process.cpuUsage();
+  const start = performance.now();
+  let n = 0;
+  while (n < frames.length || performance.now() - start < seconds * 1000) {
+    await preprocess(frames[n % frames.length]!);
+    n++;
+  }
+  return { frames: n, cpuMs: cpuMsSince(cpu) };
+}
+
+/** session.run in a plain loop on this thread with the daemon's session options, spinning off. */
+async function sessionLoop(model: PreparedModel, config: Config, provider: string, input: Float32Array, dims: number[], seconds: number) {
+  const settings = { ...sessionSettingsFor(config, model), allowSpinning: false };
+  // The build the daemon's worker loads (inference.runtime), so both run the same code.
   const { ort } = loadRuntime(config.inference.runtime);
   const session = await ort.InferenceSession.create(model.modelPath, sessionOptionsFor(settings, provider));
   try {
     const feeds = { [session.inputNames[0]!]: new ort.Tensor('float32', input, dims) };
     await session.run(feeds); // warm-up
     const latencies: number[] = [];
+    const cpu = process.cpuUsage();
     const start = performance.now();
-    while (performance.now() - start < seconds * 1000) {
+    while (latencies.length < 3 || performance.now() - start < seconds * 1000) {
       const t0 = performance.now();
       await session.run(feeds);
       latencies.push(performance.now() - t0);
     }
-    return stats(latencies, (performance.now() - start) / 1000);
+    const elapsed = (performance.now() - start) / 1000;
+    const cpuMs = cpuMsSince(cpu);
+    const sorted = Float64Array.from(latencies).sort();
+    const r = (x: number | null) => (x === null ? null : round2(x));
+    return {
+      runs: latencies.length,
+      perSecond: latencies.length / elapsed,
+      cpuMsPerRun: cpuMs / latencies.length,
+      latencyMs: { p50: r(percentile(sorted, 50)), p99: r(percentile(sorted, 99)) },
+    };
   } finally {
     await session.release();
   }
 }
 
-async function pipelineRun(config: Config, logger: Logger, folder: string, seconds: number) {
+async function pipelineRun(config: Config, logger: Logger, target: string, seconds: number) {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'inceptiond-bench-'));
   const port = await freePort();
-  const source = { ...config.sources[0]!, id: 'bench', backend: 'files' as const, intervalMs: 0, files: { path: folder, loop: true } };
+  const source = { ...config.sources[0]!, id: 'bench', backend: 'files' as const, intervalMs: 0, files: { path: target, loop: true } };
   const benchConfig: Config = {
     ...config,
     stateDir,
@@ -94,22 +182,27 @@ async function pipelineRun(config: Config, logger: Logger, folder: string, secon
   try {
     // Measure from the first Result on, so model load and warm-up are not counted.
     await daemon.waitForResults(1);
+    // The bench runs the daemon in this process: its own histogram covers the measured seconds only.
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    loop.enable();
     const startCount = daemon.resultCount;
-    let rssMax = 0;
+    let rssMax = process.memoryUsage.rss();
     const rssTimer = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage.rss())), 250);
     const start = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const elapsed = (performance.now() - start) / 1000;
     clearInterval(rssTimer);
+    loop.disable();
     const runs = daemon.resultCount - startCount;
     const snapshot = daemon.metricsPeek();
     return {
+      provider: daemon.info.provider,
       runs,
-      seconds: round2(elapsed),
-      perSecond: round2(runs / elapsed),
-      latencyMs: snapshot.latencyMs.inference,
-      totalLatencyMs: { p50: snapshot.latencyMs.total.p50, p99: snapshot.latencyMs.total.p99 },
-      eventLoopDelayP99Ms: snapshot.eventLoopDelayMs.p99,
+      perSecond: runs / elapsed,
+      inferenceMs: { p50: snapshot.latencyMs.inference.p50, p99: snapshot.latencyMs.inference.p99 },
+      latencyMs: { p50: snapshot.latencyMs.total.p50, p99: snapshot.latencyMs.total.p99 },
+      eventLoopDelayMs:
+        loop.count > 0 ? { p50: round2(loop.percentile(50) / 1e6), p99: round2(loop.percentile(99) / 1e6) } : { p50: null, p99: null },
       rssMax,
     };
   } finally {
@@ -118,57 +211,76 @@ async function pipelineRun(config: Config, logger: Logger, folder: string, secon
   }
 }
 
-export async function runBench(config: Config, logger: Logger, seconds: number): Promise<BenchReport> {
+export async function runBench(config: Config, logger: Logger, seconds: number, images?: string): Promise<BenchReport> {
   const model = await prepareModelIsolated(config, logger, { logFd: 2 });
-  const folder = await imagesFolder(config);
-  const first = (await readdir(folder)).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort()[0];
-  if (!first) throw new Error(`no images in ${folder} to benchmark with`);
-  const prepared = await createPreprocessor(model.manifest.input)(await readFile(path.join(folder, first)));
+  const imgs = await benchImages(config, images);
+  try {
+    const frames = await Promise.all(imgs.files.map((f) => readFile(f)));
+    const sizes = new Set<string>();
+    for (const f of frames) {
+      const m = await sharp(f).metadata();
+      sizes.add(`${m.width}x${m.height}`);
+    }
+    const preprocess = createPreprocessor(model.manifest.input);
+    const prepared = await preprocess(frames[0]!);
 
-  const rawBefore = await rawLoop(model, config, prepared.tensor.data, prepared.tensor.dims, seconds / 2);
-  const rssAfterRaw = process.memoryUsage.rss();
-  const pipeline = await pipelineRun(config, logger, folder, seconds);
-  const rawAfter = await rawLoop(model, config, prepared.tensor.data, prepared.tensor.dims, seconds / 2);
-  const raw: RateStats = {
-    ...rawAfter,
-    runs: rawBefore.runs + rawAfter.runs,
-    seconds: rawBefore.seconds + rawAfter.seconds,
-    perSecond: round2((rawBefore.runs + rawAfter.runs) / (rawBefore.seconds + rawAfter.seconds)),
-  };
-  return {
-    model: { name: model.manifest.name, precision: model.precision, synthetic: model.synthetic, path: model.modelPath },
-    provider: config.inference.executionProviders[0] ?? 'cpu',
-    threads: config.inference.threads,
-    raw,
-    pipeline: {
-      runs: pipeline.runs,
-      seconds: pipeline.seconds,
-      perSecond: pipeline.perSecond,
+    // Preprocessing before and after the pipeline, the session loop after it (it needs the engine's
+    // provider): averaged over a changing machine as far as the order allows.
+    const preA = await preprocessCpu(preprocess, frames, seconds / 4);
+    const pipeline = await pipelineRun(config, logger, imgs.target, seconds);
+    const session = await sessionLoop(model, config, pipeline.provider, prepared.tensor.data, prepared.tensor.dims, seconds / 2);
+    const rssAfterSession = process.memoryUsage.rss();
+    const preB = await preprocessCpu(preprocess, frames, seconds / 4);
+
+    const cores = os.availableParallelism();
+    const preprocessCpuMs = (preA.cpuMs + preB.cpuMs) / (preA.frames + preB.frames);
+    const idealFps = round2((cores * 1000) / (session.cpuMsPerRun + preprocessCpuMs));
+    const pipelineFps = round2(pipeline.perSecond);
+    return {
+      model: model.manifest.name,
+      precision: model.precision,
+      provider: pipeline.provider,
+      threads: config.inference.threads,
+      sessionFps: round2(session.perSecond),
+      idealFps,
+      pipelineFps,
+      efficiency: round3(pipelineFps / idealFps),
+      cpuMsPerFrame: { inference: round2(session.cpuMsPerRun), preprocess: round2(preprocessCpuMs) },
       latencyMs: pipeline.latencyMs,
-      totalLatencyMs: pipeline.totalLatencyMs,
-      eventLoopDelayP99Ms: pipeline.eventLoopDelayP99Ms,
-    },
-    pipelineToRaw: Math.round((pipeline.perSecond / raw.perSecond) * 1000) / 1000,
-    rssMB: { afterRaw: Math.round(rssAfterRaw / 2 ** 20), pipelineMax: Math.round(pipeline.rssMax / 2 ** 20) },
-  };
+      eventLoopDelayMs: pipeline.eventLoopDelayMs,
+      rssMb: Math.round(pipeline.rssMax / 2 ** 20),
+      images: { source: imgs.source, count: frames.length, sizes: [...sizes] },
+      cores,
+      seconds,
+      synthetic: model.synthetic,
+      modelPath: model.modelPath,
+      session: { runs: session.runs, latencyMs: session.latencyMs },
+      pipeline: { runs: pipeline.runs, inferenceMs: pipeline.inferenceMs },
+      rssMbAfterSession: Math.round(rssAfterSession / 2 ** 20),
+    };
+  } finally {
+    await imgs.cleanup();
+  }
 }
 
 export async function benchCommand(config: Config, logger: Logger, opts: BenchOptions): Promise<void> {
-  const report = await runBench(config, logger, opts.seconds);
+  const r = await runBench(config, logger, opts.seconds, opts.images);
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    const { synthetic: _s, modelPath: _m, session: _se, pipeline: _p, rssMbAfterSession: _r, ...json } = r;
+    process.stdout.write(`${JSON.stringify(json satisfies BenchJson)}\n`);
     return;
   }
-  const r = report;
   process.stdout.write(
     [
-      `model     ${r.model.name} (${r.model.precision}${r.model.synthetic ? ', synthetic weights' : ''}) ${r.model.path}`,
-      `provider  ${r.provider}, ${r.threads} intra-op threads`,
-      `raw       ${r.raw.perSecond}/s session.run (p50 ${r.raw.latencyMs.p50} ms, p99 ${r.raw.latencyMs.p99} ms, ${r.raw.runs} runs)`,
-      `pipeline  ${r.pipeline.perSecond}/s Results (inference p50 ${r.pipeline.latencyMs.p50} ms, total p50 ${r.pipeline.totalLatencyMs.p50} ms, p99 ${r.pipeline.totalLatencyMs.p99} ms)`,
-      `ratio     pipeline/raw = ${r.pipelineToRaw}`,
-      `event loop delay p99 while inferring: ${r.pipeline.eventLoopDelayP99Ms} ms`,
-      `RSS       ${r.rssMB.afterRaw} MB after the raw loop, ${r.rssMB.pipelineMax} MB max during the pipeline (one process: includes the raw session's heap)`,
+      `model     ${r.model} (${r.precision}${r.synthetic ? ', synthetic weights' : ''}) ${r.modelPath}`,
+      `provider  ${r.provider}, ${r.threads} intra-op threads, ${r.cores} cores`,
+      `images    ${r.images.count} from ${r.images.source} (${r.images.sizes.join(', ')})`,
+      `raw       ${r.sessionFps}/s session.run (p50 ${r.session.latencyMs.p50} ms, p99 ${r.session.latencyMs.p99} ms, ${r.session.runs} runs)`,
+      `cpu       ${r.cpuMsPerFrame.inference} ms inference + ${r.cpuMsPerFrame.preprocess} ms preprocessing per frame → ideal ${r.idealFps}/s`,
+      `pipeline  ${r.pipelineFps}/s Results (inference p50 ${r.pipeline.inferenceMs.p50} ms, total p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms)`,
+      `ratio     pipeline/ideal = ${r.efficiency}, pipeline/raw = ${round3(r.pipelineFps / r.sessionFps)}`,
+      `event loop delay while inferring: p50 ${r.eventLoopDelayMs.p50} ms, p99 ${r.eventLoopDelayMs.p99} ms`,
+      `RSS       ${r.rssMb} MB max during the pipeline, ${r.rssMbAfterSession} MB after the session loop (one process)`,
       '',
     ].join('\n'),
   );

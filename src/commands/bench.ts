@@ -5,13 +5,17 @@ import { parsePositiveInt, type CommandContext } from './shared.js';
 export function register(program: Command, ctx: CommandContext): void {
   program
     .command('bench')
-    .description('raw session.run rate vs whole-pipeline rate, latency percentiles, RSS')
+    .description('session.run rate, CPU-bound ideal rate and whole-pipeline rate, latency percentiles, RSS')
     .addOption(ctx.configOption())
     .option('--seconds <n>', 'seconds per measurement', parsePositiveInt, 10)
-    .option('--json', 'print JSON')
+    .option('--json', 'print one JSON object on one line')
+    .option(
+      '--images <path>',
+      'folder or glob of frames, or "generated" (camera-like 640x480 and 1280x720 JPEGs); default: the files source\'s path, else generated',
+    )
     .action(async (opts) => {
       const { benchCommand } = await import('./bench-action.js');
       const config = ctx.loadConfig(opts.config);
-      await benchCommand(config, ctx.commandLogger(), { seconds: opts.seconds, json: !!opts.json });
+      await benchCommand(config, ctx.commandLogger(), { seconds: opts.seconds, json: !!opts.json, images: opts.images });
     });
 }

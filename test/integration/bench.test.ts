@@ -1,0 +1,59 @@
+/**
+ * `inceptiond bench --json`, briefly: one JSON object on one line with the documented fields, the
+ * provider the engine used, and efficiency = pipelineFps / idealFps. The config's files source names a
+ * glob, which the bench once read as a folder (readdir) and crashed on. No timing is asserted.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runCli } from '../helpers/daemon-process.js';
+import { root } from '../helpers/build.js';
+import { sharedModelEnv } from '../global-setup.js';
+
+let work: string;
+beforeAll(async () => {
+  work = await mkdtemp(path.join(tmpdir(), 'inceptiond-it-bench-'));
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+const p50p99 = { p50: expect.any(Number), p99: expect.any(Number) };
+
+describe('bench --json', () => {
+  it('prints one line of JSON with the rates, their ratio and the provider used, on a glob of files', async () => {
+    const config = path.join(work, 'bench.json');
+    const glob = path.join(root, 'models', 'samples', '0[1-4]-*.jpg');
+    await writeFile(config, JSON.stringify({ capture: { backend: 'files', files: { path: glob, loop: true } } }));
+    const out = await runCli(['bench', '-c', config, '--json', '--seconds', '1'], {
+      ...sharedModelEnv(inject('modelCacheDir')),
+      INCEPTIOND_STATEDIR: path.join(work, 'state'),
+      INCEPTIOND_CONFIG: undefined,
+    });
+    expect(out.stderr).not.toMatch(/ENOTDIR|ENOENT|Error:/);
+    expect(out.code).toBe(0);
+    const lines = out.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const r = JSON.parse(lines[0]!);
+    expect(r).toMatchObject({
+      model: expect.any(String),
+      precision: expect.stringMatching(/^(fp32|int8)$/),
+      provider: 'cpu',
+      threads: expect.any(Number),
+      sessionFps: expect.any(Number),
+      idealFps: expect.any(Number),
+      pipelineFps: expect.any(Number),
+      efficiency: expect.any(Number),
+      cpuMsPerFrame: { inference: expect.any(Number), preprocess: expect.any(Number) },
+      latencyMs: p50p99,
+      eventLoopDelayMs: p50p99,
+      rssMb: expect.any(Number),
+      images: { source: glob, count: 4, sizes: ['640x480'] },
+    });
+    for (const key of ['sessionFps', 'idealFps', 'pipelineFps', 'rssMb'] as const) expect(r[key]).toBeGreaterThan(0);
+    expect(r.cpuMsPerFrame.inference).toBeGreaterThan(0);
+    expect(r.cpuMsPerFrame.preprocess).toBeGreaterThan(0);
+    expect(r.efficiency).toBeCloseTo(r.pipelineFps / r.idealFps, 3);
+  });
+});
