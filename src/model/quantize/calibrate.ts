@@ -1,10 +1,13 @@
 /**
  * Calibration: run the prepared float model over the calibration inputs with the tensors to
  * quantize exposed as graph outputs, and reduce each tensor to a range (MinMax, Percentile or
- * Entropy). Streams one input at a time: only per-tensor statistics are kept.
+ * Entropy). Streams one input at a time: each tensor's running statistic (min/max, or a fixed
+ * 2048-bin histogram that re-bins when the range grows, see histogram.ts) is updated from one
+ * input's activations, which are then dropped before the next input runs. Memory is the session
+ * plus one input's activations, whatever the number of inputs.
  */
 import * as ort from 'onnxruntime-node';
-import { encodeModel, onnx } from '../onnx.js';
+import { DataType, encodeModel, onnx, tensorElementCount } from '../onnx.js';
 import { AbsHistogram, entropyRange, percentileRange, SignedHistogram } from './histogram.js';
 import type { TensorInfo } from './prepare.js';
 
@@ -15,17 +18,21 @@ export interface Range {
   max: number;
 }
 
-/** A copy of `model` whose graph outputs also include `names` (type left for ORT to infer). */
+/**
+ * A copy of `model` whose graph outputs also include `names` (type left for ORT to infer). Only the
+ * model and graph records and the output list are new: nodes and initializers are `model`'s own
+ * objects (the weights are not copied; the copy is for encoding, not for editing).
+ */
 export function withExtraOutputs(model: onnx.IModelProto, names: Iterable<string>): onnx.ModelProto {
-  const copy = onnx.ModelProto.decode(onnx.ModelProto.encode(model).finish());
-  const g = copy.graph!;
-  const present = new Set((g.output ?? []).map((o) => o.name));
+  const g = model.graph ?? {};
+  const output = [...(g.output ?? [])];
+  const present = new Set(output.map((o) => o.name));
   for (const n of names) {
     if (present.has(n)) continue;
     present.add(n);
-    (g.output ??= []).push(onnx.ValueInfoProto.create({ name: n }));
+    output.push(onnx.ValueInfoProto.create({ name: n }));
   }
-  return copy;
+  return onnx.ModelProto.create({ ...model, graph: onnx.GraphProto.create({ ...g, output }) });
 }
 
 function calibrationSessionOptions(): ort.InferenceSession.SessionOptions {
@@ -34,26 +41,70 @@ function calibrationSessionOptions(): ort.InferenceSession.SessionOptions {
     graphOptimizationLevel: 'disabled',
     executionProviders: ['cpu'],
     intraOpNumThreads: 2,
+    // No arena: it would keep, until the session is released, the most memory any run needed.
+    enableCpuMemArena: false,
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
 }
 
+/** A session on `model` (a decoded model, encoded here; or an ONNX file's path, read by ORT). */
 export async function createSession(
-  model: onnx.IModelProto,
+  model: onnx.IModelProto | string,
   options: ort.InferenceSession.SessionOptions = calibrationSessionOptions(),
 ): Promise<ort.InferenceSession> {
+  if (typeof model === 'string') return ort.InferenceSession.create(model, options);
   return ort.InferenceSession.create(encodeModel(model), options);
 }
 
-/** Element type and shape of every node output, as ORT infers them. */
+/** Float initializers at least this large are left out of the model probeTensors hands to ORT. */
+const PROBE_WEIGHT_ELEMENTS = 1024;
+const PROBE_DROPPABLE = new Set<number>([DataType.FLOAT, DataType.DOUBLE, DataType.FLOAT16, DataType.BFLOAT16]);
+
+/**
+ * The graph of `model` with its large float initializers (the weights) turned into graph inputs of
+ * the same type and shape: ORT infers the same types and shapes for it without holding the weights.
+ * Small and integer initializers (shapes, axes, Clip bounds, Resize scales) stay, as shape inference
+ * may read their values.
+ */
+function weightlessForProbe(model: onnx.IModelProto): onnx.ModelProto {
+  const g = model.graph ?? {};
+  const initializer: onnx.ITensorProto[] = [];
+  const dropped = new Map<string, onnx.IValueInfoProto>();
+  for (const t of g.initializer ?? []) {
+    const dims = (t.dims ?? []).map(Number);
+    if (t.name && PROBE_DROPPABLE.has(t.dataType ?? 0) && dims.length > 0 && tensorElementCount(dims) >= PROBE_WEIGHT_ELEMENTS) {
+      dropped.set(
+        t.name,
+        onnx.ValueInfoProto.create({
+          name: t.name,
+          type: { tensorType: { elemType: t.dataType, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+        }),
+      );
+    } else {
+      initializer.push(t);
+    }
+  }
+  if (dropped.size === 0) return onnx.ModelProto.create({ ...model });
+  // An old model may list its initializers as inputs too: that input is replaced by the shaped one.
+  const input = [...(g.input ?? []).filter((i) => !dropped.has(i.name ?? '')), ...dropped.values()];
+  return onnx.ModelProto.create({ ...model, graph: onnx.GraphProto.create({ ...g, initializer, input }) });
+}
+
+/**
+ * Element type and shape of every node output (and of the graph inputs), as ORT infers them. The
+ * session ORT builds for this never holds the weights (see weightlessForProbe).
+ */
 export async function probeTensors(model: onnx.IModelProto): Promise<Map<string, TensorInfo>> {
   const all: string[] = [];
   for (const n of model.graph?.node ?? []) for (const o of n.output ?? []) if (o) all.push(o);
-  const session = await createSession(withExtraOutputs(model, all));
+  const probe = weightlessForProbe(model);
+  const weights = new Set((probe.graph?.input ?? []).map((i) => i.name ?? ''));
+  for (const i of model.graph?.input ?? []) weights.delete(i.name ?? '');
+  const session = await createSession(withExtraOutputs(probe, all));
   try {
     const info = new Map<string, TensorInfo>();
     for (const m of [...session.inputMetadata, ...session.outputMetadata]) {
-      if (m.isTensor) info.set(m.name, { type: String(m.type), dims: [...m.shape] });
+      if (m.isTensor && !weights.has(m.name)) info.set(m.name, { type: String(m.type), dims: [...m.shape] });
     }
     return info;
   } finally {
@@ -64,9 +115,12 @@ export async function probeTensors(model: onnx.IModelProto): Promise<Map<string,
 interface Collector {
   add(values: Float32Array): void;
   range(): Range;
+  /** numbers the collector keeps between inputs: constant, whatever the number of inputs */
+  readonly heldValues: number;
 }
 
 class MinMaxCollector implements Collector {
+  readonly heldValues = 2;
   private min = Infinity;
   private max = -Infinity;
   add(values: Float32Array): void {
@@ -88,6 +142,9 @@ class MinMaxCollector implements Collector {
 class PercentileCollector implements Collector {
   private readonly h = new AbsHistogram(2048);
   constructor(private readonly percentile: number) {}
+  get heldValues(): number {
+    return this.h.counts.length + 3;
+  }
   add(values: Float32Array): void {
     this.h.add(values);
   }
@@ -99,6 +156,9 @@ class PercentileCollector implements Collector {
 class EntropyCollector implements Collector {
   private readonly h = new SignedHistogram(2048);
   constructor(private readonly levels: number) {}
+  get heldValues(): number {
+    return this.h.counts.length + 3;
+  }
   add(values: Float32Array): void {
     this.h.add(values);
   }
@@ -133,60 +193,107 @@ export interface CalibrationResult {
   ranges: Map<string, Range>;
   inputs: number;
   kept: Float32Array[];
+  /** What the calibrator held, for checking that it streams (tests). */
+  stats: CalibrationStats;
 }
 
+export interface CalibrationStats {
+  /** Most activation arrays held at once: one input's fetched tensors, never more. */
+  maxActivationsHeld: number;
+  /** Activation arrays still held when calibration ended (0: all dropped). */
+  activationsHeldAtEnd: number;
+  /** Numbers kept in per-tensor statistics (min/max, histogram bins): independent of the input count. */
+  statisticValues: number;
+}
+
+/** A session calibrate can run: ORT's, or a wrapper around it. */
+export type CalibrationSession = Pick<ort.InferenceSession, 'inputNames' | 'run'>;
+
+/** Calibrates on a session created from `model` with `tensors` exposed, released when done. */
 export async function calibrate(
   model: onnx.IModelProto,
   tensors: string[],
   inputs: AsyncIterable<Float32Array>,
   opts: CalibrateOptions,
 ): Promise<CalibrationResult> {
+  checkCalibrateOptions(opts);
+  const session = await createSession(withExtraOutputs(model, tensors));
+  try {
+    return await calibrateSession(session, tensors, inputs, opts);
+  } finally {
+    await session.release();
+  }
+}
+
+function checkCalibrateOptions(opts: CalibrateOptions): void {
   const percentile = opts.percentile ?? 99.999;
   if (opts.method === 'percentile' && !(percentile > 0 && percentile <= 100)) {
     throw new Error(`percentile must be in (0, 100], got ${percentile}`);
   }
+  if (!['minmax', 'percentile', 'entropy'].includes(opts.method)) {
+    throw new Error(`unknown calibration method "${String(opts.method)}" (minmax, percentile or entropy)`);
+  }
+}
+
+/**
+ * Calibrates on an existing session whose outputs include `tensors` (it may expose more: the caller
+ * reuses it, e.g. as the float reference of the per-layer SQNR). One input at a time: its activations
+ * update every tensor's statistic and are dropped before the next input runs.
+ */
+export async function calibrateSession(
+  session: CalibrationSession,
+  tensors: string[],
+  inputs: AsyncIterable<Float32Array>,
+  opts: CalibrateOptions,
+): Promise<CalibrationResult> {
+  checkCalibrateOptions(opts);
+  const percentile = opts.percentile ?? 99.999;
   const make = (): Collector =>
     opts.method === 'minmax'
       ? new MinMaxCollector()
       : opts.method === 'percentile'
         ? new PercentileCollector(percentile)
-        : opts.method === 'entropy'
-          ? new EntropyCollector(opts.levels ?? 256)
-          : (() => {
-              throw new Error(`unknown calibration method "${String(opts.method)}" (minmax, percentile or entropy)`);
-            })();
+        : new EntropyCollector(opts.levels ?? 256);
   const collectors = new Map<string, Collector>();
   for (const t of tensors) collectors.set(t, make());
 
   const expected = opts.inputDims.reduce((a, b) => a * b, 1);
-  const session = await createSession(withExtraOutputs(model, tensors));
   const graphInputs = new Set(session.inputNames);
   const fetches = tensors.filter((t) => !graphInputs.has(t));
   const kept: Float32Array[] = [];
   let count = 0;
-  try {
-    for await (const data of inputs) {
-      if (data.length !== expected) {
-        throw new Error(
-          `calibration input ${count + 1} has ${data.length} values; the model input ${opts.inputName} needs ${expected} ([${opts.inputDims.join(',')}])`,
-        );
-      }
-      if (kept.length < (opts.keepInputs ?? 0)) kept.push(data);
-      const feed = new ort.Tensor('float32', data, opts.inputDims);
-      const out = fetches.length > 0 ? await session.run({ [opts.inputName]: feed }, fetches) : {};
-      for (const t of tensors) {
-        const value = graphInputs.has(t) ? data : (out[t]?.data as Float32Array | undefined);
-        if (!value) throw new Error(`calibration: tensor ${t} was not produced`);
-        collectors.get(t)!.add(value);
-      }
-      count++;
-      opts.onInput?.(count);
+  let held = 0;
+  let maxHeld = 0;
+  for await (const data of inputs) {
+    if (data.length !== expected) {
+      throw new Error(
+        `calibration input ${count + 1} has ${data.length} values; the model input ${opts.inputName} needs ${expected} ([${opts.inputDims.join(',')}])`,
+      );
     }
-  } finally {
-    await session.release();
+    if (kept.length < (opts.keepInputs ?? 0)) kept.push(data);
+    const feed = new ort.Tensor('float32', data, opts.inputDims);
+    let out: ort.InferenceSession.OnnxValueMapType | undefined =
+      fetches.length > 0 ? await session.run({ [opts.inputName]: feed }, fetches) : {};
+    held = Object.keys(out).length;
+    maxHeld = Math.max(maxHeld, held);
+    for (const t of tensors) {
+      const value = graphInputs.has(t) ? data : (out[t]?.data as Float32Array | undefined);
+      if (!value) throw new Error(`calibration: tensor ${t} was not produced`);
+      collectors.get(t)!.add(value);
+    }
+    // This input's activations are not needed any more: let them go before the next run.
+    for (const v of Object.values(out)) (v as ort.Tensor).dispose?.();
+    out = undefined;
+    held = 0;
+    count++;
+    opts.onInput?.(count);
   }
   if (count === 0) throw new Error('no calibration inputs: give at least one image');
   const ranges = new Map<string, Range>();
-  for (const [t, c] of collectors) ranges.set(t, c.range());
-  return { ranges, inputs: count, kept };
+  let statisticValues = 0;
+  for (const [t, c] of collectors) {
+    ranges.set(t, c.range());
+    statisticValues += c.heldValues;
+  }
+  return { ranges, inputs: count, kept, stats: { maxActivationsHeld: maxHeld, activationsHeldAtEnd: held, statisticValues } };
 }

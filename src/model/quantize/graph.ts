@@ -1,5 +1,5 @@
 /** Small graph queries over an ONNX GraphProto, shared by the preparation and QDQ passes. */
-import type { onnx } from '../onnx.js';
+import { onnx } from '../onnx.js';
 
 export type Node = onnx.INodeProto;
 
@@ -80,4 +80,27 @@ export function removeUnusedInitializers(g: onnx.IGraphProto): void {
   for (const n of g.node ?? []) for (const i of nodeInputs(n)) read.add(i);
   for (const o of g.output ?? []) read.add(o.name ?? '');
   g.initializer = (g.initializer ?? []).filter((t) => read.has(t.name ?? ''));
+}
+
+/**
+ * A copy of `model` that a pass may edit: new model and graph records, new node, input, output and
+ * value-info lists, every node a deep copy; the initializers are `model`'s own TensorProto objects,
+ * shared, not copied (a float model's weights are most of its size). The pass must therefore replace
+ * an initializer, never change one in place.
+ */
+export function copyForEdit(model: onnx.IModelProto): onnx.ModelProto {
+  const g = model.graph ?? {};
+  const graph = onnx.GraphProto.create({
+    ...g,
+    node: (g.node ?? []).map((n) => onnx.NodeProto.decode(onnx.NodeProto.encode(n).finish())),
+    initializer: [...(g.initializer ?? [])],
+    input: (g.input ?? []).map((v) => onnx.ValueInfoProto.decode(onnx.ValueInfoProto.encode(v).finish())),
+    output: (g.output ?? []).map((v) => onnx.ValueInfoProto.decode(onnx.ValueInfoProto.encode(v).finish())),
+    valueInfo: (g.valueInfo ?? []).map((v) => onnx.ValueInfoProto.decode(onnx.ValueInfoProto.encode(v).finish())),
+  });
+  return onnx.ModelProto.create({
+    ...model,
+    opsetImport: (model.opsetImport ?? []).map((o) => onnx.OperatorSetIdProto.create({ ...o })),
+    graph,
+  });
 }

@@ -11,10 +11,18 @@ import { findManifestForModel, writeManifestBeside, type ModelManifest } from '.
 import { loadModel, type onnx, opsetVersion, saveModel } from '../onnx.js';
 import { listImageFiles } from '../../util/index.js';
 import { createPreprocessor } from '../../vision/index.js';
-import { calibrate, createSession, probeTensors, withExtraOutputs, type CalibrationMethod, type Range } from './calibrate.js';
+import {
+  calibrateSession,
+  createSession,
+  probeTensors,
+  withExtraOutputs,
+  type CalibrationMethod,
+  type CalibrationSession,
+  type Range,
+} from './calibrate.js';
 import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
-import { emitQdq, planQdq, type FloatNode, type TensorQuant } from './qdq.js';
+import { emitQdq, planQdq, type FloatNode, type QdqPlan, type TensorQuant } from './qdq.js';
 import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName, type TargetOverrides } from './targets.js';
 
 export type { ActivationType, WeightScheme, WeightType } from './numeric.js';
@@ -184,7 +192,10 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     log?.warn(msg);
   };
 
-  const original = await loadModel(opts.input);
+  // Memory: the float model is held once (its decoded copy, the weights as views of one buffer), and
+  // once more by the ORT session that calibrates on it; every copy made for a step shares the weights.
+  // The per-input activations are dropped after each input (calibrate.ts).
+  let original: onnx.ModelProto | undefined = await loadModel(opts.input);
   const found = await findManifestForModel(opts.input).catch((err: Error) => {
     warn(`manifest of ${opts.input} ignored: ${err.message}`);
     return undefined;
@@ -217,12 +228,16 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   // 1. Prepare.
   const fromOpset = opsetVersion(original) ?? 0;
   const originalShapes = fromOpset < TARGET_OPSET ? await probeTensors(original) : undefined;
-  const { model: prepared, rewrites } = prepareModel(original, { shapes: originalShapes, poolRewrite: opts.poolRewrite });
+  let { model: prepared, rewrites } = prepareModel(original, { shapes: originalShapes, poolRewrite: opts.poolRewrite }) as {
+    model: onnx.ModelProto | undefined;
+    rewrites: string[];
+  };
+  original = undefined; // prepareModel worked on a copy: the file's bytes can go
   log?.info({ rewrites }, 'model prepared');
-  const types = await probeTensors(prepared);
+  const types = await probeTensors(prepared!);
 
   // 2. Plan: which nodes and tensors to quantize.
-  const plan = planQdq(prepared, types, {
+  let plan: QdqPlan | undefined = planQdq(prepared!, types, {
     exclude: opts.exclude,
     activationType,
     shareConcatParams: opts.shareConcatParams,
@@ -230,7 +245,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     keepActivations: settings.keepActivations,
   });
   for (const w of plan.warnings) warn(w);
-  const g = prepared.graph!;
+  const g = prepared!.graph!;
   const inits = new Set((g.initializer ?? []).map((t) => t.name));
   const graphInput = (g.input ?? []).find((i) => !inits.has(i.name));
   if (!graphInput?.name) throw new Error(`${opts.input}: model has no input`);
@@ -239,57 +254,76 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   }
   const inputName = graphInput.name;
   const inputDims = staticDims(types.get(inputName), inputName);
-  const toCalibrate = [...plan.own].filter((t) => !plan.fixedRanges.has(t));
+  const toCalibrate = [...plan.own].filter((t) => !plan!.fixedRanges.has(t));
+  // What the report needs of the plan, so the plan (and the float weights it shares) can go early.
+  const { floatNodes, foldedRelus } = plan;
+  const producersOut = new Map<string, { name: string; opType: string }>();
+  for (const n of plan.model.graph?.node ?? [])
+    for (const o of n.output ?? []) producersOut.set(o, { name: n.name ?? '', opType: n.opType ?? '' });
 
-  // 3. Calibrate.
-  const bar =
-    opts.progress && process.stderr.isTTY && total !== undefined
-      ? new cliProgress.SingleBar(
-          { format: 'calibrating [{bar}] {value}/{total} images', stream: process.stderr, hideCursor: true },
-          cliProgress.Presets.shades_classic,
-        )
-      : undefined;
-  bar?.start(total ?? 0, 0); // tensors from an iterable have no known count: no bar, log lines instead
-  let calibration: Awaited<ReturnType<typeof calibrate>>;
+  // 3. Calibrate. The session exposes every activation that gets Q/DQ (the calibrated ones and those
+  // sharing a range): it is the float reference of the per-layer SQNR afterwards, so the float model
+  // is never loaded into ORT twice.
+  const activations = [...plan.own, ...plan.shared.keys()];
+  const floatSession = await createSession(withExtraOutputs(prepared!, activations));
+  let calibration: Awaited<ReturnType<typeof calibrateSession>>;
+  let qdq: Pick<ReturnType<typeof emitQdq>, 'tensors' | 'biasAdjusted'>;
+  let worstLayers: Awaited<ReturnType<typeof layerSqnr>>;
   try {
-    calibration = await calibrate(prepared, toCalibrate, inputs, {
-      method: opts.method,
-      percentile,
-      levels: quantRange(activationType).qmax - quantRange(activationType).qmin + 1,
-      inputName,
-      inputDims,
-      keepInputs: 4,
-      onInput: (n) => {
-        bar?.update(n);
-        if (!bar && n % 50 === 0) log?.info({ images: n }, 'calibrating');
-      },
-    });
-  } catch (err) {
-    if (/no calibration inputs/.test((err as Error).message) && skippedImages.length > 0) {
-      throw new Error(
-        `none of the ${skippedImages.length} calibration images could be read (first: ${skippedImages[0]!.image}: ${skippedImages[0]!.error})`,
-      );
+    const bar =
+      opts.progress && process.stderr.isTTY && total !== undefined
+        ? new cliProgress.SingleBar(
+            { format: 'calibrating [{bar}] {value}/{total} images', stream: process.stderr, hideCursor: true },
+            cliProgress.Presets.shades_classic,
+          )
+        : undefined;
+    bar?.start(total ?? 0, 0); // tensors from an iterable have no known count: no bar, log lines instead
+    try {
+      calibration = await calibrateSession(floatSession, toCalibrate, inputs, {
+        method: opts.method,
+        percentile,
+        levels: quantRange(activationType).qmax - quantRange(activationType).qmin + 1,
+        inputName,
+        inputDims,
+        keepInputs: 4,
+        onInput: (n) => {
+          bar?.update(n);
+          if (!bar && n % 50 === 0) log?.info({ images: n }, 'calibrating');
+        },
+      });
+    } catch (err) {
+      if (/no calibration inputs/.test((err as Error).message) && skippedImages.length > 0) {
+        throw new Error(
+          `none of the ${skippedImages.length} calibration images could be read (first: ${skippedImages[0]!.image}: ${skippedImages[0]!.error})`,
+        );
+      }
+      throw err;
+    } finally {
+      bar?.stop();
     }
-    throw err;
+    log?.info({ images: calibration.inputs, tensors: toCalibrate.length, method: opts.method }, 'calibrated');
+
+    // 4. Emit QDQ and write.
+    const emitted = emitQdq(plan, calibration.ranges, {
+      activationType,
+      weights: settings.weights,
+      gemmWeights: settings.gemmWeights,
+      ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),
+    });
+    // The float weights are in the session now; the JS copies go before the QDQ session is made.
+    plan = undefined;
+    prepared = undefined;
+    for (const b of emitted.biasAdjusted) {
+      warn(`${b.node}: weight scale raised on ${b.channels.length} channel(s) so the int32 bias fits`);
+    }
+    await saveModel(emitted.model, opts.output);
+    qdq = { tensors: emitted.tensors, biasAdjusted: emitted.biasAdjusted };
+
+    // 5. Per-layer SQNR on the inputs kept during calibration.
+    worstLayers = await layerSqnr(floatSession, emitted.model, emitted.dequantized, calibration.kept, inputName, inputDims);
   } finally {
-    bar?.stop();
+    await floatSession.release();
   }
-  log?.info({ images: calibration.inputs, tensors: toCalibrate.length, method: opts.method }, 'calibrated');
-
-  // 4. Emit QDQ and write.
-  const qdq = emitQdq(plan, calibration.ranges, {
-    activationType,
-    weights: settings.weights,
-    gemmWeights: settings.gemmWeights,
-    ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),
-  });
-  for (const b of qdq.biasAdjusted) {
-    warn(`${b.node}: weight scale raised on ${b.channels.length} channel(s) so the int32 bias fits`);
-  }
-  await saveModel(qdq.model, opts.output);
-
-  // 5. Per-layer SQNR on the inputs kept during calibration.
-  const worstLayers = await layerSqnr(prepared, qdq.model, qdq.dequantized, calibration.kept, inputName, inputDims);
   const before = (await stat(opts.input)).size;
   const after = (await stat(opts.output)).size;
 
@@ -319,8 +353,6 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     warn(`no manifest found for ${opts.input}: none written beside ${opts.output}`);
   }
 
-  const producersOut = new Map<string, onnx.INodeProto>();
-  for (const n of plan.model.graph?.node ?? []) for (const o of n.output ?? []) producersOut.set(o, n);
   return {
     input: opts.input,
     output: opts.output,
@@ -333,7 +365,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     calibrationImages: calibration.inputs,
     skippedImages,
     rewrites,
-    foldedRelus: plan.foldedRelus,
+    foldedRelus,
     tensors: qdq.tensors,
     biasAdjusted: qdq.biasAdjusted,
     worstLayers: worstLayers.slice(0, opts.worstLayers ?? 10).map((l) => {
@@ -341,14 +373,17 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       return { ...l, node: p?.name || l.tensor, opType: p?.opType ?? 'input' };
     }),
     sizeBytes: { before, after },
-    floatNodes: plan.floatNodes,
+    floatNodes,
     warnings,
   };
 }
 
-/** SQNR of every dequantized activation against its float counterpart, lowest first. */
+/**
+ * SQNR of every dequantized activation against its float counterpart, lowest first. `floatSession`
+ * (the calibration session) exposes the float activations; the QDQ model gets a session of its own.
+ */
 async function layerSqnr(
-  floatModel: onnx.IModelProto,
+  floatSession: CalibrationSession,
   qdqModel: onnx.IModelProto,
   dequantized: Map<string, string>,
   inputs: Float32Array[],
@@ -357,12 +392,6 @@ async function layerSqnr(
 ): Promise<{ tensor: string; node: string; opType: string; sqnrDb: number }[]> {
   if (inputs.length === 0) return [];
   const pairs = [...dequantized].filter(([f]) => f !== inputName);
-  const floatSession = await createSession(
-    withExtraOutputs(
-      floatModel,
-      pairs.map(([f]) => f),
-    ),
-  );
   const qdqSession = await createSession(
     withExtraOutputs(
       qdqModel,
@@ -374,18 +403,20 @@ async function layerSqnr(
     for (const data of inputs) {
       const feed = { [inputName]: new ort.Tensor('float32', data, inputDims) };
       // One tensor set at a time would double the runs; all at once holds one image's activations.
-      const fo = await floatSession.run(
+      let fo: ort.InferenceSession.OnnxValueMapType | undefined = await floatSession.run(
         feed,
         pairs.map(([f]) => f),
       );
-      const qo = await qdqSession.run(
+      let qo: ort.InferenceSession.OnnxValueMapType | undefined = await qdqSession.run(
         feed,
         pairs.map(([, q]) => q),
       );
       for (const [f, q] of pairs) acc.get(f)!.add(fo[f]!.data as Float32Array, qo[q]!.data as Float32Array);
+      for (const v of [...Object.values(fo), ...Object.values(qo)]) (v as ort.Tensor).dispose?.();
+      fo = undefined;
+      qo = undefined;
     }
   } finally {
-    await floatSession.release();
     await qdqSession.release();
   }
   return [...acc].map(([tensor, a]) => ({ tensor, node: tensor, opType: '', sqnrDb: a.db })).sort((a, b) => a.sqnrDb - b.sqnrDb);

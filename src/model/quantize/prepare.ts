@@ -231,6 +231,18 @@ function removePassThrough(g: onnx.IGraphProto): number {
   return removed;
 }
 
+/**
+ * Writes `values` as little-endian float32 over the raw_data of `t` when it holds exactly that many
+ * float32 values, and returns that raw_data; undefined (nothing written) otherwise.
+ */
+function overwriteFloatRaw(t: onnx.ITensorProto, values: Float32Array): Uint8Array | undefined {
+  const raw = t.rawData;
+  if (t.dataType !== DataType.FLOAT || !(raw instanceof Uint8Array) || raw.byteLength !== values.length * 4) return undefined;
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i]!, true);
+  return raw;
+}
+
 /** Conv → BatchNormalization becomes one Conv: W' = W·γ/σ, b' = (b − μ)·γ/σ + β, in float64. */
 function foldBatchNorm(g: onnx.IGraphProto): number {
   const inits = initializerMap(g);
@@ -270,7 +282,15 @@ function foldBatchNorm(g: onnx.IGraphProto): number {
     // Fresh initializer names: the originals may be shared with other nodes.
     const wName = names.take(`${conv.input![1]}_bnfold`);
     const bName = names.take(`${conv.output![0]}_bias_bnfold`);
-    g.initializer!.push(makeTensor(wName, DataType.FLOAT, dims, newW));
+    // A weight only this Conv reads is rewritten in its own bytes (the model is prepareModel's copy):
+    // the folded weights then take no memory beyond the model's.
+    const exclusive = (consumers.get(conv.input![1]!)?.length ?? 0) === 1 && !outputs.has(conv.input![1]!);
+    const inPlace = exclusive ? overwriteFloatRaw(w, newW) : undefined;
+    g.initializer!.push(
+      inPlace
+        ? onnx.TensorProto.create({ name: wName, dataType: DataType.FLOAT, dims, rawData: inPlace })
+        : makeTensor(wName, DataType.FLOAT, dims, newW),
+    );
     g.initializer!.push(makeTensor(bName, DataType.FLOAT, [cout], newB));
     conv.input = [conv.input![0]!, wName, bName];
     conv.output = [bn.output![0]!];

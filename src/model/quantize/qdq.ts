@@ -9,6 +9,7 @@
 import { attrFloat, attrInt, DataType, getAttr, makeNode, makeTensor, onnx, tensorToFloat32 } from '../onnx.js';
 import {
   consumerMap,
+  copyForEdit,
   graphInputNames,
   graphOutputNames,
   initializerMap,
@@ -101,7 +102,7 @@ export function planQdq(
     keepActivations?: boolean;
   },
 ): QdqPlan {
-  const model = onnx.ModelProto.decode(onnx.ModelProto.encode(prepared).finish());
+  const model = copyForEdit(prepared); // nodes copied, weights shared (never edited here)
   const g = model.graph!;
   const inits = initializerMap(g);
   const exclude = new Set(opts.exclude ?? []);
@@ -326,7 +327,7 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
   const { activationType, minRealRange } = opts;
   const convWeights = opts.weights ?? DEFAULT_WEIGHTS;
   const gemmWeights = opts.gemmWeights ?? convWeights;
-  const model = onnx.ModelProto.decode(onnx.ModelProto.encode(plan.model).finish());
+  const model = copyForEdit(plan.model); // nodes copied, weights shared: new initializers replace them
   const g = model.graph!;
   const names = new NameAllocator(g);
   const inits = initializerMap(g);
