@@ -2,7 +2,13 @@
 // Runs the real daemon (dist/cli.js run) the way `npm start` does, on free ports and a scratch state
 // directory, and reports what a user would measure by hand: time to the first Result, Results/s, CPU
 // use and resident memory of the daemon process. Usage:
-//   node scripts/measure-daemon.mjs [--seconds 60] [--config config/development.json] [--interval-ms N] [--state DIR]
+//   node scripts/measure-daemon.mjs [--seconds 60 | --frames N [--sample-every 1000]] [--config config/development.json]
+//     [--interval-ms N] [--state DIR] [--probe] [--env K=V]... [--node-arg FLAG]...
+// --frames runs until N Results after the first and samples VmRSS every --sample-every Results: the series
+// and its least-squares slope (MB per 1000 Results) show whether memory stays flat. --probe preloads a
+// small module into the daemon (main thread only) that reports, at each sample, the main thread's
+// process.memoryUsage() and each worker's V8 heap (the inference worker answers a 'heap' message).
+// --env and --node-arg set process-wide things only the environment can (MALLOC_ARENA_MAX, V8 flags).
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -18,9 +24,16 @@ const { values } = parseArgs({
     config: { type: 'string', default: 'config/development.json' },
     'interval-ms': { type: 'string' },
     state: { type: 'string' },
+    frames: { type: 'string' },
+    'sample-every': { type: 'string', default: '1000' },
+    probe: { type: 'boolean', default: false },
+    env: { type: 'string', multiple: true, default: [] },
+    'node-arg': { type: 'string', multiple: true, default: [] },
   },
 });
 const seconds = Number(values.seconds);
+const frames = values.frames ? Number(values.frames) : undefined;
+const sampleEvery = Number(values['sample-every']);
 const freePort = () =>
   new Promise((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
@@ -38,9 +51,70 @@ const env = {
   INCEPTIOND_MQTT_EMBEDDEDBROKER_PORT: String(mqttPort),
   INCEPTIOND_HTTP_PORT: '0',
   ...(values['interval-ms'] ? { INCEPTIOND_CAPTURE_INTERVALMS: values['interval-ms'] } : {}),
+  ...Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+  ...(values.probe ? { INCEPTIOND_MEASURE_PROBE: '1' } : {}),
 };
+// Runs in the daemon's main thread before its own code: keeps a handle on every Worker it starts and
+// answers 'mem' over the IPC channel (unref'd, so it keeps nothing alive). Children forked later inherit
+// the --import but not the variable, so they stay untouched.
+const probe = `
+import wt from 'node:worker_threads';
+import { syncBuiltinESMExports } from 'node:module';
+if (wt.isMainThread && process.env.INCEPTIOND_MEASURE_PROBE && process.channel) {
+  delete process.env.INCEPTIOND_MEASURE_PROBE;
+  const workers = new Set();
+  const Base = wt.Worker;
+  wt.Worker = class extends Base {
+    constructor(...args) {
+      super(...args);
+      workers.add(this);
+      this.once('exit', () => workers.delete(this));
+    }
+  };
+  syncBuiltinESMExports();
+  let id = 2 ** 40;
+  const heapOf = (w) => new Promise((resolve) => {
+    const mine = ++id;
+    const timer = setTimeout(() => { w.off('message', on); resolve(null); }, 3000);
+    const on = (m) => {
+      if (m?.type === 'heap' && m.id === mine) { clearTimeout(timer); w.off('message', on); resolve(m.heap); }
+    };
+    w.on('message', on);
+    w.postMessage({ type: 'heap', id: mine });
+  });
+  process.on('message', async (m) => {
+    if (m !== 'mem') return;
+    const heaps = await Promise.all([...workers].map(heapOf));
+    process.send({ main: process.memoryUsage(), workers: heaps });
+  });
+  process.channel.unref();
+}`;
+const nodeArgs = [...values['node-arg'], ...(values.probe ? ['--import', `data:text/javascript,${encodeURIComponent(probe)}`] : [])];
 const started = performance.now();
-const child = spawn(process.execPath, ['dist/cli.js', 'run', '-c', values.config], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+const child = spawn(process.execPath, [...nodeArgs, 'dist/cli.js', 'run', '-c', values.config], {
+  env,
+  stdio: ['ignore', 'pipe', 'inherit', ...(values.probe ? ['ipc'] : [])],
+});
+const MB = (b) => Number((b / 2 ** 20).toFixed(1));
+const probeNow = () =>
+  values.probe
+    ? new Promise((resolve) => {
+        child.once('message', (m) => {
+          const w = m.workers.filter(Boolean);
+          resolve({
+            main: Object.fromEntries(Object.entries(m.main).map(([k, v]) => [k, MB(v)])),
+            workers: w.map((h) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k, MB(v)]))),
+          });
+        });
+        child.send('mem');
+      })
+    : undefined;
+const memNow = async () => ({
+  rssMB: Number(status('VmRSS').toFixed(1)),
+  anonMB: Number(status('RssAnon').toFixed(1)),
+  fileMB: Number(status('RssFile').toFixed(1)),
+  ...(values.probe ? { probe: await probeNow() } : {}),
+});
 const ticks = () => {
   const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (100/s on Linux)
@@ -81,7 +155,24 @@ const f0 = await counter('inceptiond_frames_captured_total');
 const g0 = await counter('inceptiond_frames_gated_total');
 const c0 = ticks();
 const t0 = performance.now();
-await new Promise((r) => setTimeout(r, seconds * 1000));
+const start = await memNow();
+const series = [];
+if (frames) {
+  // Poll often enough to sample close to each multiple of sampleEvery, rarely enough to cost nothing.
+  let next = sampleEvery;
+  for (;;) {
+    const n = (await results()) - n0;
+    if (n >= next) {
+      series.push({ results: n, ...(await memNow()) });
+      next += sampleEvery;
+    }
+    if (n >= frames) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+} else {
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+}
+const end = await memNow();
 const n1 = await results();
 const f1 = await counter('inceptiond_frames_captured_total');
 const g1 = await counter('inceptiond_frames_gated_total');
@@ -94,10 +185,24 @@ const report = {
   frames: f1 - f0,
   gated: g1 - g0,
   cpuPercentOfOneCore: Number((((c1 - c0) / 100 / wall) * 100).toFixed(1)),
-  rssMB: Number(status('VmRSS').toFixed(1)),
+  rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
   seconds: Number(wall.toFixed(1)),
+  start,
+  end,
+  ...(frames ? { series, slopeMBPer1000: slope(series.map((p) => [p.results / 1000, p.rssMB])) } : {}),
 };
 child.kill('SIGTERM');
 await new Promise((r) => child.once('exit', r));
 console.log(JSON.stringify(report));
+
+/** Least-squares slope of [x, y] points (NaN for fewer than two). */
+function slope(points) {
+  const n = points.length;
+  if (n < 2) return Number.NaN;
+  const mx = points.reduce((a, [x]) => a + x, 0) / n;
+  const my = points.reduce((a, [, y]) => a + y, 0) / n;
+  const sxy = points.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0);
+  const sxx = points.reduce((a, [x]) => a + (x - mx) ** 2, 0);
+  return Number((sxy / sxx).toFixed(3));
+}

@@ -12,7 +12,7 @@ import {
   RestartLimitError,
   WorkerCrashedError,
 } from './errors.js';
-import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
+import type { FromWorker, ToWorker, WorkerHeap, WorkerInit } from './protocol.js';
 import { formatPlacement } from './placement.js';
 import { RuntimeLoadError } from './runtime.js';
 import type { EngineInfo, InferenceOutput, InputTensor, ProviderAttempt, SessionSettings, TensorInfo } from './types.js';
@@ -52,6 +52,7 @@ export class InferenceEngine {
   #restarts = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
+  #heapWaiters = new Map<number, (heap: WorkerHeap) => void>();
 
   private constructor(
     private readonly settings: SessionSettings,
@@ -128,6 +129,25 @@ export class InferenceEngine {
     });
   }
 
+  /** The worker's V8 heap (answered at once, even during a run); undefined without a worker. */
+  workerHeap(): Promise<WorkerHeap | undefined> {
+    const worker = this.#worker;
+    if (!worker) return Promise.resolve(undefined);
+    const id = ++this.#nextId;
+    return new Promise((resolve) => {
+      const onExit = () => {
+        this.#heapWaiters.delete(id);
+        resolve(undefined);
+      };
+      worker.once('exit', onExit);
+      this.#heapWaiters.set(id, (heap) => {
+        worker.off('exit', onExit);
+        resolve(heap);
+      });
+      worker.postMessage({ type: 'heap', id } satisfies ToWorker);
+    });
+  }
+
   /** Lets queued runs finish, releases the session and ends the worker. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= this.doClose();
@@ -181,6 +201,11 @@ export class InferenceEngine {
 
   private onMessage(worker: Worker, msg: FromWorker): void {
     if (worker !== this.#worker) return;
+    if (msg.type === 'heap') {
+      this.#heapWaiters.get(msg.id)?.(msg.heap);
+      this.#heapWaiters.delete(msg.id);
+      return;
+    }
     if (msg.type === 'result' || msg.type === 'run-error') {
       const pending = this.#pending.get(msg.id);
       if (!pending) return;
@@ -270,6 +295,14 @@ export class InferenceEngine {
   }
 }
 
+/**
+ * The worker's JavaScript is small (about 7 MB of heap: messages in, scores out; tensors live outside
+ * the V8 heap), so its V8 heap gets small bounds instead of the process's defaults (a 16 MB semi-space
+ * and an old generation sized for the machine). A worker that outgrows them dies with
+ * ERR_WORKER_OUT_OF_MEMORY and is restarted like any crashed worker, instead of growing the daemon.
+ */
+export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } as const;
+
 /** Starts a worker and waits for its ready/init-error message; logs the provider choice. */
 async function spawnWorker(
   settings: SessionSettings,
@@ -277,7 +310,7 @@ async function spawnWorker(
   onMessage: (worker: Worker, msg: FromWorker) => void,
   onExit: (worker: Worker, err: Error | undefined) => void,
 ): Promise<{ worker: Worker; info: EngineInfo }> {
-  const worker = new Worker(workerEntry(), { workerData: { settings } satisfies WorkerInit });
+  const worker = new Worker(workerEntry(), { workerData: { settings } satisfies WorkerInit, resourceLimits: WORKER_LIMITS });
   let lastError: Error | undefined;
   let loading = true;
   const ready = new Promise<EngineInfo>((resolve, reject) => {

@@ -8,6 +8,8 @@ export interface WorkerInit {
 export type ToWorker =
   | { type: 'run'; id: number; data: Float32Array; dims: number[] }
   | { type: 'close' }
+  /** Answered at once, between or during runs: the worker's V8 heap (its memory is invisible from the main thread). */
+  | { type: 'heap'; id: number }
   /** Test hook: the worker throws an uncaught error between runs, as a real crash would. */
   | { type: 'crash' };
 
@@ -16,4 +18,16 @@ export type FromWorker =
   | { type: 'init-error'; kind: 'no-provider' | 'model' | 'runtime'; message: string; attempts: ProviderAttempt[] }
   | { type: 'result'; id: number; scores: Float32Array; inferenceMs: number }
   | { type: 'run-error'; id: number; message: string }
+  | { type: 'heap'; id: number; heap: WorkerHeap }
   | { type: 'closed' };
+
+/** The worker isolate's V8 heap, in bytes (v8.getHeapStatistics and the young generation's spaces). */
+export interface WorkerHeap {
+  totalHeapSize: number;
+  usedHeapSize: number;
+  heapSizeLimit: number;
+  mallocedMemory: number;
+  externalMemory: number;
+  /** new_space + new_large_object_space, committed. */
+  youngGenerationSize: number;
+}

@@ -32,6 +32,12 @@ export function sessionOptionsFor(
     executionProviders: [providerOptions ? providerEntry(provider, providerOptions) : provider],
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    // Measured with scripts/measure-daemon.mjs (README "Daemon memory"): turning ORT's CPU arena or the
+    // memory pattern off saves no resident memory for this one fixed-shape model (with the arena off the
+    // intermediate tensors are allocated and freed on every run instead), and disabling weight
+    // prepacking costs 40 % of the rate. So both stay on, explicitly.
+    enableCpuMemArena: true,
+    enableMemPattern: true,
     graphOptimizationLevel: overrides.graphOptimizationLevel ?? settings.graphOptimizationLevel,
     // ORT prints its own plain-text lines on stderr, which break the JSON-lines log; its warnings
     // (e.g. that a saved optimized model is hardware-specific) concern things we key and check ourselves.

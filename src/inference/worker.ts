@@ -6,10 +6,11 @@
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import v8 from 'node:v8';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import type * as Ort from 'onnxruntime-node';
 import { ortReason } from './errors.js';
-import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
+import type { FromWorker, ToWorker, WorkerHeap, WorkerInit } from './protocol.js';
 import { profileDir, readProfile, type Placement } from './placement.js';
 import { probeProvider } from './provider-probe.js';
 import { epContextFile, epContextPrefix, optimizedModelFile } from './session-cache.js';
@@ -86,10 +87,27 @@ try {
 
 let queue: Promise<void> = Promise.resolve();
 port.on('message', (msg: ToWorker) => {
-  queue = queue.then(() => handle(msg));
+  if (msg.type === 'heap') post({ type: 'heap', id: msg.id, heap: heapNow() });
+  else queue = queue.then(() => handle(msg));
 });
 
-async function handle(msg: ToWorker): Promise<void> {
+function heapNow(): WorkerHeap {
+  const h = v8.getHeapStatistics();
+  const young = v8
+    .getHeapSpaceStatistics()
+    .filter((s) => s.space_name === 'new_space' || s.space_name === 'new_large_object_space')
+    .reduce((n, s) => n + s.space_size, 0);
+  return {
+    totalHeapSize: h.total_heap_size,
+    usedHeapSize: h.used_heap_size,
+    heapSizeLimit: h.heap_size_limit,
+    mallocedMemory: h.malloced_memory,
+    externalMemory: h.external_memory,
+    youngGenerationSize: young,
+  };
+}
+
+async function handle(msg: Exclude<ToWorker, { type: 'heap' }>): Promise<void> {
   if (msg.type === 'close') {
     await loaded?.session.release().catch(() => undefined);
     loaded = undefined;

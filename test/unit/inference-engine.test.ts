@@ -5,7 +5,8 @@ import { Writable } from 'node:stream';
 import * as ort from 'onnxruntime-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { crashWorkerForTest } from '../../src/inference/engine.js';
+import { crashWorkerForTest, WORKER_LIMITS } from '../../src/inference/engine.js';
+import { sessionOptionsFor } from '../../src/inference/session-options.js';
 import {
   EngineClosedError,
   InferenceEngine,
@@ -95,6 +96,7 @@ describe('InferenceEngine', () => {
     const owned = seededInput(SIZE, 12);
     await engine.run({ data: owned, dims });
     expect(owned.byteLength).toBe(0); // detached: it moved to the worker
+    expect(owned.buffer.byteLength).toBe(0); // a structured clone would leave the caller's copy in place
 
     const pool = new Float32Array(3 * SIZE * SIZE + 16);
     const view = pool.subarray(16);
@@ -121,6 +123,25 @@ describe('InferenceEngine', () => {
     );
     expect(order).toEqual([0, 1, 2, 3, 4]);
     expect(results).toEqual(expected.slice(2));
+  });
+
+  it('runs the worker under small V8 heap limits and reports its heap on request', async () => {
+    const heap = await engine.workerHeap();
+    expect(heap).toBeDefined();
+    expect(heap!.usedHeapSize).toBeGreaterThan(0);
+    // The process default would be gigabytes; the worker's limits cap it near their sum.
+    const MB = 2 ** 20;
+    expect(heap!.heapSizeLimit).toBeLessThanOrEqual(
+      (WORKER_LIMITS.maxOldGenerationSizeMb + WORKER_LIMITS.maxYoungGenerationSizeMb + 8) * MB,
+    );
+    expect(heap!.youngGenerationSize).toBeLessThanOrEqual(WORKER_LIMITS.maxYoungGenerationSizeMb * MB);
+  });
+
+  it('creates the session with the measured memory options', () => {
+    const options = sessionOptionsFor(settings(), 'cpu');
+    expect(options).toMatchObject({ enableCpuMemArena: true, enableMemPattern: true, executionMode: 'sequential' });
+    // Prepacking stays on (disabling it cost 40 % of the rate for no memory saved).
+    expect((options.extra as { session: Record<string, unknown> }).session.disable_prepacking).toBeUndefined();
   });
 
   it('rejects a tensor that does not fit the model input, and keeps working', async () => {
