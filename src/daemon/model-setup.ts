@@ -346,6 +346,17 @@ export function sessionSettingsFor(config: Config, model: PreparedModel): Sessio
 }
 
 /**
+ * glibc settings for the model-setup child (the environment's own values win). The child builds the
+ * model, then quantizes it: with glibc's defaults, the large arrays freed by one step stay in its heap
+ * (the mmap threshold rises to the size of the largest freed block, up to 32 MB) and in per-thread
+ * arenas, so each step's peak stacks on the last one's leftovers. A fixed 128 KiB threshold returns
+ * every large block to the kernel when freed, and two arenas bound what ORT's and libuv's threads keep.
+ * Measured on the built Inception V2 (8 calibration images): child peak 255–272 MB instead of 305–322 MB,
+ * the quantization about 0.5 s slower.
+ */
+const CHILD_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2' };
+
+/**
  * prepareModel in a short-lived child process (see model-setup-child.ts), for the daemon. Falls back to
  * running in this process where the compiled child is absent (tests running the TypeScript sources).
  */
@@ -354,7 +365,11 @@ export async function prepareModelIsolated(config: Config, logger: Logger, opts:
   if (!(await pathExists(childModule))) return prepareModel(config, logger, opts);
   const { fork } = await import('node:child_process');
   if (opts.signal?.aborted) throw new StartCancelledError('model preparation cancelled');
-  const child = fork(childModule, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(childModule, [], {
+    serialization: 'advanced',
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    env: { ...CHILD_MALLOC_ENV, ...process.env },
+  });
   return new Promise<PreparedModel>((resolve, reject) => {
     let settled = false;
     const cancel = () => {

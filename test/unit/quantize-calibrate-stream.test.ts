@@ -15,6 +15,7 @@ import {
   withExtraOutputs,
 } from '../../src/model/quantize/calibrate.js';
 import { copyForEdit } from '../../src/model/quantize/graph.js';
+import { fetchGroups } from '../../src/model/quantize/index.js';
 import { buildSmallCnn, SMALL_INPUT, SMALL_SIZE, smallInputs } from './quantize-fixtures.js';
 
 setFlagsFromString('--expose-gc');
@@ -111,5 +112,14 @@ describe('copies that share the weights', () => {
     expect(info.get(SMALL_INPUT)?.dims).toEqual(dims);
     // the weights, handed to ORT as inputs for the probe, are not reported as tensors of the model
     for (const init of model.graph!.initializer ?? []) expect(info.has(init.name!)).toBe(false);
+  });
+});
+
+describe('per-layer SQNR fetch groups', () => {
+  it('splits the tensors into groups under a byte budget, in order, a big or unknown one alone', () => {
+    const size: Record<string, number> = { a: 4, b: 4, c: 10, d: 3, e: 3 };
+    expect(fetchGroups(['a', 'b', 'c', 'd', 'e', 'x'], (n) => size[n], 8)).toEqual([['a', 'b'], ['c'], ['d', 'e'], ['x']]);
+    expect(fetchGroups(['a', 'b'], (n) => size[n], 100)).toEqual([['a', 'b']]);
+    expect(fetchGroups([], () => 1, 8)).toEqual([]);
   });
 });

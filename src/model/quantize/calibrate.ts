@@ -9,6 +9,7 @@
 import * as ort from 'onnxruntime-node';
 import { DataType, encodeModel, onnx, tensorElementCount } from '../onnx.js';
 import { AbsHistogram, entropyRange, percentileRange, SignedHistogram } from './histogram.js';
+import { collectGarbage } from './graph.js';
 import type { TensorInfo } from './prepare.js';
 
 export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy';
@@ -285,6 +286,7 @@ export async function calibrateSession(
     for (const v of Object.values(out)) (v as ort.Tensor).dispose?.();
     out = undefined;
     held = 0;
+    collectGarbage();
     count++;
     opts.onInput?.(count);
   }

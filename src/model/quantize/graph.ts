@@ -1,4 +1,6 @@
 /** Small graph queries over an ONNX GraphProto, shared by the preparation and QDQ passes. */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { onnx } from '../onnx.js';
 
 export type Node = onnx.INodeProto;
@@ -103,4 +105,24 @@ export function copyForEdit(model: onnx.IModelProto): onnx.ModelProto {
     opsetImport: (model.opsetImport ?? []).map((o) => onnx.OperatorSetIdProto.create({ ...o })),
     graph,
   });
+}
+
+let gcFunction: (() => void) | null | undefined;
+
+/**
+ * A full garbage collection, now. The quantizer drops tens of MB at a time (a model copy, one input's
+ * activations of every tensor): left to V8, up to 64 MB of dead ArrayBuffers pile up before a GC
+ * (its external-memory limit), and on a 512 MB board that margin is the difference. A no-op where
+ * V8 refuses the flag.
+ */
+export function collectGarbage(): void {
+  if (gcFunction === undefined) {
+    try {
+      setFlagsFromString('--expose-gc');
+      gcFunction = runInNewContext('gc') as () => void;
+    } catch {
+      gcFunction = null;
+    }
+  }
+  gcFunction?.();
 }

@@ -21,6 +21,7 @@ import {
   type Range,
 } from './calibrate.js';
 import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
+import { collectGarbage } from './graph.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
 import { emitQdq, planQdq, type FloatNode, type QdqPlan, type TensorQuant } from './qdq.js';
 import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName, type TargetOverrides } from './targets.js';
@@ -151,6 +152,16 @@ async function* take<T>(source: AsyncIterable<T>, max: number): AsyncGenerator<T
   }
 }
 
+/** The model's one graph input that is not an initializer. */
+function singleInputName(model: onnx.IModelProto, file: string): string {
+  const g = model.graph ?? {};
+  const inits = new Set((g.initializer ?? []).map((t) => t.name));
+  const inputs = (g.input ?? []).filter((i) => !inits.has(i.name));
+  if (!inputs[0]?.name) throw new Error(`${file}: model has no input`);
+  if (inputs.length > 1) throw new Error(`${file}: models with more than one input are not supported`);
+  return inputs[0].name;
+}
+
 function staticDims(info: TensorInfo | undefined, name: string): number[] {
   if (!info) throw new Error(`model input ${name} has no shape information`);
   // A symbolic batch dimension is calibrated with batch 1; other symbolic dims cannot be guessed.
@@ -233,6 +244,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     rewrites: string[];
   };
   original = undefined; // prepareModel worked on a copy: the file's bytes can go
+  collectGarbage();
   log?.info({ rewrites }, 'model prepared');
   const types = await probeTensors(prepared!);
 
@@ -245,14 +257,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     keepActivations: settings.keepActivations,
   });
   for (const w of plan.warnings) warn(w);
-  const g = prepared!.graph!;
-  const inits = new Set((g.initializer ?? []).map((t) => t.name));
-  const graphInput = (g.input ?? []).find((i) => !inits.has(i.name));
-  if (!graphInput?.name) throw new Error(`${opts.input}: model has no input`);
-  if ((g.input ?? []).filter((i) => !inits.has(i.name)).length > 1) {
-    throw new Error(`${opts.input}: models with more than one input are not supported`);
-  }
-  const inputName = graphInput.name;
+  const inputName = singleInputName(prepared!, opts.input);
   const inputDims = staticDims(types.get(inputName), inputName);
   const toCalibrate = [...plan.own].filter((t) => !plan!.fixedRanges.has(t));
   // What the report needs of the plan, so the plan (and the float weights it shares) can go early.
@@ -266,6 +271,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   // is never loaded into ORT twice.
   const activations = [...plan.own, ...plan.shared.keys()];
   const floatSession = await createSession(withExtraOutputs(prepared!, activations));
+  collectGarbage(); // the encoded model handed to ORT
   let calibration: Awaited<ReturnType<typeof calibrateSession>>;
   let qdq: Pick<ReturnType<typeof emitQdq>, 'tensors' | 'biasAdjusted'>;
   let worstLayers: Awaited<ReturnType<typeof layerSqnr>>;
@@ -310,17 +316,27 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       gemmWeights: settings.gemmWeights,
       ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),
     });
-    // The float weights are in the session now; the JS copies go before the QDQ session is made.
+    // The float weights are in the session now: their JS copy goes before the QDQ model is encoded.
     plan = undefined;
     prepared = undefined;
+    collectGarbage();
     for (const b of emitted.biasAdjusted) {
       warn(`${b.node}: weight scale raised on ${b.channels.length} channel(s) so the int32 bias fits`);
     }
     await saveModel(emitted.model, opts.output);
+    collectGarbage(); // the encoded QDQ model
     qdq = { tensors: emitted.tensors, biasAdjusted: emitted.biasAdjusted };
 
     // 5. Per-layer SQNR on the inputs kept during calibration.
-    worstLayers = await layerSqnr(floatSession, emitted.model, emitted.dequantized, calibration.kept, inputName, inputDims);
+    const bytesOf = (t: string): number | undefined => {
+      const info = types.get(t);
+      if (info?.type !== 'float32') return undefined;
+      // a symbolic batch dimension runs as 1; other symbolic dims: unknown
+      const dims = info.dims.map((d, k) => (typeof d === 'number' && d > 0 ? d : k === 0 ? 1 : Number.NaN));
+      const n = dims.reduce((a, b) => a * b, 4);
+      return Number.isFinite(n) ? n : undefined;
+    };
+    worstLayers = await layerSqnr(floatSession, emitted.model, emitted.dequantized, calibration.kept, inputName, inputDims, bytesOf);
   } finally {
     await floatSession.release();
   }
@@ -378,9 +394,33 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   };
 }
 
+/** Most float activation bytes one SQNR run fetches per session (fewer, bigger runs are faster). */
+const SQNR_FETCH_BYTES = 12 << 20;
+
+/** `names` in groups of at most `budget` bytes (a tensor bigger than that alone; unknown size: alone). */
+export function fetchGroups(names: string[], bytesOf: (name: string) => number | undefined, budget: number): string[][] {
+  const groups: string[][] = [];
+  let current: string[] = [];
+  let bytes = 0;
+  for (const n of names) {
+    const b = bytesOf(n) ?? budget;
+    if (current.length > 0 && bytes + b > budget) {
+      groups.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(n);
+    bytes += b;
+  }
+  if (current.length > 0) groups.push(current);
+  return groups;
+}
+
 /**
  * SQNR of every dequantized activation against its float counterpart, lowest first. `floatSession`
  * (the calibration session) exposes the float activations; the QDQ model gets a session of its own.
+ * The pairs are fetched in groups of about SQNR_FETCH_BYTES, float then quantized, so one image's
+ * activations of every tensor, twice, are never all held at once.
  */
 async function layerSqnr(
   floatSession: CalibrationSession,
@@ -389,6 +429,7 @@ async function layerSqnr(
   inputs: Float32Array[],
   inputName: string,
   inputDims: number[],
+  bytesOf: (tensor: string) => number | undefined,
 ): Promise<{ tensor: string; node: string; opType: string; sqnrDb: number }[]> {
   if (inputs.length === 0) return [];
   const pairs = [...dequantized].filter(([f]) => f !== inputName);
@@ -399,22 +440,26 @@ async function layerSqnr(
     ),
   );
   const acc = new Map(pairs.map(([f]) => [f, new SqnrAccumulator()]));
+  const groups = fetchGroups(
+    pairs.map(([f]) => f),
+    bytesOf,
+    SQNR_FETCH_BYTES,
+  );
   try {
     for (const data of inputs) {
       const feed = { [inputName]: new ort.Tensor('float32', data, inputDims) };
-      // One tensor set at a time would double the runs; all at once holds one image's activations.
-      let fo: ort.InferenceSession.OnnxValueMapType | undefined = await floatSession.run(
-        feed,
-        pairs.map(([f]) => f),
-      );
-      let qo: ort.InferenceSession.OnnxValueMapType | undefined = await qdqSession.run(
-        feed,
-        pairs.map(([, q]) => q),
-      );
-      for (const [f, q] of pairs) acc.get(f)!.add(fo[f]!.data as Float32Array, qo[q]!.data as Float32Array);
-      for (const v of [...Object.values(fo), ...Object.values(qo)]) (v as ort.Tensor).dispose?.();
-      fo = undefined;
-      qo = undefined;
+      for (const group of groups) {
+        let fo: ort.InferenceSession.OnnxValueMapType | undefined = await floatSession.run(feed, group);
+        let qo: ort.InferenceSession.OnnxValueMapType | undefined = await qdqSession.run(
+          feed,
+          group.map((f) => dequantized.get(f)!),
+        );
+        for (const f of group) acc.get(f)!.add(fo[f]!.data as Float32Array, qo[dequantized.get(f)!]!.data as Float32Array);
+        for (const v of [...Object.values(fo), ...Object.values(qo)]) (v as ort.Tensor).dispose?.();
+        fo = undefined;
+        qo = undefined;
+        collectGarbage();
+      }
     }
   } finally {
     await qdqSession.release();

@@ -8,6 +8,7 @@
  */
 import { attrFloat, attrInt, DataType, getAttr, makeNode, makeTensor, onnx, tensorToFloat32 } from '../onnx.js';
 import {
+  collectGarbage,
   consumerMap,
   copyForEdit,
   graphInputNames,
@@ -318,6 +319,9 @@ export interface EmitOptions {
   minRealRange?: number;
 }
 
+/** Bytes of temporary arrays emitQdq lets pile up between garbage collections. */
+const GARBAGE_BUDGET_BYTES = 16 << 20;
+
 const DEFAULT_WEIGHTS: WeightScheme = { type: 'int8', symmetric: true, perChannel: true };
 
 const WEIGHT_DATA_TYPE: Record<WeightScheme['type'], number> = { int8: DataType.INT8, uint8: DataType.UINT8 };
@@ -453,10 +457,18 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
     );
     return out;
   };
+  // Each weight passes through float copies (read, scaled, quantized): collected every so often so
+  // they do not pile up to V8's own threshold (a model's weights are tens of MB).
+  let sinceCollect = 0;
   for (const n of g.node ?? []) {
     if (!quantized.has(n)) continue;
     const op = n.opType!;
     if (op === 'Conv' || op === 'Gemm') {
+      sinceCollect += (inits.get(n.input![1]!)?.rawData?.byteLength ?? 0) * 3;
+      if (sinceCollect > GARBAGE_BUDGET_BYTES) {
+        collectGarbage();
+        sinceCollect = 0;
+      }
       quantizeWeightsAndBias(
         n,
         op,
