@@ -8,7 +8,8 @@
 // and its least-squares slope (MB per 1000 Results) show whether memory stays flat. --probe preloads a
 // small module into the daemon (main thread only) that reports, at each sample, the main thread's
 // process.memoryUsage() and each worker's V8 heap (the inference worker answers a 'heap' message).
-// --env and --node-arg set process-wide things only the environment can (MALLOC_ARENA_MAX, V8 flags).
+// The daemon gets npm start's (and the systemd unit's) memory settings; --plain leaves them out.
+// --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags).
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -27,6 +28,7 @@ const { values } = parseArgs({
     frames: { type: 'string' },
     'sample-every': { type: 'string', default: '1000' },
     probe: { type: 'boolean', default: false },
+    plain: { type: 'boolean', default: false },
     env: { type: 'string', multiple: true, default: [] },
     'node-arg': { type: 'string', multiple: true, default: [] },
   },
@@ -44,8 +46,12 @@ const freePort = () =>
 
 const mqttPort = await freePort();
 const state = values.state ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-')));
+// Keep in step with package.json's start script and systemd/inceptiond.service.
+const memoryEnv = values.plain ? {} : { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
+const memoryArgs = values.plain ? [] : ['--max-semi-space-size=1'];
 const env = {
   ...process.env,
+  ...memoryEnv,
   INCEPTIOND_STATEDIR: state,
   INCEPTIOND_MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`,
   INCEPTIOND_MQTT_EMBEDDEDBROKER_PORT: String(mqttPort),
@@ -89,7 +95,11 @@ if (wt.isMainThread && process.env.INCEPTIOND_MEASURE_PROBE && process.channel) 
   });
   process.channel.unref();
 }`;
-const nodeArgs = [...values['node-arg'], ...(values.probe ? ['--import', `data:text/javascript,${encodeURIComponent(probe)}`] : [])];
+const nodeArgs = [
+  ...memoryArgs,
+  ...values['node-arg'],
+  ...(values.probe ? ['--import', `data:text/javascript,${encodeURIComponent(probe)}`] : []),
+];
 const started = performance.now();
 const child = spawn(process.execPath, [...nodeArgs, 'dist/cli.js', 'run', '-c', values.config], {
   env,
