@@ -47,7 +47,7 @@ const freePort = () =>
 const mqttPort = await freePort();
 const state = values.state ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-')));
 // Keep in step with package.json's start script and systemd/inceptiond.service.
-const memoryEnv = values.plain ? {} : { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
+const memoryEnv = values.plain ? {} : { MALLOC_MMAP_THRESHOLD_: '131072' };
 const memoryArgs = values.plain ? [] : ['--max-semi-space-size=1'];
 const env = {
   ...process.env,
