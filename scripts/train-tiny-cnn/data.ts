@@ -6,23 +6,15 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
+import { mulberry32 } from '../../src/util/index.js';
 
 export const SHAPES = ['circle', 'square', 'triangle', 'ring', 'cross'] as const;
 export const COLOURS = ['warm', 'cool'] as const;
 export const CLASSES: string[] = SHAPES.flatMap((s) => COLOURS.map((c) => `${s}-${c}`));
 export const IMAGE_SIZE = 64;
 
-/** mulberry32: small, fast, good enough for data and initialisation. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded numbers in [0, 1) (mulberry32). */
+export const rng = mulberry32;
 
 export function gaussian(r: () => number): () => number {
   return () => {

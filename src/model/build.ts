@@ -15,6 +15,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DataType, asFloat, encodeModel, makeModel, makeNode, makeTensor, makeValueInfo, onnx, saveModel, type AttrValue } from './onnx.js';
 import { modelsDir, writeManifestBeside, type ModelManifest } from './manifest.js';
+import { mulberry32 } from '../util/index.js';
 
 export type InceptionVariant = 'bn-inception' | 'rethinking-v2';
 
@@ -38,18 +39,6 @@ export const OUTPUT_NAME = 'prob_1';
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness
-
-/** mulberry32: tiny, fast, good enough for weight init, identical on every platform. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Normal {
   private spare: number | undefined;

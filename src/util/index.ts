@@ -5,3 +5,4 @@ export { IMAGE_EXTENSIONS, ImageListError, listImageFiles, type ListImageFilesOp
 export { LogThrottle } from './log-throttle.js';
 export { round2 } from './numbers.js';
 export { freePort } from './net.js';
+export { mulberry32 } from './random.js';

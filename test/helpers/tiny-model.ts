@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import onnxProto from 'onnx-proto';
 import onnx = onnxProto.onnx;
+import { mulberry32 } from '../../src/util/index.js';
 
 export interface TinyModelOptions {
   /** Input height and width. Default 8. */
@@ -26,17 +27,6 @@ export interface TinyModelOptions {
 }
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function initializer(name: string, dims: number[], values: Float32Array): onnx.ITensorProto {
   return { name, dims, dataType: FLOAT, rawData: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };

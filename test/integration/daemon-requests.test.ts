@@ -16,6 +16,7 @@ import type { ResultPayload } from '../../src/publish/index.js';
 import { collect, startBroker, type Collector, type TestBroker } from '../helpers/broker.js';
 import { startDaemon, writeConfig, type DaemonProcess } from '../helpers/daemon-process.js';
 import { sharedModelEnv } from '../global-setup.js';
+import { mulberry32 } from '../../src/util/index.js';
 
 const DEVICE = 'storm';
 const BASE = `inceptiond/${DEVICE}`;
@@ -65,16 +66,9 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------------------------------
 // The requests: every one must be refused. None is valid, none changes state (no valid pause/set/reload).
 
-/** mulberry32: small, seeded, good enough to pick cases reproducibly. */
+/** Seeded (mulberry32), so a failing case can be replayed. */
 function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
   const pick = <T>(items: readonly T[]): T => items[int(0, items.length - 1)]!;
   return { next, int, pick };

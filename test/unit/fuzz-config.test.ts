@@ -11,21 +11,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSchema, ConfigError, loadConfig, schemaKeys } from '../../src/config/index.js';
 import { buildDistIfStale, root } from '../helpers/build.js';
 import { runCli } from '../helpers/daemon-process.js';
+import { mulberry32 } from '../../src/util/index.js';
 
 const SEED = 0x1ce9_7104;
 const CASES = 600;
 const CLI_CASES = 30;
 
-/** mulberry32: small, seeded, good enough to pick cases. */
+/** Seeded (mulberry32), so a failing case can be replayed. */
 function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (n: number) => Math.floor(next() * n);
   const pick = <T>(list: readonly T[]): T => list[int(list.length)]!;
   return { next, int, pick, chance: (p: number) => next() < p };

@@ -20,18 +20,12 @@ import { createPreprocessor, FrameDecodeError, FrameTooLargeError, type InputSpe
 import { root } from '../helpers/build.js';
 import { freePort, startBroker, type TestBroker } from '../helpers/broker.js';
 import { fakeCamera, fakeEngine, fakeModel } from '../helpers/fake-daemon.js';
+import { mulberry32 } from '../../src/util/index.js';
 
 const SEED = 0xf4a3e5;
 
 function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (n: number) => Math.floor(next() * n);
   return { next, int, bytes: (n: number) => Buffer.from(Array.from({ length: n }, () => int(256))) };
 }

@@ -10,24 +10,13 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Outbox, type OutboxEntry } from '../../src/publish/outbox.js';
 import { SeqStore } from '../../src/publish/seq.js';
+import { mulberry32 } from '../../src/util/index.js';
 
 const root = resolve(import.meta.dirname, '../..');
 const logger = pino({ level: 'silent' });
 const roomy = { maxMessages: 100_000, maxBytes: 1e9, maxAgeSec: 0 };
 const counts = { cuts: 0, flips: 0, kills: 0, recovered: 0, corruptDelivered: 0 };
 let compiled: string;
-
-/** Deterministic PRNG (mulberry32), so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const payloadFor = (i: number) => `{"n":${i},"pad":"${'x'.repeat(i % 7)}"}`;
 
@@ -145,7 +134,7 @@ describe('outbox crash consistency', () => {
     await outbox.close();
     const [segment] = await segmentsOf(src);
     const full = await readFile(join(src, segment!));
-    const random = rng(0xc0ffee);
+    const random = mulberry32(0xc0ffee);
     for (let trial = 0; trial < 150; trial++) {
       const dir = join(base, `flip-${trial}`);
       await cp(src, dir, { recursive: true });
@@ -167,7 +156,7 @@ describe('outbox crash consistency', () => {
 
   it('SIGKILL at random moments: every acknowledged append survives, in order, and the seq never goes back', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'outbox-kill9-'));
-    const random = rng(0x5eed);
+    const random = mulberry32(0x5eed);
     const expected = new Map<number, string>();
     const childAcked = new Set<number>();
     let maxSeq = 0;
