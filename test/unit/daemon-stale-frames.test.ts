@@ -10,6 +10,7 @@ import { SourcePipeline } from '../../src/daemon/source-pipeline.js';
 import { DaemonEventBus } from '../../src/features/index.js';
 import { Metrics } from '../../src/ops/index.js';
 import { createPreprocessor } from '../../src/vision/index.js';
+import { fakeModel } from '../helpers/fake-daemon.js';
 
 /** Each frame comes with the number of frames the source says it replaced before it. */
 class DroppingSource implements FrameSource {
@@ -55,17 +56,7 @@ describe('stale frames', () => {
     const pipeline = new SourcePipeline({
       source: new DroppingSource('cam', [0, 3, 0, 2, 1], jpeg),
       runner: { intervalMs: 0, retryInitialMs: 1, retryMaxMs: 2, retryJitter: 0 },
-      preprocess: createPreprocessor({
-        name: 'x',
-        layout: 'NCHW',
-        width: 8,
-        height: 8,
-        channels: 'RGB',
-        scale: 1,
-        mean: [0, 0, 0],
-        std: [1, 1, 1],
-        resize: 'fill',
-      }),
+      preprocess: createPreprocessor(fakeModel.manifest.input),
       engine: { provider: 'fake', run: async () => ({ scores: new Float32Array([0.2, 0.8]), inferenceMs: 1 }) },
       model: { name: 'fake', precision: 'int8', activation: 'softmax' },
       labelSettings: () => ({ topK: 1, threshold: 0 }),
