@@ -24,6 +24,7 @@ import {
   CAPTURE_BACKENDS,
   DEFAULT_CALIBRATION_METHOD,
   GRAPH_OPTIMIZATION_LEVELS,
+  LOG_FORMATS,
   LOG_LEVELS,
   MODEL_PRECISIONS,
   PUBLISH_POLICIES,
@@ -305,6 +306,11 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
     },
     log: {
       level: leaf('Log level', oneOf(LOG_LEVELS), 'info'),
+      format: leaf(
+        'How log lines are written: json (one JSON object per line, for journald and collectors), pretty (readable lines) or auto (pretty when stderr is a terminal, else json)',
+        oneOf(LOG_FORMATS),
+        'auto',
+      ),
     },
   };
   attachEnvNames(schema, []);

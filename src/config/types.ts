@@ -27,6 +27,10 @@ export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number];
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/** How log lines are written: JSON lines, readable lines, or auto (readable on a terminal, JSON otherwise). */
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
 export const MODEL_PRECISIONS = ['auto', 'fp32', 'int8'] as const;
 /** `model quantize --target` presets (model/quantize/targets.ts; a test keeps the two lists equal), plus auto. */
 export const QUANTIZATION_TARGETS = ['auto', 'cpu', 'cpu-arm', 'qnn-htp', 'acl', 'vsinpu', 'xnnpack'] as const;
@@ -207,5 +211,5 @@ export interface Config {
   homeassistant: { enabled: boolean; discoveryPrefix: string; statusTopic: string };
   metrics: { intervalSec: number };
   health: { maxAckWaitSec: number; stallSec: number };
-  log: { level: LogLevel };
+  log: { level: LogLevel; format: LogFormat };
 }

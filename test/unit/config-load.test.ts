@@ -110,6 +110,15 @@ describe('loadConfig', () => {
     expect(err.reason).toBe('must be one of [0,1,2]');
   });
 
+  it('has log.format: auto by default, json or pretty from a file or the environment, anything else refused', () => {
+    expect(loadConfig({ env: {} }).config.log.format).toBe('auto');
+    expect(loadConfig({ file: writeConfig({ log: { format: 'pretty' } }), env: {} }).config.log.format).toBe('pretty');
+    expect(loadConfig({ env: { INCEPTIOND_LOG_FORMAT: 'json' } }).config.log.format).toBe('json');
+    const err = loadError({ env: { INCEPTIOND_LOG_FORMAT: 'xml' } });
+    expect(err.key).toBe('log.format');
+    expect(err.reason).toBe('must be one of ["auto","json","pretty"]');
+  });
+
   it('reports every problem of a file at once', () => {
     const file = writeConfig({ log: { level: 'loud' }, mqtt: { url: 'http://broker' }, nope: 1 });
     const err = loadError({ file, env: {} });
