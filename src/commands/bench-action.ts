@@ -21,7 +21,7 @@ import { sessionOptionsFor } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
 import { percentile } from '../ops/index.js';
 import { freePort, listImageFiles, round2 } from '../util/index.js';
-import { createPreprocessor, type Preprocessor } from '../vision/index.js';
+import { createPreprocessor, tuneSharp, type Preprocessor } from '../vision/index.js';
 
 export interface BenchOptions {
   seconds: number;
@@ -51,8 +51,13 @@ export interface BenchJson {
   pipelineFps: number;
   /** pipelineFps / idealFps. */
   efficiency: number;
-  /** Process CPU ms per frame: session.run alone, and preprocessing alone. */
-  cpuMsPerFrame: { inference: number; preprocess: number };
+  /**
+   * Process CPU ms per frame: session.run alone, preprocessing alone, and per Result in the pipeline
+   * (every thread: capture, preprocessing, inference, outbox, MQTT; the embedded broker too).
+   */
+  cpuMsPerFrame: { inference: number; preprocess: number; pipeline: number };
+  /** Cores kept busy by the pipeline (process CPU time / wall time): with cpuMsPerFrame.pipeline, where efficiency goes. */
+  coresBusy: number;
   /** Capture → Result in the pipeline. */
   latencyMs: P50P99;
   /** Main thread's event-loop delay while the pipeline runs. */
@@ -189,9 +194,11 @@ async function pipelineRun(config: Config, logger: Logger, target: string, secon
     const startCount = daemon.resultCount;
     let rssMax = process.memoryUsage.rss();
     const rssTimer = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage.rss())), 250);
+    const cpu = process.cpuUsage();
     const start = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const elapsed = (performance.now() - start) / 1000;
+    const cpuMs = cpuMsSince(cpu);
     clearInterval(rssTimer);
     loop.disable();
     const runs = daemon.resultCount - startCount;
@@ -200,6 +207,8 @@ async function pipelineRun(config: Config, logger: Logger, target: string, secon
       provider: daemon.info.provider,
       runs,
       perSecond: runs / elapsed,
+      cpuMsPerResult: cpuMs / runs,
+      cpuBusy: cpuMs / (elapsed * 1000),
       inferenceMs: { p50: snapshot.latencyMs.inference.p50, p99: snapshot.latencyMs.inference.p99 },
       latencyMs: { p50: snapshot.latencyMs.total.p50, p99: snapshot.latencyMs.total.p99 },
       eventLoopDelayMs: loop.count > 0 ? { p50: lateMs(loop.percentile(50)), p99: lateMs(loop.percentile(99)) } : { p50: null, p99: null },
@@ -221,6 +230,8 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       const m = await sharp(f).metadata();
       sizes.add(`${m.width}x${m.height}`);
     }
+    // The daemon's libvips settings, for the preprocessing measured here as for the pipeline.
+    tuneSharp(config.inference.threads);
     const preprocess = createPreprocessor(model.manifest.input);
     const prepared = await preprocess(frames[0]!);
 
@@ -245,7 +256,12 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       idealFps,
       pipelineFps,
       efficiency: round3(pipelineFps / idealFps),
-      cpuMsPerFrame: { inference: round2(session.cpuMsPerRun), preprocess: round2(preprocessCpuMs) },
+      cpuMsPerFrame: {
+        inference: round2(session.cpuMsPerRun),
+        preprocess: round2(preprocessCpuMs),
+        pipeline: round2(pipeline.cpuMsPerResult),
+      },
+      coresBusy: round2(pipeline.cpuBusy),
       latencyMs: pipeline.latencyMs,
       eventLoopDelayMs: pipeline.eventLoopDelayMs,
       rssMb: Math.round(pipeline.rssMax / 2 ** 20),
@@ -278,6 +294,7 @@ export async function benchCommand(config: Config, logger: Logger, opts: BenchOp
       `raw       ${r.sessionFps}/s session.run (p50 ${r.session.latencyMs.p50} ms, p99 ${r.session.latencyMs.p99} ms, ${r.session.runs} runs)`,
       `cpu       ${r.cpuMsPerFrame.inference} ms inference + ${r.cpuMsPerFrame.preprocess} ms preprocessing per frame → ideal ${r.idealFps}/s`,
       `pipeline  ${r.pipelineFps}/s Results (inference p50 ${r.pipeline.inferenceMs.p50} ms, total p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms)`,
+      `pipeline  ${r.cpuMsPerFrame.pipeline} CPU ms per Result (every thread), ${r.coresBusy} of ${r.cores} cores busy`,
       `ratio     pipeline/ideal = ${r.efficiency}, pipeline/raw = ${round3(r.pipelineFps / r.sessionFps)}`,
       `event loop delay while inferring: p50 ${r.eventLoopDelayMs.p50} ms, p99 ${r.eventLoopDelayMs.p99} ms`,
       `RSS       ${r.rssMb} MB max during the pipeline, ${r.rssMbAfterSession} MB after the session loop (one process)`,

@@ -7,7 +7,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import sharp from 'sharp';
 import { runnerOptionsFor, sourceFromConfig, type FrameSource } from '../capture/index.js';
 import {
   ConfigError,
@@ -33,7 +32,7 @@ import { formatPlacement, InferenceEngine } from '../inference/index.js';
 import { createNotifier, lockStateDir, Metrics, packageVersion, type Notifier } from '../ops/index.js';
 import { MqttPublisher, Outbox, SeqStore, startEmbeddedBroker, topicsFor, type Topics } from '../publish/index.js';
 import { LogThrottle } from '../util/index.js';
-import { createPreprocessor, type Preprocessor } from '../vision/index.js';
+import { createPreprocessor, tuneSharp, type Preprocessor } from '../vision/index.js';
 import { prepareModelIsolated, sessionSettingsFor, StartCancelledError, targetForProvider, type PreparedModel } from './model-setup.js';
 import { planReload, type ReloadPlan } from './reload.js';
 import { SourcePipeline, type Inferencer } from './source-pipeline.js';
@@ -173,8 +172,7 @@ export class Daemon {
           await mkdir(config.stateDir, { recursive: true });
           const lock = await lockStateDir(config.stateDir, { logger });
           this.closers.push({ name: 'state lock', close: () => lock.release() });
-          // sharp's decoded-image cache (50 MB by default) buys nothing for a stream of new frames.
-          sharp.cache(false);
+          tuneSharp(config.inference.threads);
           this.closers.push({ name: 'metrics', close: () => this.metrics.close() });
         },
       },

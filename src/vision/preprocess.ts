@@ -1,3 +1,4 @@
+import os from 'node:os';
 import sharp from 'sharp';
 import type { Metadata, OutputInfo } from 'sharp';
 import { FrameDecodeError, FrameTooLargeError } from './errors.js';
@@ -108,6 +109,23 @@ export function createPreprocessor(spec: InputSpec, options: PreprocessorOptions
     }
     return { tensor: { data: out, dims: [...dims] }, width: oriented.width, height: oriented.height };
   };
+}
+
+/**
+ * Process-wide libvips settings for a daemon that also runs ONNX Runtime with `inferenceThreads`
+ * intra-op threads (docs/ARCHITECTURE.md, "Threads"):
+ * - no decoded-image cache (50 MB by default): it buys nothing for a stream of new frames;
+ * - libvips gets the cores ORT does not use, at least one. Its default (one thread per core) puts
+ *   three busy threads on a two-core board while a frame is preprocessed during the previous one's
+ *   inference; measured with `inceptiond bench` (README "Benchmarks"), one thread was ~3 % faster
+ *   per Result and used less CPU per frame.
+ * Returns the concurrency set.
+ */
+export function tuneSharp(inferenceThreads: number, cores = os.availableParallelism()): number {
+  sharp.cache(false);
+  const concurrency = Math.max(1, cores - inferenceThreads);
+  sharp.concurrency(concurrency);
+  return concurrency;
 }
 
 /** Size from the header alone (no pixel limit), only to say how large a rejected frame was. */

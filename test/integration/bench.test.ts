@@ -45,7 +45,8 @@ describe('bench --json', () => {
       idealFps: expect.any(Number),
       pipelineFps: expect.any(Number),
       efficiency: expect.any(Number),
-      cpuMsPerFrame: { inference: expect.any(Number), preprocess: expect.any(Number) },
+      cpuMsPerFrame: { inference: expect.any(Number), preprocess: expect.any(Number), pipeline: expect.any(Number) },
+      coresBusy: expect.any(Number),
       latencyMs: p50p99,
       eventLoopDelayMs: p50p99,
       rssMb: expect.any(Number),
@@ -54,6 +55,10 @@ describe('bench --json', () => {
     for (const key of ['sessionFps', 'idealFps', 'pipelineFps', 'rssMb'] as const) expect(r[key]).toBeGreaterThan(0);
     expect(r.cpuMsPerFrame.inference).toBeGreaterThan(0);
     expect(r.cpuMsPerFrame.preprocess).toBeGreaterThan(0);
+    // The pipeline does at least the work of its parts, on at most every core.
+    expect(r.cpuMsPerFrame.pipeline).toBeGreaterThan(0);
+    expect(r.coresBusy).toBeGreaterThan(0);
+    expect(r.coresBusy).toBeLessThanOrEqual(r.cores + 0.1);
     expect(r.efficiency).toBeCloseTo(r.pipelineFps / r.idealFps, 3);
   });
 });

@@ -87,7 +87,12 @@ afterEach(async () => {
   outbox = dir = undefined;
 });
 
-async function pipelineWith(source: FrameSource, engine: Inferencer, labelSettings = () => ({ topK: 2, threshold: 0 })) {
+async function pipelineWith(
+  source: FrameSource,
+  engine: Inferencer,
+  labelSettings = () => ({ topK: 2, threshold: 0 }),
+  handOver?: (result: ResultPayload, store: () => Promise<number>) => Promise<number>,
+) {
   dir = await mkdtemp(path.join(tmpdir(), 'pipeline-'));
   outbox = await Outbox.open(dir, { maxMessages: 1000, maxBytes: 1e7, maxAgeSec: 0 }, logger);
   const events = new DaemonEventBus();
@@ -105,7 +110,10 @@ async function pipelineWith(source: FrameSource, engine: Inferencer, labelSettin
     model: { name: 'fake', precision: 'int8', labels: ['a', 'b', 'c', 'd'], activation: 'softmax' },
     labelSettings,
     nextSeq: () => ++seq,
-    publish: (result: ResultPayload) => box.append({ topic: `t/${result.source}/labels`, payload: JSON.stringify(result), qos: 1 }),
+    publish: (result: ResultPayload) => {
+      const store = () => box.append({ topic: `t/${result.source}/labels`, payload: JSON.stringify(result), qos: 1 });
+      return handOver ? handOver(result, store) : store();
+    },
     events,
     logger,
   });
@@ -187,5 +195,44 @@ describe('SourcePipeline', () => {
     await pipeline.stop(300);
     expect(performance.now() - t0).toBeLessThan(5_000);
     await expect(source.next()).rejects.toBeInstanceOf(SourceStoppedError);
+  });
+
+  it('infers the next frame while the last Result is still being stored, keeping at most one store outstanding and the order', async () => {
+    const timeline: string[] = [];
+    let releaseFirst: () => void = () => undefined;
+    const firstStoreHeld = new Promise<void>((resolve) => (releaseFirst = resolve));
+    const base = fakeEngine();
+    const engine: Inferencer = {
+      provider: base.provider,
+      run(tensor) {
+        timeline.push(`run ${base.calls + 1}`);
+        // The first Result's store completes only once the second frame is being inferred: a pipeline
+        // that waited for the store before the next inference would never get here.
+        if (base.calls + 1 === 2) releaseFirst();
+        return base.run(tensor);
+      },
+    };
+    const source = new ScriptedSource('cam', ['frame', 'frame', 'frame', 'frame', 'end']);
+    const {
+      pipeline,
+      finished,
+      outbox: box,
+    } = await pipelineWith(source, engine, undefined, async (result, store) => {
+      timeline.push(`store ${result.seq}`);
+      if (result.seq === 1) await firstStoreHeld;
+      const id = await store();
+      timeline.push(`stored ${result.seq}`);
+      return id;
+    });
+    pipeline.start();
+    await finished;
+    await pipeline.stop();
+
+    expect(timeline.indexOf('run 2')).toBeLessThan(timeline.indexOf('stored 1'));
+    // Frame 3 waits for Result 1's store: at most one store is outstanding behind an inference.
+    expect(timeline.indexOf('run 3')).toBeGreaterThan(timeline.indexOf('stored 1'));
+    expect(timeline.filter((t) => t.startsWith('stored'))).toEqual(['stored 1', 'stored 2', 'stored 3', 'stored 4']);
+    const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
   });
 });

@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { createPreprocessor, FrameDecodeError, FrameTooLargeError, type InputSpec } from '../../src/vision/index.js';
+import { createPreprocessor, FrameDecodeError, FrameTooLargeError, tuneSharp, type InputSpec } from '../../src/vision/index.js';
 
 type RGB = [number, number, number];
 
@@ -301,5 +301,21 @@ describe('createPreprocessor', () => {
     expect(() => createPreprocessor(spec({ std: [1, 0, 1] }))).toThrow(/std/);
     expect(() => createPreprocessor(spec({ width: 0 }))).toThrow(/width/);
     expect(() => createPreprocessor(spec({ resize: 'zoom' as never }))).toThrow(/resize/);
+  });
+});
+
+describe('tuneSharp', () => {
+  it('gives libvips the cores ONNX Runtime leaves, at least one, and turns its cache off', () => {
+    const before = sharp.concurrency();
+    try {
+      expect(tuneSharp(2, 2)).toBe(1);
+      expect(sharp.concurrency()).toBe(1);
+      expect(tuneSharp(2, 8)).toBe(6);
+      expect(sharp.concurrency()).toBe(6);
+      expect(tuneSharp(4, 2)).toBe(1);
+      expect(sharp.cache()).toMatchObject({ memory: { max: 0 }, items: { max: 0 } });
+    } finally {
+      sharp.concurrency(before);
+    }
   });
 });
