@@ -17,7 +17,8 @@ export function register(program: Command, ctx: CommandContext): void {
 
 async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promise<void> {
   let config = ctx.loadConfig(opts.config);
-  const logger = createLogger({ level: config.log.level, name: 'inceptiond' });
+  // stdout: the journal under systemd (each line with its priority), readable lines on a terminal.
+  const logger = createLogger({ level: config.log.level, name: 'inceptiond', format: config.log.format });
   process.on('unhandledRejection', (err) => {
     logger.fatal({ err }, 'unhandled promise rejection: exiting so the supervisor restarts a clean process');
     process.exit(EXIT.RUNTIME);

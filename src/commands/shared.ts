@@ -1,8 +1,8 @@
 // What every command registration uses: the -c option, the config loader, the one-shot logger, the
 // option parsers and UsageError. Cheap to import (commander, config/, ops/): `--help` and `config check` stay fast.
 import { Option, type Command } from 'commander';
-import { pino, type Logger } from 'pino';
-import { loadConfig, type Config } from '../config/index.js';
+import type { Logger } from 'pino';
+import { LOG_FORMATS, loadConfig, type Config, type LogFormat } from '../config/index.js';
 import { createLogger } from '../ops/index.js';
 
 /** An error whose message is the whole story for the user: printed without a stack, exit 2. */
@@ -15,8 +15,10 @@ export interface CommandContext {
   /**
    * Logger for one-shot commands: warnings and errors only (or `level`), on stderr, so stdout carries
    * nothing but the command's data (`classify --json | jq` must not meet a log line between two results).
+   * Its format is `format`, else log.format of the configuration loaded last, else INCEPTIOND_LOG_FORMAT,
+   * else auto (readable lines when stderr is a terminal).
    */
-  commandLogger(level?: string): Logger;
+  commandLogger(level?: string, format?: LogFormat): Logger;
   /** A fresh -c/--config option (commander needs one Option object per command). */
   configOption(): Option;
 }
@@ -25,9 +27,20 @@ export interface CommandContext {
 export type RegisterCommand = (program: Command, ctx: CommandContext) => void;
 
 export function createCommandContext(env: NodeJS.ProcessEnv = process.env): CommandContext {
+  // Most commands load their configuration before they ask for a logger; the ones that log first fall
+  // back to the environment variable.
+  let loadedFormat: LogFormat | undefined;
+  const envFormat = (LOG_FORMATS as readonly string[]).includes(env.INCEPTIOND_LOG_FORMAT ?? '')
+    ? (env.INCEPTIOND_LOG_FORMAT as LogFormat)
+    : undefined;
   return {
-    loadConfig: (file, overlay) => loadConfig({ file, env, overlay }).config,
-    commandLogger: (level = 'warn') => createLogger({ level, name: 'inceptiond', destination: pino.destination({ dest: 2, sync: true }) }),
+    loadConfig: (file, overlay) => {
+      const config = loadConfig({ file, env, overlay }).config;
+      loadedFormat = config.log.format;
+      return config;
+    },
+    commandLogger: (level = 'warn', format?: LogFormat) =>
+      createLogger({ level, name: 'inceptiond', fd: 2, format: format ?? loadedFormat ?? envFormat ?? 'auto', env }),
     configOption: () => new Option('-c, --config <file>', 'configuration file (JSON); also INCEPTIOND_CONFIG'),
   };
 }

@@ -1,9 +1,13 @@
 export {
   createLogger,
   createSilentLogger,
+  isJournalStream,
+  journalPriority,
   maskCredentialsDeep,
   maskingDestination,
+  maskLine,
   REDACT_PATHS,
+  resolveLogFormat,
   type Logger,
   type LoggerOptions,
 } from './logger.js';
