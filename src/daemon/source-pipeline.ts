@@ -56,6 +56,8 @@ export class SourcePipeline {
   private readonly abort = new AbortController();
   private done: Promise<void> | undefined;
   private inflight: Promise<void> = Promise.resolve();
+  /** The last inferred frame's tensor array, handed back by the engine, for the next frame. */
+  private spareTensor: Float32Array | undefined;
   /** The last Result's hand-over to the outbox. */
   private handover: Promise<void> = Promise.resolve();
   private paused = false;
@@ -166,7 +168,7 @@ export class SourcePipeline {
         const preprocessStart = performance.now();
         let prepared: PreprocessedFrame;
         try {
-          prepared = await this.deps.preprocess(frame.data);
+          prepared = await this.deps.preprocess(frame.data, this.takeSpareTensor());
         } catch (err) {
           if (err instanceof FrameDecodeError || err instanceof FrameTooLargeError) {
             this.deps.events.emit('frameSkipped', { source: this.id, reason: 'corrupt', error: err.message });
@@ -184,6 +186,12 @@ export class SourcePipeline {
       await this.runner.stop();
       this.reportStale();
     }
+  }
+
+  private takeSpareTensor(): Float32Array | undefined {
+    const spare = this.spareTensor;
+    this.spareTensor = undefined;
+    return spare;
   }
 
   /** Waits for the frame in flight and the last hand-over to the outbox. */
@@ -273,6 +281,7 @@ export class SourcePipeline {
       deps.events.emit('frameSkipped', { source: this.id, reason: 'inference', error });
       return;
     }
+    if (output.input) this.spareTensor = output.input;
     deps.events.emit('inference', { source: this.id, ok: true });
     const { topK, threshold } = deps.labelSettings();
     const labels = topLabels(output.scores, { k: topK, threshold, labels: deps.model.labels, activation: deps.model.activation });

@@ -210,7 +210,8 @@ export class InferenceEngine {
       const pending = this.#pending.get(msg.id);
       if (!pending) return;
       this.#pending.delete(msg.id);
-      if (msg.type === 'result') pending.resolve({ scores: msg.scores, inferenceMs: msg.inferenceMs });
+      if (msg.type === 'result')
+        pending.resolve({ scores: msg.scores, inferenceMs: msg.inferenceMs, ...(msg.input ? { input: msg.input } : {}) });
       else pending.reject(new InferenceRunError(`inference failed: ${msg.message}`));
     }
   }

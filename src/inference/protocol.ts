@@ -16,7 +16,7 @@ export type ToWorker =
 export type FromWorker =
   | ({ type: 'ready' } & EngineInfo)
   | { type: 'init-error'; kind: 'no-provider' | 'model' | 'runtime'; message: string; attempts: ProviderAttempt[] }
-  | { type: 'result'; id: number; scores: Float32Array; inferenceMs: number }
+  | { type: 'result'; id: number; scores: Float32Array; inferenceMs: number; input?: Float32Array }
   | { type: 'run-error'; id: number; message: string }
   | { type: 'heap'; id: number; heap: WorkerHeap }
   | { type: 'closed' };

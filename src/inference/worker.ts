@@ -137,7 +137,12 @@ async function handle(msg: Exclude<ToWorker, { type: 'heap' }>): Promise<void> {
     // Transfer only a buffer the view owns entirely; otherwise copy the view's own bytes.
     const scores = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
     out.dispose();
-    post({ type: 'result', id: msg.id, scores, inferenceMs }, [scores.buffer as ArrayBuffer]);
+    // The input goes back too, for the next frame (the session is done with it once run resolves).
+    const input = msg.data;
+    const transfer = [scores.buffer as ArrayBuffer];
+    const returnInput = input.byteOffset === 0 && input.byteLength === input.buffer.byteLength && input.buffer !== scores.buffer;
+    if (returnInput) transfer.push(input.buffer as ArrayBuffer);
+    post({ type: 'result', id: msg.id, scores, inferenceMs, ...(returnInput ? { input } : {}) }, transfer);
   } catch (err) {
     post({ type: 'run-error', id: msg.id, message: (err as Error).message });
   }

@@ -12,9 +12,10 @@ const FIT = { crop: 'cover', fill: 'fill', pad: 'contain' } as const;
  * Builds the frame → tensor function for one model input. Each call decodes with sharp (EXIF
  * orientation applied, alpha dropped, greyscale/CMYK made sRGB, embedded ICC profiles ignored), resizes
  * per `spec.resize`, and normalises `(pixel * scale - mean[c]) / std[c]` into a fresh Float32Array in
- * the spec's layout and channel order. The array is new on every call because the caller transfers it
- * to the inference worker, which detaches it: only sharp's intermediate buffers are temporary, and
- * sharp allocates those itself (toBuffer cannot write into a caller's buffer), so nothing is pooled.
+ * the spec's layout and channel order: a new Float32Array, or `reuse` when the caller passes one of the
+ * right size (the daemon passes the previous frame's, which the inference worker hands back, so the
+ * ~600 KB tensor is not garbage on every frame). sharp's own buffers (the decoded, resized pixels) are
+ * still allocated per frame: toBuffer cannot write into a caller's buffer.
  *
  * What a frame costs (README, "Benchmarks"; 2-core x64, ms of CPU per frame, 224×224 crop):
  * - JPEG shrink-on-load: with only orientation, alpha and colourspace steps before the resize, sharp
@@ -52,7 +53,7 @@ export function createPreprocessor(spec: InputSpec, options: PreprocessorOptions
   }) as [Float32Array, Float32Array, Float32Array];
   const dims = spec.layout === 'NCHW' ? [1, 3, height, width] : [1, height, width, 3];
 
-  return async function preprocess(image: Buffer): Promise<PreprocessedFrame> {
+  return async function preprocess(image: Buffer, reuse?: Float32Array): Promise<PreprocessedFrame> {
     if (!Buffer.isBuffer(image) || image.length === 0) throw new FrameDecodeError('frame is empty');
     // failOn 'error': a truncated JPEG is an error, not a half-grey image (the default 'warning'
     // also catches it but rejects many camera JPEGs for harmless warnings).
@@ -91,7 +92,7 @@ export function createPreprocessor(spec: InputSpec, options: PreprocessorOptions
     }
 
     const plane = width * height;
-    const out = new Float32Array(plane * 3);
+    const out = reuse?.length === plane * 3 ? reuse : new Float32Array(plane * 3);
     const [l0, l1, l2] = luts;
     const [s0, s1, s2] = sourceChannel as [number, number, number];
     if (spec.layout === 'NCHW') {

@@ -40,4 +40,8 @@ export interface PreprocessedFrame {
   height: number;
 }
 
-export type Preprocessor = (image: Buffer) => Promise<PreprocessedFrame>;
+/**
+ * Frame → tensor. `reuse`: an array of the tensor's size to write into (e.g. the previous frame's, handed
+ * back by the inference worker) instead of allocating one; ignored when its size differs or it was detached.
+ */
+export type Preprocessor = (image: Buffer, reuse?: Float32Array) => Promise<PreprocessedFrame>;

@@ -66,14 +66,15 @@ function fakeEngine(behaviour: (call: number) => 'ok' | 'fail' | 'hang' = () => 
   const engine = {
     provider: 'fake',
     calls: 0,
-    run(_tensor: InputTensor) {
+    run(tensor: InputTensor) {
       const call = ++engine.calls;
       const what = behaviour(call);
       if (what === 'hang') return new Promise<never>(() => undefined);
       if (what === 'fail') return Promise.reject(new Error('worker died'));
       const scores = new Float32Array(4).fill(0.1);
       scores[call % 4] = 0.7;
-      return Promise.resolve({ scores, inferenceMs: 1 });
+      // Hands the input back, as the real engine's worker does.
+      return Promise.resolve({ scores, inferenceMs: 1, input: tensor.data });
     },
   };
   return engine;
@@ -234,5 +235,27 @@ describe('SourcePipeline', () => {
     expect(timeline.filter((t) => t.startsWith('stored'))).toEqual(['stored 1', 'stored 2', 'stored 3', 'stored 4']);
     const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
     expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('preprocesses each frame into the array the engine handed back for the previous one', async () => {
+    const sent: Float32Array[] = [];
+    const base = fakeEngine();
+    const engine: Inferencer = {
+      provider: base.provider,
+      run(tensor) {
+        sent.push(tensor.data);
+        return base.run(tensor);
+      },
+    };
+    const source = new ScriptedSource('cam', ['frame', 'frame', 'frame', 'frame', 'end']);
+    const { pipeline, finished, outbox: box } = await pipelineWith(source, engine);
+    pipeline.start();
+    await finished;
+    await pipeline.stop();
+    expect(sent).toHaveLength(4);
+    // A frame preprocessed while the previous one is inferred needs an array of its own; after that the
+    // handed-back ones go round: four frames, at most two arrays.
+    expect(new Set(sent).size).toBeLessThanOrEqual(2);
+    expect(box.nextBatch(0, 100)).toHaveLength(4);
   });
 });

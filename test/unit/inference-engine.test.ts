@@ -106,6 +106,19 @@ describe('InferenceEngine', () => {
     expect(Array.from(out.scores)).toEqual(await directScores(modelPath, seededInput(SIZE, 12), dims));
   });
 
+  it('hands the input array back after the run, unchanged, and a reused array gives the new frame its own scores', async () => {
+    const first = seededInput(SIZE, 13);
+    const out = await engine.run({ data: first.slice(), dims });
+    expect(out.input).toBeInstanceOf(Float32Array);
+    expect(Array.from(out.input!)).toEqual(Array.from(first));
+    // The daemon preprocesses the next frame into the returned array: its scores are that frame's.
+    out.input!.set(seededInput(SIZE, 14));
+    const again = await engine.run({ data: out.input!, dims });
+    expect(out.input!.byteLength).toBe(0); // moved to the worker again
+    expect(Array.from(again.scores)).toEqual(await directScores(modelPath, seededInput(SIZE, 14), dims));
+    expect(again.input!.length).toBe(first.length);
+  });
+
   it('resolves sequential and concurrent runs in request order with their own scores', async () => {
     const inputs = [0, 1, 2, 3, 4, 5, 6].map((i) => seededInput(SIZE, 100 + i));
     const expected = await Promise.all(inputs.map((x) => directScores(modelPath, x, dims)));

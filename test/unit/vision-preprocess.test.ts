@@ -60,6 +60,20 @@ describe('createPreprocessor', () => {
     for (let y = 0; y < 2; y++) for (let x = 0; x < 2; x++) expect(nchwAt(tensor.data, 2, 2, x, y)).toEqual(grid[y]![x + 1]);
   });
 
+  it('writes into a reused array of the right size (same values as a fresh one) and ignores one of another size', async () => {
+    const grid = distinctGrid(4, 2);
+    const pre = createPreprocessor(spec({ resize: 'crop' }), { kernel: 'nearest' });
+    const fresh = await pre(await png(grid));
+    const reuse = new Float32Array(fresh.tensor.data.length).fill(Number.NaN);
+    const reused = await pre(await png(grid), reuse);
+    expect(reused.tensor.data).toBe(reuse);
+    expect(Array.from(reuse)).toEqual(Array.from(fresh.tensor.data));
+    const wrongSize = new Float32Array(5);
+    const other = await pre(await png(grid), wrongSize);
+    expect(other.tensor.data).not.toBe(wrongSize);
+    expect(Array.from(other.tensor.data)).toEqual(Array.from(fresh.tensor.data));
+  });
+
   it('crop: scales the shorter side down, then crops the centre', async () => {
     // 8x4 of 2x2 blocks → scaled to 4x2 → centre columns are blocks 1 and 2.
     const { grid, cell } = blockGrid(4, 2, 2, 2);
