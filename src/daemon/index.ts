@@ -194,6 +194,7 @@ export class Daemon {
           p.engine = await (options.overrides?.createEngine?.(config, p.model) ?? this.createEngine());
           this.closers.push({ name: 'inference', close: () => p.engine.close() });
           this.describeEngine();
+          this.metrics.setModelInfo({ model: p.model.manifest.name, precision: p.model.precision, provider: p.engine.provider });
         },
       },
       {
@@ -273,24 +274,12 @@ export class Daemon {
           p.publisher.onConnectionChange((connected) => this.events.emit('mqttConnection', { connected }));
           await p.publisher.start();
           this.closers.push({ name: 'mqtt', close: () => p.publisher.stop(5_000) });
-          // The publisher owns the outbox and the connection; mirror them into the gauges once a second.
-          let reportedDrops = 0;
-          let reportedWriteFailures = 0;
-          let reportedCorrupt = 0;
-          const gauges = setInterval(() => {
-            const stats = p.publisher.stats();
-            this.metrics.setOutboxDepth(stats.outboxDepth);
-            this.metrics.setMqttConnected(stats.connected);
-            if (stats.dropped > reportedDrops) this.metrics.outboxDroppedMessages(stats.dropped - reportedDrops);
-            reportedDrops = stats.dropped;
-            const { writeErrors, corrupt } = p.outbox;
-            if (writeErrors > reportedWriteFailures) this.metrics.outboxWriteFailures(writeErrors - reportedWriteFailures);
-            reportedWriteFailures = writeErrors;
-            if (corrupt > reportedCorrupt) this.metrics.outboxCorruptRecords(corrupt - reportedCorrupt);
-            reportedCorrupt = corrupt;
-          }, 1_000);
-          gauges.unref();
-          this.closers.push({ name: 'gauges', close: () => clearInterval(gauges) });
+          // The publisher owns the outbox and the connection: the metrics read their counts at each scrape.
+          this.metrics.trackPublishing(() => ({
+            ...p.publisher.stats(),
+            outboxWriteErrors: p.outbox.writeErrors,
+            outboxCorrupt: p.outbox.corrupt,
+          }));
         },
       },
       {

@@ -18,7 +18,9 @@ export {
   type DropReason,
   type MetricsOptions,
   type MetricsSnapshot,
+  type ModelInfo,
   type Percentiles,
+  type PublishingCounts,
   type ResultTimings,
 } from './metrics.js';
 export { startHttpServer, HttpListenError, type HealthReport, type HttpServer, type HttpServerOptions } from './http.js';

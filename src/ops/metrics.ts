@@ -52,6 +52,44 @@ export interface MetricsSnapshot {
   cpu: { msPerResult: number | null; percentOfOneCore: number };
 }
 
+/**
+ * What the MQTT publisher and its outbox have counted since they started (PublisherStats plus the
+ * outbox's write errors and corrupt records): read at each scrape and snapshot, so /metrics is never
+ * behind. Counters are mirrored by their increase since the previous reading.
+ */
+export interface PublishingCounts {
+  connected: boolean;
+  /** Results in the outbox, not yet acknowledged by the broker, and their bytes. */
+  outboxDepth: number;
+  outboxBytes: number;
+  /** Results dropped by the outbox bounds. */
+  dropped: number;
+  /** Results older than mqtt.resultExpirySec when their turn came: dropped unsent. */
+  expired: number;
+  /** Results acknowledged by the broker. */
+  published: number;
+  /** Other messages (status, metrics, snapshots, responses, discovery) handed to the connection. */
+  livePublished: number;
+  /** Results the broker refused. */
+  failed: number;
+  /** Other messages not delivered (not connected, or an error). */
+  liveDropped: number;
+  /** Successful connections after the first. */
+  reconnects: number;
+  /** Connection errors (unreachable, TLS, CONNACK refused): one per failed attempt. */
+  connectionErrors: number;
+  /** Outbox appends the disk refused (held in memory), and records skipped as corrupt. */
+  outboxWriteErrors?: number;
+  outboxCorrupt?: number;
+}
+
+/** The model the engine runs, as `inceptiond_model_info` labels. */
+export interface ModelInfo {
+  model: string;
+  precision: string;
+  provider: string;
+}
+
 export interface MetricsOptions {
   /** Latency samples kept for percentiles (default 1000). */
   window?: number;
@@ -109,8 +147,8 @@ const roundPercentiles = (p: Percentiles): Percentiles => ({
 // Prometheus wants base units, so latencies are exported in seconds (Grafana formats them); the JSON
 // snapshot keeps ms like the Result payload.
 const LATENCY_BUCKETS_SEC = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-/** Frame age reaches seconds when a source is slow or the daemon is starved: wider buckets. */
-const AGE_BUCKETS_SEC = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** A frame's latency reaches seconds when a source is slow or the daemon is starved: buckets up to a minute. */
+const FRAME_LATENCY_BUCKETS_SEC = [...LATENCY_BUCKETS_SEC, 30, 60];
 const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 /**
  * The event-loop delay monitor's timer period. Each period wakes the loop: at 10 ms that cost 3.2 ms of
@@ -135,19 +173,38 @@ export class Metrics {
   private readonly requests: Counter<'op' | 'status'>;
   private gatedCount = 0;
   private readonly suppressedCounts = { unchanged: 0, rate: 0 };
-  private readonly outboxDroppedTotal: Counter;
-  private readonly outboxDepthGauge: Gauge;
+  private readonly outboxDroppedTotal: Counter<'reason'>;
+  private readonly outboxMessagesGauge: Gauge;
+  private readonly outboxBytesGauge: Gauge;
   private readonly outboxWriteFailuresTotal: Counter;
   private readonly outboxCorruptTotal: Counter;
   private readonly mqttConnectedGauge: Gauge;
+  private readonly mqttPublished: Counter<'kind'>;
+  private readonly mqttPublishFailures: Counter<'kind'>;
+  private readonly mqttReconnects: Counter;
+  private readonly mqttConnectionErrors: Counter;
+  private readonly modelInfo: Gauge<'model' | 'precision' | 'provider'>;
+  /** Per frame: the two stages, and the whole (capture to Result: `inceptiond_frame_latency_seconds`). */
   private readonly latency: Record<'preprocess' | 'inference' | 'total', { histogram: Histogram; window: SlidingWindow }>;
   private readonly eventLoop: IntervalHistogram;
-  private readonly frameAge: Histogram;
   private readonly cpuUsage: () => NodeJS.CpuUsage;
-  /** Process CPU ms and Results at the start of the snapshot interval, and at the previous scrape. */
+  /** Process CPU ms and Results at the start of the snapshot interval. */
   private intervalCpu: { ms: number; results: number };
-  private scrapeCpu: { ms: number; results: number };
   private resultTotal = 0;
+  private readPublishing: (() => PublishingCounts) | undefined;
+  /** The previous reading of the publisher's counters, for the increases. */
+  private publishing: Omit<PublishingCounts, 'connected' | 'outboxDepth' | 'outboxBytes'> = {
+    dropped: 0,
+    expired: 0,
+    published: 0,
+    livePublished: 0,
+    failed: 0,
+    liveDropped: 0,
+    reconnects: 0,
+    connectionErrors: 0,
+    outboxWriteErrors: 0,
+    outboxCorrupt: 0,
+  };
 
   private readonly dropCounts: Record<DropReason, number> = { stale: 0, corrupt: 0, inference: 0 };
   private captureFailureCount = 0;
@@ -161,12 +218,13 @@ export class Metrics {
     this.now = options.now ?? (() => performance.now());
     this.cpuUsage = options.cpuUsage ?? (() => process.cpuUsage());
     this.intervalCpu = { ms: cpuMs(this.cpuUsage()), results: 0 };
-    this.scrapeCpu = { ...this.intervalCpu };
     this.startedAt = this.now();
     this.intervalStart = this.startedAt;
     const registers = [this.registry];
 
-    collectDefaultMetrics({ register: this.registry, prefix: 'inceptiond_' });
+    // The standard names (process_cpu_seconds_total, process_resident_memory_bytes,
+    // nodejs_heap_size_used_bytes, …), no prefix: the dashboards and alerts written for them work as they are.
+    collectDefaultMetrics({ register: this.registry });
     new Gauge({ name: 'inceptiond_build_info', help: 'Always 1; the version is a label', labelNames: ['version'], registers }).set(
       { version: packageVersion },
       1,
@@ -204,14 +262,15 @@ export class Metrics {
       registers,
     });
     this.requests = new Counter({
-      name: 'inceptiond_requests_total',
+      name: 'inceptiond_control_requests_total',
       help: 'Requests answered on <base>/response/<op>, by operation and status (ok, error)',
       labelNames: ['op', 'status'],
       registers,
     });
     this.outboxDroppedTotal = new Counter({
       name: 'inceptiond_outbox_dropped_total',
-      help: 'Results dropped undelivered by the outbox limits',
+      help: 'Results dropped undelivered: limit (the outbox bounds: messages, bytes, age), expired (older than mqtt.resultExpirySec when their turn came)',
+      labelNames: ['reason'],
       registers,
     });
     this.outboxWriteFailuresTotal = new Counter({
@@ -224,37 +283,61 @@ export class Metrics {
       help: 'Outbox records skipped because their checksum or content was wrong (torn by a crash, damaged on the card)',
       registers,
     });
-    this.outboxDepthGauge = new Gauge({ name: 'inceptiond_outbox_depth', help: 'Results waiting for broker acknowledgement', registers });
+    this.outboxMessagesGauge = new Gauge({
+      name: 'inceptiond_outbox_messages',
+      help: "Results in the outbox waiting for the broker's acknowledgement",
+      registers,
+    });
+    this.outboxBytesGauge = new Gauge({ name: 'inceptiond_outbox_bytes', help: 'Bytes of the Results in the outbox', registers });
     this.mqttConnectedGauge = new Gauge({ name: 'inceptiond_mqtt_connected', help: '1 while connected to the broker', registers });
+    this.mqttPublished = new Counter({
+      name: 'inceptiond_mqtt_messages_published_total',
+      help: 'MQTT messages published: result (Results the broker acknowledged), other (status, metrics, snapshots, responses, discovery)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.mqttPublishFailures = new Counter({
+      name: 'inceptiond_mqtt_publish_failures_total',
+      help: 'MQTT messages not published: result (Results the broker refused; dropped), other (not connected, or an error; not retried)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.mqttReconnects = new Counter({
+      name: 'inceptiond_mqtt_reconnects_total',
+      help: 'Connections to the broker after the first one',
+      registers,
+    });
+    this.mqttConnectionErrors = new Counter({
+      name: 'inceptiond_mqtt_connection_errors_total',
+      help: 'Connection errors: broker unreachable, TLS handshake or CONNACK refused, protocol errors (one per failed attempt)',
+      registers,
+    });
+    for (const kind of ['result', 'other']) {
+      this.mqttPublished.inc({ kind }, 0);
+      this.mqttPublishFailures.inc({ kind }, 0);
+    }
+    for (const reason of ['limit', 'expired']) this.outboxDroppedTotal.inc({ reason }, 0);
+    this.modelInfo = new Gauge({
+      name: 'inceptiond_model_info',
+      help: 'Always 1; the model the engine runs, its precision and its first execution provider are labels',
+      labelNames: ['model', 'precision', 'provider'],
+      registers,
+    });
 
-    const latency = (stage: string, help: string) => ({
-      histogram: new Histogram({ name: `inceptiond_${stage}_duration_seconds`, help, buckets: LATENCY_BUCKETS_SEC, registers }),
+    const latency = (name: string, help: string, buckets: number[]) => ({
+      histogram: new Histogram({ name, help, buckets, registers }),
       window: new SlidingWindow(window),
     });
+    // CPU per Result is a query, not a metric: rate(process_cpu_seconds_total[5m]) / rate(inceptiond_results_total[5m]).
     this.latency = {
-      preprocess: latency('preprocess', 'Decode, resize and normalise time per frame'),
-      inference: latency('inference', 'session.run time per frame'),
-      total: latency('total', 'Capture to Result time per frame'),
+      preprocess: latency('inceptiond_preprocess_duration_seconds', 'Decode, resize and normalise time per frame', LATENCY_BUCKETS_SEC),
+      inference: latency('inceptiond_inference_duration_seconds', 'session.run time per frame', LATENCY_BUCKETS_SEC),
+      total: latency(
+        'inceptiond_frame_latency_seconds',
+        "A frame's latency: capture time (the source's clock) to its Result",
+        FRAME_LATENCY_BUCKETS_SEC,
+      ),
     };
-
-    this.frameAge = new Histogram({
-      name: 'inceptiond_frame_age_seconds',
-      help: 'Age of the frame when its Result is made: capture time (the source clock) to Result',
-      buckets: AGE_BUCKETS_SEC,
-      registers,
-    });
-    const metrics = this;
-    new Gauge({
-      name: 'inceptiond_cpu_seconds_per_result',
-      help: 'CPU time of the whole process (all threads) per Result since the previous scrape; 0 without Results',
-      registers,
-      collect() {
-        const now = { ms: cpuMs(metrics.cpuUsage()), results: metrics.resultTotal };
-        const results = now.results - metrics.scrapeCpu.results;
-        this.set(results > 0 ? (now.ms - metrics.scrapeCpu.ms) / results / 1000 : 0);
-        metrics.scrapeCpu = now;
-      },
-    });
 
     this.eventLoop = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
     this.eventLoop.enable();
@@ -292,21 +375,22 @@ export class Metrics {
   recordResult(source: string, timings: ResultTimings): void {
     this.results.inc({ source });
     this.resultTotal++;
-    if (Number.isFinite(timings.totalMs) && timings.totalMs >= 0) this.frameAge.observe(timings.totalMs / 1000);
     this.intervalResults.set(source, (this.intervalResults.get(source) ?? 0) + 1);
     this.observe('preprocess', timings.preprocessMs);
     this.observe('inference', timings.inferenceMs);
     this.observe('total', timings.totalMs);
   }
 
-  setOutboxDepth(depth: number): void {
+  setOutboxDepth(depth: number, bytes?: number): void {
     this.outboxDepth = depth;
-    this.outboxDepthGauge.set(depth);
+    this.outboxMessagesGauge.set(depth);
+    if (bytes !== undefined) this.outboxBytesGauge.set(bytes);
   }
 
-  outboxDroppedMessages(count = 1): void {
-    this.outboxDropped += count;
-    this.outboxDroppedTotal.inc(count);
+  /** Results dropped undelivered: by the outbox bounds (limit; the snapshot's `outbox.dropped`) or for their age (expired). */
+  outboxDroppedMessages(count = 1, reason: 'limit' | 'expired' = 'limit'): void {
+    if (reason === 'limit') this.outboxDropped += count;
+    this.outboxDroppedTotal.inc({ reason }, count);
   }
 
   outboxWriteFailures(count = 1): void {
@@ -319,6 +403,45 @@ export class Metrics {
 
   setMqttConnected(connected: boolean): void {
     this.mqttConnectedGauge.set(connected ? 1 : 0);
+  }
+
+  /** The model the engine runs: `inceptiond_model_info{model,precision,provider} 1`. */
+  setModelInfo(info: ModelInfo): void {
+    this.modelInfo.reset();
+    this.modelInfo.set({ model: info.model, precision: info.precision, provider: info.provider }, 1);
+  }
+
+  /** Where the publisher's counts are read, at every scrape and snapshot (see PublishingCounts). */
+  trackPublishing(read: () => PublishingCounts): void {
+    this.readPublishing = read;
+    this.syncPublishing();
+  }
+
+  /** Mirrors one reading of the publisher's counts: the gauges as they are, the counters by their increase. */
+  observePublishing(counts: PublishingCounts): void {
+    this.setOutboxDepth(counts.outboxDepth, counts.outboxBytes);
+    this.setMqttConnected(counts.connected);
+    const prev = this.publishing;
+    // A count lower than the previous reading (a new publisher) starts over from it.
+    const increase = (key: keyof Metrics['publishing']) => {
+      const now = counts[key] ?? 0;
+      const before = prev[key] ?? 0;
+      prev[key] = now;
+      return now >= before ? now - before : now;
+    };
+    const add = (counter: Counter<string>, labels: Record<string, string>, n: number) => n > 0 && counter.inc(labels, n);
+    const dropped = increase('dropped');
+    if (dropped > 0) this.outboxDroppedMessages(dropped, 'limit');
+    const expired = increase('expired');
+    if (expired > 0) this.outboxDroppedMessages(expired, 'expired');
+    add(this.mqttPublished, { kind: 'result' }, increase('published'));
+    add(this.mqttPublished, { kind: 'other' }, increase('livePublished'));
+    add(this.mqttPublishFailures, { kind: 'result' }, increase('failed'));
+    add(this.mqttPublishFailures, { kind: 'other' }, increase('liveDropped'));
+    add(this.mqttReconnects, {}, increase('reconnects'));
+    add(this.mqttConnectionErrors, {}, increase('connectionErrors'));
+    add(this.outboxWriteFailuresTotal, {}, increase('outboxWriteErrors'));
+    add(this.outboxCorruptTotal, {}, increase('outboxCorrupt'));
   }
 
   /**
@@ -336,6 +459,7 @@ export class Metrics {
 
   /** As snapshot(), without starting a new interval (for /status and on-demand requests). */
   peek(): MetricsSnapshot {
+    this.syncPublishing();
     const now = this.now();
     const elapsedSec = (now - this.intervalStart) / 1000;
     const fps: Record<string, number> = {};
@@ -376,6 +500,7 @@ export class Metrics {
 
   /** Prometheus text exposition. */
   prometheus(): Promise<string> {
+    this.syncPublishing();
     return this.registry.metrics();
   }
 
@@ -385,6 +510,10 @@ export class Metrics {
 
   close(): void {
     this.eventLoop.disable();
+  }
+
+  private syncPublishing(): void {
+    if (this.readPublishing) this.observePublishing(this.readPublishing());
   }
 
   private observe(stage: keyof Metrics['latency'], ms: number): void {

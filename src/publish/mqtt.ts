@@ -97,6 +97,10 @@ export interface PublisherStats {
   dropped: number;
   /** publishNow messages (metrics, snapshots, responses) dropped because the broker was unreachable. */
   liveDropped: number;
+  /** Messages other than Results (status, metrics, snapshots, responses, discovery) handed to the connection without an error. */
+  livePublished: number;
+  /** Errors of the connection: a broker unreachable, a TLS handshake or a CONNACK refused, a protocol error (one per failed attempt). */
+  connectionErrors: number;
   /** Results the broker refused (e.g. a PUBACK reason code): dropped, since a retry cannot succeed. */
   failed: number;
   /** Results older than resultExpirySec when their turn came (MQTT 5): dropped unsent, the broker would discard them. */
@@ -240,7 +244,7 @@ export class MqttPublisher {
   private readonly errorLog = new LogThrottle(ERROR_LOG_INTERVAL_MS);
   private stopping: Promise<void> | null = null;
   private stopped = false;
-  private counters = { liveDropped: 0, failed: 0, expired: 0, published: 0, reconnects: 0 };
+  private counters = { liveDropped: 0, livePublished: 0, connectionErrors: 0, failed: 0, expired: 0, published: 0, reconnects: 0 };
 
   constructor(
     private readonly options: MqttPublisherOptions,
@@ -341,6 +345,8 @@ export class MqttPublisher {
       if (err) {
         this.counters.liveDropped++;
         this.logger.debug({ err, topic }, 'mqtt: live message not delivered');
+      } else {
+        this.counters.livePublished++;
       }
     });
     return true;
@@ -550,6 +556,7 @@ export class MqttPublisher {
   private onError(err: Error): void {
     this.outageStart ??= Date.now();
     this.errorsInOutage++;
+    this.counters.connectionErrors++;
     if (this.errorsInOutage === 1) this.errorLog.reset('outage');
     if (this.errorLog.shouldLog('outage')) {
       // A broker reached but refused in the TLS handshake is not "unreachable": say what failed.
@@ -685,7 +692,8 @@ export class MqttPublisher {
     if (!force && json === this.lastStatusJson) return;
     this.lastStatusJson = json;
     client.publish(this.topics.status, json, this.statusOptions(), (err) => {
-      if (err && client.connected) this.logger.warn({ err }, 'mqtt: status not published');
+      if (!err) this.counters.livePublished++;
+      else if (client.connected) this.logger.warn({ err }, 'mqtt: status not published');
     });
   }
 

@@ -178,7 +178,7 @@ describe('daemon with the files source', () => {
       const deliveredAtCut = sub.messages.length;
       // Results keep coming while the broker is unreachable; they wait in the outbox.
       await until(
-        async () => (await metricValue(base, 'inceptiond_outbox_depth', '')) >= 5 || (await outboxDepth(base)) >= 5,
+        async () => (await metricValue(base, 'inceptiond_outbox_messages', '')) >= 5 || (await outboxDepth(base)) >= 5,
         'the outbox to hold 5 Results',
       );
       const producedBeforeKill = await metricValue(base, 'inceptiond_results_total', 'source="camera"');
@@ -230,9 +230,9 @@ describe('daemon with the files source', () => {
   });
 });
 
-/** inceptiond_outbox_depth has no labels: read the plain sample line. */
+/** inceptiond_outbox_messages has no labels: read the plain sample line. */
 async function outboxDepth(base: string): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('inceptiond_outbox_depth '));
+  const line = text.split('\n').find((l) => l.startsWith('inceptiond_outbox_messages '));
   return line ? Number(line.split(' ')[1]) : 0;
 }

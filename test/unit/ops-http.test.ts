@@ -55,7 +55,11 @@ describe('HTTP server', () => {
     const text = await res.text();
     expect(text).toContain('inceptiond_frames_captured_total{source="door"} 1');
     expect(text).toContain('inceptiond_results_total{source="door"} 1');
-    expect(text).toContain('inceptiond_total_duration_seconds_count 1');
+    expect(text).toContain('inceptiond_frame_latency_seconds_count 1');
+    // The standard process and Node.js metrics, under their standard names.
+    expect(text).toMatch(/^process_cpu_seconds_total \d/m);
+    expect(text).toMatch(/^process_resident_memory_bytes \d/m);
+    expect(text).toMatch(/^nodejs_heap_size_used_bytes \d/m);
   });
 
   it('serves /status as JSON from the callback', async () => {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Metrics, SlidingWindow, percentile } from '../../src/ops/index.js';
+import { Metrics, SlidingWindow, percentile, type PublishingCounts } from '../../src/ops/index.js';
 
 const open: Metrics[] = [];
 function metrics(options?: ConstructorParameters<typeof Metrics>[0]): Metrics {
@@ -98,16 +98,19 @@ describe('Metrics Prometheus text', () => {
     m.recordResult('camera', { preprocessMs: 3, inferenceMs: 12, totalMs: 20 });
     m.frameDropped('camera', 'corrupt');
     m.setMqttConnected(true);
+    m.requestAnswered('status', true);
     const text = await m.prometheus();
+    expect(text).toContain('inceptiond_control_requests_total{op="status",status="ok"} 1');
     expect(text).toContain('inceptiond_frames_captured_total{source="camera"} 2');
     expect(text).toContain('inceptiond_results_total{source="camera"} 1');
     expect(text).toContain('inceptiond_frames_dropped_total{source="camera",reason="corrupt"} 1');
     expect(text).toContain('inceptiond_mqtt_connected 1');
     expect(text).toContain('inceptiond_inference_duration_seconds_sum 0.012');
-    expect(text).toContain('inceptiond_process_resident_memory_bytes');
-    expect(text).toContain('inceptiond_frame_age_seconds_bucket{le="0.025"} 1');
-    expect(text).toContain('inceptiond_frame_age_seconds_count 1');
-    expect(text).toMatch(/^inceptiond_cpu_seconds_per_result \d/m);
+    expect(text).toContain('inceptiond_frame_latency_seconds_bucket{le="0.01"} 0');
+    expect(text).toContain('inceptiond_frame_latency_seconds_bucket{le="0.025"} 1');
+    expect(text).toContain('inceptiond_frame_latency_seconds_bucket{le="60"} 1');
+    expect(text).toContain('inceptiond_frame_latency_seconds_sum 0.02');
+    expect(text).toContain('inceptiond_frame_latency_seconds_count 1');
   });
 
   it('counts stale frames by the number the source replaced', async () => {
@@ -123,5 +126,156 @@ describe('Metrics Prometheus text', () => {
     const b = metrics();
     a.frameCaptured('camera');
     expect(await b.prometheus()).not.toContain('inceptiond_frames_captured_total{source="camera"}');
+  });
+});
+
+/** The value of one sample line (`name{labels} value`), or undefined when absent. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+describe('Prometheus conventions', () => {
+  it('exposes the default process and Node.js metrics under their standard names', async () => {
+    const text = await metrics().prometheus();
+    for (const name of [
+      'process_cpu_seconds_total',
+      'process_cpu_user_seconds_total',
+      'process_resident_memory_bytes',
+      'process_start_time_seconds',
+      'process_open_fds',
+      'nodejs_heap_size_used_bytes',
+      'nodejs_heap_size_total_bytes',
+      'nodejs_eventloop_lag_seconds',
+      'nodejs_version_info',
+    ]) {
+      expect(text, name).toMatch(new RegExp(`^# TYPE ${name} `, 'm'));
+    }
+    expect(text).not.toMatch(/^inceptiond_(process|nodejs)_/m);
+  });
+
+  it('names every metric by the conventions: inceptiond_ prefix, _total on counters only, units in base units', async () => {
+    const text = await metrics().prometheus();
+    const types = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map(([, name, type]) => ({ name: name!, type: type! }));
+    const ours = types.filter((t) => t.name.startsWith('inceptiond_'));
+    expect(ours.length).toBeGreaterThan(20);
+    for (const { name, type } of ours) {
+      expect(name, name).toMatch(/^inceptiond_[a-z0-9_]+$/);
+      if (type === 'counter') expect(name, `${name} is a counter`).toMatch(/_total$/);
+      else expect(name, `${name} is a ${type}`).not.toMatch(/_total$/);
+      expect(name, `${name}: base units`).not.toMatch(/_(ms|milliseconds|kb|mb|kilobytes|megabytes|percent)(_|$)/);
+      if (type === 'histogram') expect(name, `${name}: a duration in seconds`).toMatch(/_seconds$/);
+    }
+    const names = ours.map((t) => t.name);
+    expect(names).toEqual(
+      expect.arrayContaining([
+        'inceptiond_frame_latency_seconds',
+        'inceptiond_outbox_messages',
+        'inceptiond_outbox_bytes',
+        'inceptiond_mqtt_messages_published_total',
+        'inceptiond_mqtt_publish_failures_total',
+        'inceptiond_mqtt_reconnects_total',
+        'inceptiond_mqtt_connection_errors_total',
+        'inceptiond_model_info',
+        'inceptiond_control_requests_total',
+      ]),
+    );
+    // The misleading or duplicate names are gone.
+    for (const old of [
+      'inceptiond_total_duration_seconds',
+      'inceptiond_frame_age_seconds',
+      'inceptiond_outbox_depth',
+      'inceptiond_cpu_seconds_per_result',
+      'inceptiond_requests_total',
+    ]) {
+      expect(names).not.toContain(old);
+    }
+  });
+
+  it('says which model runs: inceptiond_model_info{model,precision,provider} 1, replaced when set again', async () => {
+    const m = metrics();
+    m.setModelInfo({ model: 'inception-v2', precision: 'int8', provider: 'cpu' });
+    expect(sample(await m.prometheus(), 'inceptiond_model_info{model="inception-v2",precision="int8",provider="cpu"}')).toBe(1);
+    m.setModelInfo({ model: 'inception-v2', precision: 'fp32', provider: 'webgpu' });
+    const text = await m.prometheus();
+    expect(sample(text, 'inceptiond_model_info{model="inception-v2",precision="fp32",provider="webgpu"}')).toBe(1);
+    expect(text).not.toContain('precision="int8"');
+  });
+});
+
+describe('Metrics of the publisher', () => {
+  const zero: PublishingCounts = {
+    connected: false,
+    outboxDepth: 0,
+    outboxBytes: 0,
+    dropped: 0,
+    expired: 0,
+    published: 0,
+    livePublished: 0,
+    failed: 0,
+    liveDropped: 0,
+    reconnects: 0,
+    connectionErrors: 0,
+    outboxWriteErrors: 0,
+    outboxCorrupt: 0,
+  };
+
+  it('reads the counts at each scrape: gauges as they are, counters by their increase', async () => {
+    const m = metrics();
+    let counts: PublishingCounts = { ...zero };
+    m.trackPublishing(() => counts);
+    let text = await m.prometheus();
+    expect(sample(text, 'inceptiond_mqtt_messages_published_total{kind="result"}')).toBe(0);
+    expect(sample(text, 'inceptiond_mqtt_reconnects_total')).toBe(0);
+    expect(sample(text, 'inceptiond_outbox_dropped_total{reason="expired"}')).toBe(0);
+
+    counts = {
+      ...zero,
+      connected: true,
+      outboxDepth: 4,
+      outboxBytes: 2048,
+      dropped: 2,
+      expired: 1,
+      published: 10,
+      livePublished: 3,
+      failed: 1,
+      liveDropped: 5,
+      reconnects: 1,
+      connectionErrors: 7,
+      outboxWriteErrors: 2,
+      outboxCorrupt: 1,
+    };
+    text = await m.prometheus();
+    expect(sample(text, 'inceptiond_mqtt_connected')).toBe(1);
+    expect(sample(text, 'inceptiond_outbox_messages')).toBe(4);
+    expect(sample(text, 'inceptiond_outbox_bytes')).toBe(2048);
+    expect(sample(text, 'inceptiond_outbox_dropped_total{reason="limit"}')).toBe(2);
+    expect(sample(text, 'inceptiond_outbox_dropped_total{reason="expired"}')).toBe(1);
+    expect(sample(text, 'inceptiond_mqtt_messages_published_total{kind="result"}')).toBe(10);
+    expect(sample(text, 'inceptiond_mqtt_messages_published_total{kind="other"}')).toBe(3);
+    expect(sample(text, 'inceptiond_mqtt_publish_failures_total{kind="result"}')).toBe(1);
+    expect(sample(text, 'inceptiond_mqtt_publish_failures_total{kind="other"}')).toBe(5);
+    expect(sample(text, 'inceptiond_mqtt_reconnects_total')).toBe(1);
+    expect(sample(text, 'inceptiond_mqtt_connection_errors_total')).toBe(7);
+    expect(sample(text, 'inceptiond_outbox_write_failures_total')).toBe(2);
+    expect(sample(text, 'inceptiond_outbox_corrupt_records_total')).toBe(1);
+
+    // Scraping again without news changes nothing; the next increase adds up.
+    expect(sample(await m.prometheus(), 'inceptiond_mqtt_messages_published_total{kind="result"}')).toBe(10);
+    counts = { ...counts, published: 12, outboxDepth: 0, outboxBytes: 0, connected: false };
+    text = await m.prometheus();
+    expect(sample(text, 'inceptiond_mqtt_messages_published_total{kind="result"}')).toBe(12);
+    expect(sample(text, 'inceptiond_outbox_bytes')).toBe(0);
+    expect(sample(text, 'inceptiond_mqtt_connected')).toBe(0);
+    // The snapshot reads them too; its outbox.dropped counts the bounds' drops.
+    expect(m.peek().outbox).toEqual({ depth: 0, dropped: 2 });
+  });
+
+  it('a count lower than before (a new publisher) starts over instead of going backwards', async () => {
+    const m = metrics();
+    let counts: PublishingCounts = { ...zero, published: 5 };
+    m.trackPublishing(() => counts);
+    counts = { ...zero, published: 2 };
+    expect(sample(await m.prometheus(), 'inceptiond_mqtt_messages_published_total{kind="result"}')).toBe(7);
   });
 });
