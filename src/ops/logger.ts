@@ -1,8 +1,9 @@
 import { fstatSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import { isatty } from 'node:tty';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { prettyFactory } from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 import { maskUrlCredentials, type LogFormat } from '../config/index.js';
 import { packageVersion } from './package-info.js';
 
@@ -60,7 +61,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const journal = options.destination ? !!env.JOURNAL_STREAM : isJournalStream(fd, env);
   const prettify =
     format === 'pretty'
-      ? prettyFactory({
+      ? loadPinoPretty().prettyFactory({
           colorize: tty && !env.NO_COLOR,
           singleLine: true,
           translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l',
@@ -84,6 +85,14 @@ export function createLogger(options: LoggerOptions): Logger {
       }),
     ),
   );
+}
+
+/**
+ * pino-pretty, loaded only when a logger is pretty: it costs ~20 ms to load, which `--help`, `config
+ * check` and the service (JSON) need not pay. A CommonJS module, so require() keeps createLogger synchronous.
+ */
+function loadPinoPretty(): typeof PinoPretty {
+  return createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
 }
 
 /** `auto` is pretty on a terminal and JSON anywhere else (a pipe, a file, the journal). */
