@@ -3,7 +3,9 @@
 // directory, and reports what a user would measure by hand: time to the first Result, Results/s, CPU
 // use and resident memory of the daemon process. Usage:
 //   node scripts/measure-daemon.mjs [--seconds 60 | --frames N [--sample-every 1000]] [--config config/development.json]
-//     [--interval-ms N] [--state DIR] [--probe] [--env K=V]... [--node-arg FLAG]...
+//     [--interval-ms N] [--state DIR] [--probe] [--env K=V]... [--node-arg FLAG]... [--broker embedded|mosquitto]
+// --broker mosquitto starts Mosquitto on the port and turns the daemon's embedded broker off, as on a board
+// that publishes to a broker elsewhere (the embedded Aedes broker otherwise runs inside the measured process).
 // --frames runs until N Results after the first and samples VmRSS every --sample-every Results: the series
 // and its least-squares slope (MB per 1000 Results) show whether memory stays flat. --probe preloads a
 // small module into the daemon (main thread only) that reports, at each sample, the main thread's
@@ -11,7 +13,7 @@
 // The daemon gets npm start's (and the systemd unit's) memory settings; --plain leaves them out.
 // --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags).
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     plain: { type: 'boolean', default: false },
     env: { type: 'string', multiple: true, default: [] },
     'node-arg': { type: 'string', multiple: true, default: [] },
+    broker: { type: 'string', default: 'embedded' },
   },
 });
 const seconds = Number(values.seconds);
@@ -45,6 +48,29 @@ const freePort = () =>
   });
 
 const mqttPort = await freePort();
+let mosquitto;
+if (values.broker === 'mosquitto') {
+  const dir = await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-broker-'));
+  const conf = path.join(dir, 'mosquitto.conf');
+  writeFileSync(conf, `listener ${mqttPort} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  chmodSync(dir, 0o755);
+  chmodSync(conf, 0o644);
+  mosquitto = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
+  await new Promise((resolve, reject) => {
+    mosquitto.once('error', reject);
+    const tryConnect = () => {
+      const sock = net.connect(mqttPort, '127.0.0.1');
+      sock.once('connect', () => {
+        sock.destroy();
+        resolve();
+      });
+      sock.once('error', () => setTimeout(tryConnect, 50));
+    };
+    tryConnect();
+  });
+} else if (values.broker !== 'embedded') {
+  throw new Error(`--broker must be embedded or mosquitto, got ${values.broker}`);
+}
 const state = values.state ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-')));
 // Keep in step with package.json's start script and systemd/inceptiond.service.
 const memoryEnv = values.plain ? {} : { MALLOC_MMAP_THRESHOLD_: '131072' };
@@ -55,6 +81,7 @@ const env = {
   INCEPTIOND_STATEDIR: state,
   INCEPTIOND_MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`,
   INCEPTIOND_MQTT_EMBEDDEDBROKER_PORT: String(mqttPort),
+  ...(mosquitto ? { INCEPTIOND_MQTT_EMBEDDEDBROKER_ENABLED: 'false' } : {}),
   INCEPTIOND_HTTP_PORT: '0',
   ...(values['interval-ms'] ? { INCEPTIOND_CAPTURE_INTERVALMS: values['interval-ms'] } : {}),
   ...Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
@@ -204,6 +231,7 @@ const report = {
 };
 child.kill('SIGTERM');
 await new Promise((r) => child.once('exit', r));
+mosquitto?.kill('SIGTERM');
 console.log(JSON.stringify(report));
 
 /** Least-squares slope of [x, y] points (NaN for fewer than two). */

@@ -3,9 +3,10 @@
  * nested keys as the configuration file, read at start over the file (the environment still wins).
  * Written atomically (temp file, fsync, rename), so a power cut leaves the old or the new file.
  */
-import { open, readFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../config/index.js';
+import { writeFileAtomic } from '../util/index.js';
 
 export const SETTINGS_FILE = 'settings.json';
 
@@ -33,21 +34,7 @@ export async function readSettings(stateDir: string): Promise<Record<string, unk
 
 export async function writeSettings(stateDir: string, settings: Record<string, unknown>): Promise<void> {
   const file = path.join(stateDir, SETTINGS_FILE);
-  const tmp = `${file}.tmp`;
-  const handle = await open(tmp, 'w', 0o600);
-  try {
-    await handle.writeFile(`${JSON.stringify(settings, null, 2)}\n`);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, file);
-  const dir = await open(stateDir, 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+  await writeFileAtomic(file, `${JSON.stringify(settings, null, 2)}\n`, { mode: 0o600 });
 }
 
 function settingsError(file: string, reason: string): ConfigError {

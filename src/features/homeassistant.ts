@@ -9,12 +9,12 @@
  * removed, discovery turned off, another prefix) are cleared with an empty retained payload. The
  * feature therefore always runs: when disabled it only does that cleanup (no subscription).
  */
-import { randomBytes } from 'node:crypto';
-import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../config/index.js';
 import { packageVersion } from '../ops/index.js';
 import { topicsFor } from '../publish/index.js';
+import { writeFileAtomic } from '../util/index.js';
 import type { Feature, FeatureContext } from './types.js';
 
 /** The file, in the state directory, listing the discovery topics published (or still to clear). */
@@ -221,9 +221,7 @@ export async function writeDiscoveryState(file: string, topics: string[]): Promi
     });
     return;
   }
-  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(tmp, `${JSON.stringify({ topics: [...topics].sort() }, null, 2)}\n`);
-  await rename(tmp, file);
+  await writeFileAtomic(file, `${JSON.stringify({ topics: [...topics].sort() }, null, 2)}\n`);
 }
 
 const listed = (topics: Set<string>) => [...topics].sort().join('\n');

@@ -7,8 +7,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isFile } from '../util/index.js';
-import { writeFileAtomic } from './onnx.js';
+import { isFile, writeFileAtomic } from '../util/index.js';
 
 /** Two levels up from both src/model and dist/model. */
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

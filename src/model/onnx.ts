@@ -4,10 +4,10 @@
  * Everything here works on the protobufjs static classes of `onnx-proto`; the `onnx` namespace is
  * re-exported so callers need not import that package themselves.
  */
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import path from 'node:path';
 import onnxProto from 'onnx-proto';
+import { writeFileAtomic } from '../util/index.js';
 
 // `import x = ns.member` keeps both the value (classes) and the types (onnx.ModelProto, …) under one name;
 // a plain named import does not work at run time because onnx-proto is CommonJS.
@@ -56,32 +56,9 @@ export function encodeModel(m: onnx.IModelProto): Uint8Array {
   return onnx.ModelProto.encode(m).finish();
 }
 
-/** Writes atomically: temp file in the same directory, fsync, rename — readers never see half a file. */
+/** Writes atomically (util's writeFileAtomic): readers never see half a file. */
 export async function saveModel(m: onnx.IModelProto, filePath: string): Promise<void> {
   await writeFileAtomic(filePath, encodeModel(m));
-}
-
-/** Atomic write helper shared by the model folder (also used for manifests). */
-export async function writeFileAtomic(filePath: string, data: Uint8Array | string): Promise<void> {
-  const dir = path.dirname(path.resolve(filePath));
-  await mkdir(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, filePath);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
 }
 
 export function opsetVersion(model: onnx.IModelProto, domain = ''): number | undefined {

@@ -1,4 +1,6 @@
 // Public surface of the publish folder: topics, payload contracts, outbox, seq, MQTT publisher, embedded broker.
+// Loaded first: turns off mqtt-packet's 6 MB number cache before any packet is written.
+export { mqttNumberCacheEnabled } from './mqtt-packet-numbers.js';
 export { topicsFor, defaultBaseTopic, validateBaseTopic, validateSourceId, TopicError, type Topics } from './topics.js';
 export {
   buildResult,

@@ -2,7 +2,8 @@
 // commands). Only node: modules here: util/ sits below every other folder.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
+import { access, mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 
 /** sha256 of a file as lowercase hex, read as a stream so a model of hundreds of MB is never held whole. */
 export async function fileSha256(file: string): Promise<string> {
@@ -43,4 +44,38 @@ export async function requireFile(file: string, what: string): Promise<void> {
     throw new Error(code === 'ENOENT' ? `${what} not found: ${file}` : `${what} ${file} cannot be read: ${(err as Error).message}`);
   }
   if (!regular) throw new Error(`${what} ${file} is not a file`);
+}
+
+/**
+ * Replaces a file atomically and durably: written to a hidden temp file in the same directory
+ * (`.<name>.<pid>.<ms>.tmp`, which model setup sweeps when its writer is gone), fsynced, renamed over
+ * the file, then the directory fsynced, so neither a crash nor a power cut leaves half a file or loses
+ * the rename. `mode` applies to a new file (e.g. 0o600 for settings that may hold secrets).
+ */
+export async function writeFileAtomic(filePath: string, data: Uint8Array | string, options: { mode?: number } = {}): Promise<void> {
+  const dir = path.dirname(path.resolve(filePath));
+  await mkdir(dir, { recursive: true });
+  const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${Date.now()}.tmp`);
+  const fh = await open(tmp, 'w', options.mode ?? 0o666);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fh.close();
+  try {
+    await rename(tmp, filePath);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  const dh = await open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
 }

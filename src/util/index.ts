@@ -1,6 +1,6 @@
 // Small helpers shared by every layer. util/ is the bottom: it imports node: modules (and tinyglobby),
 // never another src folder, so anything may use it.
-export { fileSha256, isFile, pathExists, requireFile } from './fs.js';
+export { fileSha256, isFile, pathExists, requireFile, writeFileAtomic } from './fs.js';
 export { IMAGE_EXTENSIONS, ImageListError, listImageFiles, type ListImageFilesOptions } from './images.js';
 export { LogThrottle } from './log-throttle.js';
 export { round2 } from './numbers.js';

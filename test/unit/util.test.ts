@@ -1,10 +1,20 @@
 // src/util: the helpers every layer shares, on real files in a temp folder.
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fileSha256, ImageListError, isFile, listImageFiles, LogThrottle, pathExists, requireFile, round2 } from '../../src/util/index.js';
+import {
+  fileSha256,
+  ImageListError,
+  isFile,
+  listImageFiles,
+  LogThrottle,
+  pathExists,
+  requireFile,
+  round2,
+  writeFileAtomic,
+} from '../../src/util/index.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -96,6 +106,35 @@ describe('listImageFiles', () => {
       /^calibration folder .*missing cannot be read: ENOENT/,
     );
     await expect(listImageFiles(path.join(images, '*.png'), 'calibration folder', { folderOnly: true })).rejects.toThrow(/cannot be read/);
+  });
+});
+
+describe('writeFileAtomic', () => {
+  it('replaces a file whole, creates missing folders, applies the mode to a new file and leaves no temp file', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'atomic-'));
+    try {
+      const file = path.join(dir, 'sub', 'settings.json');
+      await writeFileAtomic(file, 'first', { mode: 0o600 });
+      expect(await readFile(file, 'utf8')).toBe('first');
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      await writeFileAtomic(file, new Uint8Array([104, 105]));
+      expect(await readFile(file, 'utf8')).toBe('hi');
+      expect(await readdir(path.join(dir, 'sub'))).toEqual(['settings.json']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('leaves the old file and no temp file when the rename fails', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'atomic-'));
+    try {
+      const target = path.join(dir, 'occupied');
+      await mkdir(path.join(target, 'child'), { recursive: true }); // a non-empty directory cannot be renamed over
+      await expect(writeFileAtomic(target, 'data')).rejects.toThrow();
+      expect(await readdir(dir)).toEqual(['occupied']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
