@@ -224,7 +224,9 @@ export class Metrics {
 
     // The standard names (process_cpu_seconds_total, process_resident_memory_bytes,
     // nodejs_heap_size_used_bytes, …), no prefix: the dashboards and alerts written for them work as they are.
-    collectDefaultMetrics({ register: this.registry });
+    // prom-client's own event-loop-lag histogram samples every 10 ms by default: the same wake-ups the
+    // daemon's monitor avoids, so it gets the same period.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_RESOLUTION_MS });
     new Gauge({ name: 'inceptiond_build_info', help: 'Always 1; the version is a label', labelNames: ['version'], registers }).set(
       { version: packageVersion },
       1,
