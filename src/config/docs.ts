@@ -1,9 +1,9 @@
 // The README's table of configuration keys, generated from the schema so the two cannot drift apart
 // (`npm run docs` rewrites it; a test fails when it is stale).
-import { buildSchema, isLeaf, type SchemaNode } from './schema.js';
+import { buildSchema, isLeaf, legacyEnvName, type SchemaNode } from './schema.js';
 
 /** Defaults that depend on the machine the docs are generated on are shown by what they mean instead. */
-const HOST_DEPENDENT: Record<string, string> = {
+export const HOST_DEPENDENT: Readonly<Record<string, string>> = {
   deviceId: 'the hostname',
   stateDir: '$STATE_DIRECTORY, else /var/lib/inceptiond',
   runtimeDir: '$RUNTIME_DIRECTORY, else the OS temp dir',
@@ -20,7 +20,9 @@ function rows(node: SchemaNode, prefix: string[]): string[] {
     }
     const shown = HOST_DEPENDENT[dotted] ?? JSON.stringify(child.default);
     const doc = String(child.doc ?? '').replaceAll('|', '\\|');
-    out.push(`| \`${dotted}\` | ${HOST_DEPENDENT[dotted] ? shown : `\`${shown}\``} | \`${child.env}\` | ${doc} |`);
+    const legacy = legacyEnvName(path);
+    const env = legacy === child.env ? `\`${child.env}\`` : `\`${child.env}\`<br>deprecated: \`${legacy}\``;
+    out.push(`| \`${dotted}\` | ${HOST_DEPENDENT[dotted] ? shown : `\`${shown}\``} | ${env} | ${doc} |`);
   }
   return out;
 }

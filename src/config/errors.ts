@@ -5,6 +5,12 @@ export interface ConfigProblem {
   reason: string;
   /** The full line shown to the user. */
   message: string;
+  /** The environment variable the value came from, when it did. */
+  origin?: string;
+  /** The file (config file, or the settings `set` requests kept) and the place in it where the key is written. */
+  file?: string;
+  line?: number;
+  column?: number;
 }
 
 /**
@@ -51,7 +57,25 @@ export function showValue(value: unknown): string {
 /** `invalid configuration: mqtt.qos = 7: must be one of [0,1,2]` */
 export function invalidValue(key: string, value: unknown, reason: string, origin?: string): ConfigProblem {
   const from = origin ? ` (from ${origin})` : '';
-  return { key, value, reason, message: `invalid configuration: ${key} = ${showValue(value)}${from}: ${reason}` };
+  const problem: ConfigProblem = { key, value, reason, message: `invalid configuration: ${key} = ${showValue(value)}${from}: ${reason}` };
+  if (origin) problem.origin = origin;
+  return problem;
+}
+
+/**
+ * `problem` with the place of its key in a file added: `… (in /etc/inceptiond/config.yaml, line 3, column 5)`.
+ * `entry` (`sources[1]`) is named when the key itself is not written there (a required key left out) and
+ * the place is that of the entry.
+ */
+export function withLocation(problem: ConfigProblem, where: { file: string; line: number; column: number; entry?: string }): ConfigProblem {
+  const entry = where.entry ? `${where.entry}, ` : '';
+  return {
+    ...problem,
+    file: where.file,
+    line: where.line,
+    column: where.column,
+    message: `${problem.message} (in ${entry}${where.file}, line ${where.line}, column ${where.column})`,
+  };
 }
 
 export function unknownKey(key: string, suggestion?: string): ConfigProblem {

@@ -6,14 +6,27 @@ export {
   mergeConfigInput,
   keysSetByEnv,
   MQTT_PASSWORD_CREDENTIAL,
+  SETTINGS_FILE_NAME,
   type LoadConfigOptions,
   type LoadedConfig,
 } from './load.js';
+export { configFileFormat, parseConfigFile, parseConfigText, type ConfigFileData, type ConfigFileFormat, type Position } from './file.js';
+export { resolveEnv, type EnvSetting, type ResolvedEnv } from './env.js';
+export {
+  configurationReport,
+  describeOrigin,
+  formatConfigurationReport,
+  formatOrigins,
+  valuesWithOrigins,
+  type ConfigOrigin,
+  type ConfigurationReport,
+  type ValueWithOrigin,
+} from './origins.js';
 export { DEFAULT_SOURCE_ID, resolveSources } from './sources.js';
 export { redactConfig, configToJSON, REDACTED } from './redact.js';
 export { readSecretFile } from './secrets.js';
 export { projectRoot } from './paths.js';
-export { buildSchema, envName, schemaKeys, deviceIdFromHostname } from './schema.js';
+export { buildSchema, envName, legacyEnvName, schemaKeys, deviceIdFromHostname, type SchemaKey } from './schema.js';
 export {
   CALIBRATION_METHODS,
   CAPTURE_BACKENDS,

@@ -317,8 +317,29 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
   return schema;
 }
 
-/** `INCEPTIOND_` + the dotted path upper-cased with `_`: capture.webcam.device → INCEPTIOND_CAPTURE_WEBCAM_DEVICE. */
+/** A key's words: `timeoutMs` → `timeout`, `Ms`; `epContextCache` → `ep`, `Context`, `Cache`; a run of capitals stays one word. */
+function words(key: string): string[] {
+  return key
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1_$2')
+    .split('_')
+    .filter((w) => w !== '');
+}
+
+/**
+ * `INCEPTIOND_` + each segment of the dotted path with its words split by `_`, upper-cased:
+ * capture.webcam.timeoutMs → INCEPTIOND_CAPTURE_WEBCAM_TIMEOUT_MS, mqtt.embeddedBroker.enabled →
+ * INCEPTIOND_MQTT_EMBEDDED_BROKER_ENABLED.
+ */
 export function envName(path: readonly string[]): string {
+  return [ENV_PREFIX, ...path.flatMap(words)].join('_').toUpperCase();
+}
+
+/**
+ * The name before words were split (each segment upper-cased whole: INCEPTIOND_CAPTURE_WEBCAM_TIMEOUTMS),
+ * still read as a deprecated alias. Equal to envName for keys of one word per segment.
+ */
+export function legacyEnvName(path: readonly string[]): string {
   return [ENV_PREFIX, ...path].join('_').toUpperCase();
 }
 
@@ -329,13 +350,29 @@ function attachEnvNames(node: SchemaNode, path: string[]): void {
   }
 }
 
-/** Every leaf key (dotted) with its env var name, e.g. for docs and error messages. */
-export function schemaKeys(node: SchemaNode, prefix = ''): Array<{ key: string; env?: string; doc?: string }> {
-  const out: Array<{ key: string; env?: string; doc?: string }> = [];
+export interface SchemaKey {
+  /** Dotted path: `capture.webcam.timeoutMs`. */
+  key: string;
+  /** The environment variable: INCEPTIOND_CAPTURE_WEBCAM_TIMEOUT_MS. */
+  env?: string;
+  /** The deprecated name still read, when it differs from `env`: INCEPTIOND_CAPTURE_WEBCAM_TIMEOUTMS. */
+  legacyEnv?: string;
+  doc?: string;
+}
+
+/** Every leaf key (dotted) with its env var name (and deprecated alias), e.g. for docs and error messages. */
+export function schemaKeys(node: SchemaNode, prefix: readonly string[] = []): SchemaKey[] {
+  const out: SchemaKey[] = [];
   for (const [key, child] of Object.entries(node)) {
-    const dotted = prefix ? `${prefix}.${key}` : key;
-    if (isLeaf(child)) out.push({ key: dotted, env: child.env, doc: child.doc });
-    else out.push(...schemaKeys(child, dotted));
+    const path = [...prefix, key];
+    if (!isLeaf(child)) {
+      out.push(...schemaKeys(child, path));
+      continue;
+    }
+    const entry: SchemaKey = { key: path.join('.'), env: child.env, doc: child.doc };
+    const legacy = legacyEnvName(path);
+    if (child.env !== undefined && legacy !== child.env) entry.legacyEnv = legacy;
+    out.push(entry);
   }
   return out;
 }

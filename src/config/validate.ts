@@ -19,12 +19,15 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 /**
  * Validates `input` (a parsed config file or one `sources` entry) merged over the schema defaults, with
  * the schema's env vars from `env` winning. `keyPrefix` is put before keys in messages (`sources[1].`).
+ * `envOrigin` names the variable a key's value came from (a deprecated alias may stand for the name in
+ * `env`); by default, the schema's variable when `env` sets it.
  */
 export function checkAgainstSchema(
   schema: SchemaNode,
   input: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
   keyPrefix = '',
+  envOrigin?: (key: string) => string | undefined,
 ): SchemaCheck {
   const problems: ConfigProblem[] = [];
   const objectLeaves: ObjectLeaf[] = [];
@@ -46,7 +49,13 @@ export function checkAgainstSchema(
   try {
     cfg.validate({ allowed: 'strict' });
   } catch (err) {
-    problems.push(...parseConvictErrors((err as Error).message, cfg, schema, env, keyPrefix));
+    const origin =
+      envOrigin ??
+      ((key: string) => {
+        const envVar = envVarOf(schema, key);
+        return envVar !== undefined && env[envVar] !== undefined ? envVar : undefined;
+      });
+    problems.push(...parseConvictErrors((err as Error).message, cfg, origin, keyPrefix));
   }
   return { values: cfg.getProperties(), problems };
 }
@@ -110,8 +119,7 @@ function checkStructure(
 function parseConvictErrors(
   text: string,
   cfg: convict.Config<Record<string, unknown>>,
-  schema: SchemaNode,
-  env: NodeJS.ProcessEnv,
+  envOrigin: (key: string) => string | undefined,
   prefix: string,
 ): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
@@ -142,9 +150,7 @@ function parseConvictErrors(
     } catch {
       value = undefined;
     }
-    const envVar = envVarOf(schema, key);
-    const origin = envVar !== undefined && env[envVar] !== undefined ? envVar : undefined;
-    problems.push(invalidValue(prefix + key, value, reason, origin));
+    problems.push(invalidValue(prefix + key, value, reason, envOrigin(key)));
   }
   return problems;
 }

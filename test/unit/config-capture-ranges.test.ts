@@ -32,7 +32,7 @@ afterAll(async () => {
 });
 
 function configError(input: { env?: NodeJS.ProcessEnv; sources?: unknown[]; file?: string }): ConfigError {
-  const env: NodeJS.ProcessEnv = { INCEPTIOND_RUNTIMEDIR: runtimeDir, ...input.env };
+  const env: NodeJS.ProcessEnv = { INCEPTIOND_RUNTIME_DIR: runtimeDir, ...input.env };
   if (input.sources) env.INCEPTIOND_SOURCES = JSON.stringify(input.sources);
   try {
     loadConfig({ env, file: input.file });
@@ -71,14 +71,16 @@ describe('capture ranges refused by config validation, naming the key', () => {
     [{ intervalMs: 2 ** 31 }, 'capture.intervalMs = 2147483648: must be a whole number from 0 to 2147483647'],
   ])('%j', async (capture, message) => {
     const file = path.join(dir, 'config.json');
-    await writeFile(file, JSON.stringify({ capture }));
+    await writeFile(file, JSON.stringify({ capture }, null, 2));
     const err = configError({ file });
-    expect(err.message).toBe(`invalid configuration: ${message}`);
+    // Pretty-printed, a key d levels deep is on line d + 1, indented by 2(d - 1).
+    const depth = message.split(' ')[0]!.split('.').length;
+    expect(err.message).toBe(`invalid configuration: ${message} (in ${file}, line ${depth + 1}, column ${2 * depth + 1})`);
   });
 
   it('names the environment variable a value came from', () => {
-    expect(configError({ env: { INCEPTIOND_CAPTURE_WEBCAM_JPEGQUALITY: '100' } }).message).toBe(
-      'invalid configuration: capture.webcam.jpegQuality = 100 (from INCEPTIOND_CAPTURE_WEBCAM_JPEGQUALITY): must be a whole number from 1 to 95',
+    expect(configError({ env: { INCEPTIOND_CAPTURE_WEBCAM_JPEG_QUALITY: '100' } }).message).toBe(
+      'invalid configuration: capture.webcam.jpegQuality = 100 (from INCEPTIOND_CAPTURE_WEBCAM_JPEG_QUALITY): must be a whole number from 1 to 95',
     );
     expect(configError({ env: { INCEPTIOND_CAPTURE_FFMPEG_FPS: 'fast' } }).message).toBe(
       'invalid configuration: capture.ffmpeg.fps = "fast" (from INCEPTIOND_CAPTURE_FFMPEG_FPS): must be 0 or a number from 0.01 to 240',
@@ -129,13 +131,13 @@ describe('capture ranges refused by config validation, naming the key', () => {
   it('accepts the edges of every range, and fractional ffmpeg rates', () => {
     const { config } = loadConfig({
       env: {
-        INCEPTIOND_CAPTURE_WEBCAM_JPEGQUALITY: '95',
+        INCEPTIOND_CAPTURE_WEBCAM_JPEG_QUALITY: '95',
         INCEPTIOND_CAPTURE_WEBCAM_WIDTH: '16',
         INCEPTIOND_CAPTURE_WEBCAM_HEIGHT: '8192',
-        INCEPTIOND_CAPTURE_WEBCAM_TIMEOUTMS: '100',
+        INCEPTIOND_CAPTURE_WEBCAM_TIMEOUT_MS: '100',
         INCEPTIOND_CAPTURE_FFMPEG_FPS: '0.5',
-        INCEPTIOND_CAPTURE_FFMPEG_STALLTIMEOUTMS: '100',
-        INCEPTIOND_CAPTURE_RETRYMAXMS: '3600000',
+        INCEPTIOND_CAPTURE_FFMPEG_STALL_TIMEOUT_MS: '100',
+        INCEPTIOND_CAPTURE_RETRY_MAX_MS: '3600000',
       },
     });
     expect(config.capture.webcam).toMatchObject({ jpegQuality: 95, width: 16, height: 8192, timeoutMs: 100 });
@@ -165,7 +167,7 @@ const BASE: Record<CaptureBackend, Record<string, unknown>> = {
 
 function configAccepts(entry: Record<string, unknown>): SourceConfig | undefined {
   try {
-    return loadConfig({ env: { INCEPTIOND_SOURCES: JSON.stringify([entry]), INCEPTIOND_RUNTIMEDIR: runtimeDir } }).config.sources[0];
+    return loadConfig({ env: { INCEPTIOND_SOURCES: JSON.stringify([entry]), INCEPTIOND_RUNTIME_DIR: runtimeDir } }).config.sources[0];
   } catch (err) {
     if (err instanceof ConfigError) return undefined;
     throw err;
@@ -230,19 +232,19 @@ describe('source ids', () => {
 describe('runtimeDir with the webcam backend', () => {
   it('refuses a folder fswebcam cannot be given safely, naming runtimeDir; other backends do not care', async () => {
     const { loadConfig, ConfigError } = await import('../../src/config/index.js');
-    const load = (env: NodeJS.ProcessEnv) => loadConfig({ env: { INCEPTIOND_STATEDIR: '/tmp/x', ...env } }).config;
+    const load = (env: NodeJS.ProcessEnv) => loadConfig({ env: { INCEPTIOND_STATE_DIR: '/tmp/x', ...env } }).config;
     let err: unknown;
     try {
-      load({ INCEPTIOND_CAPTURE_BACKEND: 'webcam', INCEPTIOND_RUNTIMEDIR: '/tmp/my captures' });
+      load({ INCEPTIOND_CAPTURE_BACKEND: 'webcam', INCEPTIOND_RUNTIME_DIR: '/tmp/my captures' });
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(
-      /runtimeDir = "\/tmp\/my captures": must be a path of letters, digits and "\._\+-\/" only when a source uses the webcam backend/,
+      /runtimeDir = "\/tmp\/my captures" \(from INCEPTIOND_RUNTIME_DIR\): must be a path of letters, digits and "\._\+-\/" only when a source uses the webcam backend/,
     );
     expect(
-      load({ INCEPTIOND_CAPTURE_BACKEND: 'files', INCEPTIOND_CAPTURE_FILES_PATH: '/tmp', INCEPTIOND_RUNTIMEDIR: '/tmp/my captures' })
+      load({ INCEPTIOND_CAPTURE_BACKEND: 'files', INCEPTIOND_CAPTURE_FILES_PATH: '/tmp', INCEPTIOND_RUNTIME_DIR: '/tmp/my captures' })
         .runtimeDir,
     ).toBe('/tmp/my captures');
   });

@@ -33,7 +33,7 @@ describe('loadConfig', () => {
     const err = loadError({ file: writeConfig({ inference: { topK: '3' }, mqtt: { qos: '1' } }), env: {} });
     expect(err.problems.map((p) => p.key)).toEqual(['inference.topK', 'mqtt.qos']);
     expect(err.message).toContain('inference.topK = "3": must be a number, not a string');
-    expect(loadConfig({ env: { INCEPTIOND_INFERENCE_TOPK: '3' } }).config.inference.topK).toBe(3);
+    expect(loadConfig({ env: { INCEPTIOND_INFERENCE_TOP_K: '3' } }).config.inference.topK).toBe(3);
     const proto = loadError({ env: {}, overlay: JSON.parse('{"__proto__": {"inference": {"topK": 2}}}') });
     expect(proto.problems.map((p) => p.message)).toEqual([expect.stringMatching(/unknown key: __proto__/)]);
   });
@@ -92,7 +92,7 @@ describe('loadConfig', () => {
   it('rejects an unknown key, suggesting the near one', () => {
     const file = writeConfig({ capture: { webcam: { devcie: '/dev/video1' } } });
     const err = loadError({ file, env: {} });
-    expect(err.message).toBe('unknown key: capture.webcam.devcie (did you mean capture.webcam.device?)');
+    expect(err.message).toBe(`unknown key: capture.webcam.devcie (did you mean capture.webcam.device?) (in ${file}, line 1, column 23)`);
     expect(err.key).toBe('capture.webcam.devcie');
   });
 
@@ -105,8 +105,8 @@ describe('loadConfig', () => {
   });
 
   it('rejects a value outside an enumeration', () => {
-    const err = loadError({ file: writeConfig({ mqtt: { qos: 7 } }), env: {} });
-    expect(err.message).toBe('invalid configuration: mqtt.qos = 7: must be one of [0,1,2]');
+    const err = loadError({ env: { INCEPTIOND_MQTT_QOS: '7' } });
+    expect(err.message).toBe('invalid configuration: mqtt.qos = 7 (from INCEPTIOND_MQTT_QOS): must be one of [0,1,2]');
     expect(err.reason).toBe('must be one of [0,1,2]');
   });
 
@@ -127,13 +127,14 @@ describe('loadConfig', () => {
   });
 
   it('rejects a group given as a value', () => {
-    const err = loadError({ file: writeConfig({ mqtt: { embeddedBroker: true } }), env: {} });
-    expect(err.message).toBe('invalid configuration: mqtt.embeddedBroker = true: must be an object');
+    const file = writeConfig({ mqtt: { embeddedBroker: true } });
+    const err = loadError({ file, env: {} });
+    expect(err.message).toBe(`invalid configuration: mqtt.embeddedBroker = true: must be an object (in ${file}, line 1, column 10)`);
   });
 
   it('reads yes/no words from boolean env vars, and "0" as false', () => {
     const { config } = loadConfig({
-      env: { INCEPTIOND_HTTP_ENABLED: '0', INCEPTIOND_CAPTURE_FILES_LOOP: 'No', INCEPTIOND_INFERENCE_ALLOWSPINNING: 'on' },
+      env: { INCEPTIOND_HTTP_ENABLED: '0', INCEPTIOND_CAPTURE_FILES_LOOP: 'No', INCEPTIOND_INFERENCE_ALLOW_SPINNING: 'on' },
     });
     expect(config.http.enabled).toBe(false);
     expect(config.capture.files.loop).toBe(false);
@@ -152,11 +153,11 @@ describe('loadConfig', () => {
   });
 
   it('reads a list env var as comma-separated names and rejects unknown providers with the list', () => {
-    expect(loadConfig({ env: { INCEPTIOND_INFERENCE_EXECUTIONPROVIDERS: 'qnn, cpu' } }).config.inference.executionProviders).toEqual([
+    expect(loadConfig({ env: { INCEPTIOND_INFERENCE_EXECUTION_PROVIDERS: 'qnn, cpu' } }).config.inference.executionProviders).toEqual([
       'qnn',
       'cpu',
     ]);
-    const err = loadError({ env: { INCEPTIOND_INFERENCE_EXECUTIONPROVIDERS: 'npu,cpu' } });
+    const err = loadError({ env: { INCEPTIOND_INFERENCE_EXECUTION_PROVIDERS: 'npu,cpu' } });
     expect(err.message).toContain('unknown execution provider "npu"');
     expect(err.message).toContain('cpu, qnn, webgpu');
   });
@@ -178,8 +179,8 @@ describe('loadConfig', () => {
   });
 
   it('rejects MQTT wildcards in the base topic', () => {
-    expect(loadError({ env: { INCEPTIOND_MQTT_BASETOPIC: 'cams/+/x' } }).key).toBe('mqtt.baseTopic');
-    expect(loadConfig({ env: { INCEPTIOND_MQTT_BASETOPIC: 'site/cams' } }).config.mqtt.baseTopic).toBe('site/cams');
+    expect(loadError({ env: { INCEPTIOND_MQTT_BASE_TOPIC: 'cams/+/x' } }).key).toBe('mqtt.baseTopic');
+    expect(loadConfig({ env: { INCEPTIOND_MQTT_BASE_TOPIC: 'site/cams' } }).config.mqtt.baseTopic).toBe('site/cams');
   });
 
   it('names a missing file', () => {
@@ -200,17 +201,17 @@ describe('loadConfig', () => {
   });
 
   it('checks that the files it names can be read', () => {
-    const err = loadError({ env: { INCEPTIOND_MQTT_PASSWORDFILE: path.join(dir, 'missing.pass') } });
+    const err = loadError({ env: { INCEPTIOND_MQTT_PASSWORD_FILE: path.join(dir, 'missing.pass') } });
     expect(err.key).toBe('mqtt.passwordFile');
     expect(err.message).toContain('ENOENT');
     expect(
-      loadConfig({ env: { INCEPTIOND_MQTT_PASSWORDFILE: path.join(dir, 'missing.pass') }, checkFiles: false }).config.mqtt.passwordFile,
+      loadConfig({ env: { INCEPTIOND_MQTT_PASSWORD_FILE: path.join(dir, 'missing.pass') }, checkFiles: false }).config.mqtt.passwordFile,
     ).toBe(path.join(dir, 'missing.pass'));
   });
 
   it('rejects __proto__ in a file without polluting Object.prototype', () => {
     const file = writeConfig('{"__proto__": {"polluted": 1}, "log": {"level": "warn"}}');
-    expect(loadError({ file, env: {} }).message).toBe('unknown key: __proto__');
+    expect(loadError({ file, env: {} }).message).toBe(`unknown key: __proto__ (in ${file}, line 1, column 2)`);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 

@@ -14,7 +14,7 @@ describe('redactConfig', () => {
     const { config } = loadConfig({
       env: {
         INCEPTIOND_MQTT_URL: 'mqtts://cam:hunter2@broker.lan:8883',
-        INCEPTIOND_MQTT_PASSWORDFILE: passwordFile,
+        INCEPTIOND_MQTT_PASSWORD_FILE: passwordFile,
         INCEPTIOND_SOURCES: JSON.stringify([
           { id: 'door', backend: 'ffmpeg', ffmpeg: { input: 'rtsp://admin:s3cret@10.0.0.5/stream?token=abc123' } },
         ]),

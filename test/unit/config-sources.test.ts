@@ -22,7 +22,7 @@ describe('sources', () => {
   it('fills what an entry leaves out from capture', () => {
     const { config } = loadConfig({
       env: {
-        INCEPTIOND_CAPTURE_INTERVALMS: '500',
+        INCEPTIOND_CAPTURE_INTERVAL_MS: '500',
         INCEPTIOND_SOURCES: JSON.stringify([
           { id: 'door', backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam/door', fps: 5 } },
           { id: 'yard', webcam: { device: '/dev/video1' }, intervalMs: 2000 },
