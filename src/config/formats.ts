@@ -5,16 +5,35 @@ import convict from 'convict';
 import { CONTROL_OPERATIONS, EXECUTION_PROVIDERS } from './types.js';
 
 const PREFIX = 'inceptiond-';
-const registered = new Set<string>();
 
-/** Registers a convict format once (formats are global to convict) and returns its name. */
-export function register(name: string, validate: (value: unknown) => void, coerce?: (value: string) => unknown): string {
+/** A JSON Schema fragment (draft 2020-12) saying what a format accepts in a file, for config/inceptiond.schema.json. */
+export type JsonSchema = { [keyword: string]: unknown };
+
+/** Each registered format's JSON Schema (`{}` when it has none: anything the check accepts). */
+const registered = new Map<string, JsonSchema>();
+
+/**
+ * Registers a convict format once (formats are global to convict) and returns its name. `json` describes
+ * the same rule as a JSON Schema fragment, so the published schema says what `validate` accepts.
+ */
+export function register(
+  name: string,
+  validate: (value: unknown) => void,
+  coerce?: (value: string) => unknown,
+  json: JsonSchema = {},
+): string {
   const full = PREFIX + name;
   if (!registered.has(full)) {
     convict.addFormat({ name: full, validate, coerce });
-    registered.add(full);
+    registered.set(full, json);
   }
   return full;
+}
+
+/** The JSON Schema of a format registered here (a copy), or undefined for one that is not ours. */
+export function formatJsonSchema(format: unknown): JsonSchema | undefined {
+  const json = typeof format === 'string' ? registered.get(format) : undefined;
+  return json === undefined ? undefined : structuredClone(json);
 }
 
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
@@ -31,6 +50,7 @@ export const BOOLEAN = register(
     if (FALSE_WORDS.has(word)) return false;
     return text;
   },
+  { type: 'boolean' },
 );
 
 const INTEGER_TEXT = /^\s*-?\d+\s*$/;
@@ -51,6 +71,7 @@ export function integer(min: number, max = Number.MAX_SAFE_INTEGER): string {
       }
     },
     coerceInteger,
+    max === Number.MAX_SAFE_INTEGER ? { type: 'integer', minimum: min } : { type: 'integer', minimum: min, maximum: max },
   );
 }
 
@@ -66,6 +87,7 @@ export function numberInRange(min: number, max: number): string {
       }
     },
     coerceNumber,
+    { type: 'number', minimum: min, maximum: max },
   );
 }
 
@@ -81,6 +103,7 @@ export function oneOf<T extends string | number>(values: readonly T[]): string {
       const trimmed = text.trim();
       return numeric && INTEGER_TEXT.test(trimmed) ? Number(trimmed) : trimmed;
     },
+    { enum: [...values] },
   );
 }
 
@@ -112,6 +135,7 @@ export const STRING_LIST = register(
       return text;
     }
   },
+  { type: 'array', items: { type: 'string' } },
 );
 
 export const EXECUTION_PROVIDER_LIST = register(
@@ -129,6 +153,7 @@ export const EXECUTION_PROVIDER_LIST = register(
     if (new Set(value).size !== value.length) throw new Error('lists an execution provider twice');
   },
   parseList,
+  { type: 'array', items: { enum: [...EXECUTION_PROVIDERS] }, minItems: 1, uniqueItems: true },
 );
 
 export const CONTROL_OPERATION_LIST = register(
@@ -141,6 +166,7 @@ export const CONTROL_OPERATION_LIST = register(
     }
   },
   parseList,
+  { type: 'array', items: { enum: [...CONTROL_OPERATIONS] } },
 );
 
 /**
@@ -179,50 +205,80 @@ export const PROVIDER_OPTIONS = register(
       return text;
     }
   },
+  {
+    type: 'object',
+    propertyNames: { enum: [...EXECUTION_PROVIDERS] },
+    additionalProperties: {
+      type: 'object',
+      propertyNames: { minLength: 1, not: { const: 'name' } },
+      additionalProperties: { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'array', items: { type: 'string' } }] },
+    },
+  },
 );
 
 const MQTT_SCHEMES = ['mqtt', 'mqtts', 'ws', 'wss', 'tcp', 'ssl'];
 
 // Not convict's 'url' format: convict 6 moved it out (it throws "unknown format type"), and it would
 // accept http:// anyway.
-export const MQTT_URL = register('mqtt-url', (value) => {
-  if (typeof value !== 'string') throw new Error('must be a string');
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new Error(`must be a URL like mqtt://host:1883 (schemes: ${MQTT_SCHEMES.join(', ')})`);
-  }
-  const scheme = url.protocol.replace(/:$/, '');
-  if (!MQTT_SCHEMES.includes(scheme)) {
-    throw new Error(`scheme "${scheme}" is not supported; use one of ${MQTT_SCHEMES.join(', ')}`);
-  }
-  if (url.hostname === '') throw new Error('has no host');
-});
+export const MQTT_URL = register(
+  'mqtt-url',
+  (value) => {
+    if (typeof value !== 'string') throw new Error('must be a string');
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      throw new Error(`must be a URL like mqtt://host:1883 (schemes: ${MQTT_SCHEMES.join(', ')})`);
+    }
+    const scheme = url.protocol.replace(/:$/, '');
+    if (!MQTT_SCHEMES.includes(scheme)) {
+      throw new Error(`scheme "${scheme}" is not supported; use one of ${MQTT_SCHEMES.join(', ')}`);
+    }
+    if (url.hostname === '') throw new Error('has no host');
+  },
+  undefined,
+  { type: 'string', pattern: `^(${MQTT_SCHEMES.join('|')})://[^/?#]` },
+);
 
 /** A topic prefix we publish under: '' (derived), or levels without wildcards. */
-export const TOPIC_PREFIX = register('topic-prefix', (value) => {
-  if (typeof value !== 'string') throw new Error('must be a string');
-  if (value === '') return;
-  if (/[+#]/.test(value)) throw new Error('must not contain MQTT wildcards (+ or #)');
-  if (value.includes('\u0000')) throw new Error('must not contain NUL');
-  if (value.startsWith('/') || value.endsWith('/') || value.includes('//')) {
-    throw new Error('must not start or end with "/" or contain empty levels');
-  }
-});
+export const TOPIC_PREFIX = register(
+  'topic-prefix',
+  (value) => {
+    if (typeof value !== 'string') throw new Error('must be a string');
+    if (value === '') return;
+    if (/[+#]/.test(value)) throw new Error('must not contain MQTT wildcards (+ or #)');
+    if (value.includes('\u0000')) throw new Error('must not contain NUL');
+    if (value.startsWith('/') || value.endsWith('/') || value.includes('//')) {
+      throw new Error('must not start or end with "/" or contain empty levels');
+    }
+  },
+  undefined,
+  // '' or levels of characters other than / + # and NUL, separated by single slashes.
+  { type: 'string', pattern: '^([^/+#\\u0000]+(/[^/+#\\u0000]+)*)?$' },
+);
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_RULE = '1-64 characters from A-Z, a-z, 0-9, "_" and "-"';
 
 /** Names that become one MQTT topic level and a Home Assistant object id. */
-export const TOPIC_SAFE_NAME = register('topic-safe-name', (value) => {
-  if (typeof value !== 'string' || !NAME.test(value)) throw new Error(`must be ${NAME_RULE}`);
-});
+export const TOPIC_SAFE_NAME = register(
+  'topic-safe-name',
+  (value) => {
+    if (typeof value !== 'string' || !NAME.test(value)) throw new Error(`must be ${NAME_RULE}`);
+  },
+  undefined,
+  { type: 'string', pattern: NAME.source },
+);
 
-export const SOURCE_ID = register('source-id', (value) => {
-  if (value === null || value === undefined) throw new Error(`is required (${NAME_RULE})`);
-  if (typeof value !== 'string' || !NAME.test(value)) throw new Error(`must be ${NAME_RULE}`);
-});
+export const SOURCE_ID = register(
+  'source-id',
+  (value) => {
+    if (value === null || value === undefined) throw new Error(`is required (${NAME_RULE})`);
+    if (typeof value !== 'string' || !NAME.test(value)) throw new Error(`must be ${NAME_RULE}`);
+  },
+  undefined,
+  { type: 'string', pattern: NAME.source },
+);
 
 /** `sources` only checks the outer shape; entries are validated one by one (sources.ts) to name the entry. */
 export const SOURCE_LIST = register(
@@ -237,12 +293,24 @@ export const SOURCE_LIST = register(
       return text;
     }
   },
+  // The entries' own schema is added by json-schema.ts (it is built from the capture and stage keys).
+  { type: 'array' },
 );
 
-export const STRING = register('string', (value) => {
-  if (typeof value !== 'string') throw new Error('must be a string');
-});
+export const STRING = register(
+  'string',
+  (value) => {
+    if (typeof value !== 'string') throw new Error('must be a string');
+  },
+  undefined,
+  { type: 'string' },
+);
 
-export const NON_EMPTY_STRING = register('non-empty-string', (value) => {
-  if (typeof value !== 'string' || value === '') throw new Error('must be a non-empty string');
-});
+export const NON_EMPTY_STRING = register(
+  'non-empty-string',
+  (value) => {
+    if (typeof value !== 'string' || value === '') throw new Error('must be a non-empty string');
+  },
+  undefined,
+  { type: 'string', minLength: 1 },
+);

@@ -22,6 +22,7 @@ export {
   type ConfigurationReport,
   type ValueWithOrigin,
 } from './origins.js';
+export { CONFIG_SCHEMA_PATH, configJsonSchema, configJsonSchemaText } from './json-schema.js';
 export { DEFAULT_SOURCE_ID, resolveSources } from './sources.js';
 export { redactConfig, configToJSON, REDACTED } from './redact.js';
 export { readSecretFile } from './secrets.js';
