@@ -8,8 +8,8 @@ import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
 import type { Logger } from 'pino';
 import { sourceFromConfig } from '../capture/index.js';
-import type { Config } from '../config/index.js';
-import { readSecretFile } from '../config/index.js';
+import type { Config, ConfigurationReport } from '../config/index.js';
+import { formatConfigurationReport, readSecretFile } from '../config/index.js';
 import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from '../inference/index.js';
 import { normalizeProviders } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
@@ -288,8 +288,17 @@ export async function checkBroker(config: Config): Promise<Check> {
   }
 }
 
-/** Runs every check, prints a verdict per line (or one JSON object), and returns whether all passed. */
-export async function doctorCommand(config: Config, logger: Logger, opts: { json?: boolean } = {}): Promise<boolean> {
+/**
+ * Runs every check, prints a verdict per line (or one JSON object), and returns whether all passed.
+ * `configuration` (the values that are not defaults, with their origins) is printed first.
+ */
+export async function doctorCommand(
+  config: Config,
+  logger: Logger,
+  opts: { json?: boolean; configuration?: ConfigurationReport } = {},
+): Promise<boolean> {
+  // Before the checks, which may take a minute: what is configured, and from where, is often the answer.
+  if (opts.configuration && !opts.json) process.stdout.write(`${formatConfigurationReport(opts.configuration)}\n`);
   const found: Check[] = [
     await checkStateDir(config),
     await checkFfmpeg(config),
@@ -301,7 +310,8 @@ export async function doctorCommand(config: Config, logger: Logger, opts: { json
   const checks = maskCredentialsDeep(found);
   const failed = checks.filter((c) => !c.ok).length;
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify({ ok: failed === 0, checks }, null, 2)}\n`);
+    const configuration = opts.configuration ? { configuration: opts.configuration } : {};
+    process.stdout.write(`${JSON.stringify({ ok: failed === 0, ...configuration, checks }, null, 2)}\n`);
     return failed === 0;
   }
   const width = Math.max(...checks.map((c) => c.name.length));
