@@ -73,8 +73,8 @@ if (values.broker === 'mosquitto') {
 }
 const state = values.state ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-')));
 // Keep in step with package.json's start script and systemd/inceptiond.service.
-const memoryEnv = values.plain ? {} : { MALLOC_MMAP_THRESHOLD_: '131072' };
-const memoryArgs = values.plain ? [] : ['--max-semi-space-size=1'];
+const memoryEnv = values.plain ? {} : { MALLOC_MMAP_THRESHOLD_: '131072', UV_THREADPOOL_SIZE: '2' };
+const memoryArgs = values.plain ? [] : ['--max-semi-space-size=1', '--v8-pool-size=1'];
 const env = {
   ...process.env,
   ...memoryEnv,

@@ -37,7 +37,7 @@ const finalAll = (op: string) => finalStage.filter((i) => i.op === op).map((i) =
 /** The unit's ExecStart split into words, and its Environment= assignments. */
 const unit = read('systemd/inceptiond.service');
 const execStart = /^ExecStart=(.*)$/m.exec(unit)![1]!.trim().split(/\s+/);
-const unitEnv = [...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map(([, k, v]) => [k!, v!] as const);
+const unitEnv = [...unit.matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(([, k, v]) => [k!, v!] as const);
 
 describe('Dockerfile', () => {
   it('builds from node:20-bookworm-slim in two stages, TypeScript in the first', () => {
@@ -94,7 +94,7 @@ describe('Dockerfile', () => {
   });
 
   it("sets the unit's environment and runs as a non-root user with the state volume", () => {
-    const env = finalAll('ENV').join(' ');
+    const env = finalAll('ENV').join(' ').replaceAll('"', '');
     expect(unitEnv.length).toBeGreaterThan(0);
     for (const [key, value] of unitEnv) expect(env).toContain(`${key}=${value}`);
     const user = last('USER')!;
