@@ -19,6 +19,7 @@ async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promis
   let config = ctx.loadConfig(opts.config);
   // stdout: the journal under systemd (each line with its priority), readable lines on a terminal.
   const logger = createLogger({ level: config.log.level, name: 'inceptiond', format: config.log.format });
+  for (const warning of ctx.takeConfigWarnings()) logger.warn(warning);
   process.on('unhandledRejection', (err) => {
     logger.fatal({ err }, 'unhandled promise rejection: exiting so the supervisor restarts a clean process');
     process.exit(EXIT.RUNTIME);

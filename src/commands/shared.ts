@@ -19,6 +19,11 @@ export interface CommandContext {
    * else auto (readable lines when stderr is a terminal).
    */
   commandLogger(level?: string, format?: LogFormat): Logger;
+  /**
+   * The loader's warnings since the last call (deprecated environment names and the like), for the
+   * command to log once it has its logger; commandLogger logs them itself.
+   */
+  takeConfigWarnings(): string[];
   /** A fresh -c/--config option (commander needs one Option object per command). */
   configOption(): Option;
 }
@@ -30,18 +35,29 @@ export function createCommandContext(env: NodeJS.ProcessEnv = process.env): Comm
   // Most commands load their configuration before they ask for a logger; the ones that log first fall
   // back to the environment variable.
   let loadedFormat: LogFormat | undefined;
+  let warnings: string[] = [];
+  const takeConfigWarnings = () => {
+    const taken = warnings;
+    warnings = [];
+    return taken;
+  };
   const envFormat = (LOG_FORMATS as readonly string[]).includes(env.INCEPTIOND_LOG_FORMAT ?? '')
     ? (env.INCEPTIOND_LOG_FORMAT as LogFormat)
     : undefined;
   return {
     loadConfig: (file, overlay) => {
-      const config = loadConfig({ file, env, overlay }).config;
-      loadedFormat = config.log.format;
-      return config;
+      const loaded = loadConfig({ file, env, overlay });
+      loadedFormat = loaded.config.log.format;
+      warnings.push(...loaded.warnings);
+      return loaded.config;
     },
-    commandLogger: (level = 'warn', format?: LogFormat) =>
-      createLogger({ level, name: 'inceptiond', fd: 2, format: format ?? loadedFormat ?? envFormat ?? 'auto', env }),
-    configOption: () => new Option('-c, --config <file>', 'configuration file (JSON); also INCEPTIOND_CONFIG'),
+    commandLogger: (level = 'warn', format?: LogFormat) => {
+      const logger = createLogger({ level, name: 'inceptiond', fd: 2, format: format ?? loadedFormat ?? envFormat ?? 'auto', env });
+      for (const warning of takeConfigWarnings()) logger.warn(warning);
+      return logger;
+    },
+    takeConfigWarnings,
+    configOption: () => new Option('-c, --config <file>', 'configuration file (YAML or JSON); also INCEPTIOND_CONFIG'),
   };
 }
 

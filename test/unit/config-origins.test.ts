@@ -147,6 +147,7 @@ function context(): CommandContext {
   return {
     configOption: () => new Option('-c, --config <file>', 'configuration file'),
     commandLogger: () => pino({ level: 'silent' }),
+    takeConfigWarnings: () => [],
     loadConfig: () => {
       throw new Error('the command must load with origins, not through the context');
     },
