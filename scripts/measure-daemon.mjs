@@ -78,12 +78,12 @@ const memoryArgs = values.plain ? [] : ['--max-semi-space-size=1', '--v8-pool-si
 const env = {
   ...process.env,
   ...memoryEnv,
-  INCEPTIOND_STATEDIR: state,
+  INCEPTIOND_STATE_DIR: state,
   INCEPTIOND_MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`,
-  INCEPTIOND_MQTT_EMBEDDEDBROKER_PORT: String(mqttPort),
-  ...(mosquitto ? { INCEPTIOND_MQTT_EMBEDDEDBROKER_ENABLED: 'false' } : {}),
+  INCEPTIOND_MQTT_EMBEDDED_BROKER_PORT: String(mqttPort),
+  ...(mosquitto ? { INCEPTIOND_MQTT_EMBEDDED_BROKER_ENABLED: 'false' } : {}),
   INCEPTIOND_HTTP_PORT: '0',
-  ...(values['interval-ms'] ? { INCEPTIOND_CAPTURE_INTERVALMS: values['interval-ms'] } : {}),
+  ...(values['interval-ms'] ? { INCEPTIOND_CAPTURE_INTERVAL_MS: values['interval-ms'] } : {}),
   ...Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
   ...(values.probe ? { INCEPTIOND_MEASURE_PROBE: '1' } : {}),
 };

@@ -91,9 +91,9 @@ try {
     const mqttPort = await freePort();
     const env = {
       ...process.env,
-      INCEPTIOND_STATEDIR: path.join(scratch, 'state'),
+      INCEPTIOND_STATE_DIR: path.join(scratch, 'state'),
       INCEPTIOND_MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`,
-      INCEPTIOND_MQTT_EMBEDDEDBROKER_PORT: String(mqttPort),
+      INCEPTIOND_MQTT_EMBEDDED_BROKER_PORT: String(mqttPort),
       INCEPTIOND_HTTP_PORT: '0',
       INCEPTIOND_CAPTURE_FILES_PATH: values.calibration,
     };

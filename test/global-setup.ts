@@ -14,7 +14,7 @@ import { hasFswebcam, loadUnixDgram, testBrokerKind, webGpuStatus } from './help
 /** Settings every integration daemon uses for its model, so they all hit the same cache entry. */
 export function sharedModelEnv(cacheDir: string): Record<string, string> {
   return {
-    INCEPTIOND_MODEL_CACHEDIR: cacheDir,
+    INCEPTIOND_MODEL_CACHE_DIR: cacheDir,
     INCEPTIOND_MODEL_CALIBRATION_PATH: path.join(root, 'models', 'samples'),
   };
 }
@@ -49,7 +49,7 @@ export default async function setup(project: TestProject): Promise<void> {
   const { loadConfig } = await import(path.join(root, 'dist', 'config', 'index.js'));
   const { prepareModel } = await import(path.join(root, 'dist', 'daemon', 'model-setup.js'));
   const { createSilentLogger } = await import(path.join(root, 'dist', 'ops', 'index.js'));
-  const { config } = loadConfig({ env: { ...sharedModelEnv(cacheDir), INCEPTIOND_STATEDIR: path.join(root, 'tmp', 'test-state') } });
+  const { config } = loadConfig({ env: { ...sharedModelEnv(cacheDir), INCEPTIOND_STATE_DIR: path.join(root, 'tmp', 'test-state') } });
   await prepareModel(config, createSilentLogger());
   project.provide('modelCacheDir', cacheDir);
 }

@@ -96,8 +96,8 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
   beforeAll(async () => {
     work = mkdtempSync(path.join(tmpdir(), 'inceptiond-arm64-'));
     mkdirSync(path.join(work, 'models'));
-    x86Env = cleanEnv({ INCEPTIOND_STATEDIR: path.join(work, 'state-x86') });
-    armEnv = cleanEnv({ INCEPTIOND_STATEDIR: path.join(work, 'state-arm64') });
+    x86Env = cleanEnv({ INCEPTIOND_STATE_DIR: path.join(work, 'state-x86') });
+    armEnv = cleanEnv({ INCEPTIOND_STATE_DIR: path.join(work, 'state-arm64') });
     ok(await x86Cli(['model', 'build', '--out', m('x86.onnx')], x86Env), 'x86 model build');
     ok(await x86Cli(['model', 'quantize', m('x86.onnx'), m('x86-int8.onnx'), '--calibration', SAMPLES, '--json'], x86Env), 'x86 quantize');
     x86Fp32 = parseClassify(
@@ -297,7 +297,7 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
       writeFileSync(configFile, JSON.stringify(config, null, 2));
       collector = await collect(broker.url, `${baseTopic}/#`);
       const t0 = performance.now();
-      daemon = startArm64Daemon(tc, projectDir, configFile, cleanEnv({ INCEPTIOND_STATEDIR: stateDir }));
+      daemon = startArm64Daemon(tc, projectDir, configFile, cleanEnv({ INCEPTIOND_STATE_DIR: stateDir }));
 
       const n = images.length;
       const labelsTopic = `${baseTopic}/camera/labels`;

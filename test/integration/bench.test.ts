@@ -28,7 +28,7 @@ describe('bench --json', () => {
     await writeFile(config, JSON.stringify({ capture: { backend: 'files', files: { path: glob, loop: true } } }));
     const out = await runCli(['bench', '-c', config, '--json', '--seconds', '1'], {
       ...sharedModelEnv(inject('modelCacheDir')),
-      INCEPTIOND_STATEDIR: path.join(work, 'state'),
+      INCEPTIOND_STATE_DIR: path.join(work, 'state'),
       INCEPTIOND_CONFIG: undefined,
     });
     expect(out.stderr).not.toMatch(/ENOTDIR|ENOENT|Error:/);

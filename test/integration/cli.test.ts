@@ -69,7 +69,7 @@ describe('config check', () => {
     expect(missing.code).toBe(78);
     expect(missing.stderr).toContain(path.join(work, 'nope.json'));
 
-    const env = await runCli(['run'], { INCEPTIOND_CAPTURE_INTERVALMS: 'soon', INCEPTIOND_CONFIG: undefined });
+    const env = await runCli(['run'], { INCEPTIOND_CAPTURE_INTERVAL_MS: 'soon', INCEPTIOND_CONFIG: undefined });
     expect(env.code).toBe(78);
     expect(env.stderr).toMatch(/capture\.intervalMs.*"soon"/);
   });
@@ -103,8 +103,8 @@ describe('classify', () => {
     const images = ['01-sunset.jpg', '04-checker.jpg'].map((f) => path.join('models', 'samples', f));
     const out = await runCli(['classify', '--json', '--top', '3', ...images], {
       ...sharedModelEnv(inject('modelCacheDir')),
-      INCEPTIOND_STATEDIR: path.join(work, 'state-classify'),
-      INCEPTIOND_INFERENCE_EXECUTIONPROVIDERS: '["qnn","cpu"]',
+      INCEPTIOND_STATE_DIR: path.join(work, 'state-classify'),
+      INCEPTIOND_INFERENCE_EXECUTION_PROVIDERS: '["qnn","cpu"]',
     });
     expect(out.code).toBe(0);
     const lines = out.stdout
@@ -127,7 +127,7 @@ describe('doctor', () => {
   it('--json gives every check, with the providers that can run and the node placement of the model', async () => {
     const out = await runCli(['doctor', '--json', '-c', 'config/development.json'], {
       ...sharedModelEnv(inject('modelCacheDir')),
-      INCEPTIOND_STATEDIR: path.join(work, 'state-doctor'),
+      INCEPTIOND_STATE_DIR: path.join(work, 'state-doctor'),
     });
     expect(out.code).toBe(0);
     const report = JSON.parse(out.stdout) as { ok: boolean; checks: Array<{ name: string; ok: boolean; data?: Record<string, unknown> }> };
@@ -163,9 +163,9 @@ describe('run with a model that cannot be loaded', () => {
   it('exits 1 with a fatal log line naming the file (model setup runs in a child process)', async () => {
     const missing = path.join(work, 'no-such-model.onnx');
     const daemon = startDaemon(['run', '-c', 'config/development.json'], {
-      INCEPTIOND_STATEDIR: path.join(work, 'state-missing-model'),
+      INCEPTIOND_STATE_DIR: path.join(work, 'state-missing-model'),
       INCEPTIOND_MODEL_PATH: missing,
-      INCEPTIOND_MQTT_EMBEDDEDBROKER_ENABLED: 'false',
+      INCEPTIOND_MQTT_EMBEDDED_BROKER_ENABLED: 'false',
       INCEPTIOND_HTTP_ENABLED: 'false',
     });
     daemons.push(daemon);
@@ -179,10 +179,10 @@ describe('npm start (run -c config/development.json)', () => {
   async function devDaemon(port: number): Promise<DaemonProcess> {
     const daemon = startDaemon(['run', '-c', 'config/development.json'], {
       ...sharedModelEnv(inject('modelCacheDir')),
-      INCEPTIOND_STATEDIR: path.join(work, `state-${port}`),
+      INCEPTIOND_STATE_DIR: path.join(work, `state-${port}`),
       INCEPTIOND_MQTT_URL: `mqtt://127.0.0.1:${port}`,
-      INCEPTIOND_MQTT_EMBEDDEDBROKER_PORT: String(port),
-      INCEPTIOND_MQTT_BASETOPIC: 'dev',
+      INCEPTIOND_MQTT_EMBEDDED_BROKER_PORT: String(port),
+      INCEPTIOND_MQTT_BASE_TOPIC: 'dev',
       INCEPTIOND_HTTP_PORT: '0',
     });
     daemons.push(daemon);

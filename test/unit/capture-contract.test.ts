@@ -69,7 +69,7 @@ describe.each(CAPTURE_BACKENDS)('FrameSource contract: %s', (backend) => {
   beforeAll(async () => {
     const entry = { id: 'contract', backend, ...(await backends[backend]()) };
     const runtimeDir = await mkdtemp(path.join(root, `run-${backend}-`));
-    const { config } = loadConfig({ env: { INCEPTIOND_SOURCES: JSON.stringify([entry]), INCEPTIOND_RUNTIMEDIR: runtimeDir } });
+    const { config } = loadConfig({ env: { INCEPTIOND_SOURCES: JSON.stringify([entry]), INCEPTIOND_RUNTIME_DIR: runtimeDir } });
     make = () => {
       const source = sourceFromConfig(config.sources[0]!, config, logger);
       made.push(source);

@@ -24,7 +24,7 @@ import { testFfmpeg } from '../helpers/ffmpeg.js';
 const logger = pino({ level: 'silent' });
 
 function sources(entries: unknown[], env: NodeJS.ProcessEnv = {}): SourceConfig[] {
-  return loadConfig({ env: { INCEPTIOND_SOURCES: JSON.stringify(entries), INCEPTIOND_RUNTIMEDIR: os.tmpdir(), ...env } }).config.sources;
+  return loadConfig({ env: { INCEPTIOND_SOURCES: JSON.stringify(entries), INCEPTIOND_RUNTIME_DIR: os.tmpdir(), ...env } }).config.sources;
 }
 
 describe('the registry', () => {
@@ -50,7 +50,7 @@ describe('the registry', () => {
         { id: 'b', backend: 'webcam', webcam: { device: '/dev/video2' } },
         { id: 'c', backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam/x', fps: 2.5 } },
       ],
-      { INCEPTIOND_CAPTURE_INTERVALMS: '250' },
+      { INCEPTIOND_CAPTURE_INTERVAL_MS: '250' },
     );
     const context = { runtimeDir: '/run/inceptiond' };
     expect(toSourceOptions(files!, context)).toEqual({ backend: 'files', id: 'a', intervalMs: 250, path: '/srv/images', loop: true });
@@ -104,7 +104,7 @@ describe("a source's retry delays", () => {
     { id: 'door', backend: 'ffmpeg', intervalMs: 100, retryInitialMs: 20, retryMaxMs: 40, ffmpeg: { input: 'rtsp://cam/door' } },
     { id: 'yard', backend: 'ffmpeg', ffmpeg: { input: 'rtsp://cam/yard' } },
   ];
-  const globalRetry = { INCEPTIOND_CAPTURE_RETRYINITIALMS: '5000', INCEPTIOND_CAPTURE_RETRYMAXMS: '60000' };
+  const globalRetry = { INCEPTIOND_CAPTURE_RETRY_INITIAL_MS: '5000', INCEPTIOND_CAPTURE_RETRY_MAX_MS: '60000' };
 
   it('are its CaptureRunner options, not capture.retry*', () => {
     const [door, yard] = sources(entries, globalRetry);

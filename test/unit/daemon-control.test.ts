@@ -43,15 +43,15 @@ afterEach(async () => {
 
 function env(name: string, over: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
-    INCEPTIOND_STATEDIR: path.join(work, name),
-    INCEPTIOND_DEVICEID: name,
+    INCEPTIOND_STATE_DIR: path.join(work, name),
+    INCEPTIOND_DEVICE_ID: name,
     INCEPTIOND_MQTT_URL: broker.url,
-    INCEPTIOND_MQTT_BASETOPIC: `ctl/${name}`,
+    INCEPTIOND_MQTT_BASE_TOPIC: `ctl/${name}`,
     INCEPTIOND_CAPTURE_BACKEND: 'files',
     INCEPTIOND_CAPTURE_FILES_PATH: work,
-    INCEPTIOND_CAPTURE_INTERVALMS: '20',
+    INCEPTIOND_CAPTURE_INTERVAL_MS: '20',
     INCEPTIOND_HTTP_ENABLED: 'false',
-    INCEPTIOND_METRICS_INTERVALSEC: '0',
+    INCEPTIOND_METRICS_INTERVAL_SEC: '0',
     INCEPTIOND_LOG_LEVEL: 'fatal',
     ...over,
   };
@@ -258,7 +258,7 @@ describe('request operations', () => {
 
   it('an MQTT 5 request is answered on its response topic with its correlation data', async (ctx) => {
     ctx.skip(broker.kind !== 'mosquitto', SKIP.mqtt5);
-    const h = await start('v5', { INCEPTIOND_MQTT_PROTOCOLVERSION: '5' });
+    const h = await start('v5', { INCEPTIOND_MQTT_PROTOCOL_VERSION: '5' });
     const client = await mqtt.connectAsync(broker.url, { protocolVersion: 5 });
     cleanups.push(() => client.endAsync(true));
     const replyTopic = 'ctl/v5-client/replies';

@@ -43,15 +43,15 @@ const engine = fakeEngine;
 function config(name: string, url: string, over: Record<string, string> = {}): Config {
   return loadConfig({
     env: {
-      INCEPTIOND_STATEDIR: path.join(work, name),
-      INCEPTIOND_DEVICEID: name,
+      INCEPTIOND_STATE_DIR: path.join(work, name),
+      INCEPTIOND_DEVICE_ID: name,
       INCEPTIOND_MQTT_URL: url,
-      INCEPTIOND_MQTT_BASETOPIC: `lc/${name}`,
+      INCEPTIOND_MQTT_BASE_TOPIC: `lc/${name}`,
       INCEPTIOND_CAPTURE_BACKEND: 'files',
       INCEPTIOND_CAPTURE_FILES_PATH: work,
-      INCEPTIOND_CAPTURE_INTERVALMS: '20',
+      INCEPTIOND_CAPTURE_INTERVAL_MS: '20',
       INCEPTIOND_HTTP_ENABLED: 'false',
-      INCEPTIOND_METRICS_INTERVALSEC: '0',
+      INCEPTIOND_METRICS_INTERVAL_SEC: '0',
       ...over,
     },
   }).config;
@@ -76,14 +76,14 @@ describe('Daemon lifecycle', () => {
   it('reload changes top-k at once over the same MQTT connection and names what needs a restart', async () => {
     const proxy: TcpProxy = await startProxy(broker.port);
     cleanups.push(() => proxy.close());
-    const cfg = config('reload', proxy.url, { INCEPTIOND_INFERENCE_TOPK: '2' });
+    const cfg = config('reload', proxy.url, { INCEPTIOND_INFERENCE_TOP_K: '2' });
     const sub = await watch('lc/reload/#');
     const daemon = await start(cfg);
     const labels = 'lc/reload/camera/labels';
     await sub.waitForCount(2, { filter: (m) => m.topic === labels });
     expect(sub.json<ResultPayload>(labels)[0]!.labels.length).toBe(2);
 
-    const next = config('reload', proxy.url, { INCEPTIOND_INFERENCE_TOPK: '4', INCEPTIOND_INFERENCE_THREADS: '1' });
+    const next = config('reload', proxy.url, { INCEPTIOND_INFERENCE_TOP_K: '4', INCEPTIOND_INFERENCE_THREADS: '1' });
     const report = await daemon.reload(next);
     expect(report.applied).toContain('inference.topK');
     expect(report.restartNeeded).toEqual(['inference.threads']);
@@ -128,7 +128,7 @@ describe('Daemon lifecycle', () => {
     let hang = false;
     let daemon: Daemon;
     try {
-      daemon = await start(config('hung', broker.url, { INCEPTIOND_HEALTH_STALLSEC: '1' }), engine({ hang: () => hang }));
+      daemon = await start(config('hung', broker.url, { INCEPTIOND_HEALTH_STALL_SEC: '1' }), engine({ hang: () => hang }));
     } finally {
       for (const [k, v] of Object.entries(saved))
         if (v === undefined) delete process.env[k];

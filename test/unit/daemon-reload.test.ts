@@ -1,12 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig, type Config } from '../../src/config/index.js';
+import { envName, loadConfig, type Config } from '../../src/config/index.js';
 import { planReload } from '../../src/daemon/reload.js';
 
 /** A config as the daemon would load it, from an object instead of a file. */
 function config(over: Record<string, unknown> = {}): Config {
-  const env: NodeJS.ProcessEnv = { INCEPTIOND_STATEDIR: '/tmp/reload-test' };
-  for (const [key, value] of Object.entries(over))
-    env[`INCEPTIOND_${key.toUpperCase().replace(/\./g, '_')}`] = typeof value === 'string' ? value : JSON.stringify(value);
+  const env: NodeJS.ProcessEnv = { INCEPTIOND_STATE_DIR: '/tmp/reload-test' };
+  for (const [key, value] of Object.entries(over)) env[envName(key.split('.'))] = typeof value === 'string' ? value : JSON.stringify(value);
   return loadConfig({ env }).config;
 }
 

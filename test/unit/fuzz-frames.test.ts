@@ -234,19 +234,19 @@ describe('fuzzed frames through the daemon', () => {
     }
     const httpPort = await freePort();
     const env: NodeJS.ProcessEnv = {
-      INCEPTIOND_STATEDIR: path.join(work, 'state'),
-      INCEPTIOND_DEVICEID: 'fuzz',
+      INCEPTIOND_STATE_DIR: path.join(work, 'state'),
+      INCEPTIOND_DEVICE_ID: 'fuzz',
       INCEPTIOND_MQTT_URL: broker.url,
-      INCEPTIOND_MQTT_BASETOPIC: 'fuzz/frames',
+      INCEPTIOND_MQTT_BASE_TOPIC: 'fuzz/frames',
       INCEPTIOND_CAPTURE_BACKEND: 'files',
       INCEPTIOND_CAPTURE_FILES_PATH: work,
-      INCEPTIOND_CAPTURE_INTERVALMS: '0',
+      INCEPTIOND_CAPTURE_INTERVAL_MS: '0',
       INCEPTIOND_MOTION_ENABLED: 'true',
       INCEPTIOND_MOTION_THRESHOLD: '0.02',
       INCEPTIOND_HTTP_ENABLED: 'true',
       INCEPTIOND_HTTP_HOST: '127.0.0.1',
       INCEPTIOND_HTTP_PORT: String(httpPort),
-      INCEPTIOND_METRICS_INTERVALSEC: '0',
+      INCEPTIOND_METRICS_INTERVAL_SEC: '0',
       INCEPTIOND_LOG_LEVEL: 'fatal',
     };
     const config = loadConfig({ env, checkFiles: false }).config;

@@ -39,16 +39,16 @@ describe('daemon /metrics', () => {
   it('has the standard names, the model info, and metrics that move with the Results', async () => {
     const config = loadConfig({
       env: {
-        INCEPTIOND_STATEDIR: path.join(work, 'state'),
-        INCEPTIOND_DEVICEID: 'metrics',
+        INCEPTIOND_STATE_DIR: path.join(work, 'state'),
+        INCEPTIOND_DEVICE_ID: 'metrics',
         INCEPTIOND_MQTT_URL: broker.url,
-        INCEPTIOND_MQTT_BASETOPIC: 'md/metrics',
+        INCEPTIOND_MQTT_BASE_TOPIC: 'md/metrics',
         INCEPTIOND_CAPTURE_BACKEND: 'files',
         INCEPTIOND_CAPTURE_FILES_PATH: work,
-        INCEPTIOND_CAPTURE_INTERVALMS: '20',
+        INCEPTIOND_CAPTURE_INTERVAL_MS: '20',
         INCEPTIOND_HTTP_HOST: '127.0.0.1',
         INCEPTIOND_HTTP_PORT: '0',
-        INCEPTIOND_METRICS_INTERVALSEC: '0',
+        INCEPTIOND_METRICS_INTERVAL_SEC: '0',
       },
     }).config;
     const daemon = await Daemon.start(config, pino({ level: 'silent' }), {
