@@ -319,6 +319,7 @@ export class Daemon {
       {
         ...sessionSettingsFor(config, this.parts.model),
         optimizedModelCacheDir: path.join(config.stateDir, 'cache', 'ort'),
+        profileCpuPlacement: false,
         ...(config.inference.epContextCache ? { epContextCacheDir: path.join(config.stateDir, 'cache', 'ep') } : {}),
       },
       this.logger,

@@ -42,6 +42,12 @@ export interface SessionSettings {
   cpuFallback?: boolean;
   /** Another onnxruntime-node build (a folder, main file or package name); '' or absent = the bundled one. */
   runtime?: string;
+  /**
+   * Profile a CPU session's warm-up for the placement report (default true). On the CPU the report
+   * only counts the nodes after fusion, and a profiled session has to be reopened before it runs frames
+   * (worker.ts), which costs the daemon ~5 MB: the daemon turns it off. Accelerators are always profiled.
+   */
+  profileCpuPlacement?: boolean;
 }
 
 /** Why a provider was not used, for the log and `doctor`. */

@@ -37,6 +37,8 @@ interface Loaded {
   fromCache: boolean;
   /** The session profiles its first run (the warm-up) into this folder, for the placement report. */
   profile: string;
+  /** Whether it does (see SessionSettings.profileCpuPlacement). */
+  profiled: boolean;
 }
 
 const { settings } = workerData as WorkerInit;
@@ -64,9 +66,14 @@ try {
   inputName = input.name;
   outputName = output.name;
   let warmupMs = await warmUp(loaded.session, input);
-  const placement = await placementOf(loaded);
-  loaded.session = await reopenWithoutProfiling(loaded, settings);
-  warmupMs += await warmUp(loaded.session, input);
+  let placement: Placement | undefined;
+  if (loaded.profiled) {
+    placement = await placementOf(loaded);
+    loaded.session = await reopenWithoutProfiling(loaded, settings);
+    warmupMs += await warmUp(loaded.session, input);
+  } else {
+    await rm(loaded.profile, { recursive: true, force: true });
+  }
   post({
     type: 'ready',
     provider: loaded.provider,
@@ -170,11 +177,12 @@ async function createSession(s: SessionSettings): Promise<Loaded> {
     }
     const profile = await profileDir();
     try {
-      const profileFilePrefix = path.join(profile, 'warmup');
+      const profiled = provider !== 'cpu' || s.profileCpuPlacement !== false;
+      const profileFilePrefix = profiled ? path.join(profile, 'warmup') : undefined;
       const { session, fromCache } =
         provider === 'cpu' ? await createCpuSession(s, profileFilePrefix) : await createAcceleratedSession(s, provider, profileFilePrefix);
       attempts.push({ provider, ok: true });
-      return { session, provider, fromCache, profile };
+      return { session, provider, fromCache, profile, profiled };
     } catch (err) {
       await rm(profile, { recursive: true, force: true });
       attempts.push({ provider, ok: false, reason: ortReason((err as Error).message) });

@@ -226,6 +226,19 @@ describe('execution provider selection', () => {
     }
   });
 
+  it('leaves the CPU placement out when asked (the daemon), and still gives the same scores', async () => {
+    const input = seededInput(SIZE, 21);
+    const engine = await InferenceEngine.create(settings({ profileCpuPlacement: false }), captureLogger().logger);
+    try {
+      expect(engine.provider).toBe('cpu');
+      expect(engine.info.placement).toBeUndefined();
+      const out = await engine.run({ data: input.slice(), dims });
+      expect(Array.from(out.scores)).toEqual(await directScores(modelPath, input, dims));
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('fails clearly when no listed provider works and cpu is not listed', async () => {
     const err = await InferenceEngine.create(settings({ executionProviders: ['qnn'] }), captureLogger().logger).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NoExecutionProviderError);
