@@ -35,10 +35,11 @@ interface Loaded {
   session: Ort.InferenceSession;
   provider: string;
   fromCache: boolean;
-  /** The session profiles its first run (the warm-up) into this folder, for the placement report. */
-  profile: string;
-  /** Whether it does (see SessionSettings.profileCpuPlacement). */
-  profiled: boolean;
+  /**
+   * The folder the session profiles its first run (the warm-up) into, for the placement report; absent
+   * when it is not profiled (SessionSettings.profileCpuPlacement).
+   */
+  profile?: string;
 }
 
 const { settings } = workerData as WorkerInit;
@@ -67,12 +68,10 @@ try {
   outputName = output.name;
   let warmupMs = await warmUp(loaded.session, input);
   let placement: Placement | undefined;
-  if (loaded.profiled) {
-    placement = await placementOf(loaded);
+  if (loaded.profile) {
+    placement = await placementOf(loaded.session, loaded.profile);
     loaded.session = await reopenWithoutProfiling(loaded, settings);
     warmupMs += await warmUp(loaded.session, input);
-  } else {
-    await rm(loaded.profile, { recursive: true, force: true });
   }
   post({
     type: 'ready',
@@ -88,7 +87,7 @@ try {
   });
 } catch (err) {
   await loaded?.session.release().catch(() => undefined);
-  if (loaded) await rm(loaded.profile, { recursive: true, force: true });
+  if (loaded?.profile) await rm(loaded.profile, { recursive: true, force: true });
   loaded = undefined;
   const kind = err instanceof InitError ? err.kind : 'model';
   post({ type: 'init-error', kind, message: (err as Error).message, attempts });
@@ -175,16 +174,15 @@ async function createSession(s: SessionSettings): Promise<Loaded> {
         continue;
       }
     }
-    const profile = await profileDir();
+    const profile = provider !== 'cpu' || s.profileCpuPlacement !== false ? await profileDir() : undefined;
     try {
-      const profiled = provider !== 'cpu' || s.profileCpuPlacement !== false;
-      const profileFilePrefix = profiled ? path.join(profile, 'warmup') : undefined;
+      const profileFilePrefix = profile && path.join(profile, 'warmup');
       const { session, fromCache } =
         provider === 'cpu' ? await createCpuSession(s, profileFilePrefix) : await createAcceleratedSession(s, provider, profileFilePrefix);
       attempts.push({ provider, ok: true });
-      return { session, provider, fromCache, profile, profiled };
+      return { session, provider, fromCache, ...(profile ? { profile } : {}) };
     } catch (err) {
-      await rm(profile, { recursive: true, force: true });
+      if (profile) await rm(profile, { recursive: true, force: true });
       attempts.push({ provider, ok: false, reason: ortReason((err as Error).message) });
     }
   }
@@ -284,12 +282,12 @@ async function reopenWithoutProfiling(l: Loaded, s: SessionSettings): Promise<Or
 }
 
 /** Ends the warm-up's profile and reads the placement from it; a failure here costs only the report. */
-async function placementOf(l: Loaded): Promise<Placement | undefined> {
+async function placementOf(session: Ort.InferenceSession, profile: string): Promise<Placement | undefined> {
   try {
-    await l.session.endProfiling();
-    return await readProfile(l.profile);
+    await session.endProfiling();
+    return await readProfile(profile);
   } catch {
-    await rm(l.profile, { recursive: true, force: true });
+    await rm(profile, { recursive: true, force: true });
     return undefined;
   }
 }
