@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { freePort } from '../dist/util/index.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,14 +40,6 @@ const { values } = parseArgs({
 const seconds = Number(values.seconds);
 const frames = values.frames ? Number(values.frames) : undefined;
 const sampleEvery = Number(values['sample-every']);
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
 const mqttPort = await freePort();
 let mosquitto;
 if (values.broker === 'mosquitto') {

@@ -11,11 +11,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { freePort } from '../dist/util/index.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -81,13 +81,6 @@ try {
         `${seconds.toFixed(2)} s wall, worst layer ${report.worstLayers[0]?.sqnrDb.toFixed(1)} dB`,
     );
   } else if (mode === 'start') {
-    const freePort = () =>
-      new Promise((resolve) => {
-        const s = net.createServer().listen(0, '127.0.0.1', () => {
-          const { port } = s.address();
-          s.close(() => resolve(port));
-        });
-      });
     const mqttPort = await freePort();
     const env = {
       ...process.env,
