@@ -3,7 +3,8 @@
 // a problem found later names the place to fix. A file that does not parse is a ConfigError naming the
 // file and the line.
 import { readFileSync } from 'node:fs';
-import { LineCounter, isAlias, isMap, isPair, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as YamlLibrary from 'yaml';
 import { ConfigError, fileProblem, type ConfigProblem } from './errors.js';
 
 export interface Position {
@@ -195,7 +196,15 @@ function jsonPositions(text: string): Map<string, Position> {
 /** At most this many YAML syntax errors are listed: after the first few, they are mostly echoes. */
 const MAX_YAML_ERRORS = 5;
 
+let yamlLibrary: typeof YamlLibrary | undefined;
+/** Loaded on first use: a daemon on a JSON config does not carry the YAML parser (~1 MB of its heap). */
+function yaml(): typeof YamlLibrary {
+  yamlLibrary ??= createRequire(import.meta.url)('yaml') as typeof YamlLibrary;
+  return yamlLibrary;
+}
+
 function parseYaml(file: string, text: string): ConfigFileData {
+  const { LineCounter, isAlias, isMap, isPair, isScalar, isSeq, parseDocument } = yaml();
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, {
     lineCounter,
@@ -245,7 +254,7 @@ function parseYaml(file: string, text: string): ConfigFileData {
     } else if (isSeq(node)) {
       node.items.forEach((item, index) => {
         const child = `${path}[${index}]`;
-        const range = (item as YamlNode | null)?.range;
+        const range = (item as YamlLibrary.Node | null)?.range;
         if (range) positions.set(child, at(range[0]));
         walk(item, child, depth + 1);
       });

@@ -230,11 +230,53 @@ describe('SourcePipeline', () => {
     await pipeline.stop();
 
     expect(timeline.indexOf('run 2')).toBeLessThan(timeline.indexOf('stored 1'));
-    // Frame 3 waits for Result 1's store: at most one store is outstanding behind an inference.
-    expect(timeline.indexOf('run 3')).toBeGreaterThan(timeline.indexOf('stored 1'));
+    // Frame 4 waits for Result 1's store: one store outstanding and one Result behind it, at most, while
+    // frames 2 and 3 are with the engine (the pipeline's memory stays bounded by a slow disk).
+    expect(timeline.indexOf('run 4')).toBeGreaterThan(timeline.indexOf('stored 1'));
     expect(timeline.filter((t) => t.startsWith('stored'))).toEqual(['stored 1', 'stored 2', 'stored 3', 'stored 4']);
     const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
     expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('hands the next frame to the engine while the current one is inferred, never more than two, Results in frame order', async () => {
+    // Each run answers only once the next frame has been sent (or the source has ended): a pipeline that
+    // waited for the answer before sending the next frame would stall until the fallback below.
+    const waiting: Array<() => void> = [];
+    let outstanding = 0;
+    let mostOutstanding = 0;
+    let ended = false;
+    const base = fakeEngine();
+    const answerOldest = () => waiting.shift()?.();
+    const engine: Inferencer = {
+      provider: base.provider,
+      run(tensor) {
+        outstanding += 1;
+        mostOutstanding = Math.max(mostOutstanding, outstanding);
+        const answer = base.run(tensor);
+        const answered = new Promise<void>((resolve) => waiting.push(resolve)).then(() => {
+          outstanding -= 1;
+          return answer;
+        });
+        if (waiting.length > 1 || ended) answerOldest();
+        return answered;
+      },
+    };
+    const source = new ScriptedSource('cam', Array(6).fill('frame'));
+    const { pipeline, events, finished, outbox: box } = await pipelineWith(source, engine);
+    events.on('sourceFinished', () => {
+      ended = true;
+      while (waiting.length > 0) answerOldest();
+    });
+    const fallback = setInterval(answerOldest, 2000);
+    pipeline.start();
+    await finished;
+    await pipeline.stop();
+    clearInterval(fallback);
+    expect(mostOutstanding).toBe(2);
+    const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    // The fake engine's winner is chosen by call number: the Results are in the order the frames were sent.
+    expect(results.map((r) => r.labels[0]!.label)).toEqual(['b', 'c', 'd', 'a', 'b', 'c']);
   });
 
   it('preprocesses each frame into the array the engine handed back for the previous one', async () => {
