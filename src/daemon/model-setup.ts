@@ -1,7 +1,7 @@
 // Which model the daemon (and classify/bench) runs: the configured one, or the built Inception V2,
 // quantized and cached when INT8 is wanted. Wiring layer: it may use model/ and vision/.
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -195,6 +195,10 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
   const target = path.join(cacheDir, int8CacheFileName(fp32.modelPath, key));
   if ((await pathExists(target)) && (await pathExists(`${target}.json`))) {
     logger.info({ path: target, source: fp32.modelPath }, 'using cached INT8 model');
+    // The manifest's mtime says when the variant was last used (see pruneCachedVariants); the model
+    // file itself is left untouched.
+    const now = new Date();
+    await utimes(`${target}.json`, now, now).catch(() => undefined);
     return resolveModel({ path: target });
   }
 
@@ -241,7 +245,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
     },
     `INT8 model ready in ${seconds.toFixed(1)} s (${mb(report.sizeBytes.before)} → ${mb(report.sizeBytes.after)})`,
   );
-  await pruneOtherVersions(cacheDir, target, key.sourceSha256, logger);
+  await pruneCachedVariants(cacheDir, target, key.sourceSha256, logger);
   return resolveModel({ path: target });
 }
 
@@ -268,15 +272,34 @@ async function removeStaleTemps(cacheDir: string, logger: Logger): Promise<void>
   }
 }
 
-/** INT8 files made from an earlier version of the same model (same stem, other source hash) are dead weight. */
-async function pruneOtherVersions(cacheDir: string, keep: string, sourceSha256: string, logger: Logger): Promise<void> {
+/** INT8 variants of one model (other calibration method, target or images) kept in the cache, at most. */
+export const KEEP_INT8_VARIANTS = 3;
+
+/**
+ * Bounds the INT8 cache, which otherwise grows by a model (11 MB for Inception V2) per calibration
+ * change for as long as the board runs: files made from an earlier version of the same model (same stem,
+ * other source hash) go, and of the variants of this version the KEEP_INT8_VARIANTS last used stay
+ * (last use = the manifest's mtime), so switching between two settings does not quantize each time.
+ */
+async function pruneCachedVariants(cacheDir: string, keep: string, sourceSha256: string, logger: Logger): Promise<void> {
   const stem = path.basename(keep).split('.int8-')[0]!;
   const ours = `${stem}.int8-${sourceSha256.slice(0, 12)}-`;
+  const variants: { name: string; usedMs: number }[] = [];
   for (const name of await readdir(cacheDir).catch(() => [] as string[])) {
-    if (!name.startsWith(`${stem}.int8-`) || name.startsWith(ours)) continue;
-    if (!/\.onnx(\.json)?$/.test(name)) continue;
+    if (!name.startsWith(`${stem}.int8-`) || !/\.onnx(\.json)?$/.test(name)) continue;
+    if (!name.startsWith(ours)) {
+      await rm(path.join(cacheDir, name), { force: true });
+      logger.info({ file: name }, 'removed an INT8 model cached for an earlier version of the model');
+    } else if (name.endsWith('.onnx') && name !== path.basename(keep)) {
+      const used = await stat(path.join(cacheDir, `${name}.json`)).catch(() => undefined);
+      variants.push({ name, usedMs: used?.mtimeMs ?? 0 });
+    }
+  }
+  variants.sort((a, b) => b.usedMs - a.usedMs);
+  for (const { name } of variants.slice(KEEP_INT8_VARIANTS - 1)) {
     await rm(path.join(cacheDir, name), { force: true });
-    logger.info({ file: name }, 'removed an INT8 model cached for an earlier version of the model');
+    await rm(path.join(cacheDir, `${name}.json`), { force: true });
+    logger.info({ file: name }, 'removed the least recently used INT8 variant of the model');
   }
 }
 

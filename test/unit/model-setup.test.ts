@@ -1,11 +1,17 @@
 // prepareModel and model.precision: the built model quantized once and cached, reuse of the cache,
 // a half-written cache entry never trusted, configured FP32/INT8 models under auto/fp32/int8.
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, projectRoot, type Config } from '../../src/config/index.js';
-import { ModelSetupError, calibrationPathFor, prepareModel, quantizationTargetFor } from '../../src/daemon/model-setup.js';
+import {
+  KEEP_INT8_VARIANTS,
+  ModelSetupError,
+  calibrationPathFor,
+  prepareModel,
+  quantizationTargetFor,
+} from '../../src/daemon/model-setup.js';
 import { loadModel, saveModel, writeManifestBeside, type ModelManifest } from '../../src/model/index.js';
 import { createLogger } from '../../src/ops/index.js';
 import { buildSmallCnn, SMALL_INPUT, SMALL_SIZE, writeImages } from './quantize-fixtures.js';
@@ -142,6 +148,37 @@ describe('prepareModel with no model configured (the built Inception V2)', () =>
     expect(m.modelPath).toBe(first.modelPath);
     expect(m.precision).toBe('int8');
     expect(messages().some((x) => x.startsWith('quantizing') || x === 'using cached INT8 model')).toBe(false);
+  });
+
+  it(`keeps the ${KEEP_INT8_VARIANTS} last used INT8 variants and none made from an earlier version of the model`, async () => {
+    const cacheDir = path.dirname(first.modelPath);
+    const name = path.basename(first.modelPath);
+    const [stem, rest] = name.split('.int8-') as [string, string];
+    const source = rest.slice(0, 12);
+    // Two variants last used long ago, and one made from an earlier version of the model.
+    const unused = [`${stem}.int8-${source}-entropy-cpu-0000000a.onnx`, `${stem}.int8-${source}-entropy-cpu-0000000b.onnx`];
+    const earlier = `${stem}.int8-000000000000-percentile-cpu-0000000c.onnx`;
+    for (const [i, file] of [...unused, earlier].entries()) {
+      await writeFile(path.join(cacheDir, file), 'model');
+      await writeFile(path.join(cacheDir, `${file}.json`), '{}');
+      await utimes(path.join(cacheDir, `${file}.json`), new Date(2020, 0, 1 + i), new Date(2020, 0, 1 + i));
+    }
+    const int8Files = async () => (await readdir(cacheDir)).filter((f) => f.includes('.int8-')).sort();
+    expect((await int8Files()).filter((f) => f.endsWith('.onnx')).length).toBeGreaterThan(KEEP_INT8_VARIANTS);
+    // Starting on the first variant again makes it the most recently used one.
+    await prepareModel(await config(base, 'reuse'), captureLogger().logger);
+    const made = await prepareModel(
+      await config({ ...base, model: { calibration: { method: 'entropy' } } }, 'entropy'),
+      captureLogger().logger,
+    );
+
+    const models = (await int8Files()).filter((f) => f.endsWith('.onnx'));
+    expect(models).toHaveLength(KEEP_INT8_VARIANTS);
+    expect(models).toContain(path.basename(made.modelPath));
+    expect(models).toContain(name);
+    for (const file of [...unused, earlier]) expect(models).not.toContain(file);
+    // Each kept model keeps its manifest; a removed one leaves none behind.
+    expect((await int8Files()).filter((f) => f.endsWith('.json'))).toEqual(models.map((f) => `${f}.json`));
   });
 });
 
