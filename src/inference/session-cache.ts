@@ -32,3 +32,19 @@ export function epContextFile(dir: string, s: SessionSettings, provider: string,
   const options = short(JSON.stringify({ options: s.providerOptions?.[provider] ?? {}, cpuFallback: s.cpuFallback ?? true }));
   return path.join(dir, `${epContextPrefix(s, provider)}${modelSha256.slice(0, 16)}-ort${runtimeVersion}-${options}_ctx.onnx`);
 }
+
+/** Optimized CPU models kept in the cache folder, at most (each is about the size of its model). */
+export const KEEP_OPTIMIZED_MODELS = 4;
+
+/**
+ * Which optimized models in the cache folder to remove once `keep` is written: all but the
+ * KEEP_OPTIMIZED_MODELS last used (`usedMs`, the file's mtime, touched at each use). Without this the
+ * folder keeps one file per model version, INT8 variant and ONNX Runtime upgrade, for months.
+ */
+export function staleOptimizedModels(files: ReadonlyArray<{ name: string; usedMs: number }>, keep: string): string[] {
+  return files
+    .filter((f) => f.name !== keep && /-cpu-(basic|extended|all)\.onnx$/.test(f.name))
+    .sort((a, b) => b.usedMs - a.usedMs)
+    .slice(KEEP_OPTIMIZED_MODELS - 1)
+    .map((f) => f.name);
+}

@@ -3,7 +3,7 @@
  * inference, so it lives here instead of on the main thread that serves MQTT and HTTP.
  * Requests are handled one at a time, in arrival order.
  */
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
@@ -13,7 +13,7 @@ import { ortReason } from './errors.js';
 import type { FromWorker, ToWorker, WorkerHeap, WorkerInit } from './protocol.js';
 import { profileDir, readProfile, type Placement } from './placement.js';
 import { probeProvider } from './provider-probe.js';
-import { epContextFile, epContextPrefix, optimizedModelFile } from './session-cache.js';
+import { epContextFile, epContextPrefix, optimizedModelFile, staleOptimizedModels } from './session-cache.js';
 import { loadRuntime, type OrtModule, type RuntimeInfo } from './runtime.js';
 import { normalizeProviders, sessionOptionsFor } from './session-options.js';
 import type { ProviderAttempt, SessionSettings, TensorInfo } from './types.js';
@@ -209,7 +209,10 @@ async function createCpuSession(s: SessionSettings, profileFilePrefix?: string):
     try {
       // Already optimized: skip the optimizer, which is most of the load time.
       const options = sessionOptionsFor(s, 'cpu', { graphOptimizationLevel: 'disabled', profileFilePrefix });
-      return { session: await ort.InferenceSession.create(cached, options), fromCache: true };
+      const session = await ort.InferenceSession.create(cached, options);
+      const now = new Date();
+      await utimes(cached, now, now).catch(() => undefined); // last use, for the pruning below
+      return { session, fromCache: true };
     } catch {
       await rm(cached, { force: true }); // unreadable cache: rebuild it below
     }
@@ -219,8 +222,14 @@ async function createCpuSession(s: SessionSettings, profileFilePrefix?: string):
   try {
     const options = sessionOptionsFor(s, 'cpu', { optimizedModelFilePath: tmp, profileFilePrefix });
     const session = await ort.InferenceSession.create(s.modelPath, options);
-    await rename(tmp, cached).catch(() => undefined); // a cache we cannot write is only slower
-    return { session, fromCache: false };
+    if (
+      await rename(tmp, cached).then(
+        () => true,
+        () => false,
+      )
+    )
+      await pruneOptimizedModels(s.optimizedModelCacheDir, cached);
+    return { session, fromCache: false }; // a cache we cannot write is only slower
   } finally {
     await rm(tmp, { force: true });
   }
@@ -257,6 +266,15 @@ async function createAcceleratedSession(s: SessionSettings, provider: string, pr
   } finally {
     await rm(tmp, { force: true });
   }
+}
+
+async function pruneOptimizedModels(dir: string, keep: string): Promise<void> {
+  const files: { name: string; usedMs: number }[] = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const info = await stat(path.join(dir, name)).catch(() => undefined);
+    if (info?.isFile()) files.push({ name, usedMs: info.mtimeMs });
+  }
+  for (const name of staleOptimizedModels(files, path.basename(keep))) await rm(path.join(dir, name), { force: true });
 }
 
 /** Context files of the same model name and provider but another model version or option set. */

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crashWorkerForTest, WORKER_LIMITS } from '../../src/inference/engine.js';
+import { KEEP_OPTIMIZED_MODELS } from '../../src/inference/session-cache.js';
 import { sessionOptionsFor } from '../../src/inference/session-options.js';
 import {
   EngineClosedError,
@@ -356,5 +357,25 @@ describe('worker behaviour', () => {
     } finally {
       await second.close();
     }
+  });
+
+  it(`keeps the ${KEEP_OPTIMIZED_MODELS} last used optimized models in the cache folder, and leaves other files alone`, async () => {
+    const cacheDir = await mkdtemp(path.join(tmpdir(), 'inceptiond-cache-'));
+    // Five left by other models, variants or runtime versions, used on five different days of 2020.
+    const old = [1, 2, 3, 4, 5].map((day) => `other-${day}-0123456789abcdef-ort1.2.3-abcd1234-cpu-all.onnx`);
+    for (const [i, name] of old.entries()) {
+      await writeFile(path.join(cacheDir, name), 'optimized');
+      await utimes(path.join(cacheDir, name), new Date(2020, 0, 1 + i), new Date(2020, 0, 1 + i));
+    }
+    await writeFile(path.join(cacheDir, 'model-qnn-0123_ctx.onnx'), 'context');
+    const engine = await InferenceEngine.create(settings({ optimizedModelCacheDir: cacheDir }), captureLogger().logger);
+    await engine.close();
+    expect(engine.info.fromCache).toBe(false);
+    const files = (await readdir(cacheDir)).sort();
+    const written = files.filter((f) => !f.startsWith('other-') && f.endsWith('-cpu-all.onnx'));
+    expect(written).toHaveLength(1);
+    // The new one and the most recently used of the others: days 5, 4 and 3.
+    expect(files.filter((f) => f.startsWith('other-'))).toEqual(old.slice(5 - (KEEP_OPTIMIZED_MODELS - 1)));
+    expect(files).toContain('model-qnn-0123_ctx.onnx');
   });
 });
