@@ -27,13 +27,11 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { sessionOptionsFor } from '../src/inference/session-options.js';
 import { evaluateModels } from '../src/model/eval.js';
-import { writeManifestBeside, type ModelManifest } from '../src/model/manifest.js';
-import { saveModel } from '../src/model/onnx.js';
 import { quantizeModel, type CalibrationMethod } from '../src/model/quantize/index.js';
 import { createPreprocessor } from '../src/vision/index.js';
-import { CLASSES, rng, writeSplit } from './train-tiny-cnn/data.js';
-import { exportOnnx, INPUT_NAME, INPUT_SIZE, OUTPUT_NAME, TinyCnn } from './train-tiny-cnn/model.js';
-import { Adam, softmax, softmaxCrossEntropy, type T } from './train-tiny-cnn/nn.js';
+import { CLASSES, writeSplit } from './train-tiny-cnn/data.js';
+import { INPUT_SIZE } from './train-tiny-cnn/model.js';
+import { accuracy, argmax, exportTrained, INPUT_SPEC, PLANE, predict, trainTinyCnn } from './train-tiny-cnn/train.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -60,19 +58,6 @@ function repoRoot(): string {
 const work = path.join(repoRoot(), 'tmp', 'trained-cnn');
 const fp32Path = path.join(work, 'tiny-cnn.onnx');
 
-// The manifest input spec: the trainer sees exactly what the daemon's preprocessor produces.
-const INPUT_SPEC: ModelManifest['input'] = {
-  name: INPUT_NAME,
-  layout: 'NCHW',
-  width: INPUT_SIZE,
-  height: INPUT_SIZE,
-  channels: 'RGB',
-  scale: 1 / 255,
-  mean: [0.485, 0.456, 0.406],
-  std: [0.229, 0.224, 0.225],
-  resize: 'fill',
-};
-
 const DAEMON_SESSION_OPTIONS = sessionOptionsFor(
   { modelPath: '', executionProviders: ['cpu'], threads: 2, allowSpinning: false, graphOptimizationLevel: 'all' },
   'cpu',
@@ -90,7 +75,6 @@ console.log(
 );
 
 const pre = createPreprocessor(INPUT_SPEC);
-const PLANE = 3 * INPUT_SIZE * INPUT_SIZE;
 async function load(files: string[]): Promise<Float32Array> {
   const all = new Float32Array(files.length * PLANE);
   for (let i = 0; i < files.length; i++) all.set((await pre(await readFile(files[i]!))).tensor.data, i * PLANE);
@@ -100,92 +84,32 @@ const xTrain = await load(train.files);
 const xEval = await load(evl.files);
 console.log(`[${secs()}] preprocessed with the manifest spec ${JSON.stringify(INPUT_SPEC)}`);
 
-function batchOf(x: Float32Array, idx: ArrayLike<number>): T {
-  const data = new Float32Array(idx.length * PLANE);
-  for (let i = 0; i < idx.length; i++) data.set(x.subarray(idx[i]! * PLANE, (idx[i]! + 1) * PLANE), i * PLANE);
-  return { data, n: idx.length, c: 3, h: INPUT_SIZE, w: INPUT_SIZE };
-}
-
-/** Eval-mode (running BN statistics) probabilities for a whole set. */
-function predict(model: TinyCnn, x: Float32Array, n: number): Float32Array {
-  const out = new Float32Array(n * CLASSES.length);
-  for (let s = 0; s < n; s += 64) {
-    const idx = Array.from({ length: Math.min(64, n - s) }, (_, i) => s + i);
-    out.set(softmax(model.forward(batchOf(x, idx), false)), s * CLASSES.length);
-  }
-  return out;
-}
-
-function argmax(p: ArrayLike<number>, off: number, k: number): number {
-  let best = 0;
-  for (let i = 1; i < k; i++) if (p[off + i]! > p[off + best]!) best = i;
-  return best;
-}
-function accuracy(probs: Float32Array, labels: number[]): number {
-  let ok = 0;
-  for (let s = 0; s < labels.length; s++) if (argmax(probs, s * CLASSES.length, CLASSES.length) === labels[s]) ok++;
-  return ok / labels.length;
-}
-
 // 2. Train (or reuse).
 let trainerEvalProbs: Float32Array | undefined;
 if (flag('reuse') && existsSync(fp32Path)) {
   console.log(`[${secs()}] --reuse: keeping ${fp32Path}`);
 } else {
-  const rand = rng(SEED);
-  const model = new TinyCnn(rand, CLASSES.length);
-  const opt = new Adam(model.params());
-  const steps = EPOCHS * Math.floor(N_TRAIN / BATCH);
-  let step = 0;
-  const order = Array.from({ length: N_TRAIN }, (_, i) => i);
-  for (let epoch = 1; epoch <= EPOCHS; epoch++) {
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [order[i], order[j]] = [order[j]!, order[i]!];
-    }
-    let loss = 0;
-    let correct = 0;
-    let seen = 0;
-    const te = performance.now();
-    for (let b = 0; b + BATCH <= N_TRAIN; b += BATCH) {
-      const idx = order.slice(b, b + BATCH);
-      const logits = model.forward(batchOf(xTrain, idx), true);
-      const r = softmaxCrossEntropy(
-        logits,
-        idx.map((i) => train.labels[i]!),
+  const model = trainTinyCnn(xTrain, train.labels, {
+    seed: SEED,
+    epochs: EPOCHS,
+    batch: BATCH,
+    learningRate: LR,
+    onEpoch: (e) => {
+      const evalAcc = accuracy(predict(e.model, xEval, evl.files.length), evl.labels);
+      console.log(
+        `[${secs()}] epoch ${e.epoch}/${EPOCHS}: loss ${e.loss.toFixed(4)}, train acc ${(100 * e.trainAccuracy).toFixed(1)} %, ` +
+          `eval acc ${(100 * evalAcc).toFixed(1)} % (${e.seconds.toFixed(1)} s)`,
       );
-      opt.zeroGrad();
-      model.backward(r.grad);
-      // Linear warm-up over the first 100 steps, then cosine decay to 0.
-      const lr = LR * Math.min(1, (step + 1) / 100) * 0.5 * (1 + Math.cos((Math.PI * step) / steps));
-      opt.step(lr);
-      step++;
-      loss += r.loss * idx.length;
-      correct += r.correct;
-      seen += idx.length;
-    }
-    const evalAcc = accuracy(predict(model, xEval, evl.files.length), evl.labels);
-    console.log(
-      `[${secs()}] epoch ${epoch}/${EPOCHS}: loss ${(loss / seen).toFixed(4)}, train acc ${((100 * correct) / seen).toFixed(1)} %, ` +
-        `eval acc ${(100 * evalAcc).toFixed(1)} % (${((performance.now() - te) / 1000).toFixed(1)} s)`,
-    );
-  }
+    },
+  });
   trainerEvalProbs = predict(model, xEval, evl.files.length);
 
   // 3. Export with manifest and labels.
-  await saveModel(exportOnnx(model), fp32Path);
-  await writeFile(path.join(work, 'labels.txt'), `${CLASSES.join('\n')}\n`);
-  const manifest: ModelManifest = {
-    name: 'tiny-cnn-shapes',
-    file: path.basename(fp32Path),
-    input: INPUT_SPEC,
-    output: { name: OUTPUT_NAME, activation: 'softmax' },
-    labels: 'labels.txt',
-    precision: 'fp32',
-    synthetic: false,
-    notes: `Trained by scripts/train-tiny-cnn.ts (seed ${SEED}, ${EPOCHS} epochs, ${N_TRAIN} images) on sharp-drawn shapes: ${CLASSES.join(', ')}.`,
-  };
-  await writeManifestBeside(fp32Path, manifest);
+  await exportTrained(
+    model,
+    fp32Path,
+    `Trained by scripts/train-tiny-cnn.ts (seed ${SEED}, ${EPOCHS} epochs, ${N_TRAIN} images) on sharp-drawn shapes: ${CLASSES.join(', ')}.`,
+  );
   console.log(`[${secs()}] exported ${fp32Path} (+ .json manifest, labels.txt)`);
 }
 
