@@ -90,7 +90,8 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
     .requiredOption('--calibration <dir>', 'folder (or glob) of calibration images; --from-source fills it first')
     .addOption(
       new Option('--method <method>', 'how activation ranges are calibrated')
-        .choices([...CALIBRATION_METHODS])
+        // mse is the quantizer's own addition; the daemon's model.calibration.method keeps the config's list.
+        .choices([...CALIBRATION_METHODS, 'mse'])
         .default(DEFAULT_CALIBRATION_METHOD),
     )
     .option('--percentile <p>', 'percentile of |activation| kept by --method percentile (default 99.999)', parsePercentile)

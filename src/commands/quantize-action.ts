@@ -6,8 +6,8 @@ import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { CaptureRunner, SourceExhaustedError, createSource, toSourceOptions, type Frame, type FrameSource } from '../capture/index.js';
-import type { CalibrationMethodName, Config } from '../config/index.js';
-import { quantizeModel, type ActivationType, type QuantizeReport, type TargetName } from '../model/index.js';
+import type { Config } from '../config/index.js';
+import { quantizeModel, type ActivationType, type CalibrationMethod, type QuantizeReport, type TargetName } from '../model/index.js';
 import { DEFAULT_TARGET, describeWeights } from '../model/quantize/targets.js';
 import { listImageFiles, requireFile } from '../util/index.js';
 
@@ -16,7 +16,7 @@ export interface QuantizeCommandOptions {
   output: string;
   /** calibration folder (or glob); --from-source captures into it first */
   calibration: string;
-  method: CalibrationMethodName;
+  method: CalibrationMethod;
   percentile?: number;
   /** the execution provider to shape the model for (default cpu) */
   target?: TargetName | 'cpu-x86';

@@ -54,7 +54,7 @@ describe('quantizeModel rejects bad input clearly', () => {
 
   it('an unknown method or activation type', async () => {
     const base = { input: fp32, output: path.join(dir, 'x.onnx'), calibration: { images: smallInputs(1) } };
-    await expect(quantizeModel({ ...base, method: 'kl' as 'minmax' })).rejects.toThrow(/minmax, percentile or entropy/);
+    await expect(quantizeModel({ ...base, method: 'kl' as 'minmax' })).rejects.toThrow(/minmax, percentile, entropy, mse/);
     await expect(quantizeModel({ ...base, method: 'minmax', activationType: 'int4' as 'int8' })).rejects.toThrow(/uint8, int8 or uint16/);
     await expect(quantizeModel({ ...base, method: 'percentile', percentile: 120 })).rejects.toThrow(/percentile/);
   });

@@ -1,18 +1,21 @@
 /**
  * Calibration: run the prepared float model over the calibration inputs with the tensors to
- * quantize exposed as graph outputs, and reduce each tensor to a range (MinMax, Percentile or
- * Entropy). Streams one input at a time: each tensor's running statistic (min/max, or a fixed
+ * quantize exposed as graph outputs, and reduce each tensor to a range (MinMax, Percentile, Entropy,
+ * or MSE: the range whose quantizer gives the least expected squared error on the tensor's histogram). Streams one input at a time: each tensor's running statistic (min/max, or a fixed
  * 2048-bin histogram that re-bins when the range grows, see histogram.ts) is updated from one
  * input's activations, which are then dropped before the next input runs. Memory is the session
  * plus one input's activations, whatever the number of inputs.
  */
 import * as ort from 'onnxruntime-node';
 import { DataType, encodeModel, onnx, tensorElementCount } from '../onnx.js';
-import { AbsHistogram, entropyRange, percentileRange, SignedHistogram } from './histogram.js';
+import { AbsHistogram, entropyRange, mseRange, percentileRange, SignedHistogram, type QuantGrid } from './histogram.js';
+import { activationParams, quantRange, type ActivationType } from './numeric.js';
 import { collectGarbage } from './graph.js';
 import type { TensorInfo } from './prepare.js';
 
-export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy';
+export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy' | 'mse';
+
+export const CALIBRATION_METHOD_NAMES: readonly CalibrationMethod[] = ['minmax', 'percentile', 'entropy', 'mse'];
 
 export interface Range {
   min: number;
@@ -177,12 +180,47 @@ class EntropyCollector implements Collector {
   }
 }
 
+/** How a range becomes integers: what the MSE search models (the emitter's activationParams). */
+export interface ActivationQuantizer {
+  type: ActivationType;
+  /** false for every target today: activations are asymmetric */
+  symmetric?: boolean;
+  minRealRange?: number;
+}
+
+/** The points activationParams maps a range to. */
+export function quantGridOf(r: Range, q: ActivationQuantizer): QuantGrid {
+  const { qmin, qmax } = quantRange(q.type, q.symmetric ?? false);
+  const p = activationParams(r, q.type, q.symmetric ?? false, q.minRealRange);
+  return { lo: (qmin - p.zeroPoint) * p.scale, step: p.scale, levels: qmax - qmin + 1 };
+}
+
+/**
+ * Histogram of x over [-T, T] (4096 bins: 2048 over a ReLU output's [0, T]) reduced to the range of
+ * least expected squared error (clip plus round) for the activation type's quantizer.
+ */
+class MseCollector implements Collector {
+  private readonly h = new SignedHistogram(4096);
+  constructor(private readonly quantizer: ActivationQuantizer) {}
+  get heldValues(): number {
+    return this.h.counts.length + 3;
+  }
+  add(values: Float32Array): void {
+    this.h.add(values);
+  }
+  range(): Range {
+    return mseRange(this.h.snapshot(), (r) => quantGridOf(r, this.quantizer));
+  }
+}
+
 export interface CalibrateOptions {
   method: CalibrationMethod;
   /** Percentile method: the fraction of |x| kept, in percent (ORT default 99.999). */
   percentile?: number;
   /** Entropy method: levels of the activation type (256 for 8-bit, the default; 65536 for 16-bit). */
   levels?: number;
+  /** MSE method: the quantizer the ranges are for (default uint8, asymmetric). */
+  quantizer?: ActivationQuantizer;
   inputName: string;
   inputDims: number[];
   /** How many of the first inputs to hand back (for the per-layer SQNR check). */
@@ -231,8 +269,8 @@ function checkCalibrateOptions(opts: CalibrateOptions): void {
   if (opts.method === 'percentile' && !(percentile > 0 && percentile <= 100)) {
     throw new Error(`percentile must be in (0, 100], got ${percentile}`);
   }
-  if (!['minmax', 'percentile', 'entropy'].includes(opts.method)) {
-    throw new Error(`unknown calibration method "${String(opts.method)}" (minmax, percentile or entropy)`);
+  if (!CALIBRATION_METHOD_NAMES.includes(opts.method)) {
+    throw new Error(`unknown calibration method "${String(opts.method)}" (${CALIBRATION_METHOD_NAMES.join(', ')})`);
   }
 }
 
@@ -254,7 +292,9 @@ export async function calibrateSession(
       ? new MinMaxCollector()
       : opts.method === 'percentile'
         ? new PercentileCollector(percentile)
-        : new EntropyCollector(opts.levels ?? 256);
+        : opts.method === 'mse'
+          ? new MseCollector(opts.quantizer ?? { type: 'uint8' })
+          : new EntropyCollector(opts.levels ?? 256);
   const collectors = new Map<string, Collector>();
   for (const t of tensors) collectors.set(t, make());
 

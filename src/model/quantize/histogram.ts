@@ -269,3 +269,117 @@ export function entropyRange(h: Histogram, quantizedBins = 128): { min: number; 
   }
   return { min: Math.max(best[0], h.min), max: Math.min(best[1], h.max) };
 }
+
+/** The points a range quantizes to: `levels` values lo, lo + step, …; values beyond the ends clip to them. */
+export interface QuantGrid {
+  lo: number;
+  step: number;
+  levels: number;
+}
+
+/** ∫₀ᶠ d(t)² dt with d the distance to the nearest integer, for f in [0, 1]. */
+function roundingErrorWithinStep(f: number): number {
+  return f <= 0.5 ? (f * f * f) / 3 : 1 / 12 - ((1 - f) * (1 - f) * (1 - f)) / 3;
+}
+
+/** ∫₀ᵘ d(t)² dt for u ≥ 0 (each whole step contributes 1/12). */
+function roundingErrorUpTo(u: number): number {
+  const whole = Math.floor(u);
+  return whole / 12 + roundingErrorWithinStep(u - whole);
+}
+
+/**
+ * ∫ₐᵇ (x − q(x))² dx for the grid's quantizer, exactly: clipping error below the first and above the
+ * last point, rounding error between them.
+ */
+export function squaredErrorIntegral(a: number, b: number, grid: QuantGrid): number {
+  if (b <= a) return 0;
+  const { lo, step, levels } = grid;
+  const top = lo + (levels - 1) * step;
+  let sum = 0;
+  if (a < lo) {
+    const e = Math.min(b, lo);
+    sum += ((lo - a) ** 3 - (lo - e) ** 3) / 3;
+  }
+  if (b > top) {
+    const s = Math.max(a, top);
+    sum += ((b - top) ** 3 - (s - top) ** 3) / 3;
+  }
+  const s = Math.max(a, lo);
+  const e = Math.min(b, top);
+  if (e > s && step > 0) sum += step ** 3 * (roundingErrorUpTo((e - lo) / step) - roundingErrorUpTo((s - lo) / step));
+  return sum;
+}
+
+/**
+ * Expected squared quantization error (clipping plus rounding, per value) of the histogram's values
+ * under a grid, each bin's count spread evenly over the bin.
+ */
+export function expectedSquaredError(h: Histogram, grid: QuantGrid, bins?: readonly number[]): number {
+  const width = (h.hi - h.lo) / h.counts.length;
+  if (width <= 0) return 0;
+  let total = 0;
+  let err = 0;
+  const visit = (i: number): void => {
+    const c = h.counts[i]!;
+    if (c === 0) return;
+    const a = h.lo + i * width;
+    total += c;
+    err += (c / width) * squaredErrorIntegral(a, a + width, grid);
+  };
+  if (bins) for (const i of bins) visit(i);
+  else for (let i = 0; i < h.counts.length; i++) visit(i);
+  return total > 0 ? err / total : 0;
+}
+
+/**
+ * The clipping range with the smallest expected squared error (expectedSquaredError) for the
+ * quantizer `gridOf` builds from a range, searched over the histogram's bin edges: the upper end for
+ * a tensor that is never negative (a ReLU output: the grid starts at 0 anyway), the lower end for
+ * one never positive, and for a signed tensor a common scale of both ends, then each end alone.
+ * Coarse steps of `coarse` bins first, then every bin around the best.
+ */
+export function mseRange(h: Histogram, gridOf: (r: { min: number; max: number }) => QuantGrid, coarse = 8): { min: number; max: number } {
+  if (h.min > h.max) throw new Error('empty histogram');
+  const n = h.counts.length;
+  const width = (h.hi - h.lo) / n;
+  if (width <= 0 || h.min === h.max) return { min: h.min, max: h.max };
+  const nonEmpty: number[] = [];
+  for (let i = 0; i < n; i++) if (h.counts[i]! > 0) nonEmpty.push(i);
+  const cost = (r: { min: number; max: number }): number => expectedSquaredError(h, gridOf(r), nonEmpty);
+  // Bin edges strictly between 0 and the observed extreme, nearest to 0 first, the extreme last.
+  const edgesTowards = (limit: number): number[] => {
+    const out: number[] = [];
+    for (let i = 0; i <= n; i++) {
+      const e = h.lo + i * width;
+      if (limit > 0 ? e > 0 && e < limit : e < 0 && e > limit) out.push(e);
+    }
+    if (limit < 0) out.reverse();
+    out.push(limit);
+    return out;
+  };
+  const search = (candidates: number[], make: (c: number) => { min: number; max: number }): { min: number; max: number } => {
+    let best = candidates.length - 1;
+    let bestCost = Infinity;
+    const tryAt = (k: number): void => {
+      const c = cost(make(candidates[k]!));
+      if (c < bestCost) {
+        bestCost = c;
+        best = k;
+      }
+    };
+    for (let k = candidates.length - 1; k >= 0; k -= coarse) tryAt(k);
+    const around = best;
+    for (let k = Math.max(0, around - coarse + 1); k <= Math.min(candidates.length - 1, around + coarse - 1); k++) tryAt(k);
+    return make(candidates[best]!);
+  };
+  if (h.min >= 0) return search(edgesTowards(h.max), (t) => ({ min: h.min, max: t }));
+  if (h.max <= 0) return search(edgesTowards(h.min), (t) => ({ min: t, max: h.max }));
+  // Signed: the ends scaled together by α in (0, 1], then the upper end and the lower end alone.
+  const steps = Math.max(1, Math.ceil(Math.max(-h.min, h.max) / width));
+  const alphas = Array.from({ length: steps }, (_, k) => (k + 1) / steps);
+  let r = search(alphas, (a) => ({ min: a * h.min, max: a * h.max }));
+  r = search(edgesTowards(h.max), (t) => ({ min: r.min, max: t }));
+  r = search(edgesTowards(h.min), (t) => ({ min: t, max: r.max }));
+  return r;
+}

@@ -12,6 +12,7 @@ import { loadModel, type onnx, opsetVersion, saveModel } from '../onnx.js';
 import { listImageFiles } from '../../util/index.js';
 import { createPreprocessor } from '../../vision/index.js';
 import {
+  CALIBRATION_METHOD_NAMES,
   calibrateSession,
   createSession,
   probeTensors,
@@ -190,8 +191,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     keepActivations: opts.keepActivations,
   });
   const activationType = settings.activationType;
-  if (!['minmax', 'percentile', 'entropy'].includes(opts.method)) {
-    throw new Error(`calibration method must be minmax, percentile or entropy, got "${String(opts.method)}"`);
+  if (!CALIBRATION_METHOD_NAMES.includes(opts.method)) {
+    throw new Error(`calibration method must be ${CALIBRATION_METHOD_NAMES.join(', ')}, got "${String(opts.method)}"`);
   }
   const percentile = opts.percentile ?? 99.999;
   if (opts.method === 'percentile' && !(percentile > 0 && percentile <= 100)) {
@@ -289,6 +290,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         method: opts.method,
         percentile,
         levels: quantRange(activationType).qmax - quantRange(activationType).qmin + 1,
+        quantizer: { type: activationType, ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}) },
         inputName,
         inputDims,
         keepInputs: 4,
