@@ -114,6 +114,10 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
     .option('--keep-activations', 'keep Relu/Clip as quantized node units instead of folding them into the producing layer')
     .option('--exclude <node...>', 'node names (or their output names) to keep float')
     .option('--max-images <n>', 'calibrate on at most this many images', parsePositiveInt)
+    .option(
+      '--eval-images <dir>',
+      'held-out images for the end-to-end figure (logits SQNR, top-1 agreement); default: every 5th calibration image, not calibrated on',
+    )
     .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
     .option('--json', 'print the report as JSON')
     .addOption(ctx.configOption())
@@ -161,6 +165,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         keepActivations: opts.keepActivations,
         exclude: opts.exclude,
         maxImages: opts.maxImages,
+        evalImages: opts.evalImages,
         fromSource: opts.fromSource,
         json: !!opts.json,
       });

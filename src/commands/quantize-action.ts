@@ -7,7 +7,14 @@ import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { CaptureRunner, SourceExhaustedError, createSource, toSourceOptions, type Frame, type FrameSource } from '../capture/index.js';
 import type { Config } from '../config/index.js';
-import { quantizeModel, type ActivationType, type CalibrationMethod, type QuantizeReport, type TargetName } from '../model/index.js';
+import {
+  holdOutEvery,
+  quantizeModel,
+  type ActivationType,
+  type CalibrationMethod,
+  type QuantizeReport,
+  type TargetName,
+} from '../model/index.js';
 import { DEFAULT_TARGET, describeWeights } from '../model/quantize/targets.js';
 import { listImageFiles, requireFile } from '../util/index.js';
 
@@ -27,6 +34,8 @@ export interface QuantizeCommandOptions {
   keepActivations?: boolean;
   exclude?: string[];
   maxImages?: number;
+  /** held-out images (folder or glob); undefined: every HOLD_OUT_EVERY-th calibration image */
+  evalImages?: string;
   json: boolean;
   /** capture this many frames from the configured source into `calibration` first */
   fromSource?: number;
@@ -150,12 +159,17 @@ export async function quantizeCommand(
       );
     }
   }
-  const images = await listImageFiles(opts.calibration, 'calibration folder');
+  const listed = await listImageFiles(opts.calibration, 'calibration folder');
+  const { calibration: images, heldOut } =
+    opts.evalImages !== undefined
+      ? { calibration: listed, heldOut: await listImageFiles(opts.evalImages, 'held-out image folder') }
+      : holdOutEvery(listed);
   await mkdir(path.dirname(path.resolve(opts.output)), { recursive: true });
   const report = await quantizeModel({
     input: opts.input,
     output: opts.output,
     calibration: { images },
+    ...(heldOut.length > 0 ? { evaluation: { images: heldOut } } : {}),
     method: opts.method,
     ...(opts.percentile !== undefined ? { percentile: opts.percentile } : {}),
     ...(opts.target !== undefined ? { target: opts.target } : {}),
@@ -199,6 +213,15 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   for (const w of r.rewrites.length ? r.rewrites : ['none']) lines.push(`  ${w}`);
   if (r.foldedRelus > 0) lines.push(`  ${r.foldedRelus} Relu folded into the quantization of their input`);
   lines.push(`calibration images: ${r.calibrationImages} used, ${r.skippedImages.length} skipped`);
+  if (r.heldOut) {
+    const h = r.heldOut;
+    const db = h.sqnrDb === null ? 'identical' : `${h.sqnrDb.toFixed(1)} dB`;
+    lines.push(
+      `held out (${h.images} images, not calibrated on): ${h.tensor} SQNR ${db}, top-1 agreement ${(100 * h.top1Agreement).toFixed(1)} %`,
+    );
+  } else {
+    lines.push('held out: none (give --eval-images, or at least 5 calibration images)');
+  }
   for (const s of r.skippedImages) lines.push(`  skipped ${s.image}: ${s.error}`);
   const ratio = r.sizeBytes.before > 0 ? r.sizeBytes.after / r.sizeBytes.before : 0;
   lines.push(`size: ${size(r.sizeBytes.before)} → ${size(r.sizeBytes.after)} (${ratio.toFixed(2)}×)`);

@@ -14,6 +14,8 @@ import type { ChildMessage, ChildRequest } from './model-setup-child.js';
 // which the daemon's main thread must not (its memory, and inference.runtime may name another build
 // that the worker loads: two libonnxruntime.so.1 in one process would resolve to the first).
 import { loadLabels, resolveModel, type ModelManifest, type ResolvedModel } from '../model/manifest.js';
+import type { HeldOutReport } from '../model/quantize/held-out.js';
+import { HOLD_OUT_EVERY, holdOutEvery } from '../model/quantize/split.js';
 
 export interface PreparedModel {
   modelPath: string;
@@ -75,8 +77,13 @@ export interface PrepareOptions {
   signal?: AbortSignal;
 }
 
-/** Bumped when the quantizer's output changes for the same inputs, so cached INT8 models are redone. */
-const QUANTIZER_VERSION = 1;
+/**
+ * Bumped when the quantizer's output changes for the same inputs, so cached INT8 models are redone.
+ * 2: every 5th calibration image is held out for the end-to-end figure, not calibrated on.
+ */
+const QUANTIZER_VERSION = 2;
+/** Most held-out images the daemon compares the INT8 model on (the figure it logs). */
+const MAX_DAEMON_HELD_OUT_IMAGES = 16;
 /** The daemon calibrates on at most this many images, spread evenly over the sorted list. */
 export const MAX_DAEMON_CALIBRATION_IMAGES = 64;
 /** Up to `max` items spread evenly over the list (first and last included), order kept. */
@@ -180,8 +187,11 @@ export function int8CacheFileName(sourceModel: string, key: Int8CacheKey): strin
  * is never used and is removed by the next quantization.
  */
 async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel, opts: PrepareOptions): Promise<ResolvedModel> {
-  const images = await (opts.calibrationImages ?? (() => calibrationImagesFor(config)))();
-  if (images.length === 0) throw new ModelSetupError('no calibration images to quantize the model with');
+  const listed = await (opts.calibrationImages ?? (() => calibrationImagesFor(config)))();
+  if (listed.length === 0) throw new ModelSetupError('no calibration images to quantize the model with');
+  const split = holdOutEvery(listed);
+  const images = split.calibration;
+  const heldOut = spread(split.heldOut, MAX_DAEMON_HELD_OUT_IMAGES);
   const method = config.model.calibration.method;
   const preset = quantizationTargetFor(config);
   const key: Int8CacheKey = {
@@ -189,7 +199,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
     method,
     target: preset,
     ...(method === 'percentile' ? { percentile: 99.999 } : {}),
-    calibrationHash: await calibrationListHash(images),
+    calibrationHash: await calibrationListHash(listed),
   };
   const cacheDir = config.model.cacheDir;
   const target = path.join(cacheDir, int8CacheFileName(fp32.modelPath, key));
@@ -217,6 +227,7 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
       input: fp32.modelPath,
       output: target,
       calibration: { images },
+      ...(heldOut.length > 0 ? { evaluation: { images: heldOut } } : {}),
       method,
       target: preset,
       ...(key.percentile !== undefined ? { percentile: key.percentile } : {}),
@@ -245,8 +256,30 @@ async function int8FromCache(config: Config, logger: Logger, fp32: ResolvedModel
     },
     `INT8 model ready in ${seconds.toFixed(1)} s (${mb(report.sizeBytes.before)} → ${mb(report.sizeBytes.after)})`,
   );
+  logHeldOut(logger, report.heldOut, listed.length);
   await pruneCachedVariants(cacheDir, target, key.sourceSha256, logger);
   return resolveModel({ path: target });
+}
+
+/** The end-to-end figure of the daemon's own quantization, one info line (none held out: says why). */
+function logHeldOut(logger: Logger, heldOut: HeldOutReport | undefined, listed: number): void {
+  if (!heldOut) {
+    logger.info(
+      { heldOutImages: 0, calibrationImages: listed },
+      `INT8 accuracy not measured: ${listed} calibration image(s), at least ${HOLD_OUT_EVERY} are needed to hold some out`,
+    );
+    return;
+  }
+  const db = heldOut.sqnrDb === null ? 'identical' : `${heldOut.sqnrDb.toFixed(1)} dB`;
+  logger.info(
+    {
+      heldOutImages: heldOut.images,
+      tensor: heldOut.tensor,
+      sqnrDb: heldOut.sqnrDb === null ? null : Math.round(heldOut.sqnrDb * 10) / 10,
+      top1Agreement: Math.round(heldOut.top1Agreement * 1000) / 1000,
+    },
+    `INT8 vs FP32 on ${heldOut.images} held-out image(s): ${heldOut.tensor} SQNR ${db}, top-1 agreement ${(100 * heldOut.top1Agreement).toFixed(1)} %`,
+  );
 }
 
 function mb(bytes: number): string {

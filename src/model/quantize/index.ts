@@ -23,12 +23,15 @@ import {
 } from './calibrate.js';
 import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
 import { collectGarbage } from './graph.js';
+import { compareHeldOut, endToEndTensor, type HeldOutReport } from './held-out.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
 import { emitQdq, planQdq, type FloatNode, type QdqPlan, type TensorQuant } from './qdq.js';
 import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName, type TargetOverrides } from './targets.js';
 
 export type { ActivationType, WeightScheme, WeightType } from './numeric.js';
 export type { CalibrationMethod } from './calibrate.js';
+export type { HeldOutReport } from './held-out.js';
+export { HOLD_OUT_EVERY, holdOutEvery } from './split.js';
 export { UnsupportedModelError } from './prepare.js';
 export {
   DEFAULT_TARGET,
@@ -57,6 +60,11 @@ export interface QuantizeOptions extends TargetOverrides {
     preprocess?: Preprocess;
   };
   method: CalibrationMethod;
+  /**
+   * Held-out inputs for the end-to-end figure (report.heldOut): never calibrated on. Image files
+   * (preprocessed like the calibration images) or ready tensors. None: no end-to-end figure.
+   */
+  evaluation?: { images: string[] | AsyncIterable<Float32Array> };
   /** percentile method only; default 99.999 */
   percentile?: number;
   /**
@@ -109,6 +117,8 @@ export interface QuantizeReport {
   biasAdjusted: { node: string; channels: number[] }[];
   /** lowest SQNR first: quantized vs float activation on a few calibration inputs */
   worstLayers: LayerSqnr[];
+  /** end to end on the held-out inputs (options.evaluation); absent when there were none */
+  heldOut?: HeldOutReport;
   sizeBytes: { before: number; after: number };
   floatNodes: FloatNode[];
   warnings: string[];
@@ -218,24 +228,33 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const maxImages = opts.maxImages ?? Infinity;
   let inputs: AsyncIterable<Float32Array>;
   let total: number | undefined;
+  let preprocess = opts.calibration.preprocess;
+  const preprocessor = (what: string): Preprocess => {
+    if (preprocess) return preprocess;
+    if (!found) throw new Error(`no manifest for ${opts.input}: cannot preprocess ${what} images (pass a preprocess function)`);
+    const pre = createPreprocessor(found.manifest.input);
+    preprocess = async (buf) => (await pre(buf)).tensor.data;
+    return preprocess;
+  };
   if (isAsyncIterable(opts.calibration.images)) {
     inputs = opts.calibration.images;
   } else {
     const images = opts.calibration.images;
     if (!Array.isArray(images) || images.length === 0) throw new Error('no calibration images given');
-    let preprocess = opts.calibration.preprocess;
-    if (!preprocess) {
-      if (!found) {
-        throw new Error(`no manifest for ${opts.input}: cannot preprocess calibration images (pass a preprocess function)`);
-      }
-      const pre = createPreprocessor(found.manifest.input);
-      preprocess = async (buf) => (await pre(buf)).tensor.data;
-    }
     const list = images.slice(0, Number.isFinite(maxImages) ? maxImages : undefined);
     total = list.length;
-    inputs = imageTensors(list, preprocess, skippedImages, warn);
+    inputs = imageTensors(list, preprocessor('calibration'), skippedImages, warn);
   }
   if (Number.isFinite(maxImages)) inputs = take(inputs, maxImages);
+  // Held-out images are read after calibration, one at a time; an unreadable one is skipped like a calibration image.
+  const evaluationImages = opts.evaluation?.images;
+  const evaluationInputs = (): AsyncIterable<Float32Array> | undefined =>
+    evaluationImages === undefined
+      ? undefined
+      : isAsyncIterable(evaluationImages)
+        ? evaluationImages
+        : imageTensors(evaluationImages, preprocessor('held-out'), skippedImages, warn);
+  if (Array.isArray(evaluationImages) && evaluationImages.length > 0) preprocessor('held-out');
 
   // 1. Prepare.
   const fromOpset = opsetVersion(original) ?? 0;
@@ -271,11 +290,13 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   // sharing a range): it is the float reference of the per-layer SQNR afterwards, so the float model
   // is never loaded into ORT twice.
   const activations = [...plan.own, ...plan.shared.keys()];
-  const floatSession = await createSession(withExtraOutputs(prepared!, activations));
+  const logits = endToEndTensor(prepared!);
+  const floatSession = await createSession(withExtraOutputs(prepared!, [...activations, logits]));
   collectGarbage(); // the encoded model handed to ORT
   let calibration: Awaited<ReturnType<typeof calibrateSession>>;
   let qdq: Pick<ReturnType<typeof emitQdq>, 'tensors' | 'biasAdjusted'>;
   let worstLayers: Awaited<ReturnType<typeof layerSqnr>>;
+  let heldOut: HeldOutReport | undefined;
   try {
     const bar =
       opts.progress && process.stderr.isTTY && total !== undefined
@@ -311,13 +332,22 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     }
     log?.info({ images: calibration.inputs, tensors: toCalibrate.length, method: opts.method }, 'calibrated');
 
+    const bytesOf = (t: string): number | undefined => {
+      const info = types.get(t);
+      if (info?.type !== 'float32') return undefined;
+      // a symbolic batch dimension runs as 1; other symbolic dims: unknown
+      const dims = info.dims.map((d, k) => (typeof d === 'number' && d > 0 ? d : k === 0 ? 1 : Number.NaN));
+      const n = dims.reduce((a, b) => a * b, 4);
+      return Number.isFinite(n) ? n : undefined;
+    };
     // 4. Emit QDQ and write.
-    const emitted = emitQdq(plan, calibration.ranges, {
+    const emitOptions = {
       activationType,
       weights: settings.weights,
       gemmWeights: settings.gemmWeights,
       ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),
-    });
+    };
+    const emitted = emitQdq(plan, calibration.ranges, emitOptions);
     // The float weights are in the session now: their JS copy goes before the QDQ model is encoded.
     plan = undefined;
     prepared = undefined;
@@ -330,15 +360,34 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     qdq = { tensors: emitted.tensors, biasAdjusted: emitted.biasAdjusted };
 
     // 5. Per-layer SQNR on the inputs kept during calibration.
-    const bytesOf = (t: string): number | undefined => {
-      const info = types.get(t);
-      if (info?.type !== 'float32') return undefined;
-      // a symbolic batch dimension runs as 1; other symbolic dims: unknown
-      const dims = info.dims.map((d, k) => (typeof d === 'number' && d > 0 ? d : k === 0 ? 1 : Number.NaN));
-      const n = dims.reduce((a, b) => a * b, 4);
-      return Number.isFinite(n) ? n : undefined;
-    };
+    // 5. Per-layer SQNR on the inputs kept during calibration.
     worstLayers = await layerSqnr(floatSession, emitted.model, emitted.dequantized, calibration.kept, inputName, inputDims, bytesOf);
+
+    // 6. End to end on held-out inputs, the QDQ model optimized as the daemon runs it (fused int8 kernels).
+    const heldOutInputs = evaluationInputs();
+    if (heldOutInputs) {
+      const quantLogits = emitted.dequantized.get(logits) ?? logits;
+      const evalSession = await createSession(withExtraOutputs(emitted.model, [quantLogits]), {
+        graphOptimizationLevel: 'all',
+        executionProviders: ['cpu'],
+        intraOpNumThreads: 2,
+        enableCpuMemArena: false,
+        extra: { session: { intra_op: { allow_spinning: '0' } } },
+      });
+      try {
+        heldOut = await compareHeldOut(
+          floatSession,
+          evalSession,
+          { float: logits, quant: quantLogits },
+          heldOutInputs,
+          inputName,
+          inputDims,
+        );
+      } finally {
+        await evalSession.release();
+      }
+      if (heldOut) log?.info(heldOut, 'held-out comparison');
+    }
   } finally {
     await floatSession.release();
   }
@@ -390,6 +439,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       const p = producersOut.get(l.tensor);
       return { ...l, node: p?.name || l.tensor, opType: p?.opType ?? 'input' };
     }),
+    ...(heldOut ? { heldOut } : {}),
     sizeBytes: { before, after },
     floatNodes,
     warnings,
