@@ -118,6 +118,11 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       '--eval-images <dir>',
       'held-out images for the end-to-end figure (logits SQNR, top-1 agreement); default: every 5th calibration image, not calibrated on',
     )
+    .option(
+      '--bias-correction [n]',
+      'sequential bias correction, measured on the first N calibration images (default 16)',
+      parsePositiveInt,
+    )
     .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
     .option('--json', 'print the report as JSON')
     .addOption(ctx.configOption())
@@ -166,6 +171,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         exclude: opts.exclude,
         maxImages: opts.maxImages,
         evalImages: opts.evalImages,
+        biasCorrection: opts.biasCorrection === undefined ? undefined : opts.biasCorrection === true ? 16 : opts.biasCorrection,
         fromSource: opts.fromSource,
         json: !!opts.json,
       });

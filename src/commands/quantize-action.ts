@@ -36,6 +36,8 @@ export interface QuantizeCommandOptions {
   maxImages?: number;
   /** held-out images (folder or glob); undefined: every HOLD_OUT_EVERY-th calibration image */
   evalImages?: string;
+  /** sequential bias correction on this many calibration images */
+  biasCorrection?: number;
   json: boolean;
   /** capture this many frames from the configured source into `calibration` first */
   fromSource?: number;
@@ -170,6 +172,7 @@ export async function quantizeCommand(
     output: opts.output,
     calibration: { images },
     ...(heldOut.length > 0 ? { evaluation: { images: heldOut } } : {}),
+    ...(opts.biasCorrection !== undefined ? { biasCorrection: { images: opts.biasCorrection } } : {}),
     method: opts.method,
     ...(opts.percentile !== undefined ? { percentile: opts.percentile } : {}),
     ...(opts.target !== undefined ? { target: opts.target } : {}),
@@ -213,6 +216,13 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   for (const w of r.rewrites.length ? r.rewrites : ['none']) lines.push(`  ${w}`);
   if (r.foldedRelus > 0) lines.push(`  ${r.foldedRelus} Relu folded into the quantization of their input`);
   lines.push(`calibration images: ${r.calibrationImages} used, ${r.skippedImages.length} skipped`);
+  if (r.biasCorrection) {
+    const b = r.biasCorrection;
+    lines.push(
+      `bias correction: ${b.layers} layers in ${b.passes} passes over ${b.inputs} images, ${(b.durationMs / 1000).toFixed(1)} s ` +
+        `(largest shift ${(100 * b.maxRelativeShift).toFixed(1)} % of a channel's RMS)`,
+    );
+  }
   if (r.heldOut) {
     const h = r.heldOut;
     const db = h.sqnrDb === null ? 'identical' : `${h.sqnrDb.toFixed(1)} dB`;

@@ -22,7 +22,10 @@ import {
   type Range,
 } from './calibrate.js';
 import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
-import { collectGarbage } from './graph.js';
+import { collectGarbage, initializerMap } from './graph.js';
+import { attrInt } from '../onnx.js';
+import { applyBiasCorrections, measureBiasCorrections, type BiasCorrectionResult } from './bias-correction.js';
+import { describeLayers } from './layer-io.js';
 import { compareHeldOut, endToEndTensor, type HeldOutReport } from './held-out.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
 import { emitQdq, planQdq, type FloatNode, type QdqPlan, type TensorQuant } from './qdq.js';
@@ -67,6 +70,11 @@ export interface QuantizeOptions extends TargetOverrides {
   evaluation?: { images: string[] | AsyncIterable<Float32Array> };
   /** percentile method only; default 99.999 */
   percentile?: number;
+  /**
+   * Sequential empirical bias correction (bias-correction.ts) on the first `images` calibration
+   * inputs (default 16), kept in memory for its passes.
+   */
+  biasCorrection?: boolean | { images?: number };
   /**
    * The execution provider the model is shaped for (default cpu): sets every option below that is
    * left undefined. A combination the target cannot run throws TargetOptionError.
@@ -119,6 +127,8 @@ export interface QuantizeReport {
   worstLayers: LayerSqnr[];
   /** end to end on the held-out inputs (options.evaluation); absent when there were none */
   heldOut?: HeldOutReport;
+  /** what sequential bias correction did and cost (absent when not asked) */
+  biasCorrection?: BiasCorrectionResult;
   sizeBytes: { before: number; after: number };
   floatNodes: FloatNode[];
   warnings: string[];
@@ -291,12 +301,17 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   // is never loaded into ORT twice.
   const activations = [...plan.own, ...plan.shared.keys()];
   const logits = endToEndTensor(prepared!);
-  const floatSession = await createSession(withExtraOutputs(prepared!, [...activations, logits]));
+  const biasCorrectionImages =
+    opts.biasCorrection === true ? 16 : typeof opts.biasCorrection === 'object' ? (opts.biasCorrection.images ?? 16) : 0;
+  // Bias correction compares each layer's pre-activation output (before a folded Relu) with the float one.
+  const preActivations = biasCorrectionImages > 0 ? preActivationOutputs(plan) : [];
+  const floatSession = await createSession(withExtraOutputs(prepared!, [...activations, logits, ...preActivations]));
   collectGarbage(); // the encoded model handed to ORT
   let calibration: Awaited<ReturnType<typeof calibrateSession>>;
   let qdq: Pick<ReturnType<typeof emitQdq>, 'tensors' | 'biasAdjusted'>;
   let worstLayers: Awaited<ReturnType<typeof layerSqnr>>;
   let heldOut: HeldOutReport | undefined;
+  let biasCorrection: BiasCorrectionResult | undefined;
   try {
     const bar =
       opts.progress && process.stderr.isTTY && total !== undefined
@@ -314,7 +329,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         quantizer: { type: activationType, ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}) },
         inputName,
         inputDims,
-        keepInputs: 4,
+        keepInputs: Math.max(4, biasCorrectionImages),
         onInput: (n) => {
           bar?.update(n);
           if (!bar && n % 50 === 0) log?.info({ images: n }, 'calibrating');
@@ -340,14 +355,37 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       const n = dims.reduce((a, b) => a * b, 4);
       return Number.isFinite(n) ? n : undefined;
     };
-    // 4. Emit QDQ and write.
+    // 4. Emit QDQ (with bias correction: emit, measure, correct the float biases, emit again) and write.
     const emitOptions = {
       activationType,
       weights: settings.weights,
       gemmWeights: settings.gemmWeights,
       ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),
     };
-    const emitted = emitQdq(plan, calibration.ranges, emitOptions);
+    let emitted = emitQdq(plan, calibration.ranges, emitOptions);
+    if (biasCorrectionImages > 0) {
+      const t0 = performance.now();
+      const layers = describeLayers(plan, emitted.layers, (l) => layerChannels(plan!, l.planIndex));
+      const measured = await measureBiasCorrections({
+        qdqModel: emitted.model,
+        layers,
+        floatSession,
+        inputs: calibration.kept.slice(0, biasCorrectionImages),
+        inputName,
+        inputDims,
+        groupLayers: (ls) =>
+          fetchGroups(
+            ls.map((l) => l.floatOutput),
+            bytesOf,
+            SQNR_FETCH_BYTES,
+          ).map((names) => names.map((n) => ls.find((l) => l.floatOutput === n)!)),
+        onGeneration: (g, of) => log?.debug({ generation: g, of }, 'bias correction'),
+      });
+      applyBiasCorrections(plan, measured.corrections);
+      emitted = emitQdq(plan, calibration.ranges, emitOptions);
+      biasCorrection = { ...measured.result, durationMs: Math.round(performance.now() - t0) };
+      log?.info(biasCorrection, 'bias corrected');
+    }
     // The float weights are in the session now: their JS copy goes before the QDQ model is encoded.
     plan = undefined;
     prepared = undefined;
@@ -361,7 +399,15 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
 
     // 5. Per-layer SQNR on the inputs kept during calibration.
     // 5. Per-layer SQNR on the inputs kept during calibration.
-    worstLayers = await layerSqnr(floatSession, emitted.model, emitted.dequantized, calibration.kept, inputName, inputDims, bytesOf);
+    worstLayers = await layerSqnr(
+      floatSession,
+      emitted.model,
+      emitted.dequantized,
+      calibration.kept.slice(0, 4),
+      inputName,
+      inputDims,
+      bytesOf,
+    );
 
     // 6. End to end on held-out inputs, the QDQ model optimized as the daemon runs it (fused int8 kernels).
     const heldOutInputs = evaluationInputs();
@@ -440,10 +486,30 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       return { ...l, node: p?.name || l.tensor, opType: p?.opType ?? 'input' };
     }),
     ...(heldOut ? { heldOut } : {}),
+    ...(biasCorrection ? { biasCorrection } : {}),
     sizeBytes: { before, after },
     floatNodes,
     warnings,
   };
+}
+
+/** Pre-activation outputs (before a folded Relu/Clip) of the plan's quantized Conv/Gemm nodes, in the prepared model. */
+function preActivationOutputs(plan: QdqPlan): string[] {
+  const out: string[] = [];
+  for (const n of plan.model.graph?.node ?? []) {
+    if (!plan.quantized.has(n) || (n.opType !== 'Conv' && n.opType !== 'Gemm')) continue;
+    const o = n.output![0]!;
+    out.push(plan.preActivation.get(o) ?? o);
+  }
+  return out;
+}
+
+/** Output channels of the plan's Conv/Gemm node at `index`, from its weight's shape. */
+function layerChannels(plan: QdqPlan, index: number): number {
+  const n = plan.model.graph!.node![index]!;
+  const w = initializerMap(plan.model.graph!).get(n.input![1]!)!;
+  const dims = (w.dims ?? []).map(Number);
+  return n.opType === 'Gemm' && !attrInt(n, 'transB', 0) ? dims[1]! : dims[0]!;
 }
 
 /** Most float activation bytes one SQNR run fetches per session (fewer, bigger runs are faster). */

@@ -71,6 +71,8 @@ export interface QdqPlan {
   concatShared: Set<string>;
   /** outputs of folded Relu/Clip nodes → the upper clamp (Infinity for Relu) their range must keep */
   reluFolded: Map<string, number>;
+  /** outputs of folded Relu/Clip nodes → their input, the producer's pre-activation output in the prepared model */
+  preActivation: Map<string, string>;
   /** tensors whose range is fixed rather than calibrated (quantized Softmax outputs) */
   fixedRanges: Map<string, Range>;
   floatNodes: FloatNode[];
@@ -148,6 +150,7 @@ export function planQdq(
   const outputs = graphOutputNames(g);
   const removed = new Set<Node>();
   const reluFolded = new Map<string, number>();
+  const preActivation = new Map<string, string>();
   let foldedRelus = 0;
   // Clip(0, max) (ReLU6) folds the same way: the calibrated output range lies within [0, max].
   const isZeroConst = (name: string | undefined): boolean => {
@@ -181,6 +184,7 @@ export function planQdq(
       p.output = [r.output![0]!];
       const hi = isClip && r.input?.[2] ? tensorToFloat32(inits.get(r.input[2])!)[0]! : Infinity;
       reluFolded.set(r.output![0]!, hi);
+      preActivation.set(r.output![0]!, x);
       removed.add(r);
       foldedRelus++;
     } else {
@@ -252,7 +256,7 @@ export function planQdq(
       }
     }
   }
-  return { model, quantized, own, shared, concatShared, reluFolded, fixedRanges, floatNodes, foldedRelus, warnings };
+  return { model, quantized, own, shared, concatShared, reluFolded, preActivation, fixedRanges, floatNodes, foldedRelus, warnings };
 }
 
 function unquantizableReason(n: Node, inits: Map<string, onnx.ITensorProto>, isFloat: (t: string) => boolean): string | undefined {
@@ -301,6 +305,23 @@ export interface QdqResult {
   dequantized: Map<string, string>;
   /** weights whose channel scales were raised so the int32 bias fits */
   biasAdjusted: { node: string; channels: number[] }[];
+  /** the quantized Conv/Gemm nodes, in graph order */
+  layers: EmittedLayer[];
+}
+
+/** A quantized Conv or Gemm: where its tensors are in the QDQ model and in the plan's (float) model. */
+export interface EmittedLayer {
+  /** node name (or first output) */
+  node: string;
+  opType: 'Conv' | 'Gemm';
+  /** index of the node in plan.model's graph */
+  planIndex: number;
+  /** QDQ model: the layer's input, a DequantizeLinear output */
+  quantInput: string;
+  /** QDQ model: the node's float output, before its QuantizeLinear (pre-activation when a Relu was folded) */
+  quantOutput: string;
+  /** QDQ model: the bias input (a DequantizeLinear output), if any */
+  quantBias?: string;
 }
 
 const ZP_TYPES: Record<ActivationType, { dataType: number; array: (v: number) => Uint8Array | Int8Array | Uint16Array }> = {
@@ -460,6 +481,8 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
   // Each weight passes through float copies (read, scaled, quantized): collected every so often so
   // they do not pile up to V8's own threshold (a model's weights are tens of MB).
   let sinceCollect = 0;
+  const layers: EmittedLayer[] = [];
+  const nodeIndex = new Map((g.node ?? []).map((n, i) => [n, i]));
   for (const n of g.node ?? []) {
     if (!quantized.has(n)) continue;
     const op = n.opType!;
@@ -480,6 +503,14 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
         dqInitializer,
         biasAdjusted,
       );
+      layers.push({
+        node: nodeLabel(n),
+        opType: op,
+        planIndex: nodeIndex.get(n)!,
+        quantInput: n.input![0]!,
+        quantOutput: n.output![0]!,
+        ...(n.input?.[2] ? { quantBias: n.input[2] } : {}),
+      });
       continue;
     }
     if (!OWN_RANGE_OPS.has(op)) continue; // direct ops: shape inputs etc. stay as they are
@@ -529,7 +560,7 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
   if (qdqDomain && !(model.opsetImport ?? []).some((o) => o.domain === qdqDomain)) {
     model.opsetImport.push(onnx.OperatorSetIdProto.create({ domain: qdqDomain, version: 1 }));
   }
-  return { model, tensors, dequantized, biasAdjusted };
+  return { model, tensors, dequantized, biasAdjusted, layers };
 }
 
 function quantizeWeightsAndBias(
