@@ -8,7 +8,8 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { quantizeCommand } from '../../src/commands/quantize-action.js';
 import type { Config } from '../../src/config/index.js';
-import { loadModel } from '../../src/model/onnx.js';
+import { loadModel, saveModel } from '../../src/model/onnx.js';
+import { buildSmallCnn, smallInputs } from './quantize-fixtures.js';
 import { calibrate, createSession, probeTensors, quantGridOf, withExtraOutputs } from '../../src/model/quantize/calibrate.js';
 import { createProbeSession, describeLayers, layerInputsAndFloatOutputs } from '../../src/model/quantize/layer-io.js';
 import { prepareModel } from '../../src/model/quantize/prepare.js';
@@ -246,5 +247,36 @@ describe('layer inputs and float outputs (for AdaRound)', () => {
       await probe.release();
       await floatSession.release();
     }
+  }, 120_000);
+});
+
+describe('bias correction of a layer without a bias', () => {
+  it('gives the layer an int32 bias behind a DequantizeLinear, which ORT fuses', async () => {
+    const file = path.join(dir, 'small.onnx');
+    await saveModel(buildSmallCnn(), file);
+    const report = await quantizeModel({
+      input: file,
+      output: path.join(dir, 'small-bc.onnx'),
+      calibration: { images: smallInputs(12) },
+      evaluation: { images: smallInputs(6, 9) },
+      method: 'minmax',
+      biasCorrection: { images: 8 },
+    });
+    expect(report.biasCorrection).toMatchObject({ inputs: 8, saturated: 0 });
+    const q = await loadModel(path.join(dir, 'small-bc.onnx'));
+    const branchA = q.graph!.node!.find((n) => n.name === 'branch_a')!;
+    expect(branchA.input).toHaveLength(3);
+    const biasDq = q.graph!.node!.find((n) => n.output?.[0] === branchA.input![2])!;
+    expect(biasDq.opType).toBe('DequantizeLinear');
+    expect(q.graph!.initializer!.find((t) => t.name === biasDq.input![0])!.dataType).toBe(6); // INT32
+    // The fused session (the daemon's) runs it with QLinearConv for that layer.
+    const session = await ort.InferenceSession.create(path.join(dir, 'small-bc.onnx'), {
+      graphOptimizationLevel: 'all',
+      optimizedModelFilePath: path.join(dir, 'small-bc.opt.onnx'),
+    });
+    await session.release();
+    const optimized = await loadModel(path.join(dir, 'small-bc.opt.onnx'));
+    expect(optimized.graph!.node!.filter((n) => n.opType === 'Conv')).toHaveLength(0);
+    expect(report.heldOut!.sqnrDb).toBeGreaterThan(10);
   }, 120_000);
 });

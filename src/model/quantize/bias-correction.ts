@@ -11,10 +11,9 @@
  * pass, layer-io.ts), each fetching only that generation's outputs.
  */
 import * as ort from 'onnxruntime-node';
-import { attrFloat, DataType, makeTensor, type onnx, tensorToFloat32 } from '../onnx.js';
-import { collectGarbage, initializerMap, NameAllocator } from './graph.js';
+import { DataType, makeNode, makeTensor, type onnx, tensorToFloat32 } from '../onnx.js';
+import { collectGarbage, initializerMap, NameAllocator, producerMap } from './graph.js';
 import { addChannelSums, createProbeSession, forEachQuantized, type LayerIoContext, type LayerTensors } from './layer-io.js';
-import type { QdqPlan } from './qdq.js';
 
 export interface BiasCorrectionResult {
   /** layers corrected */
@@ -24,6 +23,8 @@ export interface BiasCorrectionResult {
   inputs: number;
   /** largest |correction| relative to the channel's float output RMS, for the report */
   maxRelativeShift: number;
+  /** corrected int32 bias values clamped to the int32 range (0 expected) */
+  saturated: number;
   durationMs: number;
 }
 
@@ -92,7 +93,7 @@ export async function measureBiasCorrections(opts: {
   /** float fetch groups (bounded bytes per run) */
   groupLayers: (layers: LayerTensors[]) => LayerTensors[][];
   onGeneration?: (generation: number, of: number) => void;
-}): Promise<{ corrections: Map<LayerTensors, Float32Array>; result: Omit<BiasCorrectionResult, 'durationMs'> }> {
+}): Promise<{ corrections: Map<LayerTensors, Float32Array>; result: Omit<BiasCorrectionResult, 'durationMs' | 'saturated'> }> {
   const { layers, inputs, inputName, inputDims } = opts;
   const { means, rms } = await floatMeans(opts.floatSession, layers, opts.groupLayers(layers), inputs, inputName, inputDims);
   const probe = await createProbeSession(opts.qdqModel, layers);
@@ -127,40 +128,74 @@ export async function measureBiasCorrections(opts: {
   return { corrections, result: { layers: layers.length, passes: generations, inputs: inputs.length, maxRelativeShift } };
 }
 
+const INT32_MAX = 2147483647;
+const INT32_MIN = -2147483648;
+
+function int32Values(t: onnx.ITensorProto): Int32Array {
+  const raw = t.rawData;
+  if (!(raw instanceof Uint8Array) || raw.byteLength === 0) return Int32Array.from(t.int32Data ?? []);
+  const copy = new Uint8Array(raw.byteLength);
+  copy.set(raw);
+  return new Int32Array(copy.buffer);
+}
+
 /**
- * Writes the corrections into the plan's float biases (a layer without one gets one), so emitting
- * again quantizes the corrected bias to int32 as usual. The plan's initializers are shared with the
- * prepared model: replaced, never changed in place.
+ * Writes the corrections into the QDQ model's int32 biases (bias + correction / bias scale, rounded,
+ * saturated), so the float weights need not be held again to emit a second time. A layer without a
+ * bias gets one, with the scale s_in × s_w its kernel expects (numeric.ts quantizeBias). Returns how
+ * many bias values saturated. The model is changed in place (it was emitted for this).
  */
-export function applyBiasCorrections(plan: QdqPlan, corrections: Map<LayerTensors, Float32Array>): void {
-  const g = plan.model.graph!;
+export function writeBiasCorrections(model: onnx.IModelProto, corrections: Map<LayerTensors, Float32Array>): { saturated: number } {
+  const g = model.graph!;
   const inits = initializerMap(g);
+  const producers = producerMap(g);
   const names = new NameAllocator(g);
-  const nodes = g.node ?? [];
   const replaced = new Map<string, onnx.ITensorProto>();
   const added: onnx.ITensorProto[] = [];
+  const addedNodes: onnx.NodeProto[] = [];
+  let saturated = 0;
+  const round = (x: number): number => {
+    const q = Math.round(x);
+    if (q > INT32_MAX || q < INT32_MIN) saturated++;
+    return Math.min(INT32_MAX, Math.max(INT32_MIN, q));
+  };
   for (const [l, c] of corrections) {
-    const n = nodes[l.planIndex]!;
-    // Gemm adds beta × C: the correction, in output units, goes in divided by beta.
-    const beta = l.opType === 'Gemm' ? attrFloat(n, 'beta', 1) : 1;
-    const biasName = n.input?.[2];
-    if (biasName) {
-      const old = inits.get(biasName)!;
-      const values = Float32Array.from(tensorToFloat32(old));
-      for (let i = 0; i < values.length; i++) values[i] = values[i]! + c[i]! / beta;
-      replaced.set(biasName, makeTensor(biasName, DataType.FLOAT, (old.dims ?? []).map(Number), values));
-    } else {
-      const name = names.take(`${l.node}_corrected_bias`);
-      added.push(
-        makeTensor(
-          name,
-          DataType.FLOAT,
-          [l.channels],
-          c.map((v) => v / beta),
-        ),
-      );
-      n.input = [...n.input!.slice(0, 2), name];
+    const node = producers.get(l.quantOutput)!;
+    if (l.quantBias) {
+      const dq = producers.get(l.quantBias)!;
+      const q = inits.get(dq.input![0]!)!;
+      const scales = tensorToFloat32(inits.get(dq.input![1]!)!);
+      const values = int32Values(q);
+      for (let ch = 0; ch < values.length; ch++) values[ch] = round(values[ch]! + c[ch]! / scales[scales.length === 1 ? 0 : ch]!);
+      replaced.set(q.name!, makeTensor(q.name!, DataType.INT32, (q.dims ?? []).map(Number), values));
+      continue;
     }
+    const inputScale = tensorToFloat32(inits.get(producers.get(l.quantInput)!.input![1]!)!)[0]!;
+    const weightDq = producers.get(node.input![1]!)!;
+    const weightScales = tensorToFloat32(inits.get(weightDq.input![1]!)!);
+    const perChannel = weightScales.length > 1;
+    const scales = weightScales.map((s) => Math.fround(inputScale * s));
+    const values = Int32Array.from(c, (v, ch) => round(v / scales[perChannel ? ch : 0]!));
+    const base = `${l.node}_corrected_bias`;
+    const q = makeTensor(names.take(`${base}_quantized`), DataType.INT32, [l.channels], values);
+    const dims = perChannel ? [scales.length] : [];
+    const sc = makeTensor(names.take(`${base}_scale`), DataType.FLOAT, dims, scales);
+    const zp = makeTensor(names.take(`${base}_zero_point`), DataType.INT32, dims, new Int32Array(scales.length));
+    const out = names.take(`${base}_DequantizeLinear_Output`);
+    added.push(q, sc, zp);
+    addedNodes.push(
+      makeNode(
+        'DequantizeLinear',
+        [q.name!, sc.name!, zp.name!],
+        [out],
+        perChannel ? { axis: 0 } : {},
+        names.take(`${base}_DequantizeLinear`),
+      ),
+    );
+    node.input = [...node.input!.slice(0, 2), out];
   }
   g.initializer = [...(g.initializer ?? []).map((t) => replaced.get(t.name ?? '') ?? t), ...added];
+  // Constant DequantizeLinear nodes lead the graph, as emitQdq writes them.
+  g.node = [...addedNodes, ...(g.node ?? [])];
+  return { saturated };
 }

@@ -24,7 +24,7 @@ import {
 import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
 import { collectGarbage, initializerMap } from './graph.js';
 import { attrInt } from '../onnx.js';
-import { applyBiasCorrections, measureBiasCorrections, type BiasCorrectionResult } from './bias-correction.js';
+import { measureBiasCorrections, writeBiasCorrections, type BiasCorrectionResult } from './bias-correction.js';
 import { describeLayers } from './layer-io.js';
 import { compareHeldOut, endToEndTensor, type HeldOutReport } from './held-out.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
@@ -355,17 +355,22 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       const n = dims.reduce((a, b) => a * b, 4);
       return Number.isFinite(n) ? n : undefined;
     };
-    // 4. Emit QDQ (with bias correction: emit, measure, correct the float biases, emit again) and write.
+    // 4. Emit QDQ (with bias correction: measure on it, then correct its int32 biases) and write.
     const emitOptions = {
       activationType,
       weights: settings.weights,
       gemmWeights: settings.gemmWeights,
       ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),
     };
-    let emitted = emitQdq(plan, calibration.ranges, emitOptions);
-    if (biasCorrectionImages > 0) {
+    const emitted = emitQdq(plan, calibration.ranges, emitOptions);
+    // Bias correction names each layer's tensors from the plan; it then works on the QDQ model alone.
+    const layers = biasCorrectionImages > 0 ? describeLayers(plan, emitted.layers, (l) => layerChannels(plan!, l.planIndex)) : undefined;
+    // The float weights are in the session now: their JS copy goes before the QDQ model is encoded.
+    plan = undefined;
+    prepared = undefined;
+    collectGarbage();
+    if (layers) {
       const t0 = performance.now();
-      const layers = describeLayers(plan, emitted.layers, (l) => layerChannels(plan!, l.planIndex));
       const measured = await measureBiasCorrections({
         qdqModel: emitted.model,
         layers,
@@ -381,15 +386,12 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
           ).map((names) => names.map((n) => ls.find((l) => l.floatOutput === n)!)),
         onGeneration: (g, of) => log?.debug({ generation: g, of }, 'bias correction'),
       });
-      applyBiasCorrections(plan, measured.corrections);
-      emitted = emitQdq(plan, calibration.ranges, emitOptions);
-      biasCorrection = { ...measured.result, durationMs: Math.round(performance.now() - t0) };
+      const { saturated } = writeBiasCorrections(emitted.model, measured.corrections);
+      if (saturated > 0) warn(`bias correction: ${saturated} corrected bias value(s) clamped to the int32 range`);
+      biasCorrection = { ...measured.result, saturated, durationMs: Math.round(performance.now() - t0) };
       log?.info(biasCorrection, 'bias corrected');
+      collectGarbage();
     }
-    // The float weights are in the session now: their JS copy goes before the QDQ model is encoded.
-    plan = undefined;
-    prepared = undefined;
-    collectGarbage();
     for (const b of emitted.biasAdjusted) {
       warn(`${b.node}: weight scale raised on ${b.channels.length} channel(s) so the int32 bias fits`);
     }
