@@ -84,7 +84,10 @@ export interface PrepareOptions {
 const QUANTIZER_VERSION = 2;
 /** Most held-out images the daemon compares the INT8 model on (the figure it logs). */
 const MAX_DAEMON_HELD_OUT_IMAGES = 16;
-/** The daemon calibrates on at most this many images, spread evenly over the sorted list. */
+/**
+ * The daemon takes at most this many images, spread evenly over the sorted list; every 5th of them is
+ * held out for the figure it logs (split.ts), the rest calibrate.
+ */
 export const MAX_DAEMON_CALIBRATION_IMAGES = 64;
 /** Up to `max` items spread evenly over the list (first and last included), order kept. */
 function spread<T>(items: T[], max: number): T[] {

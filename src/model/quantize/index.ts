@@ -115,6 +115,7 @@ export interface QuantizeReport {
   /** every setting the target and the options resolved to */
   settings: QdqSettings;
   calibrationImages: number;
+  /** unreadable images, calibration and held-out alike (each also a warning naming which) */
   skippedImages: { image: string; error: string }[];
   /** preparation rewrites, e.g. "57 BatchNormalization folded into Conv" */
   rewrites: string[];
@@ -149,6 +150,7 @@ async function* imageTensors(
   preprocess: Preprocess,
   skipped: { image: string; error: string }[],
   warn: (msg: string) => void,
+  what = 'calibration',
 ): AsyncGenerator<Float32Array> {
   for (const image of images) {
     let data: Float32Array;
@@ -157,7 +159,7 @@ async function* imageTensors(
     } catch (err) {
       const error = (err as Error).message;
       skipped.push({ image, error });
-      warn(`calibration image skipped: ${image}: ${error}`);
+      warn(`${what} image skipped: ${image}: ${error}`);
       continue;
     }
     yield data;
@@ -263,7 +265,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       ? undefined
       : isAsyncIterable(evaluationImages)
         ? evaluationImages
-        : imageTensors(evaluationImages, preprocessor('held-out'), skippedImages, warn);
+        : imageTensors(evaluationImages, preprocessor('held-out'), skippedImages, warn, 'held-out');
   if (Array.isArray(evaluationImages) && evaluationImages.length > 0) preprocessor('held-out');
 
   // 1. Prepare.
