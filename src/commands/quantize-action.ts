@@ -216,6 +216,7 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   for (const w of r.rewrites.length ? r.rewrites : ['none']) lines.push(`  ${w}`);
   if (r.foldedRelus > 0) lines.push(`  ${r.foldedRelus} Relu folded into the quantization of their input`);
   lines.push(`calibration images: ${r.calibrationImages} used, ${r.skippedImages.length} skipped`);
+  for (const s of r.skippedImages) lines.push(`  skipped ${s.image}: ${s.error}`);
   if (r.biasCorrection) {
     const b = r.biasCorrection;
     lines.push(
@@ -232,7 +233,6 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   } else {
     lines.push('held out: none (give --eval-images, or at least 5 calibration images)');
   }
-  for (const s of r.skippedImages) lines.push(`  skipped ${s.image}: ${s.error}`);
   const ratio = r.sizeBytes.before > 0 ? r.sizeBytes.after / r.sizeBytes.before : 0;
   lines.push(`size: ${size(r.sizeBytes.before)} → ${size(r.sizeBytes.after)} (${ratio.toFixed(2)}×)`);
   if (r.floatNodes.length > 0) {
