@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { CaptureRunner, SourceExhaustedError, createSource, toSourceOptions, type Frame, type FrameSource } from '../capture/index.js';
 import type { Config } from '../config/index.js';
 import {
+  HOLD_OUT_MIN_IMAGES,
   holdOutEvery,
   quantizeModel,
   type ActivationType,
@@ -34,7 +35,7 @@ export interface QuantizeCommandOptions {
   keepActivations?: boolean;
   exclude?: string[];
   maxImages?: number;
-  /** held-out images (folder or glob); undefined: every HOLD_OUT_EVERY-th calibration image */
+  /** held-out images (folder or glob); undefined: every 5th calibration image when there are at least 20 (split.ts) */
   evalImages?: string;
   /** sequential bias correction on this many calibration images */
   biasCorrection?: number;
@@ -231,7 +232,7 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
       `held out (${h.images} images, not calibrated on): ${h.tensor} SQNR ${db}, top-1 agreement ${(100 * h.top1Agreement).toFixed(1)} %`,
     );
   } else {
-    lines.push('held out: none (give --eval-images, or at least 5 calibration images)');
+    lines.push(`held out: none (give --eval-images, or at least ${HOLD_OUT_MIN_IMAGES} calibration images)`);
   }
   const ratio = r.sizeBytes.before > 0 ? r.sizeBytes.after / r.sizeBytes.before : 0;
   lines.push(`size: ${size(r.sizeBytes.before)} → ${size(r.sizeBytes.after)} (${ratio.toFixed(2)}×)`);

@@ -15,7 +15,7 @@ import type { ChildMessage, ChildRequest } from './model-setup-child.js';
 // that the worker loads: two libonnxruntime.so.1 in one process would resolve to the first).
 import { loadLabels, resolveModel, type ModelManifest, type ResolvedModel } from '../model/manifest.js';
 import type { HeldOutReport } from '../model/quantize/held-out.js';
-import { HOLD_OUT_EVERY, holdOutEvery } from '../model/quantize/split.js';
+import { HOLD_OUT_MIN_IMAGES, holdOutEvery } from '../model/quantize/split.js';
 
 export interface PreparedModel {
   modelPath: string;
@@ -79,14 +79,14 @@ export interface PrepareOptions {
 
 /**
  * Bumped when the quantizer's output changes for the same inputs, so cached INT8 models are redone.
- * 2: every 5th calibration image is held out for the end-to-end figure, not calibrated on.
+ * 2: with 20 images or more, every 5th is held out for the end-to-end figure, not calibrated on.
  */
 const QUANTIZER_VERSION = 2;
 /** Most held-out images the daemon compares the INT8 model on (the figure it logs). */
 const MAX_DAEMON_HELD_OUT_IMAGES = 16;
 /**
- * The daemon takes at most this many images, spread evenly over the sorted list; every 5th of them is
- * held out for the figure it logs (split.ts), the rest calibrate.
+ * The daemon takes at most this many images, spread evenly over the sorted list; from 20 on, every 5th
+ * of them is held out for the figure it logs (split.ts), the rest calibrate.
  */
 export const MAX_DAEMON_CALIBRATION_IMAGES = 64;
 /** Up to `max` items spread evenly over the list (first and last included), order kept. */
@@ -269,7 +269,7 @@ function logHeldOut(logger: Logger, heldOut: HeldOutReport | undefined, listed: 
   if (!heldOut) {
     logger.info(
       { heldOutImages: 0, calibrationImages: listed },
-      `INT8 accuracy not measured: ${listed} calibration image(s), at least ${HOLD_OUT_EVERY} are needed to hold some out`,
+      `INT8 accuracy not measured: ${listed} calibration image(s), at least ${HOLD_OUT_MIN_IMAGES} are needed to hold some out`,
     );
     return;
   }

@@ -40,6 +40,7 @@ export {
   canonicalTarget,
   describeWeights,
   HOLD_OUT_EVERY,
+  HOLD_OUT_MIN_IMAGES,
   holdOutEvery,
   listCalibrationImages,
   quantizeModel,

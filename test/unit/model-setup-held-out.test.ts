@@ -18,7 +18,7 @@ const childModule = fileURLToPath(new URL('../../src/daemon/model-setup-child.ts
 const loader = new URL('../../src/inference/dev-ts-loader.mjs', import.meta.url).href;
 const boot = `import { register } from 'node:module'; register(${JSON.stringify(loader)});`;
 
-const FIGURE = /^INT8 vs FP32 on 2 held-out image\(s\): logits SQNR \d+\.\d dB, top-1 agreement \d+\.\d %$/;
+const FIGURE = /^INT8 vs FP32 on 4 held-out image\(s\): logits SQNR \d+\.\d dB, top-1 agreement \d+\.\d %$/;
 
 let net: TrainedTinyCnn;
 let dir: string;
@@ -42,27 +42,27 @@ beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'model-setup-held-out-'));
   frames = path.join(dir, 'frames');
   await mkdir(frames);
-  for (const [i, f] of net.calibration.files.slice(0, 10).entries()) {
+  for (const [i, f] of net.calibration.files.slice(0, 20).entries()) {
     await copyFile(f, path.join(frames, `frame-${String(i).padStart(4, '0')}.jpg`));
   }
 }, 180_000);
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
 describe('the daemon quantizing its model', () => {
-  it('calibrates on 8 of 10 images and logs the figure measured on the other 2, in one info line', async () => {
+  it('calibrates on 16 of 20 images and logs the figure measured on the other 4, in one info line', async () => {
     const lines: string[] = [];
     const logger = createLogger({ level: 'info', name: 'test', destination: { write: (s: string) => void lines.push(s) } });
     const m = await prepareModel(await config('in-process', frames), logger);
     expect(m.precision).toBe('int8');
     const entries = lines.map((l) => JSON.parse(l) as { msg: string; level: number; heldOutImages?: number; sqnrDb?: number });
-    expect(entries.some((e) => e.msg.startsWith('quantizing tiny-cnn.onnx to INT8 (percentile calibration on 8 images)'))).toBe(true);
+    expect(entries.some((e) => e.msg.startsWith('quantizing tiny-cnn.onnx to INT8 (percentile calibration on 16 images)'))).toBe(true);
     const figure = entries.filter((e) => FIGURE.test(e.msg));
     expect(figure).toHaveLength(1);
-    expect(figure[0]).toMatchObject({ level: 30, heldOutImages: 2 });
+    expect(figure[0]).toMatchObject({ level: 30, heldOutImages: 4 });
     expect(figure[0]!.sqnrDb).toBeGreaterThan(20);
   }, 120_000);
 
-  it('says why there is no figure when the folder has fewer than 5 images', async () => {
+  it('says why there is no figure when the folder has fewer than 20 images', async () => {
     const few = path.join(dir, 'few');
     await mkdir(few);
     for (const f of net.calibration.files.slice(0, 3)) await copyFile(f, path.join(few, path.basename(f)));
@@ -70,7 +70,7 @@ describe('the daemon quantizing its model', () => {
     const logger = createLogger({ level: 'info', name: 'test', destination: { write: (s: string) => void lines.push(s) } });
     await prepareModel(await config('few', few), logger);
     const msgs = lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
-    expect(msgs).toContain('INT8 accuracy not measured: 3 calibration image(s), at least 5 are needed to hold some out');
+    expect(msgs).toContain('INT8 accuracy not measured: 3 calibration image(s), at least 20 are needed to hold some out');
     expect(msgs.some((x) => FIGURE.test(x))).toBe(false);
   }, 120_000);
 

@@ -160,17 +160,18 @@ describe('on the trained tiny CNN, held-out images', () => {
 
 describe('the report of model quantize', () => {
   it('holds out every 5th calibration image: the end-to-end figure is on images it did not calibrate on', async () => {
-    // Ten images in the folder, the 5th and 10th (sorted) taken from the held-out set: calibrating
-    // on the folder must give exactly the ranges of calibrating on the other eight alone.
+    // Twenty images in the folder, the 5th, 10th, 15th and 20th (sorted) taken from the held-out set:
+    // calibrating on the folder must give exactly the ranges of calibrating on the other sixteen alone.
     const folder = path.join(dir, 'folder');
-    const eight = path.join(dir, 'eight');
+    const sixteen = path.join(dir, 'sixteen');
     await mkdir(folder);
-    await mkdir(eight);
-    const cal = net.calibration.files.slice(0, 8);
-    const held = net.eval.files.slice(0, 2);
-    const order = [cal[0], cal[1], cal[2], cal[3], held[0], cal[4], cal[5], cal[6], cal[7], held[1]] as string[];
+    await mkdir(sixteen);
+    const cal = net.calibration.files.slice(0, 16);
+    const held = net.eval.files.slice(0, 4);
+    const order = Array.from({ length: 20 }, (_, i) => (i % 5 === 4 ? held[(i - 4) / 5]! : cal[i - Math.floor(i / 5)]!));
+    expect(new Set(order).size).toBe(20);
     for (const [i, f] of order.entries()) await copyFile(f, path.join(folder, `${String(i).padStart(2, '0')}.jpg`));
-    for (const [i, f] of cal.entries()) await copyFile(f, path.join(eight, `${String(i).padStart(2, '0')}.jpg`));
+    for (const [i, f] of cal.entries()) await copyFile(f, path.join(sixteen, `${String(i).padStart(2, '0')}.jpg`));
     const out = process.stdout.write;
     process.stdout.write = () => true; // the command prints its report; the test reads the returned one
     let split: QuantizeReport;
@@ -186,18 +187,18 @@ describe('the report of model quantize', () => {
           ...(evalImages ? { evalImages } : {}),
         });
       split = await run(folder, 'split');
-      alone = await run(eight, 'alone', eight);
+      alone = await run(sixteen, 'alone', sixteen);
     } finally {
       process.stdout.write = out;
     }
-    expect(split.calibrationImages).toBe(8);
-    expect(split.heldOut).toMatchObject({ images: 2, tensor: 'logits' });
+    expect(split.calibrationImages).toBe(16);
+    expect(split.heldOut).toMatchObject({ images: 4, tensor: 'logits' });
     expect(split.heldOut!.sqnrDb).toBeGreaterThan(20);
     expect(split.heldOut!.top1Agreement).toBeGreaterThanOrEqual(0);
     expect(split.tensors).toEqual(alone.tensors);
     // --eval-images: the whole folder calibrates, the other folder is the held-out set.
-    expect(alone.calibrationImages).toBe(8);
-    expect(alone.heldOut!.images).toBe(8);
+    expect(alone.calibrationImages).toBe(16);
+    expect(alone.heldOut!.images).toBe(16);
     expect(split.worstLayers.length).toBeGreaterThan(0);
   }, 120_000);
 });

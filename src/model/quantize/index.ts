@@ -34,7 +34,7 @@ import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName, type 
 export type { ActivationType, WeightScheme, WeightType } from './numeric.js';
 export type { CalibrationMethod } from './calibrate.js';
 export type { HeldOutReport } from './held-out.js';
-export { HOLD_OUT_EVERY, holdOutEvery } from './split.js';
+export { HOLD_OUT_EVERY, HOLD_OUT_MIN_IMAGES, holdOutEvery } from './split.js';
 export { UnsupportedModelError } from './prepare.js';
 export {
   DEFAULT_TARGET,
