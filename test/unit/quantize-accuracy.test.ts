@@ -145,7 +145,9 @@ describe('on the trained tiny CNN, held-out images', () => {
     expect(relative.mse).toBeLessThan(relative.percentile!);
   }, 120_000);
 
-  for (const method of ['minmax', 'percentile', 'mse'] as const) {
+  // Percentile is left out: its gain here is 0.08 dB (39.13 → 39.20), within what another CPU's
+  // kernels could move; minmax gains 0.2 dB and mse 0.7 dB.
+  for (const method of ['minmax', 'mse'] as const) {
     it(`${method}: sequential bias correction raises the logits SQNR`, async () => {
       const plain = await quantize(method);
       const corrected = await quantize(method, true);
