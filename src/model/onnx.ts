@@ -1,16 +1,18 @@
 /**
  * ONNX protobuf I/O and small graph-construction helpers.
  *
- * Everything here works on the protobufjs static classes of `onnx-proto`; the `onnx` namespace is
- * re-exported so callers need not import that package themselves.
+ * Everything here works on protobufjs static classes generated from the current ONNX schema
+ * (src/model/onnx-proto/onnx.proto, IR 10; `npm run proto` regenerates them; see docs/ARCHITECTURE.md),
+ * so fields of newer IR versions survive a decode → encode. The `onnx` namespace is re-exported so
+ * callers never import the generated module themselves.
  */
 import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import onnxProto from 'onnx-proto';
 import { writeFileAtomic } from '../util/index.js';
+import onnxProto from './onnx-proto/onnx.cjs';
 
 // `import x = ns.member` keeps both the value (classes) and the types (onnx.ModelProto, …) under one name;
-// a plain named import does not work at run time because onnx-proto is CommonJS.
+// a plain named import does not work at run time because the generated module is CommonJS.
 import onnx = onnxProto.onnx;
 export { onnx };
 

@@ -1,14 +1,13 @@
 /**
- * Small ONNX classifiers built directly with onnx-proto, for inference tests (no download, no
- * dependency on src/model). Topology: input [1,3,size,size] → Conv 3×3 (+Relu) × depth →
- * GlobalAveragePool → Flatten → Gemm → Softmax (optional). Weights come from a seeded generator,
- * so the same options always give the same model.
+ * Small ONNX classifiers built directly with the protobuf classes, for inference tests (no download;
+ * only the `onnx` namespace of src/model/onnx.ts, none of its helpers). Topology: input
+ * [1,3,size,size] → Conv 3×3 (+Relu) × depth → GlobalAveragePool → Flatten → Gemm → Softmax
+ * (optional). Weights come from a seeded generator, so the same options always give the same model.
  */
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import onnxProto from 'onnx-proto';
-import onnx = onnxProto.onnx;
+import { onnx } from '../../src/model/onnx.js';
 import { mulberry32 } from '../../src/util/index.js';
 
 export interface TinyModelOptions {

@@ -7,14 +7,13 @@ import { createHash } from 'node:crypto';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import onnxProto from 'onnx-proto';
 import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { InferenceEngine, type SessionSettings } from '../../src/inference/index.js';
 import { epContextFile } from '../../src/inference/session-cache.js';
+import { onnx } from '../../src/model/onnx.js';
 import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
 import { SKIP, webGpuStatus } from '../helpers/tools.js';
-import onnx = onnxProto.onnx;
 
 const logger = pino({ level: 'silent' });
 let work: string;
