@@ -174,7 +174,7 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
           '',
         ),
         method: leaf(
-          'Calibration method when the daemon quantizes: minmax, percentile (99.999) or entropy',
+          'Calibration method when the daemon quantizes: minmax, percentile (99.999), entropy or mse (per-tensor range search)',
           oneOf(CALIBRATION_METHODS),
           DEFAULT_CALIBRATION_METHOD,
         ),

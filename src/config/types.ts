@@ -38,7 +38,7 @@ export type QuantizationTargetName = (typeof QUANTIZATION_TARGETS)[number];
 export type ModelPrecision = (typeof MODEL_PRECISIONS)[number];
 
 /** How the quantizer picks activation ranges (`model quantize --method`, `model.calibration.method`). */
-export const CALIBRATION_METHODS = ['minmax', 'percentile', 'entropy'] as const;
+export const CALIBRATION_METHODS = ['minmax', 'percentile', 'entropy', 'mse'] as const;
 export type CalibrationMethodName = (typeof CALIBRATION_METHODS)[number];
 /** Best measured on the built Inception V2 (99.999-percentile histogram; see the README's figures). */
 export const DEFAULT_CALIBRATION_METHOD: CalibrationMethodName = 'percentile';
