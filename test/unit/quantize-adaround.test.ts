@@ -2,7 +2,8 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { DataType, encodeModel, makeModel, makeNode, makeTensor, makeValueInfo, onnx } from '../../src/model/onnx.js';
 import { adaroundLayer, layerWeightParams, type AdaroundLayerInput, type ConvLayerSpec } from '../../src/model/quantize/adaround.js';
-import { quantizeWeights, quantRange, weightParams, type WeightScheme } from '../../src/model/quantize/numeric.js';
+import { activationParams, quantizeWeights, quantRange, weightParams, type WeightScheme } from '../../src/model/quantize/numeric.js';
+import { emitQdq, planQdq } from '../../src/model/quantize/qdq.js';
 import { mulberry32 } from '../../src/util/index.js';
 import { Adam, Conv, GlobalAvgPool, Linear, Relu, Sequential, softmaxCrossEntropy } from '../../scripts/train-tiny-cnn/nn.js';
 
@@ -506,5 +507,87 @@ describe('adaroundLayer on a trained layer', () => {
     const errNearest = mse(run(nearest), ref);
     const errAda = mse(run(result.data), ref);
     expect(errAda).toBeLessThan(0.95 * errNearest);
+  });
+});
+
+describe('emitQdq with rounded weights', () => {
+  // x[1,4,6,6] → Conv 3×3 (pad 1, bias) → Relu → y; channel 5's weights are so small that the
+  // emitter raises its scale for the int32 bias, which layerWeightParams must reproduce.
+  const spec: ConvLayerSpec = { op: 'Conv', inputShape: [4, 6, 6], pads: [1, 1, 1, 1] };
+  const dims = [6, 4, 3, 3];
+  const w = convWeights(6, 36, 51);
+  for (let k = 0; k < 36; k++) w[5 * 36 + k] = w[5 * 36 + k]! * 1e-8;
+  const bias = Float32Array.from([0.1, -0.2, 0.05, 0, 0.3, 1]);
+  const inputs = featureMaps(4, 6, 6, 8, 52);
+  const model = makeModel({
+    graph: onnx.GraphProto.create({
+      name: 'g',
+      node: [
+        makeNode('Conv', ['x', 'w', 'b'], ['c'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv'),
+        makeNode('Relu', ['c'], ['y'], {}, 'relu'),
+      ],
+      initializer: [makeTensor('w', DataType.FLOAT, dims, w), makeTensor('b', DataType.FLOAT, [6], bias)],
+      input: [makeValueInfo('x', DataType.FLOAT, [1, 4, 6, 6])],
+      output: [makeValueInfo('y', DataType.FLOAT, [1, 6, 6, 6])],
+    }),
+    opset: 13,
+  });
+  const types = new Map(['x', 'c', 'y'].map((t) => [t, { type: 'float32', dims: [1, t === 'x' ? 4 : 6, 6, 6] }]));
+  let xMax = 0;
+  for (const x of inputs) for (const v of x) xMax = Math.max(xMax, v);
+  const ranges = new Map([
+    ['x', { min: 0, max: xMax }],
+    ['y', { min: 0, max: 4 }],
+  ]);
+  const quantizedWeightsOf = (m: onnx.ModelProto): Int8Array => {
+    const t = m.graph!.initializer!.find((i) => i.name === 'w_quantized')!;
+    return new Int8Array(t.rawData!.buffer, t.rawData!.byteOffset, t.rawData!.byteLength);
+  };
+  const emit = (roundedWeights?: Map<string, { data: Int8Array; scales: Float32Array; zeroPoints: number[] }>) =>
+    emitQdq(planQdq(model, types, { activationType: 'uint8' }), ranges, { activationType: 'uint8', roundedWeights });
+
+  it('writes the given integers instead of round-to-nearest, and ORT runs the model', async () => {
+    const inputScale = activationParams(ranges.get('x')!, 'uint8').scale;
+    const { scales, zeroPoints } = layerWeightParams(w, dims, 0, S8_PER_CHANNEL, { bias, inputScale });
+    expect(scales[5]).toBeGreaterThan(weightParams(w, dims, 0, S8_PER_CHANNEL).scales[5]!); // raised for the bias
+    const result = adaroundLayer({
+      layer: spec,
+      weights: w,
+      weightDims: dims,
+      bias,
+      scheme: S8_PER_CHANNEL,
+      scales,
+      zeroPoints,
+      inputs,
+      activation: 'relu',
+      options: { iterations: 300, batchSize: 32 },
+    });
+    expect(result.stats.changed).toBeGreaterThan(0);
+    const plain = emit();
+    const nearest = quantizedWeightsOf(plain.model);
+    expect([...nearest]).toEqual([...quantizeWeights(w, dims, 0, S8_PER_CHANNEL, scales, zeroPoints).data]);
+    const rounded = emit(new Map([['w', { data: result.data as Int8Array, scales, zeroPoints }]]));
+    expect([...quantizedWeightsOf(rounded.model)]).toEqual([...result.data]);
+    const run = async (m: onnx.ModelProto): Promise<Float32Array> => {
+      const session = await ort.InferenceSession.create(encodeModel(m), { logSeverityLevel: 3 });
+      const r = await session.run({ x: new ort.Tensor('float32', inputs[0]!, [1, 4, 6, 6]) });
+      await session.release();
+      return Float32Array.from(r.y!.data as Float32Array);
+    };
+    const a = await run(plain.model);
+    const b = await run(rounded.model);
+    expect(a.length).toBe(216);
+    expect(a.some((v, i) => v !== b[i])).toBe(true);
+  });
+
+  it('refuses integers rounded with other scales, or that are not floor/ceil of w/s', () => {
+    const unadjusted = weightParams(w, dims, 0, S8_PER_CHANNEL);
+    const q = quantizeWeights(w, dims, 0, S8_PER_CHANNEL, unadjusted.scales, unadjusted.zeroPoints).data as Int8Array;
+    expect(() => emit(new Map([['w', { data: q, scales: unadjusted.scales, zeroPoints: unadjusted.zeroPoints }]]))).toThrow(/other scales/);
+    const inputScale = activationParams(ranges.get('x')!, 'uint8').scale;
+    const { scales, zeroPoints } = layerWeightParams(w, dims, 0, S8_PER_CHANNEL, { bias, inputScale });
+    const off = Int8Array.from(quantizeWeights(w, dims, 0, S8_PER_CHANNEL, scales, zeroPoints).data);
+    off[7] = off[7]! + 2;
+    expect(() => emit(new Map([['w', { data: off, scales, zeroPoints }]]))).toThrow(/value 7/);
   });
 });

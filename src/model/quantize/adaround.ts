@@ -20,7 +20,15 @@
  * pool (the output and the weight gradient), written as plain loops over Float32Arrays.
  */
 import { mulberry32 } from '../../util/index.js';
-import { adjustWeightScalesForBias, asymmetricZeroPoint, quantizeValue, quantRange, weightParams, type WeightScheme } from './numeric.js';
+import {
+  adjustWeightScalesForBias,
+  asymmetricZeroPoint,
+  quantizeValue,
+  quantRange,
+  weightParams,
+  type QuantizedWeights,
+  type WeightScheme,
+} from './numeric.js';
 
 /** Stretch of the rectified sigmoid, eq. (23): h reaches exactly 0 and 1 for finite V. */
 const ZETA = 1.1;
@@ -153,6 +161,54 @@ export function layerWeightParams(
     ? wp.zeroPoints
     : wp.zeroPoints.map((z, c) => (raised.has(c) ? asymmetricZeroPoint(wp.mins[c]!, adj.scales[c]!, scheme.type) : z));
   return { scales: adj.scales, zeroPoints };
+}
+
+/** Integer weights rounded elsewhere (AdaRound) and the parameters they were rounded with. */
+export interface RoundedWeights {
+  data: Int8Array | Uint8Array;
+  scales: Float32Array;
+  zeroPoints: readonly number[];
+}
+
+/**
+ * For qdq.ts: precomputed integer weights in place of round-to-nearest, after checking that they
+ * belong to this tensor — the same scales and zero points as emitQdq computed (a different input
+ * scale or bias would have changed them), the element type of the scheme, and every value floor or
+ * ceil of w/s + zp within the range.
+ */
+export function useRoundedWeights(
+  name: string,
+  rounded: RoundedWeights,
+  values: Float32Array,
+  dims: readonly number[],
+  axis: number,
+  scheme: WeightScheme,
+  scales: Float32Array,
+  zeroPoints: readonly number[],
+): QuantizedWeights {
+  const fail = (why: string): never => {
+    throw new Error(`rounded weights for ${name}: ${why}`);
+  };
+  if (rounded.data.length !== values.length) fail(`${rounded.data.length} values, the tensor has ${values.length}`);
+  if ((scheme.type === 'int8') !== rounded.data instanceof Int8Array) fail(`not ${scheme.type} data`);
+  if (rounded.scales.length !== scales.length || rounded.scales.some((s, c) => s !== scales[c])) {
+    fail('rounded with other scales than the emitter computes (input scale, bias or scheme changed?)');
+  }
+  if (rounded.zeroPoints.length !== zeroPoints.length || rounded.zeroPoints.some((z, c) => z !== zeroPoints[c])) fail('other zero points');
+  const { qmin, qmax } = quantRange(scheme.type, scheme.symmetric);
+  let inner = 1;
+  for (let d = axis + 1; d < dims.length; d++) inner *= dims[d]!;
+  const channels = scales.length;
+  for (let i = 0; i < values.length; i++) {
+    const c = channels === 1 ? 0 : Math.floor(i / inner) % channels;
+    const fl = Math.floor(Math.fround(values[i]! / scales[c]!)) + zeroPoints[c]!;
+    const q = rounded.data[i]!;
+    if (q !== Math.min(Math.max(fl, qmin), qmax) && q !== Math.min(Math.max(fl + 1, qmin), qmax)) {
+      fail(`value ${i} is ${q}, neither floor nor ceil of w/s + zp (${fl} or ${fl + 1})`);
+    }
+  }
+  const zp = scheme.type === 'int8' ? Int8Array.from(zeroPoints) : Uint8Array.from(zeroPoints);
+  return { data: rounded.data, scales, zeroPoints: zp };
 }
 
 /** How a layer's weights and samples map to rows of a [M, Kg] matrix and patches of length C·kH·kW. */

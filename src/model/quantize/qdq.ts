@@ -33,6 +33,7 @@ import {
   type WeightScheme,
 } from './numeric.js';
 import type { Range } from './calibrate.js';
+import { type RoundedWeights, useRoundedWeights } from './adaround.js';
 import type { TensorInfo } from './prepare.js';
 
 /** Ops quantized with their own output range; ORT fuses each into a QLinear* kernel. */
@@ -338,6 +339,11 @@ export interface EmitOptions {
   gemmWeights?: WeightScheme;
   /** ranges narrower than this are widened, activations and weights alike */
   minRealRange?: number;
+  /**
+   * Integer weights rounded elsewhere (AdaRound), by weight initializer name, used instead of
+   * round-to-nearest; they must have been rounded with the scales computed here (checked).
+   */
+  roundedWeights?: ReadonlyMap<string, RoundedWeights>;
 }
 
 /** Bytes of temporary arrays emitQdq lets pile up between garbage collections. */
@@ -502,6 +508,7 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
         params,
         dqInitializer,
         biasAdjusted,
+        opts.roundedWeights,
       );
       layers.push({
         node: nodeLabel(n),
@@ -573,6 +580,7 @@ function quantizeWeightsAndBias(
   params: Map<string, { p: QuantParams; scaleName: string; zpName: string }>,
   dqInitializer: (base: string, t: onnx.ITensorProto, s: onnx.ITensorProto, z: onnx.ITensorProto, axis?: number) => string,
   biasAdjusted: { node: string; channels: number[] }[],
+  roundedWeights?: ReadonlyMap<string, RoundedWeights>,
 ): void {
   const w = inits.get(n.input![1]!)!;
   const dims = (w.dims ?? []).map(Number);
@@ -604,8 +612,11 @@ function quantizeWeightsAndBias(
         zeroPoints = zeroPoints.map((z, c) => (adj.adjusted.includes(c) ? asymmetricZeroPoint(wp.mins[c]!, scales[c]!, scheme.type) : z));
     }
   }
-  const qw = quantizeWeights(values, dims, axis, scheme, scales, zeroPoints);
   const base = n.input![1]!;
+  const rounded = roundedWeights?.get(base);
+  const qw = rounded
+    ? useRoundedWeights(base, rounded, values, dims, axis, scheme, scales, zeroPoints)
+    : quantizeWeights(values, dims, axis, scheme, scales, zeroPoints);
   const wType = WEIGHT_DATA_TYPE[scheme.type];
   // Per-tensor parameters are scalars (no axis), the form every provider's node-unit check accepts.
   const paramDims = scheme.perChannel ? [scales.length] : [];
