@@ -235,13 +235,15 @@ describe('adaroundLayer on a conv layer', () => {
     expect(result.stats.changed).toBe(0);
   });
 
-  it('bounds the unfolded pool by maxPatches', () => {
+  it('bounds the unfolded pool by maxPatches and maxPoolBytes', () => {
     const small = adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 300 } });
     const large = adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 1200 } });
     expect(small.stats.patches).toBe(300);
     expect(large.stats.patches).toBe(1200);
     // The pool is patches × (C·kH·kW + M) floats; the rest does not depend on it.
     expect(large.stats.memoryBytes - small.stats.memoryBytes).toBe(900 * (144 + 24) * 4);
+    const capped = adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 1200, maxPoolBytes: 500 * (144 + 24) * 4 } });
+    expect(capped.stats.patches).toBe(500);
   });
 
   it('with the Relu in the reconstruction (eq. 25) beats nearest after the Relu', () => {

@@ -61,6 +61,8 @@ export interface AdaroundOptions {
   batchSize?: number;
   /** output positions unfolded from the samples, at most; they are all the data the optimization sees */
   maxPatches?: number;
+  /** bytes of the unfolded pool (patches and their targets), at most: fewer patches when patches are long */
+  maxPoolBytes?: number;
   /** patches of the pool on which the reported MSEs are measured (the first ones: a random subset) */
   evalPatches?: number;
   /** fraction of the steps without the regularizer (the paper: 0.2) */
@@ -130,8 +132,9 @@ export interface AdaroundResult {
 
 export const ADAROUND_DEFAULTS: Required<AdaroundOptions> = {
   iterations: 2000,
-  batchSize: 128,
+  batchSize: 64,
   maxPatches: 4096,
+  maxPoolBytes: 64 << 20,
   evalPatches: 1024,
   warmup: 0.2,
   betaStart: 20,
@@ -586,7 +589,7 @@ export function adaroundLayer(input: AdaroundLayerInput): AdaroundResult {
   const start = new Float64Array(inputs.length + 1);
   for (let n = 0; n < inputs.length; n++) start[n + 1] = start[n]! + positions[n]!;
   const total = start[inputs.length]!;
-  const P = Math.min(total, opts.maxPatches);
+  const P = Math.max(1, Math.min(total, opts.maxPatches, Math.floor(opts.maxPoolBytes / ((patchLength + M) * 4))));
   const random = mulberry32(opts.seed);
   const chosen = sampleIndices(total, P, random);
   const patches = f32(P * patchLength);
