@@ -4,14 +4,14 @@
  * held-out images.
  *
  * Layers: a 3×3 conv 192→64 at 28×28 (synthetic weights, the real input of inception_3a), the
- * built model's largest conv (inception_5b/3x3, 192→320 at 7×7, BN folded) and its largest layer
- * (the classifier Gemm fc, 1024→1000). Inputs are the float network's activations on the sample
+ * built model's largest convs (inception_4e/double_3x3_2, 256→256 stride 2 to 7×7; inception_5b/3x3,
+ * 192→320 at 7×7; BN folded) and its largest layer (the classifier Gemm fc, 1024→1000). Inputs are the float network's activations on the sample
  * images (models/samples) and their mirror images: samples 1–6 (+ mirrors) for AdaRound, 7–8 (+
  * mirrors) held out.
  *
  * Build and run (no tsx in the project; the built model is written to tmp/ if missing):
  *   npx tsc -p bench/tsconfig.quantize.json --outDir tmp/qbench && node tmp/qbench/bench/quantize-adaround.js
- *     [--iterations N] [--batch N] [--lr X] [--activation relu|none] [--layers conv192to64,inception_5b/3x3,fc]
+ *     [--iterations N] [--batch N] [--lr X] [--activation relu|none] [--layers conv192to64,inception_4e/double_3x3_2,inception_5b/3x3,fc]
  */
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
@@ -47,7 +47,7 @@ const ITERATIONS = Number(arg('iterations', String(ADAROUND_DEFAULTS.iterations)
 const BATCH = Number(arg('batch', String(ADAROUND_DEFAULTS.batchSize)));
 const LEARNING_RATE = Number(arg('lr', String(ADAROUND_DEFAULTS.learningRate)));
 const ACTIVATION = arg('activation', 'relu') as 'relu' | 'none';
-const LAYERS = arg('layers', 'conv192to64,inception_5b/3x3,fc').split(',');
+const LAYERS = arg('layers', 'conv192to64,inception_4e/double_3x3_2,inception_5b/3x3,fc').split(',');
 const SCHEME: WeightScheme = { type: 'int8', symmetric: true, perChannel: true };
 const root = process.cwd();
 const modelPath = path.join(root, 'tmp', 'ib.onnx');
@@ -234,6 +234,8 @@ async function main(): Promise<void> {
       const per = l.weights.length / scales.length;
       return Float32Array.from(q, (v, i) => v * scales[axis === 0 ? Math.floor(i / per) : i % scales.length]!);
     };
+    // Round-to-nearest's error on the training images through ORT: checks the pool's initialMse.
+    const trainNearestMse = mse(await runLayer(l, dequant(nearest.data), inputs), await runLayer(l, l.weights, inputs));
     const floatOut = await runLayer(l, l.weights, held);
     const nearestOut = await runLayer(l, dequant(nearest.data), held);
     const adaOut = await runLayer(l, dequant(res.data), held);
@@ -256,6 +258,7 @@ async function main(): Promise<void> {
         cpuMsPerIteration: Number(perIter.toFixed(2)),
         memoryBytes: s.memoryBytes,
         rssGrowthMB: Number(((heapAfter.rss - heapBefore.rss) / 2 ** 20).toFixed(1)),
+        trainNearestMseOrt: trainNearestMse,
         poolMse: { nearest: s.initialMse, adaround: s.learnedMse, ratio: Number((s.learnedMse / s.initialMse).toFixed(3)) },
         heldOutMse: {
           nearest: mse(nearestOut, floatOut),

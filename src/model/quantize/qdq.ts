@@ -341,7 +341,8 @@ export interface EmitOptions {
   minRealRange?: number;
   /**
    * Integer weights rounded elsewhere (AdaRound), by weight initializer name, used instead of
-   * round-to-nearest; they must have been rounded with the scales computed here (checked).
+   * round-to-nearest; they must have been rounded with the scales computed here (checked), and for a
+   * Gemm with alpha ≠ 1 from alpha·W (alpha is folded into the weights below).
    */
   roundedWeights?: ReadonlyMap<string, RoundedWeights>;
 }
