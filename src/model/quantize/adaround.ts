@@ -33,6 +33,8 @@ import {
 /** Stretch of the rectified sigmoid, eq. (23): h reaches exactly 0 and 1 for finite V. */
 const ZETA = 1.1;
 const GAMMA = -0.1;
+/** |V| beyond which h(V) is exactly 0 or 1: σ(V) ≤ −γ/(ζ−γ) = 1/12 at V = −ln 11 ≈ −2.398 (with margin). */
+const SATURATED_V = 2.4;
 
 export interface ConvLayerSpec {
   op: 'Conv';
@@ -776,16 +778,28 @@ function optimizeRounding(st: OptimizationState): Int32Array {
       const s = rowScale[m]!;
       const z = rowZero[m]!;
       for (let k = 0, i = m * Kg; k < Kg; k++, i++) {
-        const sig = 1 / (1 + Math.exp(-V[i]!));
-        const stretched = sig * (ZETA - GAMMA) + GAMMA;
-        let hv = stretched;
-        let d = (ZETA - GAMMA) * sig * (1 - sig);
-        if (stretched <= 0) {
+        const vi = V[i]!;
+        let hv: number;
+        let d: number;
+        if (vi <= -SATURATED_V) {
+          // h is clipped at 0 (or 1) well before |V| = ln 11: no exp for the weights already decided.
           hv = 0;
           d = 0;
-        } else if (stretched >= 1) {
+        } else if (vi >= SATURATED_V) {
           hv = 1;
           d = 0;
+        } else {
+          const sig = 1 / (1 + Math.exp(-vi));
+          const stretched = sig * (ZETA - GAMMA) + GAMMA;
+          hv = stretched;
+          d = (ZETA - GAMMA) * sig * (1 - sig);
+          if (stretched <= 0) {
+            hv = 0;
+            d = 0;
+          } else if (stretched >= 1) {
+            hv = 1;
+            d = 0;
+          }
         }
         let q = floorQ[i]! + hv;
         if (q > qmax) {
@@ -831,6 +845,7 @@ function optimizeRounding(st: OptimizationState): Int32Array {
     const step = t + 1;
     const correction1 = 1 - beta1 ** step;
     const correction2 = 1 - beta2 ** step;
+    const regScale = lambda * 2 * beta;
     for (let m = 0; m < M; m++) {
       const s = rowScale[m]!;
       for (let k = 0, i = m * Kg; k < Kg; k++, i++) {
@@ -839,7 +854,9 @@ function optimizeRounding(st: OptimizationState): Int32Array {
         let g = grad[i]! * s * d;
         if (regularized && d !== 0) {
           const u = 2 * h[i]! - 1;
-          g -= lambda * 2 * beta * Math.abs(u) ** (beta - 1) * Math.sign(u) * d;
+          // |u|^(β−1) as exp((β−1)·ln|u|): V8's pow is ~48 ns, exp and log together ~28 (|u| = 0 gives 0 either way)
+          const power = Math.exp((beta - 1) * Math.log(u < 0 ? -u : u));
+          g -= regScale * (u < 0 ? -power : power) * d;
         }
         const mi = beta1 * adamM[i]! + (1 - beta1) * g;
         const vi = beta2 * adamV[i]! + (1 - beta2) * g * g;
