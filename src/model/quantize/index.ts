@@ -27,6 +27,15 @@ import { attrInt } from '../onnx.js';
 import { measureBiasCorrections, writeBiasCorrections, type BiasCorrectionResult } from './bias-correction.js';
 import { describeLayers } from './layer-io.js';
 import { compareHeldOut, endToEndTensor, type HeldOutReport } from './held-out.js';
+import {
+  nameUnnamedNodes,
+  nodesForFloatActivation,
+  parameterGroups,
+  rangesForReplan,
+  searchMixedPrecision,
+  type MixedPrecisionOptions,
+  type MixedPrecisionReport,
+} from './mixed-precision.js';
 import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
 import { emitQdq, planQdq, type FloatNode, type QdqPlan, type TensorQuant } from './qdq.js';
 import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName, type TargetOverrides } from './targets.js';
@@ -34,6 +43,7 @@ import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName, type 
 export type { ActivationType, WeightScheme, WeightType } from './numeric.js';
 export type { CalibrationMethod } from './calibrate.js';
 export type { HeldOutReport } from './held-out.js';
+export type { MixedPrecisionOptions, MixedPrecisionReport, MixedPrecisionStep } from './mixed-precision.js';
 export { HOLD_OUT_EVERY, HOLD_OUT_MIN_IMAGES, holdOutEvery } from './split.js';
 export { UnsupportedModelError } from './prepare.js';
 export {
@@ -93,6 +103,14 @@ export interface QuantizeOptions extends TargetOverrides {
   logger?: Logger;
   /** progress bar on stderr when it is a terminal */
   progress?: boolean;
+  /**
+   * Accuracy-driven mixed precision (mixed-precision.ts): when the all-INT8 logits SQNR (held-out
+   * inputs, else calibration inputs) is below this, activations are kept float, fewest first, until
+   * it is reached; the written model is the best combination found. Not with biasCorrection.
+   */
+  targetSqnrDb?: number;
+  /** bounds and timing options of the mixed-precision search */
+  mixedPrecision?: Omit<MixedPrecisionOptions, 'targetSqnrDb'>;
 }
 
 export interface LayerSqnr {
@@ -130,6 +148,11 @@ export interface QuantizeReport {
   heldOut?: HeldOutReport;
   /** what sequential bias correction did and cost (absent when not asked) */
   biasCorrection?: BiasCorrectionResult;
+  /**
+   * the mixed-precision search (absent without targetSqnrDb); heldOut, worstLayers and tensors
+   * describe the all-INT8 model, floatNodes and sizeBytes the written one
+   */
+  mixedPrecision?: MixedPrecisionReport;
   sizeBytes: { before: number; after: number };
   floatNodes: FloatNode[];
   warnings: string[];
@@ -163,6 +186,14 @@ async function* imageTensors(
       continue;
     }
     yield data;
+  }
+}
+
+/** Passes `source` through, keeping its first `max` items in `kept`. */
+async function* keepFirst<T>(source: AsyncIterable<T>, max: number, kept: T[]): AsyncGenerator<T> {
+  for await (const x of source) {
+    if (kept.length < max) kept.push(x);
+    yield x;
   }
 }
 
@@ -220,6 +251,13 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   if (opts.method === 'percentile' && !(percentile > 0 && percentile <= 100)) {
     throw new Error(`percentile must be in (0, 100], got ${percentile}`);
   }
+  const targetSqnrDb = opts.targetSqnrDb;
+  if (targetSqnrDb !== undefined) {
+    if (!Number.isFinite(targetSqnrDb)) throw new Error(`target SQNR must be a number of dB, got ${String(targetSqnrDb)}`);
+    // Re-emitted candidates would lose the corrections written into the int32 biases.
+    if (opts.biasCorrection) throw new Error('a target SQNR (mixed precision) cannot be combined with bias correction yet');
+  }
+  const mixedImages = targetSqnrDb !== undefined ? (opts.mixedPrecision?.images ?? 16) : 0;
   const warnings: string[] = [];
   const warn = (msg: string): void => {
     warnings.push(msg);
@@ -278,6 +316,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   original = undefined; // prepareModel worked on a copy: the file's bytes can go
   collectGarbage();
   log?.info({ rewrites }, 'model prepared');
+  // Mixed precision names the nodes to keep float after Relu folding renamed their outputs.
+  if (targetSqnrDb !== undefined) nameUnnamedNodes(prepared!);
   const types = await probeTensors(prepared!);
 
   // 2. Plan: which nodes and tensors to quantize.
@@ -293,7 +333,12 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const inputDims = staticDims(types.get(inputName), inputName);
   const toCalibrate = [...plan.own].filter((t) => !plan!.fixedRanges.has(t));
   // What the report needs of the plan, so the plan (and the float weights it shares) can go early.
-  const { floatNodes, foldedRelus } = plan;
+  let { floatNodes } = plan;
+  const { foldedRelus } = plan;
+  // Mixed precision re-plans with exclusions: it keeps the prepared model (its weights are shared
+  // with the plan's) and the first plan, which says which nodes touch each activation.
+  const mixedSource =
+    targetSqnrDb !== undefined ? { prepared: prepared!, plan, shared: new Map(plan.shared), fixed: plan.fixedRanges } : undefined;
   const producersOut = new Map<string, { name: string; opType: string }>();
   for (const n of plan.model.graph?.node ?? [])
     for (const o of n.output ?? []) producersOut.set(o, { name: n.name ?? '', opType: n.opType ?? '' });
@@ -314,6 +359,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   let worstLayers: Awaited<ReturnType<typeof layerSqnr>>;
   let heldOut: HeldOutReport | undefined;
   let biasCorrection: BiasCorrectionResult | undefined;
+  let mixedPrecision: MixedPrecisionReport | undefined;
   try {
     const bar =
       opts.progress && process.stderr.isTTY && total !== undefined
@@ -331,7 +377,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         quantizer: { type: activationType, ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}) },
         inputName,
         inputDims,
-        keepInputs: Math.max(4, biasCorrectionImages),
+        keepInputs: Math.max(4, biasCorrectionImages, mixedImages),
         onInput: (n) => {
           bar?.update(n);
           if (!bar && n % 50 === 0) log?.info({ images: n }, 'calibrating');
@@ -414,7 +460,10 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     );
 
     // 6. End to end on held-out inputs, the QDQ model optimized as the daemon runs it (fused int8 kernels).
-    const heldOutInputs = evaluationInputs();
+    // Mixed precision measures every step on the first held-out inputs: kept as they stream by.
+    const heldOutKept: Float32Array[] = [];
+    const fromEvaluation = evaluationInputs();
+    const heldOutInputs = fromEvaluation && mixedImages > 0 ? keepFirst(fromEvaluation, mixedImages, heldOutKept) : fromEvaluation;
     if (heldOutInputs) {
       const quantLogits = emitted.dequantized.get(logits) ?? logits;
       const evalSession = await createSession(withExtraOutputs(emitted.model, [quantLogits]), {
@@ -437,6 +486,59 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         await evalSession.release();
       }
       if (heldOut) log?.info(heldOut, 'held-out comparison');
+    }
+
+    // 7. Mixed precision: the fewest activations kept float that reach the target.
+    if (mixedSource && targetSqnrDb !== undefined) {
+      const source = heldOutKept.length > 0 ? 'held-out' : 'calibration';
+      const measureOn = source === 'held-out' ? heldOutKept : calibration.kept.slice(0, mixedImages);
+      const floatLogits: Float32Array[] = [];
+      for (const data of measureOn) {
+        const out = (await floatSession.run({ [inputName]: new ort.Tensor('float32', data, inputDims) }, [logits]))[logits]!;
+        floatLogits.push((out.data as Float32Array).slice());
+        out.dispose?.();
+      }
+      const groups = parameterGroups(emitted.tensors);
+      const replanRanges = rangesForReplan(calibration.ranges, mixedSource.shared, mixedSource.fixed);
+      const emitWith = (exclude: string[]) => {
+        const p = planQdq(mixedSource.prepared, types, {
+          exclude: [...(opts.exclude ?? []), ...exclude],
+          activationType,
+          shareConcatParams: opts.shareConcatParams,
+          quantizeSoftmax: settings.quantizeSoftmax,
+          keepActivations: settings.keepActivations,
+        });
+        const e = emitQdq(p, replanRanges, emitOptions);
+        const requested = new Set(opts.exclude ?? []);
+        const excluded = p.floatNodes.filter((n) => n.reason === 'excluded by request' && !requested.has(n.name)).map((n) => n.name);
+        return { model: e.model, logits: e.dequantized.get(logits) ?? logits, floatNodes: p.floatNodes, excluded };
+      };
+      mixedPrecision = await searchMixedPrecision({
+        options: { ...opts.mixedPrecision, targetSqnrDb },
+        inputName,
+        inputDims,
+        inputs: measureOn,
+        source,
+        floatLogits,
+        floatModel: opts.input,
+        int8: {
+          model: emitted.model,
+          dequantized: emitted.dequantized,
+          groups,
+          clamps: mixedSource.plan.reluFolded,
+          logits: emitted.dequantized.get(logits) ?? logits,
+        },
+        logits,
+        realize: (root) => [...new Set((groups.get(root) ?? [root]).flatMap((t) => nodesForFloatActivation(mixedSource.plan, t)))],
+        emit: emitWith,
+        log: (msg, data) => log?.info(data, msg),
+      });
+      if (mixedPrecision.kept.length > 0) {
+        const chosen = emitWith(mixedPrecision.kept);
+        await saveModel(chosen.model, opts.output);
+        floatNodes = chosen.floatNodes;
+      }
+      collectGarbage();
     }
   } finally {
     await floatSession.release();
@@ -491,6 +593,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     }),
     ...(heldOut ? { heldOut } : {}),
     ...(biasCorrection ? { biasCorrection } : {}),
+    ...(mixedPrecision ? { mixedPrecision } : {}),
     sizeBytes: { before, after },
     floatNodes,
     warnings,

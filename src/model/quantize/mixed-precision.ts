@@ -1,0 +1,407 @@
+/**
+ * Accuracy-driven mixed precision: keep the fewest activations float that bring the end-to-end
+ * logits SQNR to a target.
+ *
+ * The unit is an activation (one Q/DQ pair), not a node: excluding a node alone leaves the Q/DQ on
+ * its input (its quantized producer still writes 8 bits), so the error the node's consumers see
+ * barely changes. An activation is kept float by excluding every node that touches it (its producer
+ * and its quantized readers), which removes its Q/DQ pair; the nodes' other tensors stay quantized.
+ *
+ * Sensitivity is the end-to-end gain, measured once per activation on a switch probe: a copy of the
+ * all-INT8 QDQ model in which every DequantizeLinear output is replaced by dq + s·(x − dq), s a scalar
+ * graph input, so one ORT session measures every candidate (s = 1: that activation float). The probe
+ * keeps the weights quantized and runs QDQ unfused; it ranks. The greedy steps are then measured on
+ * the real model (re-planned with the exclusions, emitted, fused as the daemon runs it), since gains
+ * do not add. Float only: ORT's CPU provider runs 16-bit QuantizeLinear/DequantizeLinear but has no
+ * 16-bit QLinearConv/QGemm, so a 16-bit node unit runs as DQ → float op → Q, the float compute plus
+ * two conversions.
+ */
+import { performance } from 'node:perf_hooks';
+import * as ort from 'onnxruntime-node';
+import { DataType, makeNode, makeTensor, onnx } from '../onnx.js';
+import { createSession, withExtraOutputs, type Range } from './calibrate.js';
+import { collectGarbage, consumerMap, copyForEdit, NameAllocator, producerMap } from './graph.js';
+import { SqnrAccumulator } from './numeric.js';
+import type { QdqPlan } from './qdq.js';
+
+export interface MixedPrecisionOptions {
+  /** end-to-end logits SQNR to reach, dB */
+  targetSqnrDb: number;
+  /** session options the latency is timed with (the daemon's); default: ORT CPU, 2 threads, all optimizations */
+  sessionOptions?: ort.InferenceSession.SessionOptions;
+  /** images the steps are measured on (default 16) */
+  images?: number;
+  /** images the per-activation sensitivity is measured on (default 4) */
+  sensitivityImages?: number;
+  /** most greedy steps tried (default 12) */
+  maxSteps?: number;
+  /** timed runs per model for the latency (median; default 9) */
+  timedRuns?: number;
+}
+
+export interface MixedPrecisionStep {
+  /** activations kept float (cumulative), in the order they were added */
+  activations: string[];
+  /** nodes kept float for them (cumulative) */
+  layers: string[];
+  /** the activation this step tried */
+  added?: string;
+  /** the step raised the SQNR, so its activation stays in the combination */
+  accepted: boolean;
+  sqnrDb: number | null;
+  top1Agreement: number;
+  /** median latency / the all-INT8 model's */
+  latencyRatio: number;
+  /** median latency / the FP32 model's */
+  latencyRatioToFloat: number;
+  latencyMs: number;
+}
+
+export interface MixedPrecisionReport {
+  targetSqnrDb: number;
+  reached: boolean;
+  /** which images the figures come from: held-out (never calibrated on) or calibration */
+  images: { source: 'held-out' | 'calibration'; count: number; sensitivity: number };
+  /** every Q/DQ pair considered, and the ones with the largest probe gain */
+  candidates: number;
+  topCandidates: { activation: string; gainDb: number }[];
+  /** steps[0] is the all-INT8 model */
+  steps: MixedPrecisionStep[];
+  /** nodes kept float in the written model (besides --exclude) */
+  kept: string[];
+  keptActivations: string[];
+  float: { latencyMs: number };
+  /** probe runs of the sensitivity pass and its time */
+  sensitivity: { runs: number; durationMs: number };
+  durationMs: number;
+}
+
+/** What one candidate model gives: end-to-end figures and latency. */
+interface Measured {
+  sqnrDb: number;
+  top1Agreement: number;
+  latencyMs: number;
+}
+
+function argmax(v: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  return best;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** The default timing options when the caller gives none: what the daemon uses on a two-core CPU. */
+export function defaultTimingOptions(): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: 2,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    enableCpuMemArena: true,
+    enableMemPattern: true,
+    logSeverityLevel: 3,
+    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+  };
+}
+
+/**
+ * Q/DQ pairs that share one scale and zero point, by the tensor that owns them: a MaxPool's output
+ * (and a Concat's input) is requantized on its root's grid, so keeping only one of them float moves
+ * the rounding downstream and gains nothing (measured: exactly 0 dB on the tiny CNN's Relu → MaxPool).
+ */
+export function parameterGroups(tensors: { tensor: string; sharedWith?: string }[]): Map<string, string[]> {
+  const groups = new Map<string, string[]>();
+  for (const t of tensors) {
+    const root = t.sharedWith ?? t.tensor;
+    const list = groups.get(root) ?? [];
+    list.push(t.tensor);
+    groups.set(root, list);
+  }
+  return groups;
+}
+
+/**
+ * The all-INT8 model with a switch per parameter group: consumers of the DequantizeLinear output `dq`
+ * of each member `x` read dq + s·(f(x) − dq) instead, `s` a scalar float graph input of the group and
+ * f the clamp of a Relu/Clip folded into x's quantization (the producer writes the pre-activation).
+ * Graph outputs written by a DQ are left alone (the compared logits are never a switch).
+ */
+export function switchProbe(
+  qdqModel: onnx.IModelProto,
+  dequantized: Map<string, string>,
+  groups: Map<string, string[]>,
+  clamps: Map<string, number>,
+  fetch: string,
+): { model: onnx.ModelProto; switches: Map<string, string> } {
+  const model = copyForEdit(qdqModel);
+  const g = model.graph!;
+  const names = new NameAllocator(g);
+  const consumers = consumerMap(g);
+  const switches = new Map<string, string>();
+  // Each switch goes right after its DequantizeLinear, which follows its activation's producer.
+  const after = new Map<string, onnx.INodeProto[]>();
+  const inputs: onnx.IValueInfoProto[] = [];
+  const constants: onnx.ITensorProto[] = [];
+  const constant = (base: string, v: number): string => {
+    const name = names.take(base);
+    constants.push(makeTensor(name, DataType.FLOAT, [], Float32Array.of(v)));
+    return name;
+  };
+  for (const [root, members] of groups) {
+    const s = names.take(`${root}_float_switch`);
+    let used = false;
+    for (const x of members) {
+      const dq = dequantized.get(x);
+      if (dq === undefined || dq === x) continue; // a graph output
+      const readers = consumers.get(dq) ?? [];
+      if (readers.length === 0) continue;
+      used = true;
+      const diff = names.take(`${x}_float_switch_diff`);
+      const scaled = names.take(`${x}_float_switch_scaled`);
+      const mixed = names.take(`${x}_float_switch_mixed`);
+      for (const r of readers) r.input = r.input!.map((i) => (i === dq ? mixed : i));
+      const nodes: onnx.INodeProto[] = [];
+      let floatValue = x;
+      const hi = clamps.get(x);
+      if (hi !== undefined) {
+        floatValue = names.take(`${x}_float_switch_clamped`);
+        const bounds = [constant(`${x}_float_switch_min`, 0), ...(Number.isFinite(hi) ? [constant(`${x}_float_switch_max`, hi)] : [])];
+        nodes.push(makeNode('Clip', [x, ...bounds], [floatValue], {}, names.take(`${s}_Clip`)));
+      }
+      nodes.push(
+        makeNode('Sub', [floatValue, dq], [diff], {}, names.take(`${s}_Sub`)),
+        makeNode('Mul', [s, diff], [scaled], {}, names.take(`${s}_Mul`)),
+        makeNode('Add', [dq, scaled], [mixed], {}, names.take(`${s}_Add`)),
+      );
+      after.set(dq, nodes);
+    }
+    if (!used) continue;
+    inputs.push(onnx.ValueInfoProto.create({ name: s, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [] } } } }));
+    switches.set(root, s);
+  }
+  const ordered: onnx.INodeProto[] = [];
+  for (const n of g.node ?? []) {
+    ordered.push(n);
+    for (const o of n.output ?? []) ordered.push(...(after.get(o) ?? []));
+  }
+  g.node = ordered;
+  g.input = [...(g.input ?? []), ...inputs];
+  g.initializer = [...(g.initializer ?? []), ...constants];
+  return { model: withExtraOutputs(model, [fetch]), switches };
+}
+
+/**
+ * The nodes (names, as planQdq's `exclude` takes them) that must run float for activation `x` to
+ * lose its Q/DQ pair: its producer and every quantized node reading it, in the plan's model.
+ */
+export function nodesForFloatActivation(plan: QdqPlan, x: string): string[] {
+  const g = plan.model.graph!;
+  const nodes = new Set<onnx.INodeProto>();
+  const p = producerMap(g).get(x);
+  if (p && plan.quantized.has(p)) nodes.add(p);
+  for (const c of consumerMap(g).get(x) ?? []) if (plan.quantized.has(c)) nodes.add(c);
+  return [...nodes].map((n) => n.name || n.output![0]!);
+}
+
+/** Gives every unnamed node a unique name, so `exclude` can name it after Relu folding renamed its output. */
+export function nameUnnamedNodes(model: onnx.IModelProto): void {
+  const g = model.graph!;
+  const names = new NameAllocator(g);
+  for (const n of g.node ?? []) if (!n.name) n.name = names.take(`${n.opType ?? 'node'}_${n.output?.[0] ?? ''}`);
+}
+
+/** Ranges for a re-plan: tensors that shared a root's parameters (MaxPool outputs) may now need their own. */
+export function rangesForReplan(ranges: Map<string, Range>, shared: Map<string, string>, fixed: Map<string, Range>): Map<string, Range> {
+  const out = new Map(ranges);
+  for (const [t, root] of shared) {
+    const r = fixed.get(root) ?? ranges.get(root);
+    if (r && !out.has(t)) out.set(t, r);
+  }
+  return out;
+}
+
+export interface MixedPrecisionContext {
+  options: MixedPrecisionOptions;
+  inputName: string;
+  inputDims: number[];
+  /** the inputs the figures are measured on, and where they come from */
+  inputs: Float32Array[];
+  source: 'held-out' | 'calibration';
+  /** float logits for each input, in order */
+  floatLogits: Float32Array[];
+  /** FP32 model (its file or decoded model) for the float latency */
+  floatModel: onnx.IModelProto | string;
+  /** the all-INT8 QDQ model, its DQ map, parameter groups (root → members), folded clamps, compared tensor */
+  int8: {
+    model: onnx.IModelProto;
+    dequantized: Map<string, string>;
+    groups: Map<string, string[]>;
+    clamps: Map<string, number>;
+    logits: string;
+  };
+  /** the float logits name (the candidates' tensors are named after it) */
+  logits: string;
+  /** a parameter group's root → nodes to exclude so every member runs float */
+  realize: (activation: string) => string[];
+  /**
+   * A model with these nodes (besides the user's exclusions) kept float, its compared tensor and the
+   * nodes that did run float for them (`exclude` also matches a node by its output's name).
+   */
+  emit: (exclude: string[]) => { model: onnx.IModelProto; logits: string; excluded: string[] };
+  log?: (msg: string, data: object) => void;
+}
+
+async function timeSession(session: ort.InferenceSession, feed: Record<string, ort.Tensor>, runs: number): Promise<number> {
+  await session.run(feed); // warm-up: allocation and prepacking
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await session.run(feed);
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
+/** End-to-end figures of a model (fused, the daemon's options) on the context's inputs, and its latency. */
+async function measureModel(ctx: MixedPrecisionContext, model: onnx.IModelProto, logits: string): Promise<Measured> {
+  const session = await createSession(withExtraOutputs(model, [logits]), ctx.options.sessionOptions ?? defaultTimingOptions());
+  try {
+    const sqnr = new SqnrAccumulator();
+    let agree = 0;
+    for (let i = 0; i < ctx.inputs.length; i++) {
+      const feed = { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[i]!, ctx.inputDims) };
+      const out = (await session.run(feed, [logits]))[logits]!;
+      const q = out.data as Float32Array;
+      sqnr.add(ctx.floatLogits[i]!, q);
+      if (argmax(q) === argmax(ctx.floatLogits[i]!)) agree++;
+      out.dispose?.();
+    }
+    const feed = { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[0]!, ctx.inputDims) };
+    const latencyMs = await timeSession(session, feed, ctx.options.timedRuns ?? 9);
+    return { sqnrDb: sqnr.db, top1Agreement: agree / ctx.inputs.length, latencyMs };
+  } finally {
+    await session.release();
+    collectGarbage();
+  }
+}
+
+/** Probe gain of each activation kept float alone, highest first. */
+async function sensitivities(ctx: MixedPrecisionContext): Promise<{ gains: { activation: string; gainDb: number }[]; runs: number }> {
+  const { model, switches } = switchProbe(ctx.int8.model, ctx.int8.dequantized, ctx.int8.groups, ctx.int8.clamps, ctx.int8.logits);
+  const session = await createSession(model);
+  collectGarbage();
+  const count = Math.min(ctx.options.sensitivityImages ?? 4, ctx.inputs.length);
+  const feeds = ctx.inputs.slice(0, count).map((x) => new ort.Tensor('float32', x, ctx.inputDims));
+  const off = new ort.Tensor('float32', Float32Array.of(0), []);
+  const on = new ort.Tensor('float32', Float32Array.of(1), []);
+  let runs = 0;
+  const sqnrWith = async (floatActivation: string | undefined): Promise<number> => {
+    const acc = new SqnrAccumulator();
+    for (let i = 0; i < count; i++) {
+      const feed: Record<string, ort.Tensor> = { [ctx.inputName]: feeds[i]! };
+      for (const [x, s] of switches) feed[s] = x === floatActivation ? on : off;
+      const out = (await session.run(feed, [ctx.int8.logits]))[ctx.int8.logits]!;
+      acc.add(ctx.floatLogits[i]!, out.data as Float32Array);
+      out.dispose?.();
+      runs++;
+    }
+    return acc.db;
+  };
+  try {
+    const base = await sqnrWith(undefined);
+    const gains: { activation: string; gainDb: number }[] = [];
+    for (const x of switches.keys()) gains.push({ activation: x, gainDb: (await sqnrWith(x)) - base });
+    gains.sort((a, b) => b.gainDb - a.gainDb);
+    return { gains, runs };
+  } finally {
+    await session.release();
+    collectGarbage();
+  }
+}
+
+const finite = (db: number): number | null => (Number.isFinite(db) ? db : null);
+
+/**
+ * Measures the all-INT8 model; below the target, ranks the activations by probe gain and adds them
+ * greedily (a step that does not raise the measured SQNR is undone) until the target is reached, the
+ * candidates with a positive gain run out, or maxSteps steps were tried. Returns the report and the
+ * nodes to keep float in the model to write.
+ */
+export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<MixedPrecisionReport> {
+  const t0 = performance.now();
+  const target = ctx.options.targetSqnrDb;
+  const maxSteps = ctx.options.maxSteps ?? 12;
+  const floatSession = await createSession(ctx.floatModel, ctx.options.sessionOptions ?? defaultTimingOptions());
+  let floatMs: number;
+  try {
+    floatMs = await timeSession(
+      floatSession,
+      { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[0]!, ctx.inputDims) },
+      ctx.options.timedRuns ?? 9,
+    );
+  } finally {
+    await floatSession.release();
+  }
+  const int8 = await measureModel(ctx, ctx.int8.model, ctx.int8.logits);
+  const step = (m: Measured, activations: string[], layers: string[], accepted: boolean, added?: string): MixedPrecisionStep => ({
+    activations,
+    layers,
+    ...(added !== undefined ? { added } : {}),
+    accepted,
+    sqnrDb: finite(m.sqnrDb),
+    top1Agreement: m.top1Agreement,
+    latencyRatio: m.latencyMs / int8.latencyMs,
+    latencyRatioToFloat: m.latencyMs / floatMs,
+    latencyMs: m.latencyMs,
+  });
+  const steps = [step(int8, [], [], true)];
+  ctx.log?.('mixed precision: all-INT8', steps[0]!);
+  let best = int8;
+  let kept: string[] = [];
+  let keptLayers: string[] = [];
+  let candidates = 0;
+  let topCandidates: { activation: string; gainDb: number }[] = [];
+  let sensitivity = { runs: 0, durationMs: 0 };
+  if (int8.sqnrDb < target) {
+    const s0 = performance.now();
+    const { gains, runs } = await sensitivities(ctx);
+    sensitivity = { runs, durationMs: Math.round(performance.now() - s0) };
+    candidates = gains.length;
+    topCandidates = gains.slice(0, 10).map((g) => ({ activation: g.activation, gainDb: Math.round(g.gainDb * 100) / 100 }));
+    ctx.log?.('mixed precision: sensitivities', { candidates, ...sensitivity, top: topCandidates.slice(0, 5) });
+    for (const { activation } of gains.filter((g) => g.gainDb > 0)) {
+      if (best.sqnrDb >= target || steps.length > maxSteps) break;
+      const activations = [...kept, activation];
+      const layers = [...new Set([...keptLayers, ...ctx.realize(activation)])];
+      const emitted = ctx.emit(layers);
+      const m = await measureModel(ctx, emitted.model, emitted.logits);
+      const accepted = m.sqnrDb > best.sqnrDb;
+      steps.push(step(m, activations, emitted.excluded, accepted, activation));
+      ctx.log?.('mixed precision: step', steps.at(-1)!);
+      if (accepted) {
+        best = m;
+        kept = activations;
+        keptLayers = emitted.excluded;
+      }
+    }
+  }
+  return {
+    targetSqnrDb: target,
+    reached: best.sqnrDb >= target,
+    images: { source: ctx.source, count: ctx.inputs.length, sensitivity: Math.min(ctx.options.sensitivityImages ?? 4, ctx.inputs.length) },
+    candidates,
+    topCandidates,
+    steps,
+    kept: keptLayers,
+    keptActivations: kept,
+    float: { latencyMs: floatMs },
+    sensitivity,
+    durationMs: Math.round(performance.now() - t0),
+  };
+}

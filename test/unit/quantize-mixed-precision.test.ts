@@ -1,0 +1,96 @@
+// Accuracy-driven mixed precision (mixed-precision.ts) on the trained tiny CNN: the search keeps the
+// fewest activations float that reach a logits SQNR the all-INT8 model misses, the written model has
+// them float, a target already met keeps none, an unreachable one stops at the step bound.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../../src/model/onnx.js';
+import { initializerMap } from '../../src/model/quantize/graph.js';
+import { quantizeModel, type QuantizeReport } from '../../src/model/quantize/index.js';
+import { trainedTinyCnn, type TrainedTinyCnn } from '../helpers/trained-tiny-cnn.js';
+
+let net: TrainedTinyCnn;
+let dir: string;
+
+async function* each(xs: Float32Array[]): AsyncGenerator<Float32Array> {
+  for (const x of xs) yield x;
+}
+
+function quantize(name: string, targetSqnrDb: number, maxSteps = 12): Promise<QuantizeReport> {
+  return quantizeModel({
+    input: net.modelPath,
+    output: path.join(dir, `${name}.onnx`),
+    calibration: { images: each(net.calibration.tensors) },
+    evaluation: { images: each(net.eval.tensors) },
+    method: 'percentile',
+    targetSqnrDb,
+    // few timed runs: latency is reported, never asserted
+    mixedPrecision: { maxSteps, timedRuns: 1 },
+  });
+}
+
+let int8Db: number;
+let met: QuantizeReport;
+
+beforeAll(async () => {
+  net = await trainedTinyCnn();
+  dir = await mkdtemp(path.join(os.tmpdir(), 'quantize-mixed-'));
+  met = await quantize('met', -100);
+  int8Db = met.mixedPrecision!.steps[0]!.sqnrDb!;
+}, 240_000);
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+describe('mixed precision', () => {
+  it('keeps nothing when the all-INT8 model already meets the target', () => {
+    const mp = met.mixedPrecision!;
+    expect(mp.reached).toBe(true);
+    expect(mp.kept).toEqual([]);
+    expect(mp.steps).toHaveLength(1);
+    expect(mp.images).toMatchObject({ source: 'held-out', count: 16 });
+    expect(int8Db).toBeGreaterThan(5);
+  });
+
+  it('reaches a target the all-INT8 model misses with fewer activations than all, and writes them float', async () => {
+    // between the all-INT8 figure and what keeping everything float would give (identical logits)
+    const target = int8Db + 3;
+    const r = await quantize('reached', target);
+    const mp = r.mixedPrecision!;
+    expect(mp.steps[0]!.sqnrDb).toBeCloseTo(int8Db, 6);
+    expect(mp.reached).toBe(true);
+    const last = mp.steps.filter((s) => s.accepted).at(-1)!;
+    expect(last.sqnrDb!).toBeGreaterThanOrEqual(target);
+    expect(mp.keptActivations.length).toBeGreaterThan(0);
+    expect(mp.keptActivations.length).toBeLessThan(mp.candidates);
+    expect(mp.kept).toEqual(last.layers);
+    for (const s of mp.steps) expect(s.latencyRatio).toBeGreaterThan(0);
+
+    // The written model: each kept node is float (weights a float initializer, no QuantizeLinear on
+    // what it writes), and no kept activation is quantized.
+    const model = await loadModel(r.output);
+    const g = model.graph!;
+    const inits = initializerMap(g);
+    const quantizedTensors = new Set((g.node ?? []).filter((n) => n.opType === 'QuantizeLinear').map((n) => n.input![0]!));
+    for (const name of mp.kept) {
+      const node = (g.node ?? []).find((n) => n.name === name);
+      expect(node, name).toBeDefined();
+      if (node!.opType === 'Conv' || node!.opType === 'Gemm') expect(inits.get(node!.input![1]!)?.dataType).toBe(1); // FLOAT
+      for (const o of node!.output ?? []) if (mp.keptActivations.includes(o)) expect(quantizedTensors.has(o)).toBe(false);
+    }
+    for (const a of mp.keptActivations) if (a !== 'input') expect(quantizedTensors.has(a), a).toBe(false);
+    expect(
+      r.floatNodes
+        .filter((n) => n.reason === 'excluded by request')
+        .map((n) => n.name)
+        .sort(),
+    ).toEqual([...mp.kept].sort());
+  }, 240_000);
+
+  it('stops at the step bound with reached=false when the target cannot be met', async () => {
+    const r = await quantize('unreachable', int8Db + 100, 2);
+    const mp = r.mixedPrecision!;
+    expect(mp.reached).toBe(false);
+    expect(mp.steps).toHaveLength(3); // the all-INT8 model and two tried steps
+    expect(mp.steps.slice(1).every((s) => s.added !== undefined)).toBe(true);
+  }, 240_000);
+});
