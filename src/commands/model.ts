@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD } from '../config/index.js';
-import { parseNonNegativeInt, parsePercentile, parsePositiveInt, UsageError, type CommandContext } from './shared.js';
+import { parseDecibels, parseNonNegativeInt, parsePercentile, parsePositiveInt, UsageError, type CommandContext } from './shared.js';
 
 export function register(program: Command, ctx: CommandContext): void {
   const model = program.command('model').description('build, fetch, quantize, evaluate and inspect models');
@@ -123,6 +123,11 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       'sequential bias correction, measured on the first N calibration images (default 16)',
       parsePositiveInt,
     )
+    .option(
+      '--target-sqnr <db>',
+      'mixed precision: keep the fewest activations float that bring the logits SQNR (held-out images, else calibration images) to DB',
+      parseDecibels,
+    )
     .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
     .option('--json', 'print the report as JSON')
     .addOption(ctx.configOption())
@@ -146,6 +151,9 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         throw new UsageError(`--percentile applies to --method percentile only (got --method ${opts.method})`);
       }
       if (path.resolve(input) === path.resolve(output)) throw new UsageError('OUT must differ from IN');
+      if (opts.targetSqnr !== undefined && opts.biasCorrection !== undefined) {
+        throw new UsageError('--target-sqnr cannot be combined with --bias-correction yet');
+      }
       const { resolveTarget, TargetOptionError } = await import('../model/quantize/targets.js');
       try {
         resolveTarget(opts.target, {
@@ -173,6 +181,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         evalImages: opts.evalImages,
         biasCorrection: opts.biasCorrection === undefined ? undefined : opts.biasCorrection === true ? 16 : opts.biasCorrection,
         fromSource: opts.fromSource,
+        targetSqnrDb: opts.targetSqnr,
         json: !!opts.json,
       });
     });

@@ -17,6 +17,7 @@ import {
   type TargetName,
 } from '../model/index.js';
 import { DEFAULT_TARGET, describeWeights } from '../model/quantize/targets.js';
+import { sessionOptionsFor } from '../inference/session-options.js';
 import { listImageFiles, requireFile } from '../util/index.js';
 
 export interface QuantizeCommandOptions {
@@ -42,6 +43,8 @@ export interface QuantizeCommandOptions {
   json: boolean;
   /** capture this many frames from the configured source into `calibration` first */
   fromSource?: number;
+  /** mixed precision: the logits SQNR to reach by keeping activations float */
+  targetSqnrDb?: number;
 }
 
 export interface CaptureResult {
@@ -182,11 +185,31 @@ export async function quantizeCommand(
     ...(opts.keepActivations !== undefined ? { keepActivations: opts.keepActivations } : {}),
     ...(opts.exclude?.length ? { exclude: opts.exclude } : {}),
     ...(opts.maxImages !== undefined ? { maxImages: opts.maxImages } : {}),
+    ...(opts.targetSqnrDb !== undefined
+      ? { targetSqnrDb: opts.targetSqnrDb, mixedPrecision: { sessionOptions: cpuTimingOptions(config()) } }
+      : {}),
     progress: !opts.json,
   });
   const full = captured ? { ...report, captured } : report;
   process.stdout.write(opts.json ? `${JSON.stringify(full, null, 2)}\n` : formatQuantizeReport(report));
   return full;
+}
+
+/**
+ * The daemon's CPU session options (threads, spinning, optimization level from the config), which the
+ * mixed-precision steps are timed with: the model is shaped for the CPU target.
+ */
+function cpuTimingOptions(config: Config): ReturnType<typeof sessionOptionsFor> {
+  return sessionOptionsFor(
+    {
+      modelPath: '',
+      executionProviders: ['cpu'],
+      threads: config.inference.threads,
+      allowSpinning: config.inference.allowSpinning,
+      graphOptimizationLevel: config.inference.graphOptimizationLevel,
+    },
+    'cpu',
+  );
 }
 
 function size(bytes: number): string {
@@ -234,6 +257,7 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   } else {
     lines.push(`held out: none (give --eval-images, or at least ${HOLD_OUT_MIN_IMAGES} calibration images)`);
   }
+  if (r.mixedPrecision) lines.push(...formatMixedPrecision(r.mixedPrecision));
   const ratio = r.sizeBytes.before > 0 ? r.sizeBytes.after / r.sizeBytes.before : 0;
   lines.push(`size: ${size(r.sizeBytes.before)} → ${size(r.sizeBytes.after)} (${ratio.toFixed(2)}×)`);
   if (r.floatNodes.length > 0) {
@@ -249,4 +273,24 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return `${lines.join('\n')}\n`;
+}
+
+function formatMixedPrecision(m: NonNullable<QuantizeReport['mixedPrecision']>): string[] {
+  const lines: string[] = [];
+  const db = (v: number | null): string => (v === null ? 'identical' : `${v.toFixed(1)} dB`);
+  lines.push(
+    `mixed precision: target ${m.targetSqnrDb} dB ${m.reached ? 'reached' : 'NOT reached'}, measured on ${m.images.count} ${m.images.source} images ` +
+      `(sensitivity of ${m.candidates} activation groups on ${m.images.sensitivity}: ${(m.sensitivity.durationMs / 1000).toFixed(1)} s; ` +
+      `all: ${(m.durationMs / 1000).toFixed(1)} s)`,
+  );
+  lines.push('  step  SQNR       top-1    latency ×INT8  ×FP32  kept float');
+  m.steps.forEach((s, i) => {
+    const what = i === 0 ? 'none (all INT8)' : `${s.accepted ? '+' : 'tried, undone:'} ${s.added} → ${s.layers.length} node(s)`;
+    lines.push(
+      `  ${String(i).padStart(4)}  ${db(s.sqnrDb).padEnd(9)}  ${`${(100 * s.top1Agreement).toFixed(1)} %`.padStart(7)}  ` +
+        `${s.latencyRatio.toFixed(2).padStart(12)}  ${s.latencyRatioToFloat.toFixed(2).padStart(5)}  ${what}`,
+    );
+  });
+  lines.push(`  kept float in the written model: ${m.kept.length > 0 ? m.kept.join(', ') : 'none'}`);
+  return lines;
 }

@@ -73,6 +73,12 @@ export function parseNonNegativeInt(value: string): number {
   return n;
 }
 
+export function parseDecibels(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`expected a number of dB, got "${value}"`);
+  return n;
+}
+
 export function parsePercentile(value: string): number {
   const n = Number(value);
   if (!(n > 0 && n <= 100)) throw new UsageError(`--percentile must be a number in (0, 100], got "${value}"`);
