@@ -219,6 +219,32 @@ describe('inceptiond model quantize (small CNN)', () => {
   });
 });
 
+describe('inceptiond model quantize --target-sqnr (small CNN)', () => {
+  it('--json reports the mixed-precision steps; the human report prints them; a bad value or --bias-correction exits 2', async () => {
+    const out = path.join(dir, 'small-mixed.int8.onnx');
+    const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', '200', '--json');
+    expect(o.code, o.stderr).toBe(0);
+    const mp = (JSON.parse(o.stdout) as { mixedPrecision: Record<string, unknown> & { steps: Record<string, unknown>[] } }).mixedPrecision;
+    expect(mp).toMatchObject({ targetSqnrDb: 200, reached: false, images: { source: 'calibration', count: 3 } });
+    expect(Array.isArray(mp.kept)).toBe(true);
+    expect(typeof mp.durationMs).toBe('number');
+    expect(mp.steps.length).toBeGreaterThanOrEqual(1);
+    for (const s of mp.steps) expect(Object.keys(s)).toEqual(expect.arrayContaining(['layers', 'sqnrDb', 'top1Agreement', 'latencyRatio']));
+
+    const h = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', '200');
+    expect(h.code, h.stderr).toBe(0);
+    expect(h.stdout).toMatch(/mixed precision: target 200 dB NOT reached, measured on 3 calibration images/);
+    expect(h.stdout).toMatch(/\n {5}0 {2}-?[\d.]+ dB .* none \(all INT8\)\n/);
+
+    expectCleanError(await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', 'high'), 2, /dB/);
+    expectCleanError(
+      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', '30', '--bias-correction'),
+      2,
+      /--target-sqnr cannot be combined with --bias-correction/,
+    );
+  });
+});
+
 describe('inceptiond model quantize --target', () => {
   it('--help lists --target with one line per preset, the same lines as the quantizer', async () => {
     const { targetHelpLines, TARGET_NAMES, TARGET_ALIASES } = await import('../../src/model/quantize/targets.js');
