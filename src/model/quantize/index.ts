@@ -360,6 +360,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   let heldOut: HeldOutReport | undefined;
   let biasCorrection: BiasCorrectionResult | undefined;
   let mixedPrecision: MixedPrecisionReport | undefined;
+  let floatReleased = false;
   try {
     const bar =
       opts.progress && process.stderr.isTTY && total !== undefined
@@ -498,6 +499,11 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         floatLogits.push((out.data as Float32Array).slice());
         out.dispose?.();
       }
+      // The float reference is in floatLogits now: the calibration session's copy of the weights goes
+      // before the search opens its probe and timing sessions.
+      floatReleased = true;
+      await floatSession.release();
+      collectGarbage();
       const groups = parameterGroups(emitted.tensors);
       const replanRanges = rangesForReplan(calibration.ranges, mixedSource.shared, mixedSource.fixed);
       const emitWith = (exclude: string[]) => {
@@ -541,7 +547,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       collectGarbage();
     }
   } finally {
-    await floatSession.release();
+    if (!floatReleased) await floatSession.release();
   }
   const before = (await stat(opts.input)).size;
   const after = (await stat(opts.output)).size;

@@ -35,7 +35,7 @@ export interface MixedPrecisionOptions {
   sensitivityImages?: number;
   /** most greedy steps tried (default 12) */
   maxSteps?: number;
-  /** timed runs per model for the latency (median; default 9) */
+  /** timed runs per model for the latency (median; default 21: a shared two-core machine made 9 vary by 1.7×) */
   timedRuns?: number;
 }
 
@@ -283,7 +283,7 @@ async function measureModel(ctx: MixedPrecisionContext, model: onnx.IModelProto,
       out.dispose?.();
     }
     const feed = { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[0]!, ctx.inputDims) };
-    const latencyMs = await timeSession(session, feed, ctx.options.timedRuns ?? 9);
+    const latencyMs = await timeSession(session, feed, ctx.options.timedRuns ?? 21);
     return { sqnrDb: sqnr.db, top1Agreement: agree / ctx.inputs.length, latencyMs };
   } finally {
     await session.release();
@@ -343,7 +343,7 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
     floatMs = await timeSession(
       floatSession,
       { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[0]!, ctx.inputDims) },
-      ctx.options.timedRuns ?? 9,
+      ctx.options.timedRuns ?? 21,
     );
   } finally {
     await floatSession.release();
