@@ -1,7 +1,7 @@
 // Accuracy-driven mixed precision (mixed-precision.ts) on the trained tiny CNN: the search keeps the
 // fewest activations float that reach a logits SQNR the all-INT8 model misses, the written model has
 // them float, a target already met keeps none, an unreachable one stops at the step bound.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -84,6 +84,9 @@ describe('mixed precision', () => {
         .map((n) => n.name)
         .sort(),
     ).toEqual([...mp.kept].sort());
+    // the manifest says the model is not all INT8
+    const manifest = JSON.parse(await readFile(`${r.output}.json`, 'utf8')) as { notes: string };
+    expect(manifest.notes).toMatch(/Mixed precision: \d+ node\(s\) kept float/);
   }, 240_000);
 
   it('stops at the step bound with reached=false when the target cannot be met', async () => {

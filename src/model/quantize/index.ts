@@ -562,6 +562,10 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       notes: [
         found.manifest.notes,
         `INT8 QDQ (${opts.method} calibration, ${activationType} activations)${forTarget} of ${path.basename(opts.input)}.`,
+        // A reader of the manifest alone should know the model is not all INT8.
+        mixedPrecision && mixedPrecision.kept.length > 0
+          ? `Mixed precision: ${mixedPrecision.kept.length} node(s) kept float for a ${mixedPrecision.targetSqnrDb} dB logits SQNR target (${mixedPrecision.reached ? 'reached' : 'not reached'}).`
+          : '',
       ]
         .filter(Boolean)
         .join(' '),
