@@ -21,6 +21,9 @@
 //
 // Usage (after npm run build):  node scripts/trained-inception.mjs [--check 4] [--cal 64] [--eval 300]
 //                                 [--methods percentile,minmax,entropy] [--repeats 2]
+//                                 [--variants "percentile;percentile --bias-correction;mse"]
+// --variants lists `model quantize` argument sets (method first), separated by ";": each is quantized
+// and evaluated like a method; it replaces --methods when given.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     cal: { type: 'string', default: '64' },
     eval: { type: 'string', default: '300' },
     methods: { type: 'string', default: 'percentile,minmax,entropy' },
+    variants: { type: 'string' },
     repeats: { type: 'string', default: '2' },
   },
 });
@@ -522,10 +526,16 @@ for (const [name, fp32, images] of [
   ['nsfwjs head (5 classes)', nsfwModel, evalDir],
   [`photo head (${HEAD_CLASSES.length} classes)`, photoModel, headEvalDir],
 ]) {
-  for (const method of values.methods.split(',')) {
-    const int8 = fp32.replace(/\.onnx$/, `.${method}.int8.onnx`);
+  const variants = values.variants
+    ? values.variants.split(';').map((v) => v.trim().split(/\s+/))
+    : values.methods.split(',').map((m) => [m]);
+  for (const [method, ...extra] of variants) {
+    const variant = [method, ...extra].join(' ');
+    const int8 = fp32.replace(/\.onnx$/, `.${variant.replace(/[^a-z0-9.]+/gi, '-')}.int8.onnx`);
     const t0 = Date.now();
-    const q = JSON.parse(sh('node', [cli, 'model', 'quantize', fp32, int8, '--calibration', calDir, '--method', method, '--json']));
+    const q = JSON.parse(
+      sh('node', [cli, 'model', 'quantize', fp32, int8, '--calibration', calDir, '--method', method, ...extra, '--json']),
+    );
     const quantizeSeconds = (Date.now() - t0) / 1000;
     const ev = JSON.parse(sh('node', [cli, 'model', 'eval', fp32, int8, '--images', images, '--repeats', values.repeats, '--json']));
     const head = fp32 === photoModel ? await compareHeads(fp32, int8, headEval) : {};
@@ -533,6 +543,8 @@ for (const [name, fp32, images] of [
     const row = {
       model: name,
       method,
+      variant,
+      heldOut: q.heldOut,
       ...ev,
       ...head,
       quantizeSeconds,
