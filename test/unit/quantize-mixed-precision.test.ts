@@ -5,9 +5,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/model/onnx.js';
+import { DataType, loadModel, makeModel, makeNode, makeTensor, makeValueInfo, saveModel } from '../../src/model/onnx.js';
 import { initializerMap } from '../../src/model/quantize/graph.js';
 import { quantizeModel, type QuantizeReport } from '../../src/model/quantize/index.js';
+import { parameterGroups } from '../../src/model/quantize/mixed-precision.js';
+import { mulberry32 } from '../../src/util/index.js';
 import { trainedTinyCnn, type TrainedTinyCnn } from '../helpers/trained-tiny-cnn.js';
 
 let net: TrainedTinyCnn;
@@ -96,4 +98,78 @@ describe('mixed precision', () => {
     expect(mp.steps).toHaveLength(3); // the all-INT8 model and two tried steps
     expect(mp.steps.slice(1).every((s) => s.added !== undefined)).toBe(true);
   }, 240_000);
+});
+
+/**
+ * Concat inside a Concat, as InceptionV3's mixed9_0 inside mixed9: image[1,3,8,8] → {Conv 3×3 → Relu |
+ * Conv 1×1 → Relu} → Concat "inner" → with {Conv 1×1 → Relu} → Concat "outer" → GlobalAveragePool →
+ * Flatten → Gemm → Softmax. Seeded weights.
+ */
+function nestedConcatModel() {
+  const random = mulberry32(7);
+  const weights = (name: string, dims: number[]) => {
+    const n = dims.reduce((a, b) => a * b, 1);
+    return makeTensor(
+      name,
+      DataType.FLOAT,
+      dims,
+      Float32Array.from({ length: n }, () => random() - 0.5),
+    );
+  };
+  const node = makeNode;
+  return makeModel({
+    opset: 13,
+    graph: {
+      name: 'nested-concat',
+      input: [makeValueInfo('image', DataType.FLOAT, [1, 3, 8, 8])],
+      output: [makeValueInfo('prob', DataType.FLOAT, [1, 5])],
+      initializer: [
+        weights('wa', [4, 3, 3, 3]),
+        weights('wb', [4, 3, 1, 1]),
+        weights('wc', [4, 3, 1, 1]),
+        weights('wf', [5, 12]),
+        weights('bf', [5]),
+      ],
+      node: [
+        node('Conv', ['image', 'wa'], ['a'], { pads: [1, 1, 1, 1] }, 'conv_a'),
+        node('Relu', ['a'], ['ar'], {}, 'relu_a'),
+        node('Conv', ['image', 'wb'], ['b'], {}, 'conv_b'),
+        node('Relu', ['b'], ['br'], {}, 'relu_b'),
+        node('Concat', ['ar', 'br'], ['inner'], { axis: 1 }, 'inner'),
+        node('Conv', ['image', 'wc'], ['c'], {}, 'conv_c'),
+        node('Relu', ['c'], ['cr'], {}, 'relu_c'),
+        node('Concat', ['inner', 'cr'], ['outer'], { axis: 1 }, 'outer'),
+        node('GlobalAveragePool', ['outer'], ['gap'], {}, 'gap'),
+        node('Flatten', ['gap'], ['flat'], {}, 'flatten'),
+        node('Gemm', ['flat', 'wf', 'bf'], ['logits'], { transB: 1 }, 'fc'),
+        node('Softmax', ['logits'], ['prob'], { axis: 1 }, 'softmax'),
+      ],
+    },
+  });
+}
+
+describe('mixed precision with a Concat inside a Concat', () => {
+  it('switches the inner Concat once, with the outer group whose parameters its Q/DQ pair uses', async () => {
+    const input = path.join(dir, 'nested.onnx');
+    await saveModel(nestedConcatModel(), input);
+    const random = mulberry32(11);
+    const tensors = (n: number) => Array.from({ length: n }, () => Float32Array.from({ length: 3 * 8 * 8 }, () => random()));
+    const r = await quantizeModel({
+      input,
+      output: path.join(dir, 'nested.int8.onnx'),
+      calibration: { images: each(tensors(8)) },
+      evaluation: { images: each(tensors(8)) },
+      method: 'minmax',
+      targetSqnrDb: 500,
+      mixedPrecision: { maxSteps: 2, timedRuns: 1 },
+    });
+    // The inner Concat is listed twice: for its own inputs' parameters, and as a user of the outer's.
+    expect(r.tensors.filter((t) => t.tensor === 'inner').map((t) => t.sharedWith ?? null)).toEqual(expect.arrayContaining([null, 'outer']));
+    const groups = parameterGroups(r.tensors);
+    expect(groups.get('outer')).toContain('inner');
+    expect(groups.get('inner')).not.toContain('inner');
+    // The probe and the search ran (a second switch on inner's Q/DQ pair made the probe model invalid).
+    expect(r.mixedPrecision!.reached).toBe(false);
+    expect(r.mixedPrecision!.steps.length).toBeGreaterThan(1);
+  });
 });

@@ -121,11 +121,15 @@ export function defaultTimingOptions(): ort.InferenceSession.SessionOptions {
  * the rounding downstream and gains nothing (measured: exactly 0 dB on the tiny CNN's Relu → MaxPool).
  */
 export function parameterGroups(tensors: { tensor: string; sharedWith?: string }[]): Map<string, string[]> {
+  // A nested Concat's output (InceptionV3's mixed9_0 inside mixed9) is listed twice: its own entry
+  // holds the parameters its inputs share, while its own Q/DQ pair uses the outer Concat's (the entry
+  // with sharedWith). It is a member of the outer group only: two switches on one pair broke the probe.
+  const sharedElsewhere = new Set(tensors.filter((t) => t.sharedWith !== undefined).map((t) => t.tensor));
   const groups = new Map<string, string[]>();
   for (const t of tensors) {
     const root = t.sharedWith ?? t.tensor;
     const list = groups.get(root) ?? [];
-    list.push(t.tensor);
+    if (t.sharedWith !== undefined || !sharedElsewhere.has(t.tensor)) list.push(t.tensor);
     groups.set(root, list);
   }
   return groups;
@@ -163,7 +167,7 @@ export function switchProbe(
     let used = false;
     for (const x of members) {
       const dq = dequantized.get(x);
-      if (dq === undefined || dq === x) continue; // a graph output
+      if (dq === undefined || dq === x || after.has(dq)) continue; // a graph output, or already switched
       const readers = consumers.get(dq) ?? [];
       if (readers.length === 0) continue;
       used = true;
