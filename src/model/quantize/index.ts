@@ -26,6 +26,7 @@ import { collectGarbage, initializerMap } from './graph.js';
 import { attrInt } from '../onnx.js';
 import { measureBiasCorrections, writeBiasCorrections, type BiasCorrectionResult } from './bias-correction.js';
 import { describeLayers } from './layer-io.js';
+import { adaroundPass, type AdaroundReport } from './adaround-pass.js';
 import { compareHeldOut, endToEndTensor, type HeldOutReport } from './held-out.js';
 import {
   nameUnnamedNodes,
@@ -85,6 +86,12 @@ export interface QuantizeOptions extends TargetOverrides {
    * inputs (default 16), kept in memory for its passes.
    */
   biasCorrection?: boolean | { images?: number };
+  /**
+   * Sequential AdaRound (adaround-pass.ts) of every Conv/Gemm on the first `images` calibration
+   * inputs (default 16), `iterations` steps per layer (default 2000); before bias correction when
+   * both are asked. Slow: minutes per layer on big layers.
+   */
+  adaround?: boolean | { iterations?: number; images?: number };
   /**
    * The execution provider the model is shaped for (default cpu): sets every option below that is
    * left undefined. A combination the target cannot run throws TargetOptionError.
@@ -153,6 +160,8 @@ export interface QuantizeReport {
    * describe the all-INT8 model, floatNodes and sizeBytes the written one
    */
   mixedPrecision?: MixedPrecisionReport;
+  /** what AdaRound did and cost (absent when not asked) */
+  adaround?: AdaroundReport;
   sizeBytes: { before: number; after: number };
   floatNodes: FloatNode[];
   warnings: string[];
@@ -350,8 +359,10 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const logits = endToEndTensor(prepared!);
   const biasCorrectionImages =
     opts.biasCorrection === true ? 16 : typeof opts.biasCorrection === 'object' ? (opts.biasCorrection.images ?? 16) : 0;
-  // Bias correction compares each layer's pre-activation output (before a folded Relu) with the float one.
-  const preActivations = biasCorrectionImages > 0 ? preActivationOutputs(plan) : [];
+  const adaroundOptions = opts.adaround === true ? {} : opts.adaround || undefined;
+  const adaroundImages = adaroundOptions ? (adaroundOptions.images ?? 16) : 0;
+  // Bias correction and AdaRound compare each layer's pre-activation output (before a folded Relu) with the float one.
+  const preActivations = biasCorrectionImages > 0 || adaroundImages > 0 ? preActivationOutputs(plan) : [];
   const floatSession = await createSession(withExtraOutputs(prepared!, [...activations, logits, ...preActivations]));
   collectGarbage(); // the encoded model handed to ORT
   let calibration: Awaited<ReturnType<typeof calibrateSession>>;
@@ -361,6 +372,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   let biasCorrection: BiasCorrectionResult | undefined;
   let mixedPrecision: MixedPrecisionReport | undefined;
   let floatReleased = false;
+  let adaround: AdaroundReport | undefined;
   try {
     const bar =
       opts.progress && process.stderr.isTTY && total !== undefined
@@ -378,7 +390,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         quantizer: { type: activationType, ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}) },
         inputName,
         inputDims,
-        keepInputs: Math.max(4, biasCorrectionImages, mixedImages),
+        keepInputs: Math.max(4, biasCorrectionImages, mixedImages, adaroundImages),
         onInput: (n) => {
           bar?.update(n);
           if (!bar && n % 50 === 0) log?.info({ images: n }, 'calibrating');
@@ -411,7 +423,24 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       gemmWeights: settings.gemmWeights,
       ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),
     };
-    const emitted = emitQdq(plan, calibration.ranges, emitOptions);
+    // AdaRound first: bias correction then measures the network with its rounding, as in the literature.
+    const rounding = adaroundOptions
+      ? await adaroundPass({
+          plan,
+          ranges: calibration.ranges,
+          emitOptions,
+          floatSession,
+          inputs: calibration.kept.slice(0, adaroundImages),
+          inputName,
+          inputDims,
+          ...(adaroundOptions.iterations !== undefined ? { layerOptions: { iterations: adaroundOptions.iterations } } : {}),
+          progress: opts.progress,
+          logger: log,
+        })
+      : undefined;
+    adaround = rounding?.report;
+    const roundedWeights = rounding?.roundedWeights;
+    const emitted = emitQdq(plan, calibration.ranges, roundedWeights ? { ...emitOptions, roundedWeights } : emitOptions);
     // Bias correction names each layer's tensors from the plan; it then works on the QDQ model alone.
     const layers = biasCorrectionImages > 0 ? describeLayers(plan, emitted.layers, (l) => layerChannels(plan!, l.planIndex)) : undefined;
     // The float weights are in the session now: their JS copy goes before the QDQ model is encoded.
@@ -604,6 +633,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     ...(heldOut ? { heldOut } : {}),
     ...(biasCorrection ? { biasCorrection } : {}),
     ...(mixedPrecision ? { mixedPrecision } : {}),
+    ...(adaround ? { adaround } : {}),
     sizeBytes: { before, after },
     floatNodes,
     warnings,
