@@ -128,6 +128,11 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       'mixed precision: keep the fewest activations float that bring the logits SQNR (held-out images, else calibration images) to DB',
       parseDecibels,
     )
+    .option(
+      '--adaround [iterations]',
+      "learn each Conv/Gemm weight's rounding (AdaRound) on the first 16 calibration images, ITERATIONS steps per layer (default 2000; slow: about 30-50 min for Inception V2)",
+      parsePositiveInt,
+    )
     .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
     .option('--json', 'print the report as JSON')
     .addOption(ctx.configOption())
@@ -180,6 +185,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         maxImages: opts.maxImages,
         evalImages: opts.evalImages,
         biasCorrection: opts.biasCorrection === undefined ? undefined : opts.biasCorrection === true ? 16 : opts.biasCorrection,
+        adaround: opts.adaround === undefined ? undefined : opts.adaround === true ? 2000 : opts.adaround,
         fromSource: opts.fromSource,
         targetSqnrDb: opts.targetSqnr,
         json: !!opts.json,

@@ -40,6 +40,8 @@ export interface QuantizeCommandOptions {
   evalImages?: string;
   /** sequential bias correction on this many calibration images */
   biasCorrection?: number;
+  /** AdaRound every Conv/Gemm with this many steps per layer */
+  adaround?: number;
   json: boolean;
   /** capture this many frames from the configured source into `calibration` first */
   fromSource?: number;
@@ -177,6 +179,7 @@ export async function quantizeCommand(
     calibration: { images },
     ...(heldOut.length > 0 ? { evaluation: { images: heldOut } } : {}),
     ...(opts.biasCorrection !== undefined ? { biasCorrection: { images: opts.biasCorrection } } : {}),
+    ...(opts.adaround !== undefined ? { adaround: { iterations: opts.adaround } } : {}),
     method: opts.method,
     ...(opts.percentile !== undefined ? { percentile: opts.percentile } : {}),
     ...(opts.target !== undefined ? { target: opts.target } : {}),
@@ -246,6 +249,16 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
     lines.push(
       `bias correction: ${b.layers} layers in ${b.passes} passes over ${b.inputs} images, ${(b.durationMs / 1000).toFixed(1)} s ` +
         `(largest shift ${(100 * b.maxRelativeShift).toFixed(1)} % of a channel's RMS)`,
+    );
+  }
+  if (r.adaround) {
+    const a = r.adaround;
+    const initial = a.perLayer.reduce((s, l) => s + l.initialMse, 0);
+    const final = a.perLayer.reduce((s, l) => s + l.finalMse, 0);
+    lines.push(
+      `AdaRound: ${a.layers} layers, ${a.iterations} steps each on ${a.images} images, ${(a.durationMs / 1000).toFixed(1)} s, ` +
+        `layer output MSE ${initial > 0 ? ((100 * final) / initial).toFixed(0) : '100'} % of round-to-nearest's (summed), ` +
+        `peak RSS ${(a.peakMemory / 1e6).toFixed(0)} MB`,
     );
   }
   if (r.heldOut) {

@@ -174,6 +174,47 @@ describe('inceptiond model quantize (small CNN)', () => {
     expect(JSON.parse(await readFile(`${out}.json`, 'utf8')).precision).toBe('int8');
   });
 
+  it('--adaround [ITERATIONS]: the JSON report says what it did per layer, the human report in one line; 0 exits 2', async () => {
+    const out = path.join(dir, 'small-adaround.int8.onnx');
+    const o = await inceptiond(
+      'model',
+      'quantize',
+      small,
+      out,
+      '--calibration',
+      smallImages,
+      '--adaround',
+      '20',
+      '--bias-correction',
+      '--json',
+    );
+    expect(o.code, o.stderr).toBe(0);
+    const report = JSON.parse(o.stdout) as {
+      adaround: { layers: number; iterations: number; images: number; durationMs: number; peakMemory: number; perLayer: object[] };
+      biasCorrection: { layers: number };
+    };
+    expect(report.adaround).toMatchObject({ iterations: 20, images: 3 });
+    expect(report.adaround.layers).toBe(report.biasCorrection.layers);
+    expect(report.adaround.perLayer).toHaveLength(report.adaround.layers);
+    expect(report.adaround.perLayer[0]).toEqual({
+      node: expect.any(String),
+      initialMse: expect.any(Number),
+      finalMse: expect.any(Number),
+      changed: expect.any(Number),
+      weights: expect.any(Number),
+    });
+    expect(report.adaround.peakMemory).toBeGreaterThan(0);
+    const human = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--adaround', '20');
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toMatch(/AdaRound: \d+ layers, 20 steps each on 3 images, [\d.]+ s, layer output MSE \d+ % of round-to-nearest's/);
+    expect(human.stderr).not.toContain('AdaRound ['); // no progress bar off a terminal
+    expectCleanError(
+      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--adaround', '0'),
+      2,
+      /positive integer/,
+    );
+  });
+
   it('an empty calibration folder exits 1 naming the folder', async () => {
     const empty = path.join(dir, 'empty-folder');
     await mkdir(empty);
