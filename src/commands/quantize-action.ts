@@ -244,13 +244,6 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
   if (r.foldedRelus > 0) lines.push(`  ${r.foldedRelus} Relu folded into the quantization of their input`);
   lines.push(`calibration images: ${r.calibrationImages} used, ${r.skippedImages.length} skipped`);
   for (const s of r.skippedImages) lines.push(`  skipped ${s.image}: ${s.error}`);
-  if (r.biasCorrection) {
-    const b = r.biasCorrection;
-    lines.push(
-      `bias correction: ${b.layers} layers in ${b.passes} passes over ${b.inputs} images, ${(b.durationMs / 1000).toFixed(1)} s ` +
-        `(largest shift ${(100 * b.maxRelativeShift).toFixed(1)} % of a channel's RMS)`,
-    );
-  }
   if (r.adaround) {
     const a = r.adaround;
     const initial = a.perLayer.reduce((s, l) => s + l.initialMse, 0);
@@ -259,6 +252,13 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
       `AdaRound: ${a.layers} layers, ${a.iterations} steps each on ${a.images} images, ${(a.durationMs / 1000).toFixed(1)} s, ` +
         `layer output MSE ${initial > 0 ? ((100 * final) / initial).toFixed(0) : '100'} % of round-to-nearest's (summed), ` +
         `peak RSS ${(a.peakMemory / 1e6).toFixed(0)} MB`,
+    );
+  }
+  if (r.biasCorrection) {
+    const b = r.biasCorrection;
+    lines.push(
+      `bias correction: ${b.layers} layers in ${b.passes} passes over ${b.inputs} images, ${(b.durationMs / 1000).toFixed(1)} s ` +
+        `(largest shift ${(100 * b.maxRelativeShift).toFixed(1)} % of a channel's RMS)`,
     );
   }
   if (r.heldOut) {
