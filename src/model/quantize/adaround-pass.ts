@@ -7,8 +7,13 @@
  * generation, so a generation sees the rounding of all earlier ones. The result is the integer weights
  * for emitQdq's `roundedWeights`.
  *
+ * With `maxLayers`, only that many layers are AdaRounded: those whose round-to-nearest weights
+ * disturb their own output most (relative MSE against the float weights on the same quantized
+ * inputs, measured first on the round-to-nearest network: one more probe pass per generation).
+ *
  * Memory: one generation's distinct quantized input tensors (each dropped after its last reader) and
- * one layer's float outputs, for `inputs.length` images, plus adaroundLayer's pool (capped at maxPoolBytes) and the probe session.
+ * one layer's float outputs, for `inputs.length` images, plus adaroundLayer's pool (capped at
+ * maxPoolBytes) and the probe session.
  */
 import cliProgress from 'cli-progress';
 import * as ort from 'onnxruntime-node';
@@ -41,6 +46,8 @@ export interface AdaroundLayerReport {
 export interface AdaroundReport {
   /** layers AdaRounded */
   layers: number;
+  /** with maxLayers: the layers ranked, and the relative output MSE of round-to-nearest each was ranked by */
+  ranked?: { node: string; relativeMse: number }[];
   /** optimization steps per layer */
   iterations: number;
   /** calibration images the layers were reconstructed on */
@@ -64,6 +71,8 @@ export interface AdaroundPassOptions {
   inputDims: number[];
   /** adaroundLayer's options (iterations etc.) */
   layerOptions?: AdaroundOptions;
+  /** AdaRound only this many layers, those round-to-nearest disturbs most (default: all) */
+  maxLayers?: number;
   /** progress bar on stderr when it is a terminal (else a debug line per layer) */
   progress?: boolean;
   logger?: Logger;
@@ -130,7 +139,64 @@ function channelsOf(plan: QdqPlan, planIndex: number): number {
   return node.opType === 'Gemm' && !attrInt(node, 'transB', 0) ? dims[1]! : dims[0]!;
 }
 
-/** Sequential AdaRound of every quantized Conv/Gemm of the plan (see the file comment). */
+/**
+ * Each of `these` layers' inputs in the probe's network and, unless `withTargets` is false, the float
+ * network's outputs of it (after a folded Relu), handed to `visit` one layer at a time; a quantized
+ * input shared by layers is fetched once and dropped after its last reader. `outputPower` is the
+ * mean square of the layer's output in the probe's network. `afterProbe` runs once the probe is no
+ * longer needed (to release it before the optimization).
+ */
+async function forEachLayerData(
+  ctx: LayerIoContext,
+  these: LayerTensors[],
+  inputs: Float32Array[],
+  relu: (l: LayerTensors) => boolean,
+  withTargets: boolean,
+  visit: (l: LayerTensors, samples: ort.Tensor[], targets: Float32Array[] | undefined, outputPower: number) => void,
+  afterProbe?: () => Promise<void>,
+): Promise<void> {
+  const quantized = new Map<string, ort.Tensor[]>(these.map((l) => [l.quantInput, []]));
+  const readers = new Map<string, number>();
+  for (const l of these) readers.set(l.quantInput, (readers.get(l.quantInput) ?? 0) + 1);
+  const power = new Map(these.map((l) => [l, { sum: 0, count: 0 }]));
+  // One probe run per image for all of them.
+  await forEachQuantized(ctx, these, inputs, ['quantInput', 'quantOutput'], (l, t, k) => {
+    const y = t.quantOutput!.data as Float32Array;
+    const p = power.get(l)!;
+    for (let i = 0; i < y.length; i++) {
+      const v = relu(l) && y[i]! < 0 ? 0 : y[i]!;
+      p.sum += v * v;
+    }
+    p.count += y.length;
+    const list = quantized.get(l.quantInput)!;
+    if (list.length > k) return;
+    const x = t.quantInput!;
+    list.push(new ort.Tensor('float32', Float32Array.from(x.data as Float32Array), x.dims));
+  });
+  await afterProbe?.();
+  for (const l of these) {
+    let targets: Float32Array[] | undefined;
+    if (withTargets) {
+      targets = [];
+      for (const input of inputs) {
+        const out = await ctx.float.run({ [ctx.inputName]: new ort.Tensor('float32', input, ctx.inputDims) }, [l.floatOutput]);
+        const t = out[l.floatOutput]!;
+        const y = Float32Array.from(t.data as Float32Array);
+        if (relu(l)) for (let i = 0; i < y.length; i++) if (y[i]! < 0) y[i] = 0;
+        targets.push(y);
+        t.dispose?.();
+      }
+    }
+    const p = power.get(l)!;
+    visit(l, quantized.get(l.quantInput)!, targets, p.count > 0 ? p.sum / p.count : 0);
+    const left = readers.get(l.quantInput)! - 1;
+    readers.set(l.quantInput, left);
+    if (left === 0) quantized.delete(l.quantInput);
+    collectGarbage();
+  }
+}
+
+/** Sequential AdaRound of the quantized Conv/Gemm layers of the plan (see the file comment). */
 export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundPassResult> {
   const started = performance.now();
   const { plan, ranges, emitOptions, inputs, inputName, inputDims } = opts;
@@ -138,14 +204,77 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
   const roundedWeights = new Map<string, RoundedWeights>();
   const perLayer: AdaroundLayerReport[] = [];
   let emitted = emitQdq(plan, ranges, emitOptions);
+  let emittedWith = 0; // rounded layers in `emitted`
   let layers = describeLayers(plan, emitted.layers, (l) => channelsOf(plan, l.planIndex));
-  const total = layers.length;
-  let passes = 0;
   const generations = Math.max(0, ...layers.map((l) => l.generation));
+  let passes = 0;
   const relu = (l: LayerTensors): boolean => {
     const out = plan.model.graph!.node![l.planIndex]!.output![0]!;
     return plan.reluFolded.get(out) === Infinity; // a Clip's upper clamp is not modelled: reconstruct before it
   };
+  const context = (probe: ort.InferenceSession): LayerIoContext => ({
+    probe,
+    float: opts.floatSession,
+    layers,
+    corrections: new Map(),
+    inputName,
+    inputDims,
+  });
+  /** adaroundLayer's input for layer `l` of the current `emitted`, with the scales qdq.ts will compute. */
+  const layerInput = (l: LayerTensors, samples: ort.Tensor[], scaleOf: Map<string, number>) => {
+    const problem = layerProblem(plan, l, samples[0]!.dims.map(Number));
+    const node = plan.model.graph!.node![l.planIndex]!;
+    const scheme = (node.opType === 'Gemm' ? emitOptions.gemmWeights : undefined) ?? emitOptions.weights ?? DEFAULT_WEIGHTS;
+    const inputScale = scaleOf.get(node.input![0]!);
+    if (inputScale === undefined) throw new Error(`internal: input of ${l.node} has no scale`);
+    // useRoundedWeights checks them again when emitting
+    const { scales, zeroPoints } = layerWeightParams(problem.weights, problem.dims, problem.axis, scheme, {
+      ...(problem.bias ? { bias: problem.bias } : {}),
+      inputScale,
+      ...(emitOptions.minRealRange !== undefined ? { minRealRange: emitOptions.minRealRange } : {}),
+    });
+    return {
+      weightName: problem.weightName,
+      input: {
+        layer: problem.spec,
+        weights: problem.weights,
+        weightDims: problem.dims,
+        ...(problem.bias ? { bias: problem.bias } : {}),
+        scheme,
+        scales,
+        zeroPoints,
+        inputs: samples.map((x) => x.data as Float32Array),
+        activation: relu(l) ? ('relu' as const) : ('none' as const),
+      },
+    };
+  };
+
+  // With maxLayers: rank by what round-to-nearest does to each layer's own output, on the nearest network.
+  let selected: Set<string> | undefined;
+  let ranked: { node: string; relativeMse: number }[] | undefined;
+  if (opts.maxLayers !== undefined && opts.maxLayers < layers.length) {
+    ranked = [];
+    const scaleOf = new Map(emitted.tensors.map((t) => [t.tensor, t.scale]));
+    const probe = await createProbeSession(emitted.model, layers);
+    try {
+      for (let g = 1; g <= generations; g++) {
+        const these = layers.filter((l) => l.generation === g);
+        await forEachLayerData(context(probe), these, inputs, relu, false, (l, samples, _targets, outputPower) => {
+          // no targets: adaroundLayer computes them from the float weights on the same inputs (eq. 21)
+          const { input } = layerInput(l, samples, scaleOf);
+          const { stats } = adaroundLayer({ ...input, options: { ...opts.layerOptions, iterations: 0 } });
+          ranked!.push({ node: l.node, relativeMse: outputPower > 0 ? stats.initialMse / outputPower : 0 });
+        });
+      }
+    } finally {
+      await probe.release();
+    }
+    passes++;
+    ranked.sort((a, b) => b.relativeMse - a.relativeMse);
+    selected = new Set(ranked.slice(0, opts.maxLayers).map((r) => r.node));
+  }
+  const chosen = layers.filter((l) => !selected || selected.has(l.node));
+
   const bar =
     opts.progress && process.stderr.isTTY
       ? new cliProgress.SingleBar(
@@ -153,85 +282,52 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
           cliProgress.Presets.shades_classic,
         )
       : undefined;
-  bar?.start(total, 0, { node: '' });
+  bar?.start(chosen.length, 0, { node: '' });
   try {
     for (let g = 1; g <= generations; g++) {
-      if (roundedWeights.size > 0) {
+      if (!chosen.some((l) => l.generation === g)) continue;
+      if (roundedWeights.size > emittedWith) {
         // Emitted again with every earlier generation's rounding, so this generation's inputs carry it.
         emitted = emitQdq(plan, ranges, { ...emitOptions, roundedWeights });
+        emittedWith = roundedWeights.size;
         layers = describeLayers(plan, emitted.layers, (l) => channelsOf(plan, l.planIndex));
       }
-      const these = layers.filter((l) => l.generation === g);
-      if (these.length === 0) continue;
+      const these = layers.filter((l) => l.generation === g && (!selected || selected.has(l.node)));
+      const scaleOf = new Map(emitted.tensors.map((t) => [t.tensor, t.scale]));
       const probe = await createProbeSession(emitted.model, layers);
       passes++;
-      const scaleOf = new Map(emitted.tensors.map((t) => [t.tensor, t.scale]));
-      const quantized = new Map<string, ort.Tensor[]>(these.map((l) => [l.quantInput, []]));
-      const readers = new Map<string, number>();
-      for (const l of these) readers.set(l.quantInput, (readers.get(l.quantInput) ?? 0) + 1);
-      try {
-        const ctx: LayerIoContext = { probe, float: opts.floatSession, layers, corrections: new Map(), inputName, inputDims };
-        // One probe run per image for the whole generation; layers reading the same tensor share one copy.
-        await forEachQuantized(ctx, these, inputs, ['quantInput'], (l, t, k) => {
-          const list = quantized.get(l.quantInput)!;
-          if (list.length > k) return;
-          const x = t.quantInput!;
-          list.push(new ort.Tensor('float32', Float32Array.from(x.data as Float32Array), x.dims));
-        });
-      } finally {
+      let released = false;
+      const release = async (): Promise<void> => {
+        if (released) return;
+        released = true;
         await probe.release();
-      }
-      for (const l of these) {
-        const samples = quantized.get(l.quantInput)!;
-        const problem = layerProblem(plan, l, samples[0]!.dims.map(Number));
-        const targets: Float32Array[] = [];
-        for (const input of inputs) {
-          const out = await opts.floatSession.run({ [inputName]: new ort.Tensor('float32', input, inputDims) }, [l.floatOutput]);
-          const t = out[l.floatOutput]!;
-          const y = Float32Array.from(t.data as Float32Array);
-          if (relu(l)) for (let i = 0; i < y.length; i++) if (y[i]! < 0) y[i] = 0;
-          targets.push(y);
-          t.dispose?.();
-        }
-        const node = plan.model.graph!.node![l.planIndex]!;
-        const scheme = (node.opType === 'Gemm' ? emitOptions.gemmWeights : undefined) ?? emitOptions.weights ?? DEFAULT_WEIGHTS;
-        const inputScale = scaleOf.get(node.input![0]!);
-        if (inputScale === undefined) throw new Error(`internal: input of ${l.node} has no scale`);
-        // The scales qdq.ts will compute (checked again by useRoundedWeights when emitting).
-        const { scales, zeroPoints } = layerWeightParams(problem.weights, problem.dims, problem.axis, scheme, {
-          ...(problem.bias ? { bias: problem.bias } : {}),
-          inputScale,
-          ...(emitOptions.minRealRange !== undefined ? { minRealRange: emitOptions.minRealRange } : {}),
-        });
-        const result = adaroundLayer({
-          layer: problem.spec,
-          weights: problem.weights,
-          weightDims: problem.dims,
-          ...(problem.bias ? { bias: problem.bias } : {}),
-          scheme,
-          scales,
-          zeroPoints,
-          inputs: samples.map((s) => s.data as Float32Array),
-          targets,
-          activation: relu(l) ? 'relu' : 'none',
-          ...(opts.layerOptions ? { options: opts.layerOptions } : {}),
-        });
-        roundedWeights.set(problem.weightName, { data: result.data, scales, zeroPoints });
-        // the input's copies go once its last reader in this generation is done
-        const left = readers.get(l.quantInput)! - 1;
-        readers.set(l.quantInput, left);
-        if (left === 0) quantized.delete(l.quantInput);
-        const entry: AdaroundLayerReport = {
-          node: l.node,
-          initialMse: result.stats.initialMse,
-          finalMse: result.stats.finalMse,
-          changed: result.stats.changed,
-          weights: result.stats.weights,
-        };
-        perLayer.push(entry);
-        bar?.update(perLayer.length, { node: l.node });
-        if (!bar) opts.logger?.debug({ ...entry, done: perLayer.length, of: total }, 'AdaRound layer');
-        collectGarbage();
+      };
+      try {
+        await forEachLayerData(
+          context(probe),
+          these,
+          inputs,
+          relu,
+          true,
+          (l, samples, targets) => {
+            const { weightName, input } = layerInput(l, samples, scaleOf);
+            const result = adaroundLayer({ ...input, targets: targets!, ...(opts.layerOptions ? { options: opts.layerOptions } : {}) });
+            roundedWeights.set(weightName, { data: result.data, scales: input.scales, zeroPoints: input.zeroPoints });
+            const entry: AdaroundLayerReport = {
+              node: l.node,
+              initialMse: result.stats.initialMse,
+              finalMse: result.stats.finalMse,
+              changed: result.stats.changed,
+              weights: result.stats.weights,
+            };
+            perLayer.push(entry);
+            bar?.update(perLayer.length, { node: l.node });
+            if (!bar) opts.logger?.debug({ ...entry, done: perLayer.length, of: chosen.length }, 'AdaRound layer');
+          },
+          release,
+        );
+      } finally {
+        await release();
       }
     }
   } finally {
@@ -239,6 +335,7 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
   }
   const report: AdaroundReport = {
     layers: perLayer.length,
+    ...(ranked ? { ranked } : {}),
     iterations: opts.layerOptions?.iterations ?? ADAROUND_DEFAULTS.iterations,
     images: inputs.length,
     passes,
