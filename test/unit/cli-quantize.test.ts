@@ -202,6 +202,7 @@ describe('inceptiond model quantize (small CNN)', () => {
       finalMse: expect.any(Number),
       changed: expect.any(Number),
       weights: expect.any(Number),
+      optimizationMs: expect.any(Number),
     });
     expect(report.adaround.peakMemory).toBeGreaterThan(0);
     const human = await inceptiond(
