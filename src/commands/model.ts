@@ -133,11 +133,6 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       "learn each Conv/Gemm weight's rounding (AdaRound) on the first 16 calibration images, ITERATIONS steps per layer (default 2000; slow: about 30-50 min for Inception V2)",
       parsePositiveInt,
     )
-    .option(
-      '--adaround-layers <n>',
-      'AdaRound only the N layers whose output round-to-nearest disturbs most (implies --adaround)',
-      parsePositiveInt,
-    )
     .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
     .option('--json', 'print the report as JSON')
     .addOption(ctx.configOption())
@@ -191,7 +186,6 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         evalImages: opts.evalImages,
         biasCorrection: opts.biasCorrection === undefined ? undefined : opts.biasCorrection === true ? 16 : opts.biasCorrection,
         adaround: opts.adaround === undefined ? undefined : opts.adaround === true ? 2000 : opts.adaround,
-        adaroundLayers: opts.adaroundLayers,
         fromSource: opts.fromSource,
         targetSqnrDb: opts.targetSqnr,
         json: !!opts.json,

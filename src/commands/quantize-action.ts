@@ -42,8 +42,6 @@ export interface QuantizeCommandOptions {
   biasCorrection?: number;
   /** AdaRound every Conv/Gemm with this many steps per layer */
   adaround?: number;
-  /** AdaRound only this many layers (those round-to-nearest disturbs most) */
-  adaroundLayers?: number;
   json: boolean;
   /** capture this many frames from the configured source into `calibration` first */
   fromSource?: number;
@@ -181,14 +179,7 @@ export async function quantizeCommand(
     calibration: { images },
     ...(heldOut.length > 0 ? { evaluation: { images: heldOut } } : {}),
     ...(opts.biasCorrection !== undefined ? { biasCorrection: { images: opts.biasCorrection } } : {}),
-    ...(opts.adaround !== undefined || opts.adaroundLayers !== undefined
-      ? {
-          adaround: {
-            ...(opts.adaround !== undefined ? { iterations: opts.adaround } : {}),
-            ...(opts.adaroundLayers !== undefined ? { maxLayers: opts.adaroundLayers } : {}),
-          },
-        }
-      : {}),
+    ...(opts.adaround !== undefined ? { adaround: { iterations: opts.adaround } } : {}),
     method: opts.method,
     ...(opts.percentile !== undefined ? { percentile: opts.percentile } : {}),
     ...(opts.target !== undefined ? { target: opts.target } : {}),
@@ -258,7 +249,7 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
     const initial = a.perLayer.reduce((s, l) => s + l.initialMse, 0);
     const final = a.perLayer.reduce((s, l) => s + l.finalMse, 0);
     lines.push(
-      `AdaRound: ${a.layers} layers${a.ranked ? ` (of ${a.ranked.length}, those nearest rounding disturbed most)` : ''}, ${a.iterations} steps each on ${a.images} images, ${(a.durationMs / 1000).toFixed(1)} s, ` +
+      `AdaRound: ${a.layers} layers, ${a.iterations} steps each on ${a.images} images, ${(a.durationMs / 1000).toFixed(1)} s, ` +
         `layer output MSE ${initial > 0 ? ((100 * final) / initial).toFixed(0) : '100'} % of round-to-nearest's (summed), ` +
         `peak RSS ${(a.peakMemory / 1e6).toFixed(0)} MB`,
     );

@@ -7,10 +7,6 @@
  * generation, so a generation sees the rounding of all earlier ones. The result is the integer weights
  * for emitQdq's `roundedWeights`.
  *
- * With `maxLayers`, only that many layers are AdaRounded: those whose round-to-nearest weights
- * disturb their own output most (relative MSE against the float weights on the same quantized
- * inputs, measured first on the round-to-nearest network: one more probe pass per generation).
- *
  * Memory: one generation's distinct quantized input tensors and float outputs (each dropped after
  * its last reader), for `inputs.length` images, plus adaroundLayer's pool (capped at
  * maxPoolBytes) and the probe session.
@@ -48,8 +44,6 @@ export interface AdaroundLayerReport {
 export interface AdaroundReport {
   /** layers AdaRounded */
   layers: number;
-  /** with maxLayers: the layers ranked, and the relative output MSE of round-to-nearest each was ranked by */
-  ranked?: { node: string; relativeMse: number }[];
   /** optimization steps per layer */
   iterations: number;
   /** calibration images the layers were reconstructed on */
@@ -73,8 +67,6 @@ export interface AdaroundPassOptions {
   inputDims: number[];
   /** adaroundLayer's options (iterations etc.) */
   layerOptions?: AdaroundOptions;
-  /** AdaRound only this many layers, those round-to-nearest disturbs most (default: all) */
-  maxLayers?: number;
   /** progress bar on stderr when it is a terminal (else a debug line per layer) */
   progress?: boolean;
   logger?: Logger;
@@ -142,34 +134,24 @@ function channelsOf(plan: QdqPlan, planIndex: number): number {
 }
 
 /**
- * Each of `these` layers' inputs in the probe's network and, unless `withTargets` is false, the float
- * network's outputs of it (after a folded Relu), handed to `visit` one layer at a time; a quantized
- * input shared by layers is fetched once and dropped after its last reader. `outputPower` is the
- * mean square of the layer's output in the probe's network. `afterProbe` runs once the probe is no
- * longer needed (to release it before the optimization).
+ * Each of `these` layers' inputs in the probe's network and the float network's outputs of it (after
+ * a folded Relu), handed to `visit` one layer at a time; a quantized input shared by layers is
+ * fetched once and dropped after its last reader. `afterProbe` runs once the probe is no longer
+ * needed (to release it before the optimization).
  */
 async function forEachLayerData(
   ctx: LayerIoContext,
   these: LayerTensors[],
   inputs: Float32Array[],
   relu: (l: LayerTensors) => boolean,
-  withTargets: boolean,
-  visit: (l: LayerTensors, samples: ort.Tensor[], targets: Float32Array[] | undefined, outputPower: number) => void,
+  visit: (l: LayerTensors, samples: ort.Tensor[], targets: Float32Array[]) => void,
   afterProbe?: () => Promise<void>,
 ): Promise<void> {
   const quantized = new Map<string, ort.Tensor[]>(these.map((l) => [l.quantInput, []]));
   const readers = new Map<string, number>();
   for (const l of these) readers.set(l.quantInput, (readers.get(l.quantInput) ?? 0) + 1);
-  const power = new Map(these.map((l) => [l, { sum: 0, count: 0 }]));
   // One probe run per image for all of them.
-  await forEachQuantized(ctx, these, inputs, ['quantInput', 'quantOutput'], (l, t, k) => {
-    const y = t.quantOutput!.data as Float32Array;
-    const p = power.get(l)!;
-    for (let i = 0; i < y.length; i++) {
-      const v = relu(l) && y[i]! < 0 ? 0 : y[i]!;
-      p.sum += v * v;
-    }
-    p.count += y.length;
+  await forEachQuantized(ctx, these, inputs, ['quantInput'], (l, t, k) => {
     const list = quantized.get(l.quantInput)!;
     if (list.length > k) return;
     const x = t.quantInput!;
@@ -179,25 +161,22 @@ async function forEachLayerData(
   // The float outputs of all of them in one float run per image (one run per layer and image cost
   // Inception V2 about as much as the optimization at 200 steps); each layer's go after its visit.
   const targets = new Map(these.map((l) => [l, [] as Float32Array[]]));
-  if (withTargets) {
-    const fetches = [...new Set(these.map((l) => l.floatOutput))];
-    for (const input of inputs) {
-      let out: ort.InferenceSession.OnnxValueMapType | undefined = await ctx.float.run(
-        { [ctx.inputName]: new ort.Tensor('float32', input, ctx.inputDims) },
-        fetches,
-      );
-      for (const l of these) {
-        const y = Float32Array.from(out[l.floatOutput]!.data as Float32Array);
-        if (relu(l)) for (let i = 0; i < y.length; i++) if (y[i]! < 0) y[i] = 0;
-        targets.get(l)!.push(y);
-      }
-      for (const v of Object.values(out)) (v as ort.Tensor).dispose?.();
-      out = undefined;
+  const fetches = [...new Set(these.map((l) => l.floatOutput))];
+  for (const input of inputs) {
+    let out: ort.InferenceSession.OnnxValueMapType | undefined = await ctx.float.run(
+      { [ctx.inputName]: new ort.Tensor('float32', input, ctx.inputDims) },
+      fetches,
+    );
+    for (const l of these) {
+      const y = Float32Array.from(out[l.floatOutput]!.data as Float32Array);
+      if (relu(l)) for (let i = 0; i < y.length; i++) if (y[i]! < 0) y[i] = 0;
+      targets.get(l)!.push(y);
     }
+    for (const v of Object.values(out)) (v as ort.Tensor).dispose?.();
+    out = undefined;
   }
   for (const l of these) {
-    const p = power.get(l)!;
-    visit(l, quantized.get(l.quantInput)!, withTargets ? targets.get(l) : undefined, p.count > 0 ? p.sum / p.count : 0);
+    visit(l, quantized.get(l.quantInput)!, targets.get(l)!);
     targets.delete(l);
     const left = readers.get(l.quantInput)! - 1;
     readers.set(l.quantInput, left);
@@ -259,32 +238,6 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
     };
   };
 
-  // With maxLayers: rank by what round-to-nearest does to each layer's own output, on the nearest network.
-  let selected: Set<string> | undefined;
-  let ranked: { node: string; relativeMse: number }[] | undefined;
-  if (opts.maxLayers !== undefined && opts.maxLayers < layers.length) {
-    ranked = [];
-    const scaleOf = new Map(emitted.tensors.map((t) => [t.tensor, t.scale]));
-    const probe = await createProbeSession(emitted.model, layers);
-    try {
-      for (let g = 1; g <= generations; g++) {
-        const these = layers.filter((l) => l.generation === g);
-        await forEachLayerData(context(probe), these, inputs, relu, false, (l, samples, _targets, outputPower) => {
-          // no targets: adaroundLayer computes them from the float weights on the same inputs (eq. 21)
-          const { input } = layerInput(l, samples, scaleOf);
-          const { stats } = adaroundLayer({ ...input, options: { ...opts.layerOptions, iterations: 0 } });
-          ranked!.push({ node: l.node, relativeMse: outputPower > 0 ? stats.initialMse / outputPower : 0 });
-        });
-      }
-    } finally {
-      await probe.release();
-    }
-    passes++;
-    ranked.sort((a, b) => b.relativeMse - a.relativeMse);
-    selected = new Set(ranked.slice(0, opts.maxLayers).map((r) => r.node));
-  }
-  const chosen = layers.filter((l) => !selected || selected.has(l.node));
-
   const bar =
     opts.progress && process.stderr.isTTY
       ? new cliProgress.SingleBar(
@@ -292,17 +245,17 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
           cliProgress.Presets.shades_classic,
         )
       : undefined;
-  bar?.start(chosen.length, 0, { node: '' });
+  bar?.start(layers.length, 0, { node: '' });
   try {
     for (let g = 1; g <= generations; g++) {
-      if (!chosen.some((l) => l.generation === g)) continue;
       if (roundedWeights.size > emittedWith) {
         // Emitted again with every earlier generation's rounding, so this generation's inputs carry it.
         emitted = emitQdq(plan, ranges, { ...emitOptions, roundedWeights });
         emittedWith = roundedWeights.size;
         layers = describeLayers(plan, emitted.layers, (l) => channelsOf(plan, l.planIndex));
       }
-      const these = layers.filter((l) => l.generation === g && (!selected || selected.has(l.node)));
+      const these = layers.filter((l) => l.generation === g);
+      if (these.length === 0) continue;
       const scaleOf = new Map(emitted.tensors.map((t) => [t.tensor, t.scale]));
       const probe = await createProbeSession(emitted.model, layers);
       passes++;
@@ -318,10 +271,9 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
           these,
           inputs,
           relu,
-          true,
           (l, samples, targets) => {
             const { weightName, input } = layerInput(l, samples, scaleOf);
-            const result = adaroundLayer({ ...input, targets: targets!, ...(opts.layerOptions ? { options: opts.layerOptions } : {}) });
+            const result = adaroundLayer({ ...input, targets, ...(opts.layerOptions ? { options: opts.layerOptions } : {}) });
             roundedWeights.set(weightName, { data: result.data, scales: input.scales, zeroPoints: input.zeroPoints });
             const entry: AdaroundLayerReport = {
               node: l.node,
@@ -333,7 +285,7 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
             };
             perLayer.push(entry);
             bar?.update(perLayer.length, { node: l.node });
-            if (!bar) opts.logger?.debug({ ...entry, done: perLayer.length, of: chosen.length }, 'AdaRound layer');
+            if (!bar) opts.logger?.debug({ ...entry, done: perLayer.length, of: layers.length }, 'AdaRound layer');
           },
           release,
         );
@@ -346,7 +298,6 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
   }
   const report: AdaroundReport = {
     layers: perLayer.length,
-    ...(ranked ? { ranked } : {}),
     iterations: opts.layerOptions?.iterations ?? ADAROUND_DEFAULTS.iterations,
     images: inputs.length,
     passes,

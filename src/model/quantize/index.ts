@@ -89,10 +89,9 @@ export interface QuantizeOptions extends TargetOverrides {
   /**
    * Sequential AdaRound (adaround-pass.ts) of every Conv/Gemm on the first `images` calibration
    * inputs (default 16), `iterations` steps per layer (default 2000); before bias correction when
-   * both are asked. Slow: minutes per layer on big layers. `maxLayers`: only the layers whose output
-   * round-to-nearest disturbs most.
+   * both are asked. Slow: minutes per layer on big layers.
    */
-  adaround?: boolean | { iterations?: number; images?: number; maxLayers?: number };
+  adaround?: boolean | { iterations?: number; images?: number };
   /**
    * The execution provider the model is shaped for (default cpu): sets every option below that is
    * left undefined. A combination the target cannot run throws TargetOptionError.
@@ -435,7 +434,6 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
           inputName,
           inputDims,
           ...(adaroundOptions.iterations !== undefined ? { layerOptions: { iterations: adaroundOptions.iterations } } : {}),
-          ...(adaroundOptions.maxLayers !== undefined ? { maxLayers: adaroundOptions.maxLayers } : {}),
           progress: opts.progress,
           logger: log,
         })
