@@ -159,6 +159,9 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       if (opts.targetSqnr !== undefined && opts.biasCorrection !== undefined) {
         throw new UsageError('--target-sqnr cannot be combined with --bias-correction yet');
       }
+      if (opts.targetSqnr !== undefined && opts.adaround !== undefined) {
+        throw new UsageError('--target-sqnr cannot be combined with --adaround yet');
+      }
       const { resolveTarget, TargetOptionError } = await import('../model/quantize/targets.js');
       try {
         resolveTarget(opts.target, {

@@ -284,6 +284,11 @@ describe('inceptiond model quantize --target-sqnr (small CNN)', () => {
       2,
       /--target-sqnr cannot be combined with --bias-correction/,
     );
+    expectCleanError(
+      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', '30', '--adaround', '20'),
+      2,
+      /--target-sqnr cannot be combined with --adaround/,
+    );
   });
 });
 

@@ -265,6 +265,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     if (!Number.isFinite(targetSqnrDb)) throw new Error(`target SQNR must be a number of dB, got ${String(targetSqnrDb)}`);
     // Re-emitted candidates would lose the corrections written into the int32 biases.
     if (opts.biasCorrection) throw new Error('a target SQNR (mixed precision) cannot be combined with bias correction yet');
+    // ... and would be emitted with round-to-nearest weights instead of AdaRound's.
+    if (opts.adaround) throw new Error('a target SQNR (mixed precision) cannot be combined with AdaRound yet');
   }
   const mixedImages = targetSqnrDb !== undefined ? (opts.mixedPrecision?.images ?? 16) : 0;
   const warnings: string[] = [];
