@@ -113,7 +113,7 @@ export interface QuantizeOptions extends TargetOverrides {
   /**
    * Accuracy-driven mixed precision (mixed-precision.ts): when the all-INT8 logits SQNR (held-out
    * inputs, else calibration inputs) is below this, activations are kept float, fewest first, until
-   * it is reached; the written model is the best combination found. Not with biasCorrection.
+   * it is reached; the written model is the best combination found. Not with biasCorrection or adaround.
    */
   targetSqnrDb?: number;
   /** bounds and timing options of the mixed-precision search */
