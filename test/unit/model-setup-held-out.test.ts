@@ -1,22 +1,15 @@
 // The daemon's own quantization (model.precision int8) logs its end-to-end figure: logits SQNR and
 // top-1 agreement on the calibration images it held out. Checked in-process and in the model-setup
 // child process the daemon really uses (it writes to the daemon's stdout itself).
-import { fork } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../src/config/index.js';
-import type { ChildMessage, ChildRequest } from '../../src/daemon/model-setup-child.js';
 import { prepareModel } from '../../src/daemon/model-setup.js';
 import { createLogger } from '../../src/ops/index.js';
+import { runSetupChild } from '../helpers/setup-child.js';
 import { trainedTinyCnn, type TrainedTinyCnn } from '../helpers/trained-tiny-cnn.js';
-
-const childModule = fileURLToPath(new URL('../../src/daemon/model-setup-child.ts', import.meta.url));
-const loader = new URL('../../src/inference/dev-ts-loader.mjs', import.meta.url).href;
-const boot = `import { register } from 'node:module'; register(${JSON.stringify(loader)});`;
 
 const FIGURE = /^INT8 vs FP32 on 4 held-out image\(s\): logits SQNR \d+\.\d dB, top-1 agreement \d+\.\d %$/;
 
@@ -76,32 +69,7 @@ describe('the daemon quantizing its model', () => {
 
   it('the model-setup child writes the figure to the daemon output', async () => {
     const cfg = await config('child', frames);
-    const logFile = path.join(dir, 'child.log');
-    const fd = openSync(logFile, 'w');
-    try {
-      const env: NodeJS.ProcessEnv = { ...process.env };
-      delete env.JOURNAL_STREAM;
-      const child = fork(childModule, [], {
-        serialization: 'advanced',
-        stdio: ['ignore', fd, 'inherit', 'ipc'],
-        env,
-        execArgv: ['--import', `data:text/javascript,${encodeURIComponent(boot)}`],
-      });
-      const outcome = new Promise<ChildMessage>((resolve, reject) => {
-        child.on('message', (m: ChildMessage) => m.kind !== 'status' && resolve(m));
-        child.once('error', reject);
-        child.once('exit', (code) => reject(new Error(`child exited (${code}) without an answer`)));
-      });
-      child.send({ config: cfg, level: 'info', logFd: 1 } satisfies ChildRequest);
-      expect(await outcome).toMatchObject({ kind: 'done' });
-      await new Promise((resolve) => (child.exitCode === null ? child.once('exit', resolve) : resolve(undefined)));
-    } finally {
-      closeSync(fd);
-    }
-    const msgs = readFileSync(logFile, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => (JSON.parse(l) as { msg: string }).msg);
+    const msgs = (await runSetupChild(cfg, path.join(dir, 'child.log'))).map((l) => (JSON.parse(l) as { msg: string }).msg);
     expect(msgs.filter((x) => FIGURE.test(x))).toHaveLength(1);
   }, 120_000);
 });
