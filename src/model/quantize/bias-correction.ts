@@ -49,13 +49,7 @@ async function floatMeans(
       );
       for (const l of group) {
         const t = out[l.floatOutput]!;
-        counts.set(l, counts.get(l)! + addChannelSums(t, sums.get(l)!));
-        const sq = new ort.Tensor(
-          'float32',
-          (t.data as Float32Array).map((v) => v * v),
-          t.dims,
-        );
-        addChannelSums(sq, squares.get(l)!);
+        counts.set(l, counts.get(l)! + addChannelSums(t, sums.get(l)!, squares.get(l)!));
       }
       for (const v of Object.values(out)) (v as ort.Tensor).dispose?.();
       out = undefined;

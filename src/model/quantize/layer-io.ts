@@ -164,8 +164,8 @@ export async function layerInputsAndFloatOutputs(
   return { quantizedInputs, floatOutputs };
 }
 
-/** Adds each channel's sum over the batch and spatial positions ([N, C, …] layout) to `sums`. */
-export function addChannelSums(t: ort.Tensor, sums: Float64Array): number {
+/** Adds each channel's sum (and, given `squares`, sum of squares) over the batch and spatial positions ([N, C, …] layout). */
+export function addChannelSums(t: ort.Tensor, sums: Float64Array, squares?: Float64Array): number {
   const data = t.data as Float32Array;
   const channels = Number(t.dims[1] ?? 1);
   if (channels !== sums.length) throw new Error(`expected ${sums.length} channels, got ${channels}`);
@@ -175,8 +175,14 @@ export function addChannelSums(t: ort.Tensor, sums: Float64Array): number {
     for (let c = 0; c < channels; c++) {
       const base = (b * channels + c) * inner;
       let acc = 0;
-      for (let i = 0; i < inner; i++) acc += data[base + i]!;
+      let acc2 = 0;
+      for (let i = 0; i < inner; i++) {
+        const v = data[base + i]!;
+        acc += v;
+        acc2 += v * v;
+      }
       sums[c]! += acc;
+      if (squares) squares[c]! += acc2;
     }
   }
   return batch * inner;
