@@ -181,8 +181,8 @@ export class SourcePipeline {
         const preprocessMs = performance.now() - preprocessStart;
         // Sent now, it waits in the worker behind the frame being inferred, so the worker starts it the
         // moment that one ends instead of after a round trip through this thread (which may be busy
-        // decoding): +4-6 % Results/s at full rate, no added latency, since the next capture still waits
-        // for the frame ahead (docs/ARCHITECTURE.md, "Threads").
+        // decoding): +1 to +19 % Results/s in three interleaved pairs (README, Benchmarks), and no added
+        // latency, since the next capture still waits for the frame ahead (docs/ARCHITECTURE.md, "Threads").
         const inference = this.deps.engine.run(prepared.tensor);
         inference.catch(() => undefined); // awaited in classify; not unhandled if the loop stops first
         await this.inflight;
