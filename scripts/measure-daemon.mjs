@@ -13,9 +13,8 @@
 // The daemon gets npm start's (and the systemd unit's) memory settings; --plain leaves them out.
 // --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags).
 import { spawn } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -43,24 +42,14 @@ const sampleEvery = Number(values['sample-every']);
 const mqttPort = await freePort();
 let mosquitto;
 if (values.broker === 'mosquitto') {
-  const dir = await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-broker-'));
-  const conf = path.join(dir, 'mosquitto.conf');
-  writeFileSync(conf, `listener ${mqttPort} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
-  chmodSync(dir, 0o755);
-  chmodSync(conf, 0o644);
-  mosquitto = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
-  await new Promise((resolve, reject) => {
-    mosquitto.once('error', reject);
-    const tryConnect = () => {
-      const sock = net.connect(mqttPort, '127.0.0.1');
-      sock.once('connect', () => {
-        sock.destroy();
-        resolve();
-      });
-      sock.once('error', () => setTimeout(tryConnect, 50));
-    };
-    tryConnect();
-  });
+  // The bench's broker: Mosquitto in its own process (refused here if it is not installed).
+  const { startBenchBroker } = await import('../dist/commands/bench-broker.js');
+  const { default: pino } = await import('pino');
+  mosquitto = await startBenchBroker(mqttPort, pino({ level: 'silent' }));
+  if (mosquitto.kind !== 'mosquitto') {
+    await mosquitto.close();
+    throw new Error('--broker mosquitto: mosquitto is not installed');
+  }
 } else if (values.broker !== 'embedded') {
   throw new Error(`--broker must be embedded or mosquitto, got ${values.broker}`);
 }
@@ -225,7 +214,7 @@ const report = {
 };
 child.kill('SIGTERM');
 await new Promise((r) => child.once('exit', r));
-mosquitto?.kill('SIGTERM');
+await mosquitto?.close();
 console.log(JSON.stringify(report));
 
 /** Least-squares slope of [x, y] points (NaN for fewer than two). */

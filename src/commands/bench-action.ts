@@ -7,7 +7,8 @@
 //   each measured with process.cpuUsage (every thread of the process: ONNX Runtime's pool, sharp's)
 //   around the plain session.run loop (spinning off, so idle threads burn nothing) and around the
 //   preprocessing of the benchmark frames, one after another.
-// - pipelineFps: Results per second of a real Daemon on the same frames, as fast as it can.
+// - pipelineFps: Results per second of a real Daemon on the same frames, as fast as it can, publishing
+//   to a broker in another process (bench-broker.ts), as on a board whose broker runs elsewhere.
 // - efficiency = pipelineFps / idealFps: what the pipeline's overlap, queueing and overheads leave.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -22,6 +23,7 @@ import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '..
 import { percentile } from '../ops/index.js';
 import { freePort, listImageFiles, round2 } from '../util/index.js';
 import { createPreprocessor, tuneSharp, type Preprocessor } from '../vision/index.js';
+import { startBenchBroker } from './bench-broker.js';
 
 export interface BenchOptions {
   seconds: number;
@@ -45,6 +47,8 @@ export interface BenchJson {
   precision: string;
   /** The provider the daemon's engine ended up on (not the configured list). */
   provider: string;
+  /** The broker the pipeline published to, in its own process: Mosquitto when installed, else Aedes. */
+  broker: 'mosquitto' | 'aedes';
   threads: number;
   sessionFps: number;
   idealFps: number;
@@ -53,7 +57,7 @@ export interface BenchJson {
   efficiency: number;
   /**
    * Process CPU ms per frame: session.run alone, preprocessing alone, and per Result in the pipeline
-   * (every thread: capture, preprocessing, inference, outbox, MQTT; the embedded broker too).
+   * (every thread: capture, preprocessing, inference, outbox, MQTT; not the broker's process).
    */
   cpuMsPerFrame: { inference: number; preprocess: number; pipeline: number };
   /** Cores kept busy by the pipeline (process CPU time / wall time): with cpuMsPerFrame.pipeline, where efficiency goes. */
@@ -173,17 +177,22 @@ async function sessionLoop(model: PreparedModel, config: Config, provider: strin
 async function pipelineRun(config: Config, logger: Logger, target: string, seconds: number) {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'inceptiond-bench-'));
   const port = await freePort();
+  const broker = await startBenchBroker(port, logger);
   const source = { ...config.sources[0]!, id: 'bench', backend: 'files' as const, intervalMs: 0, files: { path: target, loop: true } };
   const benchConfig: Config = {
     ...config,
     stateDir,
     sources: [source],
-    mqtt: { ...config.mqtt, url: `mqtt://127.0.0.1:${port}`, embeddedBroker: { enabled: true, host: '127.0.0.1', port } },
+    mqtt: { ...config.mqtt, url: broker.url, embeddedBroker: { ...config.mqtt.embeddedBroker, enabled: false } },
     http: { ...config.http, enabled: false },
     metrics: { intervalSec: 0 },
   };
   const { Daemon } = await import('../daemon/index.js');
-  const daemon = await Daemon.start(benchConfig, logger);
+  const daemon = await Daemon.start(benchConfig, logger).catch(async (err: unknown) => {
+    await broker.close();
+    await rm(stateDir, { recursive: true, force: true });
+    throw err;
+  });
   try {
     // Measure from the first Result on, so model load and warm-up are not counted.
     await daemon.waitForResults(1);
@@ -205,6 +214,7 @@ async function pipelineRun(config: Config, logger: Logger, target: string, secon
     const snapshot = daemon.metricsPeek();
     return {
       provider: daemon.info.provider,
+      broker: broker.kind,
       runs,
       perSecond: runs / elapsed,
       cpuMsPerResult: cpuMs / runs,
@@ -216,6 +226,7 @@ async function pipelineRun(config: Config, logger: Logger, target: string, secon
     };
   } finally {
     await daemon.stop('bench finished');
+    await broker.close();
     await rm(stateDir, { recursive: true, force: true });
   }
 }
@@ -251,6 +262,7 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       model: model.manifest.name,
       precision: model.precision,
       provider: pipeline.provider,
+      broker: pipeline.broker,
       threads: config.inference.threads,
       sessionFps: round2(session.perSecond),
       idealFps,
@@ -289,7 +301,7 @@ export async function benchCommand(config: Config, logger: Logger, opts: BenchOp
   process.stdout.write(
     [
       `model     ${r.model} (${r.precision}${r.synthetic ? ', synthetic weights' : ''}) ${r.modelPath}`,
-      `provider  ${r.provider}, ${r.threads} intra-op threads, ${r.cores} cores`,
+      `provider  ${r.provider}, ${r.threads} intra-op threads, ${r.cores} cores; broker ${r.broker} (own process)`,
       `images    ${r.images.count} from ${r.images.source} (${r.images.sizes.join(', ')})`,
       `raw       ${r.sessionFps}/s session.run (p50 ${r.session.latencyMs.p50} ms, p99 ${r.session.latencyMs.p99} ms, ${r.session.runs} runs)`,
       `cpu       ${r.cpuMsPerFrame.inference} ms inference + ${r.cpuMsPerFrame.preprocess} ms preprocessing per frame → ideal ${r.idealFps}/s`,

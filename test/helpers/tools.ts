@@ -18,6 +18,7 @@ export const SKIP = {
   webgpuBuild: "needs the WebGPU provider, which this platform's onnxruntime-node build lacks",
   systemdAnalyze: 'needs systemd-analyze (Debian package systemd)',
   openssl: 'needs openssl (Debian package openssl) to make the test certificates',
+  benchMosquitto: "needs mosquitto (Debian package mosquitto): the bench's broker where it is installed",
   mosquittoTls: 'needs mosquitto (Debian package mosquitto): a TLS listener (the fallback broker, Aedes, runs in-process without one)',
 } as const;
 

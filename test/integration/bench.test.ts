@@ -2,13 +2,19 @@
  * `inceptiond bench --json`, briefly: one JSON object on one line with the documented fields, the
  * provider the engine used, and efficiency = pipelineFps / idealFps. The config's files source names a
  * glob, which the bench once read as a folder (readdir) and crashed on. No timing is asserted.
+ * The broker the bench publishes to runs in its own process (Mosquitto, else Aedes in a child): its
+ * work had been counted as the pipeline's.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import mqtt from 'mqtt';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { collect, findMosquitto, freePort } from '../helpers/broker.js';
 import { runCli } from '../helpers/daemon-process.js';
 import { root } from '../helpers/build.js';
+import { SKIP } from '../helpers/tools.js';
 import { sharedModelEnv } from '../global-setup.js';
 
 let work: string;
@@ -40,6 +46,7 @@ describe('bench --json', () => {
       model: expect.any(String),
       precision: expect.stringMatching(/^(fp32|int8)$/),
       provider: 'cpu',
+      broker: findMosquitto() ? 'mosquitto' : 'aedes',
       threads: expect.any(Number),
       sessionFps: expect.any(Number),
       idealFps: expect.any(Number),
@@ -60,5 +67,49 @@ describe('bench --json', () => {
     expect(r.coresBusy).toBeGreaterThan(0);
     expect(r.coresBusy).toBeLessThanOrEqual(r.cores + 0.1);
     expect(r.efficiency).toBeCloseTo(r.pipelineFps / r.idealFps, 3);
+  });
+});
+
+describe('the bench broker', () => {
+  // The compiled module: only there does the Aedes broker get its own process (bench-broker-child.js).
+  const load = async () =>
+    (await import(path.join(root, 'dist', 'commands', 'bench-broker.js'))) as typeof import('../../src/commands/bench-broker.js');
+  const logger = pino({ level: 'silent' });
+
+  async function roundTrip(url: string): Promise<string> {
+    const sub = await collect(url, 'bench-broker/#');
+    const client = await mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0 });
+    await client.publishAsync('bench-broker/x', 'hello', { qos: 1 });
+    await client.endAsync();
+    const [m] = await sub.waitForCount(1);
+    await sub.close();
+    return m!.text;
+  }
+
+  it('without Mosquitto, runs Aedes in a child process that carries messages and ends on close', async () => {
+    const { startBenchBroker } = await load();
+    const broker = await startBenchBroker(await freePort(), logger, { mosquitto: null });
+    try {
+      expect(broker.kind).toBe('aedes');
+      expect(broker.pid).not.toBe(process.pid);
+      expect(await roundTrip(broker.url)).toBe('hello');
+    } finally {
+      await broker.close();
+    }
+    expect(() => process.kill(broker.pid, 0)).toThrow(/ESRCH/);
+  });
+
+  it('with Mosquitto installed, runs it and stops it on close', async (ctx) => {
+    ctx.skip(!findMosquitto(), SKIP.benchMosquitto);
+    const { startBenchBroker } = await load();
+    const broker = await startBenchBroker(await freePort(), logger);
+    try {
+      expect(broker.kind).toBe('mosquitto');
+      expect(broker.pid).not.toBe(process.pid);
+      expect(await roundTrip(broker.url)).toBe('hello');
+    } finally {
+      await broker.close();
+    }
+    expect(() => process.kill(broker.pid, 0)).toThrow(/ESRCH/);
   });
 });
