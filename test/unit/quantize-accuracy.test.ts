@@ -11,6 +11,7 @@ import type { Config } from '../../src/config/index.js';
 import { loadModel, saveModel } from '../../src/model/onnx.js';
 import { buildSmallCnn, smallInputs } from './quantize-fixtures.js';
 import { calibrate, createSession, probeTensors, quantGridOf, withExtraOutputs } from '../../src/model/quantize/calibrate.js';
+import { addChannelErrors } from '../../src/model/quantize/bias-correction.js';
 import { createProbeSession, describeLayers, layerInputsAndFloatOutputs } from '../../src/model/quantize/layer-io.js';
 import { prepareModel } from '../../src/model/quantize/prepare.js';
 import { emitQdq, planQdq } from '../../src/model/quantize/qdq.js';
@@ -145,9 +146,13 @@ describe('on the trained tiny CNN, held-out images', () => {
     expect(relative.mse).toBeLessThan(relative.percentile!);
   }, 120_000);
 
-  // Percentile is left out: its gain here is 0.08 dB (39.13 → 39.20), within what another CPU's
-  // kernels could move; minmax gains 0.2 dB and mse 0.7 dB.
-  for (const method of ['minmax', 'mse'] as const) {
+  // Percentile is left out: its gain here is within what another CPU's kernels could move. minmax
+  // gains 1.0 dB (39.49 → 40.48) and mse 0.7 dB; with the mean error taken over every position instead
+  // of those the Relu keeps, minmax gained 0.23 dB, below the bound asserted.
+  for (const [method, gainDb] of [
+    ['minmax', 0.5],
+    ['mse', 0.3],
+  ] as const) {
     it(`${method}: sequential bias correction raises the logits SQNR`, async () => {
       const plain = await quantize(method);
       const corrected = await quantize(method, true);
@@ -155,7 +160,7 @@ describe('on the trained tiny CNN, held-out images', () => {
       expect(corrected.biasCorrection!.passes).toBeGreaterThan(1);
       expect(plain.biasCorrection).toBeUndefined();
       expect(corrected.heldOut!.tensor).toBe('logits');
-      expect(corrected.heldOut!.sqnrDb!).toBeGreaterThan(plain.heldOut!.sqnrDb!);
+      expect(corrected.heldOut!.sqnrDb!).toBeGreaterThan(plain.heldOut!.sqnrDb! + gainDb);
     }, 120_000);
   }
 });
@@ -251,6 +256,41 @@ describe('layer inputs and float outputs (for AdaRound)', () => {
       await floatSession.release();
     }
   }, 120_000);
+});
+
+describe('the error bias correction measures', () => {
+  const sums = (channels: number) => ({
+    difference: new Float64Array(channels),
+    counted: new Float64Array(channels),
+    floatSquares: new Float64Array(channels),
+    positions: 0,
+  });
+  // Two images, two channels, three positions: the float output and the quantized network's.
+  const float = new ort.Tensor('float32', Float32Array.from([-4, 1, 2, 3, -1, -2, -6, 2, 4, 0, 5, -3]), [2, 2, 3]);
+  const quantized = new ort.Tensor('float32', Float32Array.from([-1, 1.5, 2.5, 3, 0, -1, -2, 2.5, 4.5, 1, 6, -1]), [2, 2, 3]);
+
+  it('where a Relu is folded, is the mean over the positions the float network keeps (> 0)', () => {
+    const s = sums(2);
+    addChannelErrors(float, quantized, true, s);
+    // channel 0: float 1, 2 (image 1) and 2, 4 (image 2) are kept; their errors are all -0.5
+    // channel 1: float 3 and 5 are kept: errors 0 and -1. The negative positions' errors (-3, +2, ...) are not counted.
+    expect(Array.from(s.difference)).toEqual([-2, -1]);
+    expect(Array.from(s.counted)).toEqual([4, 2]);
+    expect(s.positions).toBe(6);
+    expect(Array.from(s.floatSquares)).toEqual([16 + 1 + 4 + 36 + 4 + 16, 9 + 1 + 4 + 0 + 25 + 9]);
+  });
+
+  it('elsewhere, is the mean over every position', () => {
+    const s = sums(2);
+    addChannelErrors(float, quantized, false, s);
+    expect(Array.from(s.difference)).toEqual([-3 - 0.5 - 0.5 - 4 - 0.5 - 0.5, 0 - 1 - 1 - 1 - 1 - 2]);
+    expect(Array.from(s.counted)).toEqual([6, 6]);
+  });
+
+  it('refuses outputs of different shapes', () => {
+    const other = new ort.Tensor('float32', new Float32Array(6), [1, 2, 3]);
+    expect(() => addChannelErrors(float, other, true, sums(2))).toThrow(/equal shapes/);
+  });
 });
 
 describe('bias correction of a layer without a bias', () => {

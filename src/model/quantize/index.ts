@@ -458,12 +458,6 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         inputs: calibration.kept.slice(0, biasCorrectionImages),
         inputName,
         inputDims,
-        groupLayers: (ls) =>
-          fetchGroups(
-            ls.map((l) => l.floatOutput),
-            bytesOf,
-            SQNR_FETCH_BYTES,
-          ).map((names) => names.map((n) => ls.find((l) => l.floatOutput === n)!)),
         onGeneration: (g, of) => log?.debug({ generation: g, of }, 'bias correction'),
       });
       const { saturated } = writeBiasCorrections(emitted.model, measured.corrections);

@@ -22,6 +22,8 @@ export interface LayerTensors extends EmittedLayer {
   floatOutput: string;
   /** output channels (the bias length) */
   channels: number;
+  /** a Relu or Clip(0, max) folded into the layer's output quantization: only floatOutput > 0 reaches the next layer */
+  foldedActivation: boolean;
   /**
    * 1 + the largest generation among the layers upstream of this one (1: no quantized layer
    * upstream). Layers of one generation never feed each other, so one pass serves them all.
@@ -52,6 +54,7 @@ export function describeLayers(plan: QdqPlan, emitted: EmittedLayer[], channelsO
       floatInput: n.input![0]!,
       floatOutput: plan.preActivation.get(out) ?? out,
       channels: channelsOf(l),
+      foldedActivation: plan.preActivation.has(out),
       generation: generation.get(l.planIndex)!,
       correctionInput: `bias_correction_${k}`,
     };
@@ -107,7 +110,7 @@ export async function createProbeSession(qdqModel: onnx.IModelProto, layers: Lay
   return createSession(probeModel(qdqModel, layers));
 }
 
-function probeFeeds(ctx: LayerIoContext, input: Float32Array): Record<string, ort.Tensor> {
+export function probeFeeds(ctx: LayerIoContext, input: Float32Array): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = { [ctx.inputName]: new ort.Tensor('float32', input, ctx.inputDims) };
   for (const l of ctx.layers) {
     feeds[l.correctionInput] = new ort.Tensor('float32', ctx.corrections.get(l) ?? new Float32Array(l.channels), [l.channels]);
@@ -162,28 +165,4 @@ export async function layerInputsAndFloatOutputs(
     t.dispose?.();
   }
   return { quantizedInputs, floatOutputs };
-}
-
-/** Adds each channel's sum (and, given `squares`, sum of squares) over the batch and spatial positions ([N, C, …] layout). */
-export function addChannelSums(t: ort.Tensor, sums: Float64Array, squares?: Float64Array): number {
-  const data = t.data as Float32Array;
-  const channels = Number(t.dims[1] ?? 1);
-  if (channels !== sums.length) throw new Error(`expected ${sums.length} channels, got ${channels}`);
-  const batch = Number(t.dims[0] ?? 1);
-  const inner = data.length / (batch * channels);
-  for (let b = 0; b < batch; b++) {
-    for (let c = 0; c < channels; c++) {
-      const base = (b * channels + c) * inner;
-      let acc = 0;
-      let acc2 = 0;
-      for (let i = 0; i < inner; i++) {
-        const v = data[base + i]!;
-        acc += v;
-        acc2 += v * v;
-      }
-      sums[c]! += acc;
-      if (squares) squares[c]! += acc2;
-    }
-  }
-  return batch * inner;
 }
