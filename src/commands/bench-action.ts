@@ -242,7 +242,7 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       sizes.add(`${m.width}x${m.height}`);
     }
     // The daemon's libvips settings, for the preprocessing measured here as for the pipeline.
-    tuneSharp(config.inference.threads);
+    tuneSharp(config.inference.threads * config.inference.workers);
     const preprocess = createPreprocessor(model.manifest.input);
     const prepared = await preprocess(frames[0]!);
 

@@ -254,7 +254,7 @@ function derivedFrom(key: string, raw: Config, config: Config, env: NodeJS.Proce
     case 'model.cacheDir':
       return raw.model.cacheDir === '' ? '<stateDir>/models' : undefined;
     case 'inference.threads':
-      return raw.inference.threads === 0 ? 'min(cores, 2)' : undefined;
+      return raw.inference.threads === 0 ? 'min(cores, 2 × workers) ÷ workers' : undefined;
     case 'mqtt.baseTopic':
       return raw.mqtt.baseTopic === '' ? 'inceptiond/<deviceId>' : undefined;
     case 'mqtt.clientId':
@@ -309,8 +309,10 @@ function derive(raw: Config, env: NodeJS.ProcessEnv): Config {
   config.runtimeDir = path.resolve(config.runtimeDir);
   config.model.cacheDir = path.resolve(config.model.cacheDir || path.join(config.stateDir, 'models'));
   if (config.inference.threads === 0) {
-    // Two threads get most of the speed-up on the boards we target and leave a core for capture and MQTT.
-    config.inference.threads = Math.max(1, Math.min(os.availableParallelism(), 2));
+    // Two threads get most of the speed-up on the boards we target and leave a core for capture and MQTT;
+    // several workers share those cores instead of each taking two.
+    const { workers } = config.inference;
+    config.inference.threads = Math.max(1, Math.floor(Math.min(os.availableParallelism(), 2 * workers) / workers));
   }
   config.mqtt.baseTopic ||= `inceptiond/${config.deviceId}`;
   config.mqtt.clientId ||= `inceptiond-${config.deviceId}`;

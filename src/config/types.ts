@@ -125,8 +125,10 @@ export type ProviderOptionValue = string | number | string[];
 
 export interface InferenceConfig {
   executionProviders: ExecutionProviderName[];
-  /** Derived: a configured 0 becomes min(cores, 2). */
+  /** Derived: a configured 0 becomes min(cores, 2 × workers) ÷ workers, at least 1. */
   threads: number;
+  /** Inference workers, each with its own session. */
+  workers: number;
   allowSpinning: boolean;
   graphOptimizationLevel: GraphOptimizationLevel;
   /** Per provider: option name → value, handed to ORT (numbers as their decimal text). */

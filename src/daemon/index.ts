@@ -28,7 +28,7 @@ import {
   type ReloadOutcome,
   type SourceControl,
 } from '../features/index.js';
-import { formatPlacement, InferenceEngine } from '../inference/index.js';
+import { EnginePool, formatPlacement, InferenceEngine } from '../inference/index.js';
 import { createNotifier, lockStateDir, Metrics, packageVersion, type Notifier } from '../ops/index.js';
 import { MqttPublisher, Outbox, SeqStore, startEmbeddedBroker, topicsFor, type Topics } from '../publish/index.js';
 import { LogThrottle } from '../util/index.js';
@@ -172,7 +172,7 @@ export class Daemon {
           await mkdir(config.stateDir, { recursive: true });
           const lock = await lockStateDir(config.stateDir, { logger });
           this.closers.push({ name: 'state lock', close: () => lock.release() });
-          tuneSharp(config.inference.threads);
+          tuneSharp(config.inference.threads * config.inference.workers);
           this.closers.push({ name: 'metrics', close: () => this.metrics.close() });
         },
       },
@@ -315,15 +315,14 @@ export class Daemon {
     process.env.MESA_SHADER_CACHE_DIR ??= path.join(config.stateDir, 'cache', 'mesa');
     // Saved optimized graphs (CPU) and compiled accelerator graphs (EP context) make a restart's
     // first Result come sooner: the optimizer or the NPU compiler is most of the load.
-    return InferenceEngine.create(
-      {
-        ...sessionSettingsFor(config, this.parts.model),
-        optimizedModelCacheDir: path.join(config.stateDir, 'cache', 'ort'),
-        profileCpuPlacement: false,
-        ...(config.inference.epContextCache ? { epContextCacheDir: path.join(config.stateDir, 'cache', 'ep') } : {}),
-      },
-      this.logger,
-    );
+    const settings = {
+      ...sessionSettingsFor(config, this.parts.model),
+      optimizedModelCacheDir: path.join(config.stateDir, 'cache', 'ort'),
+      profileCpuPlacement: false,
+      ...(config.inference.epContextCache ? { epContextCacheDir: path.join(config.stateDir, 'cache', 'ep') } : {}),
+    };
+    const { workers } = config.inference;
+    return workers > 1 ? EnginePool.create(settings, this.logger, workers) : InferenceEngine.create(settings, this.logger);
   }
 
   /** Logs what runs where, and what a user might want to change about it. */

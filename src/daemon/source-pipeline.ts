@@ -2,8 +2,9 @@
  * One source's loop: capture → motion gate → preprocess → infer → publish policy → Result → outbox.
  * Capture and preprocessing of frame N+1 overlap the inference of frame N, and N+1 is sent to the
  * engine as soon as it is ready, to wait in the worker; frame N+2 is captured only once N's Result is
- * made. So at most two frames per source are with the engine, and a model slower than the camera makes
- * the source skip frames instead of queueing them. A paused source stops its capture (the camera or
+ * made. So at most two frames per source are with the engine (one more per extra inference worker:
+ * each has one running while the next waits), and a model slower than the camera makes the source
+ * skip frames instead of queueing them. A paused source stops its capture (the camera or
  * ffmpeg is released) until resumed.
  * What happens is told on the event bus; the pipeline itself knows nothing of MQTT topics, the status
  * or HTTP (docs/ARCHITECTURE.md, "Lifecycle").
@@ -22,6 +23,8 @@ import type { DaemonEventBus } from '../features/index.js';
 /** The part of the inference engine a pipeline uses (a fake in tests). */
 export interface Inferencer {
   readonly provider: string;
+  /** Runs it makes at once (inference workers); absent = 1. */
+  readonly parallelism?: number;
   run(tensor: InputTensor): Promise<InferenceOutput>;
 }
 
@@ -57,7 +60,8 @@ export class SourcePipeline {
   private readonly runner: CaptureRunner;
   private readonly abort = new AbortController();
   private done: Promise<void> | undefined;
-  private inflight: Promise<void> = Promise.resolve();
+  /** The frames with the engine, oldest first: each one's classification (its Result and hand-over). */
+  private readonly inflight: Promise<void>[] = [];
   /** The last inferred frame's tensor array, handed back by the engine, for the next frame. */
   private spareTensor: Float32Array | undefined;
   /** The last Result's hand-over to the outbox. */
@@ -185,9 +189,13 @@ export class SourcePipeline {
         // latency, since the next capture still waits for the frame ahead (docs/ARCHITECTURE.md, "Threads").
         const inference = this.deps.engine.run(prepared.tensor);
         inference.catch(() => undefined); // awaited in classify; not unhandled if the loop stops first
-        await this.inflight;
+        // Classified in frame order: each waits for its own inference and the previous hand-over.
+        const previous = this.inflight.at(-1) ?? Promise.resolve();
+        const classified = previous.then(() => this.classify(frame, prepared, preprocessMs, inference));
+        classified.catch(() => undefined); // a failed hand-over surfaces where it is awaited, below or in settle()
+        this.inflight.push(classified);
+        while (this.inflight.length > (this.deps.engine.parallelism ?? 1)) await this.inflight.shift();
         if (signal.aborted) break;
-        this.inflight = this.classify(frame, prepared, preprocessMs, inference);
       }
     } finally {
       await this.settle();
@@ -204,7 +212,7 @@ export class SourcePipeline {
 
   /** Waits for the frame in flight and the last hand-over to the outbox. */
   private async settle(): Promise<void> {
-    await this.inflight;
+    for (const classified of this.inflight.splice(0)) await classified;
     await this.handover;
   }
 

@@ -1,4 +1,5 @@
 export { InferenceEngine, type EngineOptions } from './engine.js';
+export { EnginePool } from './engine-pool.js';
 export { topLabels, type LabelScore, type TopLabelsOptions } from './classify.js';
 export {
   EngineClosedError,

@@ -165,6 +165,25 @@ describe('daemon with the files source', () => {
     await sub.waitFor((m) => m.topic === t.status && JSON.parse(m.text).state === 'online' && m !== online);
   });
 
+  it('with two inference workers at full rate, starts both and keeps each Result with its frame, in order', async () => {
+    const t = await daemonConfig({
+      name: 'workers',
+      config: { capture: { backend: 'files', intervalMs: 0, files: { path: imagesDir, loop: true } }, inference: { workers: 2 } },
+    });
+    const sub = await watch(t.labels);
+    const daemon = run(t.file);
+    const ready = [1, 2].map((k) => daemon.waitForLog((l) => l.worker === k && /inference session ready/.test(String(l.msg))));
+    await Promise.all(ready);
+    await sub.waitForCount(12);
+    const results = sub.json<ResultPayload>(t.labels).slice(0, 12);
+    expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    // The folder's three scenes come round in order (the corrupt file is skipped): a Result handed to the
+    // wrong frame by the second worker would break the period.
+    const scene = results.map((r) => JSON.stringify(r.labels));
+    expect(new Set(scene.slice(0, 3)).size).toBe(3);
+    for (let i = 3; i < 12; i++) expect(scene[i]).toBe(scene[i - 3]);
+  });
+
   it('loses no Result across a network outage and a kill -9 during it, and keeps their order', async () => {
     const proxy = await startProxy(broker.port);
     try {

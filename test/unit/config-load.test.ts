@@ -75,6 +75,16 @@ describe('loadConfig', () => {
     expect(config.sources.map((s) => s.id)).toEqual(['camera']);
   });
 
+  it('shares the cores between inference workers: automatic threads are per worker', () => {
+    const file = writeConfig({ inference: { workers: 2 } });
+    const { config } = loadConfig({ file, env: {} });
+    expect(config.inference.workers).toBe(2);
+    // Two cores, two workers: one thread each (four cores: two each, as one worker gets).
+    expect(config.inference.threads).toBe(Math.max(1, Math.floor(Math.min(os.availableParallelism(), 4) / 2)));
+    expect(loadConfig({ file: writeConfig({ inference: { workers: 2, threads: 3 } }), env: {} }).config.inference.threads).toBe(3);
+    expect(() => loadConfig({ file: writeConfig({ inference: { workers: 0 } }), env: {} })).toThrow(/inference\.workers/);
+  });
+
   it('takes stateDir and runtimeDir from systemd when the file does not set them', () => {
     const { config } = loadConfig({
       env: { STATE_DIRECTORY: path.join(dir, 'st'), RUNTIME_DIRECTORY: path.join(dir, 'rt') },

@@ -73,7 +73,7 @@ describe('the origins loadConfig reports', () => {
     expect(o['motion.enabled']).toEqual({ kind: 'overlay' });
     expect(o['log.level']).toEqual({ kind: 'default' });
     expect(o['mqtt.baseTopic']).toEqual({ kind: 'default', derived: 'inceptiond/<deviceId>' });
-    expect(o['inference.threads']).toEqual({ kind: 'default', derived: 'min(cores, 2)' });
+    expect(o['inference.threads']).toEqual({ kind: 'default', derived: 'min(cores, 2 × workers) ÷ workers' });
     // One origin per key of the schema, in its order.
     expect(Object.keys(o)[0]).toBe('deviceId');
     expect(Object.keys(o)).toContain('log.format');

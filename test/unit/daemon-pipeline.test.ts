@@ -279,6 +279,51 @@ describe('SourcePipeline', () => {
     expect(results.map((r) => r.labels[0]!.label)).toEqual(['b', 'c', 'd', 'a', 'b', 'c']);
   });
 
+  it('with two inference workers keeps three frames with the engine; Results stay in frame order when answers do not', async () => {
+    // Runs answer only once three are outstanding (or the source has ended), and then the second oldest
+    // before the oldest, as two workers finishing out of order would: a pipeline that kept two frames
+    // would stall until the fallback.
+    const waiting: Array<() => void> = [];
+    let outstanding = 0;
+    let mostOutstanding = 0;
+    let ended = false;
+    const base = fakeEngine();
+    const answerNewest = () => waiting.pop()?.();
+    const engine: Inferencer = {
+      provider: base.provider,
+      parallelism: 2,
+      run(tensor) {
+        outstanding += 1;
+        mostOutstanding = Math.max(mostOutstanding, outstanding);
+        const answer = base.run(tensor);
+        const answered = new Promise<void>((resolve) => waiting.push(resolve)).then(() => {
+          outstanding -= 1;
+          return answer;
+        });
+        if (waiting.length > 2) {
+          waiting.splice(1, 1)[0]!();
+          waiting.shift()!();
+        } else if (ended) answerNewest();
+        return answered;
+      },
+    };
+    const source = new ScriptedSource('cam', Array(7).fill('frame'));
+    const { pipeline, events, finished, outbox: box } = await pipelineWith(source, engine);
+    events.on('sourceFinished', () => {
+      ended = true;
+      while (waiting.length > 0) answerNewest();
+    });
+    const fallback = setInterval(answerNewest, 2000);
+    pipeline.start();
+    await finished;
+    await pipeline.stop();
+    clearInterval(fallback);
+    expect(mostOutstanding).toBe(3);
+    const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(results.map((r) => r.labels[0]!.label)).toEqual(['b', 'c', 'd', 'a', 'b', 'c', 'd']);
+  });
+
   it('preprocesses each frame into the array the engine handed back for the previous one', async () => {
     const sent: Float32Array[] = [];
     const base = fakeEngine();
