@@ -23,24 +23,6 @@ const { values } = parseArgs({
   },
 });
 
-if (!values.child) {
-  const model = values.model ?? newestInt8Model('.state/models');
-  for (let round = 0; round < Number(values.rounds); round++) {
-    for (const config of values.configs.split(',')) {
-      const run = spawnSync(
-        process.execPath,
-        ['--max-semi-space-size=1', '--v8-pool-size=1', process.argv[1], '--child', config, '--model', model, '--seconds', values.seconds],
-        { env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_ARENA_MAX: '2', UV_THREADPOOL_SIZE: '2' }, encoding: 'utf8' },
-      );
-      const line = run.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (!line) throw new Error(`run ${config} failed: ${run.stderr}`);
-      console.log(line);
-    }
-  }
-} else {
-  await child(values.child, values.model, Number(values.seconds));
-}
-
 function newestInt8Model(dir) {
   const files = readdirSync(dir)
     .filter((f) => f.includes('.int8-') && f.endsWith('.onnx'))
@@ -160,4 +142,23 @@ async function child(config, model, seconds) {
     }),
   );
   process.exit(0); // the workers hold native sessions; this process has said what it measured
+}
+
+// After the declarations above: the child runs inside this top-level await.
+if (!values.child) {
+  const model = values.model ?? newestInt8Model('.state/models');
+  for (let round = 0; round < Number(values.rounds); round++) {
+    for (const config of values.configs.split(',')) {
+      const run = spawnSync(
+        process.execPath,
+        ['--max-semi-space-size=1', '--v8-pool-size=1', process.argv[1], '--child', config, '--model', model, '--seconds', values.seconds],
+        { env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_ARENA_MAX: '2', UV_THREADPOOL_SIZE: '2' }, encoding: 'utf8' },
+      );
+      const line = run.stdout.split('\n').find((l) => l.startsWith('{'));
+      if (!line) throw new Error(`run ${config} failed: ${run.stderr}`);
+      console.log(line);
+    }
+  }
+} else {
+  await child(values.child, values.model, Number(values.seconds));
 }

@@ -191,7 +191,7 @@ export function buildSchema(env: NodeJS.ProcessEnv): SchemaNode {
       ]),
       threads: leaf('Intra-op threads per worker (0 = min(cores, 2 × workers) ÷ workers, at least 1)', integer(0, 256), 0),
       workers: leaf(
-        'Inference workers, each with its own ONNX Runtime session: 2 on a two-core board gave about 12 % more Results/s at full rate for about 30 MB more memory (README, Benchmarks)',
+        'Inference workers, each with its own ONNX Runtime session: with several sources at full rate, 2 on a two-core board gave about 20 % more Results/s for about 30 MB more memory; one source decodes one frame at a time and gains little (README, Benchmarks)',
         integer(1, 8),
         1,
       ),
