@@ -49,7 +49,10 @@ export interface BenchJson {
   provider: string;
   /** The broker the pipeline published to, in its own process: Mosquitto when installed, else Aedes. */
   broker: 'mosquitto' | 'aedes';
+  /** Intra-op threads per session. */
   threads: number;
+  /** Inference workers (sessions) the pipeline ran with; sessionFps is one session's loop, and the ceiling uses its CPU per run. */
+  workers: number;
   sessionFps: number;
   idealFps: number;
   pipelineFps: number;
@@ -264,6 +267,7 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       provider: pipeline.provider,
       broker: pipeline.broker,
       threads: config.inference.threads,
+      workers: config.inference.workers,
       sessionFps: round2(session.perSecond),
       idealFps,
       pipelineFps,
@@ -301,7 +305,7 @@ export async function benchCommand(config: Config, logger: Logger, opts: BenchOp
   process.stdout.write(
     [
       `model     ${r.model} (${r.precision}${r.synthetic ? ', synthetic weights' : ''}) ${r.modelPath}`,
-      `provider  ${r.provider}, ${r.threads} intra-op threads, ${r.cores} cores; broker ${r.broker} (own process)`,
+      `provider  ${r.provider}, ${r.workers} worker(s) of ${r.threads} intra-op thread(s), ${r.cores} cores; broker ${r.broker} (own process)`,
       `images    ${r.images.count} from ${r.images.source} (${r.images.sizes.join(', ')})`,
       `raw       ${r.sessionFps}/s session.run (p50 ${r.session.latencyMs.p50} ms, p99 ${r.session.latencyMs.p99} ms, ${r.session.runs} runs)`,
       `cpu       ${r.cpuMsPerFrame.inference} ms inference + ${r.cpuMsPerFrame.preprocess} ms preprocessing per frame → ideal ${r.idealFps}/s`,

@@ -48,6 +48,7 @@ describe('bench --json', () => {
       provider: 'cpu',
       broker: findMosquitto() ? 'mosquitto' : 'aedes',
       threads: expect.any(Number),
+      workers: 1,
       sessionFps: expect.any(Number),
       idealFps: expect.any(Number),
       pipelineFps: expect.any(Number),
