@@ -84,9 +84,10 @@ describe('daemon with the webcam source (fake fswebcam)', () => {
 
     // 2. The camera appears: online again and Results flow. (Only a status after the degraded one: under
     // load the daemon may have said online before its first capture failed, with no source yet.)
-    const seenBefore = sub.messages.indexOf(degraded);
+    const messages = sub.messages;
+    const seenBefore = messages.indexOf(degraded);
     fake.setMode('ok');
-    const online = await sub.waitFor((m) => sub.messages.indexOf(m) > seenBefore && isStatus((s) => s.state === 'online')(m));
+    const online = await sub.waitFor((m) => messages.indexOf(m) > seenBefore && isStatus((s) => s.state === 'online')(m));
     // The status says the present: the camera's old error is gone.
     expect(JSON.parse(online.text)).not.toHaveProperty('error');
     expect(JSON.parse(online.text).sources.camera).toEqual({ state: 'online', paused: false, since: expect.any(String) });
