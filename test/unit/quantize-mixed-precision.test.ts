@@ -148,6 +148,25 @@ function nestedConcatModel() {
   });
 }
 
+describe('a Concat inside a Concat', () => {
+  it('takes the parameters of the outer Concat for itself and its inputs, so neither requantizes', async () => {
+    const input = path.join(dir, 'nested-plain.onnx');
+    await saveModel(nestedConcatModel(), input);
+    const random = mulberry32(5);
+    const images = Array.from({ length: 8 }, () => Float32Array.from({ length: 3 * 8 * 8 }, () => random()));
+    const output = path.join(dir, 'nested-plain.int8.onnx');
+    await quantizeModel({ input, output, calibration: { images: each(images) }, method: 'minmax' });
+    const written = await loadModel(output);
+    const scaleOf = (t: string) => {
+      const q = written.graph!.node!.find((n) => n.opType === 'QuantizeLinear' && n.input![0] === t);
+      if (!q) throw new Error(`no QuantizeLinear of ${t}`);
+      return q.input![1];
+    };
+    // Before, the inner Concat's inputs took the inner range's scale while the inner Concat wrote the outer's.
+    expect(new Set(['ar', 'br', 'cr', 'inner', 'outer'].map(scaleOf)).size).toBe(1);
+  });
+});
+
 describe('mixed precision with a Concat inside a Concat', () => {
   it('switches the inner Concat once, with the outer group whose parameters its Q/DQ pair uses', async () => {
     const input = path.join(dir, 'nested.onnx');
@@ -163,11 +182,14 @@ describe('mixed precision with a Concat inside a Concat', () => {
       targetSqnrDb: 500,
       mixedPrecision: { maxSteps: 2, timedRuns: 1 },
     });
-    // The inner Concat is listed twice: for its own inputs' parameters, and as a user of the outer's.
-    expect(r.tensors.filter((t) => t.tensor === 'inner').map((t) => t.sharedWith ?? null)).toEqual(expect.arrayContaining([null, 'outer']));
+    // The inner Concat and its inputs all take the outer Concat's parameters: one group, one switch each.
+    for (const t of ['inner', 'ar', 'br', 'cr']) {
+      expect(r.tensors.filter((x) => x.tensor === t).map((x) => x.sharedWith)).toEqual(['outer']);
+    }
     const groups = parameterGroups(r.tensors);
-    expect(groups.get('outer')).toContain('inner');
-    expect(groups.get('inner')).not.toContain('inner');
+    expect(groups.get('outer')).toEqual(expect.arrayContaining(['outer', 'inner', 'ar', 'br', 'cr']));
+    expect(groups.has('inner')).toBe(false);
+
     // The probe and the search ran (a second switch on inner's Q/DQ pair made the probe model invalid).
     expect(r.mixedPrecision!.reached).toBe(false);
     expect(r.mixedPrecision!.steps.length).toBeGreaterThan(1);

@@ -121,9 +121,10 @@ export function defaultTimingOptions(): ort.InferenceSession.SessionOptions {
  * the rounding downstream and gains nothing (measured: exactly 0 dB on the tiny CNN's Relu → MaxPool).
  */
 export function parameterGroups(tensors: { tensor: string; sharedWith?: string }[]): Map<string, string[]> {
-  // A nested Concat's output (InceptionV3's mixed9_0 inside mixed9) is listed twice: its own entry
-  // holds the parameters its inputs share, while its own Q/DQ pair uses the outer Concat's (the entry
-  // with sharedWith). It is a member of the outer group only: two switches on one pair broke the probe.
+  // A nested Concat's output (InceptionV3's mixed9_0 inside mixed9) can be listed twice: when one of its
+  // inputs cannot take the outer Concat's parameters (a Clip's clamp they would lose), its own entry
+  // holds that input's, while its own Q/DQ pair uses the outer Concat's (the entry with sharedWith). It
+  // is a member of the outer group only: two switches on one pair broke the probe.
   const sharedElsewhere = new Set(tensors.filter((t) => t.sharedWith !== undefined).map((t) => t.tensor));
   const groups = new Map<string, string[]>();
   for (const t of tensors) {

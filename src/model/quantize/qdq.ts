@@ -408,15 +408,20 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
   }
   const rootOf = (t: string): string | undefined => {
     const c = concatOf.get(t);
-    if (c !== undefined) {
-      // A folded Relu/Clip clamps through its range: [0, …] (zero point = qmin) and, for Clip,
-      // no wider than its max. A Concat range that breaks either would lose the clamp.
-      const cr = ranges.get(c);
-      const clampMax = plan.reluFolded.get(t);
-      if (cr && (clampMax === undefined || (cr.min >= 0 && cr.max <= clampMax))) return c;
-      return undefined;
-    }
-    return plan.shared.get(t);
+    if (c === undefined) return plan.shared.get(t);
+    // A folded Relu/Clip clamps through its range: [0, …] (zero point = qmin) and, for Clip,
+    // no wider than its max. A Concat range that breaks either would lose the clamp.
+    const clampMax = plan.reluFolded.get(t);
+    const fits = (root: string): boolean => {
+      const cr = ranges.get(root);
+      return cr !== undefined && (clampMax === undefined || (cr.min >= 0 && cr.max <= clampMax));
+    };
+    if (!fits(c)) return undefined;
+    // A Concat inside a Concat (InceptionV3's mixed9_0 in mixed9) uses the outer one's parameters, so
+    // its inputs take those too: then neither Concat requantizes, both copy bytes.
+    let root = c;
+    for (let outer = concatOf.get(root); outer !== undefined && fits(outer); outer = concatOf.get(root)) root = outer;
+    return root;
   };
   for (const t of activations) {
     const rootName = rootOf(t);
