@@ -100,6 +100,13 @@ describe('the bench broker', () => {
     expect(() => process.kill(broker.pid, 0)).toThrow(/ESRCH/);
   });
 
+  it('says so when the broker program ends before it listens', async () => {
+    const { startBenchBroker } = await load();
+    await expect(startBenchBroker(await freePort(), logger, { mosquitto: '/bin/false' })).rejects.toThrow(
+      /mosquitto ended \(exit 1\) before it listened on port \d+/,
+    );
+  });
+
   it('with Mosquitto installed, runs it and stops it on close', async (ctx) => {
     ctx.skip(!findMosquitto(), SKIP.benchMosquitto);
     const { startBenchBroker } = await load();
