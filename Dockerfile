@@ -46,7 +46,7 @@ COPY models ./models
 
 # As in the unit (see its comments, README "Daemon memory"): set before Node starts.
 ENV MALLOC_MMAP_THRESHOLD_=65536
-ENV MALLOC_ARENA_MAX=2
+ENV MALLOC_ARENA_MAX=1
 ENV UV_THREADPOOL_SIZE=2
 ENV NODE_OPTIONS="--max-semi-space-size=1 --v8-pool-size=1"
 

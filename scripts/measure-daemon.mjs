@@ -55,7 +55,7 @@ if (values.broker === 'mosquitto') {
 }
 const state = values.state ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-')));
 // Keep in step with package.json's start script and systemd/inceptiond.service.
-const memoryEnv = values.plain ? {} : { MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_ARENA_MAX: '2', UV_THREADPOOL_SIZE: '2' };
+const memoryEnv = values.plain ? {} : { MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_ARENA_MAX: '1', UV_THREADPOOL_SIZE: '2' };
 // The daemon bounds its heap growth itself (run.ts); --plain undoes that too (0 = V8's own heuristics).
 const memoryArgs = values.plain ? ['--heap-growing-percent=0'] : ['--max-semi-space-size=1', '--v8-pool-size=1'];
 const env = {

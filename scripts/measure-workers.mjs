@@ -152,7 +152,7 @@ if (!values.child) {
       const run = spawnSync(
         process.execPath,
         ['--max-semi-space-size=1', '--v8-pool-size=1', process.argv[1], '--child', config, '--model', model, '--seconds', values.seconds],
-        { env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_ARENA_MAX: '2', UV_THREADPOOL_SIZE: '2' }, encoding: 'utf8' },
+        { env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_ARENA_MAX: '1', UV_THREADPOOL_SIZE: '2' }, encoding: 'utf8' },
       );
       const line = run.stdout.split('\n').find((l) => l.startsWith('{'));
       if (!line) throw new Error(`run ${config} failed: ${run.stderr}`);
