@@ -225,9 +225,7 @@ describe('layer inputs and float outputs (for AdaRound)', () => {
       inputDims: net.inputDims,
     });
     const emitted = emitQdq(plan, ranges, { activationType: 'uint8' });
-    const layers = describeLayers(plan, emitted.layers, (l) =>
-      Number(plan.model.graph!.initializer!.find((t) => t.name === plan.model.graph!.node![l.planIndex]!.input![1])!.dims![0]),
-    );
+    const layers = describeLayers(plan, emitted.layers);
     const conv2 = layers.find((l) => l.node === 'conv2')!;
     expect(conv2.generation).toBe(2);
     const floatSession = await createSession(withExtraOutputs(prepared, [...layers.map((l) => l.floatOutput), conv2.floatInput]));

@@ -126,13 +126,6 @@ function layerProblem(
   };
 }
 
-/** Output channels of a layer's weight ([M, …] for Conv and Gemm transB = 1, [K, N] otherwise). */
-function channelsOf(plan: QdqPlan, planIndex: number): number {
-  const node = plan.model.graph!.node![planIndex]!;
-  const dims = (initializerMap(plan.model.graph!).get(node.input![1]!)!.dims ?? []).map(Number);
-  return node.opType === 'Gemm' && !attrInt(node, 'transB', 0) ? dims[1]! : dims[0]!;
-}
-
 /**
  * Each of `these` layers' inputs in the probe's network and the float network's outputs of it (after
  * a folded Relu), handed to `visit` one layer at a time; a quantized input shared by layers is
@@ -194,7 +187,7 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
   const perLayer: AdaroundLayerReport[] = [];
   let emitted = emitQdq(plan, ranges, emitOptions);
   let emittedWith = 0; // rounded layers in `emitted`
-  let layers = describeLayers(plan, emitted.layers, (l) => channelsOf(plan, l.planIndex));
+  let layers = describeLayers(plan, emitted.layers);
   const generations = Math.max(0, ...layers.map((l) => l.generation));
   let passes = 0;
   const relu = (l: LayerTensors): boolean => {
@@ -252,7 +245,7 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
         // Emitted again with every earlier generation's rounding, so this generation's inputs carry it.
         emitted = emitQdq(plan, ranges, { ...emitOptions, roundedWeights });
         emittedWith = roundedWeights.size;
-        layers = describeLayers(plan, emitted.layers, (l) => channelsOf(plan, l.planIndex));
+        layers = describeLayers(plan, emitted.layers);
       }
       const these = layers.filter((l) => l.generation === g);
       if (these.length === 0) continue;

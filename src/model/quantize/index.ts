@@ -22,8 +22,7 @@ import {
   type Range,
 } from './calibrate.js';
 import { quantRange, SqnrAccumulator, type ActivationType } from './numeric.js';
-import { collectGarbage, initializerMap } from './graph.js';
-import { attrInt } from '../onnx.js';
+import { collectGarbage } from './graph.js';
 import { measureBiasCorrections, writeBiasCorrections, type BiasCorrectionResult } from './bias-correction.js';
 import { describeLayers } from './layer-io.js';
 import { adaroundPass, type AdaroundReport } from './adaround-pass.js';
@@ -444,7 +443,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     const roundedWeights = rounding?.roundedWeights;
     const emitted = emitQdq(plan, calibration.ranges, roundedWeights ? { ...emitOptions, roundedWeights } : emitOptions);
     // Bias correction names each layer's tensors from the plan; it then works on the QDQ model alone.
-    const layers = biasCorrectionImages > 0 ? describeLayers(plan, emitted.layers, (l) => layerChannels(plan!, l.planIndex)) : undefined;
+    const layers = biasCorrectionImages > 0 ? describeLayers(plan, emitted.layers) : undefined;
     // The float weights are in the session now: their JS copy goes before the QDQ model is encoded.
     plan = undefined;
     prepared = undefined;
@@ -648,13 +647,6 @@ function preActivationOutputs(plan: QdqPlan): string[] {
 }
 
 /** Output channels of the plan's Conv/Gemm node at `index`, from its weight's shape. */
-function layerChannels(plan: QdqPlan, index: number): number {
-  const n = plan.model.graph!.node![index]!;
-  const w = initializerMap(plan.model.graph!).get(n.input![1]!)!;
-  const dims = (w.dims ?? []).map(Number);
-  return n.opType === 'Gemm' && !attrInt(n, 'transB', 0) ? dims[1]! : dims[0]!;
-}
-
 /** Most float activation bytes one SQNR run fetches per session (fewer, bigger runs are faster). */
 const SQNR_FETCH_BYTES = 12 << 20;
 

@@ -9,9 +9,9 @@
  * layers' inputs and outputs are graph outputs so they can be fetched.
  */
 import * as ort from 'onnxruntime-node';
-import { DataType, makeNode, makeValueInfo, type onnx } from '../onnx.js';
+import { attrInt, DataType, makeNode, makeValueInfo, type onnx } from '../onnx.js';
 import { createSession, withExtraOutputs } from './calibrate.js';
-import { collectGarbage, copyForEdit, NameAllocator, producerMap } from './graph.js';
+import { collectGarbage, copyForEdit, initializerMap, NameAllocator, producerMap } from './graph.js';
 import type { EmittedLayer, QdqPlan } from './qdq.js';
 
 /** A quantized layer with the names of its tensors on both sides. */
@@ -34,8 +34,14 @@ export interface LayerTensors extends EmittedLayer {
 }
 
 /** Names both sides of each emitted layer, its channel count and generation. */
-export function describeLayers(plan: QdqPlan, emitted: EmittedLayer[], channelsOf: (layer: EmittedLayer) => number): LayerTensors[] {
+export function describeLayers(plan: QdqPlan, emitted: EmittedLayer[]): LayerTensors[] {
   const nodes = plan.model.graph?.node ?? [];
+  const inits = initializerMap(plan.model.graph!);
+  // Output channels: the weight's [M, …] for Conv and Gemm with transB = 1, its [K, N] otherwise.
+  const channelsOf = (n: onnx.INodeProto): number => {
+    const dims = (inits.get(n.input![1]!)!.dims ?? []).map(Number);
+    return n.opType === 'Gemm' && !attrInt(n, 'transB', 0) ? dims[1]! : dims[0]!;
+  };
   const byIndex = new Map(emitted.map((l) => [l.planIndex, l]));
   // Generations in graph (topological) order: a tensor carries the deepest layer generation upstream of it.
   const depth = new Map<string, number>();
@@ -53,7 +59,7 @@ export function describeLayers(plan: QdqPlan, emitted: EmittedLayer[], channelsO
       ...l,
       floatInput: n.input![0]!,
       floatOutput: plan.preActivation.get(out) ?? out,
-      channels: channelsOf(l),
+      channels: channelsOf(n),
       foldedActivation: plan.preActivation.has(out),
       generation: generation.get(l.planIndex)!,
       correctionInput: `bias_correction_${k}`,
