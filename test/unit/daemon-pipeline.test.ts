@@ -238,9 +238,13 @@ describe('SourcePipeline', () => {
     expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
   });
 
-  it('hands the next frame to the engine while the current one is inferred, never more than two, Results in frame order', async () => {
-    // Each run answers only once the next frame has been sent (or the source has ended): a pipeline that
-    // waited for the answer before sending the next frame would stall until the fallback below.
+  /**
+   * Runs `frames` frames through an engine whose runs answer only when `release` answers them: it is
+   * called after each run with the runs waiting, oldest first. Once the source has ended every run
+   * answers; a fallback answers the oldest every 2 s, so a pipeline that holds back frames still ends
+   * (and fails the counts). Returns the most runs outstanding at once and the Results stored.
+   */
+  async function runHeldBack(frames: number, parallelism: number | undefined, release: (waiting: Array<() => void>) => void) {
     const waiting: Array<() => void> = [];
     let outstanding = 0;
     let mostOutstanding = 0;
@@ -249,6 +253,7 @@ describe('SourcePipeline', () => {
     const answerOldest = () => waiting.shift()?.();
     const engine: Inferencer = {
       provider: base.provider,
+      ...(parallelism !== undefined ? { parallelism } : {}),
       run(tensor) {
         outstanding += 1;
         mostOutstanding = Math.max(mostOutstanding, outstanding);
@@ -257,11 +262,12 @@ describe('SourcePipeline', () => {
           outstanding -= 1;
           return answer;
         });
-        if (waiting.length > 1 || ended) answerOldest();
+        if (ended) answerOldest();
+        else release(waiting);
         return answered;
       },
     };
-    const source = new ScriptedSource('cam', Array(6).fill('frame'));
+    const source = new ScriptedSource('cam', Array(frames).fill('frame'));
     const { pipeline, events, finished, outbox: box } = await pipelineWith(source, engine);
     events.on('sourceFinished', () => {
       ended = true;
@@ -272,54 +278,31 @@ describe('SourcePipeline', () => {
     await finished;
     await pipeline.stop();
     clearInterval(fallback);
-    expect(mostOutstanding).toBe(2);
     const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
+    return { mostOutstanding, results };
+  }
+
+  it('hands the next frame to the engine while the current one is inferred, never more than two, Results in frame order', async () => {
+    // Each run answers only once the next frame has been sent: a pipeline that waited for the answer
+    // before sending the next frame would stall until the fallback.
+    const { mostOutstanding, results } = await runHeldBack(6, undefined, (waiting) => {
+      if (waiting.length > 1) waiting.shift()!();
+    });
+    expect(mostOutstanding).toBe(2);
     expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
     // The fake engine's winner is chosen by call number: the Results are in the order the frames were sent.
     expect(results.map((r) => r.labels[0]!.label)).toEqual(['b', 'c', 'd', 'a', 'b', 'c']);
   });
 
   it('with two inference workers keeps three frames with the engine; Results stay in frame order when answers do not', async () => {
-    // Runs answer only once three are outstanding (or the source has ended), and then the second oldest
-    // before the oldest, as two workers finishing out of order would: a pipeline that kept two frames
-    // would stall until the fallback.
-    const waiting: Array<() => void> = [];
-    let outstanding = 0;
-    let mostOutstanding = 0;
-    let ended = false;
-    const base = fakeEngine();
-    const answerNewest = () => waiting.pop()?.();
-    const engine: Inferencer = {
-      provider: base.provider,
-      parallelism: 2,
-      run(tensor) {
-        outstanding += 1;
-        mostOutstanding = Math.max(mostOutstanding, outstanding);
-        const answer = base.run(tensor);
-        const answered = new Promise<void>((resolve) => waiting.push(resolve)).then(() => {
-          outstanding -= 1;
-          return answer;
-        });
-        if (waiting.length > 2) {
-          waiting.splice(1, 1)[0]!();
-          waiting.shift()!();
-        } else if (ended) answerNewest();
-        return answered;
-      },
-    };
-    const source = new ScriptedSource('cam', Array(7).fill('frame'));
-    const { pipeline, events, finished, outbox: box } = await pipelineWith(source, engine);
-    events.on('sourceFinished', () => {
-      ended = true;
-      while (waiting.length > 0) answerNewest();
+    // Runs answer only once three are outstanding, and then the second oldest before the oldest, as two
+    // workers finishing out of order would: a pipeline that kept two frames would stall until the fallback.
+    const { mostOutstanding, results } = await runHeldBack(7, 2, (waiting) => {
+      if (waiting.length <= 2) return;
+      waiting.splice(1, 1)[0]!();
+      waiting.shift()!();
     });
-    const fallback = setInterval(answerNewest, 2000);
-    pipeline.start();
-    await finished;
-    await pipeline.stop();
-    clearInterval(fallback);
     expect(mostOutstanding).toBe(3);
-    const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
     expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
     expect(results.map((r) => r.labels[0]!.label)).toEqual(['b', 'c', 'd', 'a', 'b', 'c', 'd']);
   });

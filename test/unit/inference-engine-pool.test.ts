@@ -1,9 +1,3 @@
-/**
- * Several inference workers behind the engine's interface (`inference.workers`): runs spread over the
- * workers, each answer is its own frame's, a crashed worker fails only its own runs and comes back,
- * and close ends them all. Real workers and ORT sessions on a tiny generated model.
- */
-import * as ort from 'onnxruntime-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crashWorkerForTest, type InferenceEngine } from '../../src/inference/engine.js';
@@ -14,6 +8,7 @@ import {
   WorkerCrashedError,
   type SessionSettings,
 } from '../../src/inference/index.js';
+import { directScores } from '../helpers/direct-scores.js';
 import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
 
 const logger = pino({ level: 'silent' });
@@ -31,16 +26,6 @@ const settings = (over: Partial<SessionSettings> = {}): SessionSettings => ({
   ...over,
 });
 
-async function directScores(input: Float32Array): Promise<number[]> {
-  const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1 });
-  try {
-    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', input.slice(), dims) });
-    return Array.from(out[session.outputNames[0]!]!.data as Float32Array);
-  } finally {
-    await session.release();
-  }
-}
-
 beforeAll(async () => {
   modelPath = await writeTinyModel({ size: SIZE, channels: 16, depth: 3, classes: 10, seed: 11 });
   pool = await EnginePool.create(settings(), logger, 2);
@@ -54,7 +39,7 @@ describe('EnginePool', () => {
     expect(pool.parallelism).toBe(2);
     expect(pool.provider).toBe('cpu');
     const inputs = Array.from({ length: 6 }, (_, k) => seededInput(SIZE, 100 + k));
-    const expected = await Promise.all(inputs.map((x) => directScores(x)));
+    const expected = await Promise.all(inputs.map((x) => directScores(modelPath, x, dims)));
     const runs = inputs.map((x) => pool.run({ data: x.slice(), dims }));
     // Sent at once, the six wait three to a worker: the least loaded takes each.
     expect(pool.loads).toEqual([3, 3]);

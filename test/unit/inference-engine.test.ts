@@ -2,7 +2,6 @@ import { mkdtemp, readdir, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import * as ort from 'onnxruntime-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crashWorkerForTest, WORKER_LIMITS } from '../../src/inference/engine.js';
@@ -18,6 +17,7 @@ import {
   WorkerCrashedError,
   type SessionSettings,
 } from '../../src/inference/index.js';
+import { directScores } from '../helpers/direct-scores.js';
 import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
 import { SKIP, webGpuStatus } from '../helpers/tools.js';
 
@@ -48,17 +48,6 @@ function settings(over: Partial<SessionSettings> = {}): SessionSettings {
     graphOptimizationLevel: 'all',
     ...over,
   };
-}
-
-/** Scores from an ordinary main-thread session with the same options: the reference. */
-async function directScores(file: string, input: Float32Array, d: number[]): Promise<number[]> {
-  const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1, graphOptimizationLevel: 'all' });
-  try {
-    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', input.slice(), d) });
-    return Array.from(out[session.outputNames[0]!]!.data as Float32Array);
-  } finally {
-    await session.release();
-  }
 }
 
 beforeAll(async () => {
