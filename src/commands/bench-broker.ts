@@ -1,6 +1,6 @@
 // The broker `inceptiond bench` publishes to while it runs the pipeline: outside the measured process,
 // as on a board whose broker runs elsewhere, so its work is not counted as the pipeline's. Mosquitto
-// when installed (0.6 % of a core at 180 Results/s here); otherwise Aedes in a child process.
+// when installed (`top`: 0.6 % of a core beside the daemon at full rate); otherwise Aedes in a child process.
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
