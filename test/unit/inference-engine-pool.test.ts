@@ -66,7 +66,7 @@ describe('EnginePool', () => {
     expect(pool.restarts).toBe(1);
   });
 
-  it('refuses a worker count below one, and starts no worker when the first cannot load', async () => {
+  it('refuses a worker count below one, and fails as a lone engine does when the first worker cannot load', async () => {
     await expect(EnginePool.create(settings(), logger, 0)).rejects.toThrow(/positive integer/);
     await expect(EnginePool.create(settings({ executionProviders: ['qnn'] }), logger, 2)).rejects.toBeInstanceOf(NoExecutionProviderError);
   });
