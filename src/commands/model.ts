@@ -91,7 +91,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
     .addOption(
       new Option('--method <method>', 'how activation ranges are calibrated')
         // mse is the quantizer's own addition; the daemon's model.calibration.method keeps the config's list.
-        .choices([...CALIBRATION_METHODS, 'mse'])
+        .choices([...CALIBRATION_METHODS])
         .default(DEFAULT_CALIBRATION_METHOD),
     )
     .option('--percentile <p>', 'percentile of |activation| kept by --method percentile (default 99.999)', parsePercentile)

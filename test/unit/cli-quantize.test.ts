@@ -303,6 +303,10 @@ describe('inceptiond model quantize --target', () => {
     const choices = /--target <preset>[\s\S]*?\(choices: ([^)]*)/.exec(o.stdout)![1]!.replace(/\s+/g, ' ');
     for (const t of [...TARGET_NAMES, ...Object.keys(TARGET_ALIASES)]) expect(choices).toContain(`"${t}"`);
     expect(o.stdout).toContain('default: "cpu"');
+    // --method lists each calibration method once
+    const { CALIBRATION_METHODS } = await import('../../src/config/index.js');
+    const methods = /--method <method>[\s\S]*?\(choices:\s*([^)]*?),\s*default/.exec(o.stdout)![1]!.replace(/\s+/g, ' ');
+    expect(methods.match(/"[a-z]+"/g)).toEqual(CALIBRATION_METHODS.map((m) => `"${m}"`));
   });
 
   it('--target qnn-htp --json: the report and OUT.json record the target and its settings', async () => {
