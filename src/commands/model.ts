@@ -3,7 +3,15 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD } from '../config/index.js';
-import { parseDecibels, parseNonNegativeInt, parsePercentile, parsePositiveInt, UsageError, type CommandContext } from './shared.js';
+import {
+  parseDecibels,
+  parseNonNegativeInt,
+  parsePercentile,
+  parsePositiveInt,
+  parsePositiveRatio,
+  UsageError,
+  type CommandContext,
+} from './shared.js';
 
 export function register(program: Command, ctx: CommandContext): void {
   const model = program.command('model').description('build, fetch, quantize, evaluate and inspect models');
@@ -129,6 +137,11 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       parseDecibels,
     )
     .option(
+      '--max-latency-ratio <r>',
+      "with --target-sqnr: keep a float step only while the model's latency stays within R × the FP32 model's (e.g. 0.4)",
+      parsePositiveRatio,
+    )
+    .option(
       '--adaround [iterations]',
       "learn each Conv/Gemm weight's rounding (AdaRound) on the first 16 calibration images, ITERATIONS steps per layer (default 2000; slow: about 30-50 min for Inception V2)",
       parsePositiveInt,
@@ -156,11 +169,8 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         throw new UsageError(`--percentile applies to --method percentile only (got --method ${opts.method})`);
       }
       if (path.resolve(input) === path.resolve(output)) throw new UsageError('OUT must differ from IN');
-      if (opts.targetSqnr !== undefined && opts.biasCorrection !== undefined) {
-        throw new UsageError('--target-sqnr cannot be combined with --bias-correction yet');
-      }
-      if (opts.targetSqnr !== undefined && opts.adaround !== undefined) {
-        throw new UsageError('--target-sqnr cannot be combined with --adaround yet');
+      if (opts.maxLatencyRatio !== undefined && opts.targetSqnr === undefined) {
+        throw new UsageError('--max-latency-ratio bounds the mixed-precision search: it needs --target-sqnr');
       }
       const { resolveTarget, TargetOptionError } = await import('../model/quantize/targets.js');
       try {
@@ -191,6 +201,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         adaround: opts.adaround === undefined ? undefined : opts.adaround === true ? 2000 : opts.adaround,
         fromSource: opts.fromSource,
         targetSqnrDb: opts.targetSqnr,
+        maxLatencyRatio: opts.maxLatencyRatio,
         json: !!opts.json,
       });
     });

@@ -47,6 +47,8 @@ export interface QuantizeCommandOptions {
   fromSource?: number;
   /** mixed precision: the logits SQNR to reach by keeping activations float */
   targetSqnrDb?: number;
+  /** mixed precision: the most latency a kept step may bring, as a fraction of FP32's */
+  maxLatencyRatio?: number;
 }
 
 export interface CaptureResult {
@@ -189,7 +191,13 @@ export async function quantizeCommand(
     ...(opts.exclude?.length ? { exclude: opts.exclude } : {}),
     ...(opts.maxImages !== undefined ? { maxImages: opts.maxImages } : {}),
     ...(opts.targetSqnrDb !== undefined
-      ? { targetSqnrDb: opts.targetSqnrDb, mixedPrecision: { sessionOptions: cpuTimingOptions(config()) } }
+      ? {
+          targetSqnrDb: opts.targetSqnrDb,
+          mixedPrecision: {
+            sessionOptions: cpuTimingOptions(config()),
+            ...(opts.maxLatencyRatio !== undefined ? { maxLatencyRatio: opts.maxLatencyRatio } : {}),
+          },
+        }
       : {}),
     progress: !opts.json,
   });
@@ -262,11 +270,13 @@ export function formatQuantizeReport(r: QuantizeReport, worst = 10): string {
     );
   }
   if (r.heldOut) {
-    const h = r.heldOut;
-    const db = h.sqnrDb === null ? 'identical' : `${h.sqnrDb.toFixed(1)} dB`;
+    const line = (h: NonNullable<QuantizeReport['heldOut']>): string =>
+      `${h.tensor} SQNR ${h.sqnrDb === null ? 'identical' : `${h.sqnrDb.toFixed(1)} dB`}, top-1 agreement ${(100 * h.top1Agreement).toFixed(1)} %`;
+    const allInt8 = r.mixedPrecision?.allInt8HeldOut;
     lines.push(
-      `held out (${h.images} images, not calibrated on): ${h.tensor} SQNR ${db}, top-1 agreement ${(100 * h.top1Agreement).toFixed(1)} %`,
+      `held out (${r.heldOut.images} images, not calibrated on): ${line(r.heldOut)}${allInt8 ? ' (the mixed-precision model written)' : ''}`,
     );
+    if (allInt8) lines.push(`held out, all-INT8 model: ${line(allInt8)}`);
   } else {
     lines.push(`held out: none (give --eval-images, or at least ${HOLD_OUT_MIN_IMAGES} calibration images)`);
   }
@@ -292,13 +302,17 @@ function formatMixedPrecision(m: NonNullable<QuantizeReport['mixedPrecision']>):
   const lines: string[] = [];
   const db = (v: number | null): string => (v === null ? 'identical' : `${v.toFixed(1)} dB`);
   lines.push(
-    `mixed precision: target ${m.targetSqnrDb} dB ${m.reached ? 'reached' : 'NOT reached'}, measured on ${m.images.count} ${m.images.source} images ` +
+    `mixed precision: target ${m.targetSqnrDb} dB ${m.reached ? 'reached' : 'NOT reached'}` +
+      `${m.maxLatencyRatio !== undefined ? ` within ${m.maxLatencyRatio} × FP32 latency` : ''}, measured on ${m.images.count} ${m.images.source} images ` +
       `(sensitivity of ${m.candidates} activation groups on ${m.images.sensitivity}: ${(m.sensitivity.durationMs / 1000).toFixed(1)} s; ` +
       `all: ${(m.durationMs / 1000).toFixed(1)} s)`,
   );
   lines.push('  step  SQNR       top-1    latency ×INT8  ×FP32  kept float');
   m.steps.forEach((s, i) => {
-    const what = i === 0 ? 'none (all INT8)' : `${s.accepted ? '+' : 'tried, undone:'} ${s.added} → ${s.layers.length} node(s)`;
+    const what =
+      i === 0
+        ? 'none (all INT8)'
+        : `${s.accepted ? '+' : s.rejected === 'latency' ? 'tried, undone (latency):' : 'tried, undone:'} ${s.added} → ${s.layers.length} node(s)`;
     lines.push(
       `  ${String(i).padStart(4)}  ${db(s.sqnrDb).padEnd(9)}  ${`${(100 * s.top1Agreement).toFixed(1)} %`.padStart(7)}  ` +
         `${s.latencyRatio.toFixed(2).padStart(12)}  ${s.latencyRatioToFloat.toFixed(2).padStart(5)}  ${what}`,

@@ -79,6 +79,12 @@ export function parseDecibels(value: string): number {
   return n;
 }
 
+export function parsePositiveRatio(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !(n > 0 && Number.isFinite(n))) throw new UsageError(`expected a ratio > 0, got "${value}"`);
+  return n;
+}
+
 export function parsePercentile(value: string): number {
   const n = Number(value);
   if (!(n > 0 && n <= 100)) throw new UsageError(`--percentile must be a number in (0, 100], got "${value}"`);

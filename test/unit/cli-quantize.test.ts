@@ -262,7 +262,7 @@ describe('inceptiond model quantize (small CNN)', () => {
 });
 
 describe('inceptiond model quantize --target-sqnr (small CNN)', () => {
-  it('--json reports the mixed-precision steps; the human report prints them; a bad value or --bias-correction exits 2', async () => {
+  it('--json reports the mixed-precision steps; the human report prints them; a bad value or a bound without a target exits 2', async () => {
     const out = path.join(dir, 'small-mixed.int8.onnx');
     const o = await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', '200', '--json');
     expect(o.code, o.stderr).toBe(0);
@@ -280,15 +280,35 @@ describe('inceptiond model quantize --target-sqnr (small CNN)', () => {
 
     expectCleanError(await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', 'high'), 2, /dB/);
     expectCleanError(
-      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', '30', '--bias-correction'),
+      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--max-latency-ratio', '0.4'),
       2,
-      /--target-sqnr cannot be combined with --bias-correction/,
+      /--max-latency-ratio .*needs --target-sqnr/,
     );
     expectCleanError(
-      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', '30', '--adaround', '20'),
+      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', '30', '--max-latency-ratio', '0'),
       2,
-      /--target-sqnr cannot be combined with --adaround/,
+      /ratio > 0, got "0"/,
     );
+  });
+
+  it('--target-sqnr with --adaround, --bias-correction and --max-latency-ratio: the bound is reported, every step over it undone', async () => {
+    const out = path.join(dir, 'small-mixed-bounded.int8.onnx');
+    const args = ['--calibration', smallImages, '--target-sqnr', '200', '--max-latency-ratio', '0.000001'];
+    const o = await inceptiond('model', 'quantize', small, out, ...args, '--adaround', '5', '--bias-correction', '2', '--json');
+    expect(o.code, o.stderr).toBe(0);
+    const r = JSON.parse(o.stdout) as {
+      adaround: unknown;
+      biasCorrection: unknown;
+      mixedPrecision: { maxLatencyRatio: number; kept: string[]; steps: { accepted: boolean; rejected?: string }[] };
+    };
+    expect(r.adaround).toBeDefined();
+    expect(r.biasCorrection).toBeDefined();
+    expect(r.mixedPrecision.maxLatencyRatio).toBe(0.000001);
+    expect(r.mixedPrecision.kept).toEqual([]);
+    for (const s of r.mixedPrecision.steps.slice(1)) expect(s.accepted).toBe(false);
+    const h = await inceptiond('model', 'quantize', small, out, ...args);
+    expect(h.code, h.stderr).toBe(0);
+    expect(h.stdout).toMatch(/target 200 dB NOT reached within 0.000001 × FP32 latency/);
   });
 });
 

@@ -5,10 +5,14 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataType, loadModel, makeModel, makeNode, makeTensor, makeValueInfo, saveModel } from '../../src/model/onnx.js';
+import { DataType, loadModel, makeModel, makeNode, makeTensor, makeValueInfo, saveModel, type onnx } from '../../src/model/onnx.js';
+import * as ort from 'onnxruntime-node';
+import { createSession, withExtraOutputs } from '../../src/model/quantize/calibrate.js';
 import { initializerMap } from '../../src/model/quantize/graph.js';
-import { quantizeModel, type QuantizeReport } from '../../src/model/quantize/index.js';
+import { endToEndTensor } from '../../src/model/quantize/held-out.js';
+import { quantizeModel, type QuantizeOptions, type QuantizeReport } from '../../src/model/quantize/index.js';
 import { parameterGroups } from '../../src/model/quantize/mixed-precision.js';
+import { SqnrAccumulator } from '../../src/model/quantize/numeric.js';
 import { mulberry32 } from '../../src/util/index.js';
 import { trainedTinyCnn, type TrainedTinyCnn } from '../helpers/trained-tiny-cnn.js';
 
@@ -19,17 +23,48 @@ async function* each(xs: Float32Array[]): AsyncGenerator<Float32Array> {
   for (const x of xs) yield x;
 }
 
-function quantize(name: string, targetSqnrDb: number, maxSteps = 12): Promise<QuantizeReport> {
+function quantize(
+  name: string,
+  targetSqnrDb: number | undefined,
+  maxSteps = 12,
+  extra: Partial<QuantizeOptions> & { maxLatencyRatio?: number } = {},
+): Promise<QuantizeReport> {
+  const { maxLatencyRatio, ...rest } = extra;
   return quantizeModel({
     input: net.modelPath,
     output: path.join(dir, `${name}.onnx`),
     calibration: { images: each(net.calibration.tensors) },
     evaluation: { images: each(net.eval.tensors) },
     method: 'percentile',
-    targetSqnrDb,
-    // few timed runs: latency is reported, never asserted
-    mixedPrecision: { maxSteps, timedRuns: 1 },
+    ...(targetSqnrDb !== undefined
+      ? {
+          targetSqnrDb,
+          // few timed runs: latency is reported, never asserted
+          mixedPrecision: { maxSteps, timedRuns: 1, ...(maxLatencyRatio !== undefined ? { maxLatencyRatio } : {}) },
+        }
+      : {}),
+    ...rest,
   });
+}
+
+/** Each quantized Conv/Gemm's integer weights and bias (the initializers behind its DequantizeLinear inputs), by node name. */
+function layerIntegers(model: onnx.IModelProto): Map<string, { weights: number[]; bias: number[] }> {
+  const g = model.graph!;
+  const inits = initializerMap(g);
+  const producers = new Map((g.node ?? []).flatMap((n) => (n.output ?? []).map((o) => [o, n] as const)));
+  const integers = (tensor: string | undefined): number[] => {
+    const dq = tensor ? producers.get(tensor) : undefined;
+    const t = dq?.opType === 'DequantizeLinear' ? inits.get(dq.input![0]!) : undefined;
+    if (!t) return [];
+    return t.rawData?.length ? Array.from(t.rawData) : (t.int32Data ?? []).map(Number);
+  };
+  const out = new Map<string, { weights: number[]; bias: number[] }>();
+  for (const n of g.node ?? []) {
+    if (n.opType !== 'Conv' && n.opType !== 'Gemm') continue;
+    const weights = integers(n.input![1]);
+    if (weights.length > 0) out.set(n.name!, { weights, bias: integers(n.input![2]) });
+  }
+  return out;
 }
 
 let int8Db: number;
@@ -97,6 +132,66 @@ describe('mixed precision', () => {
     expect(mp.reached).toBe(false);
     expect(mp.steps).toHaveLength(3); // the all-INT8 model and two tried steps
     expect(mp.steps.slice(1).every((s) => s.added !== undefined)).toBe(true);
+  }, 240_000);
+
+  it('reports the written model on all held-out images when they are files, and the all-INT8 figure beside it', async () => {
+    const r = await quantize('reached-files', int8Db + 3, 12, { evaluation: { images: net.eval.files } });
+    const mp = r.mixedPrecision!;
+    expect(mp.kept.length).toBeGreaterThan(0);
+    expect(mp.allInt8HeldOut!.images).toBe(net.eval.files.length);
+    expect(r.heldOut!.images).toBe(net.eval.files.length);
+    expect(r.warnings.filter((w) => /held-out/.test(w))).toEqual([]);
+    // the figure, recomputed here from the written model fused as the daemon runs it
+    const float = await loadModel(net.modelPath);
+    const written = await loadModel(r.output);
+    const [f, q] = [endToEndTensor(float), endToEndTensor(written)];
+    const floatSession = await createSession(withExtraOutputs(float, [f]));
+    const writtenSession = await createSession(withExtraOutputs(written, [q]), { graphOptimizationLevel: 'all' });
+    const sqnr = new SqnrAccumulator();
+    try {
+      for (const x of net.eval.tensors) {
+        const feed = { [floatSession.inputNames[0]!]: new ort.Tensor('float32', x, net.inputDims) };
+        const fv = (await floatSession.run(feed, [f]))[f]!.data as Float32Array;
+        const qv = (await writtenSession.run(feed, [q]))[q]!.data as Float32Array;
+        sqnr.add(fv, qv);
+      }
+    } finally {
+      await floatSession.release();
+      await writtenSession.release();
+    }
+    expect(r.heldOut!.sqnrDb!).toBeCloseTo(sqnr.db, 4);
+    expect(r.heldOut!.sqnrDb!).not.toBeCloseTo(mp.allInt8HeldOut!.sqnrDb!, 4);
+  }, 240_000);
+
+  it('undoes a step that takes the latency over the bound, says so, and writes none of them', async () => {
+    // the target int8Db + 3 is reached without a bound (above); no model runs in a millionth of FP32's time
+    const r = await quantize('bounded', int8Db + 3, 12, { maxLatencyRatio: 1e-6 });
+    const mp = r.mixedPrecision!;
+    expect(mp.maxLatencyRatio).toBe(1e-6);
+    expect(mp.reached).toBe(false);
+    expect(mp.kept).toEqual([]);
+    const tried = mp.steps.slice(1);
+    expect(tried.some((s) => s.rejected === 'latency')).toBe(true);
+    for (const s of tried) {
+      expect(s.accepted).toBe(false);
+      if (s.rejected === 'latency') expect(s.latencyRatioToFloat).toBeGreaterThan(1e-6);
+    }
+    expect(r.floatNodes.filter((n) => n.reason === 'excluded by request')).toEqual([]);
+  }, 240_000);
+
+  it('keeps AdaRound rounding and bias corrections on every layer a candidate still quantizes', async () => {
+    const both = { adaround: { iterations: 100, images: 16 }, biasCorrection: { images: 16 } };
+    const allInt8 = await quantize('adaround-bc', undefined, 12, both);
+    const mixed = await quantize('adaround-bc-mixed', allInt8.heldOut!.sqnrDb! + 3, 12, both);
+    expect(mixed.adaround!.layers).toBe(allInt8.adaround!.layers);
+    expect(mixed.biasCorrection!.layers).toBe(allInt8.biasCorrection!.layers);
+    // some layers float, the others quantized: each of those as in the all-INT8 model
+    expect(mixed.mixedPrecision!.kept.length).toBeGreaterThan(0);
+    const reference = layerIntegers(await loadModel(allInt8.output));
+    const written = layerIntegers(await loadModel(mixed.output));
+    expect(written.size).toBeGreaterThan(0);
+    expect(written.size).toBeLessThan(reference.size);
+    for (const [node, integers] of written) expect(integers, node).toEqual(reference.get(node));
   }, 240_000);
 });
 

@@ -39,30 +39,41 @@ function argmax(v: ArrayLike<number>): number {
 export type FetchSession = Pick<ort.InferenceSession, 'run'>;
 
 /**
- * Runs both sessions on each input (one at a time, nothing kept) and compares `floatTensor` of the
+ * Runs both sessions on each input (one at a time, no input kept) and compares `floatTensor` of the
  * float session with `quantTensor` of the quantized one. Returns undefined when there are no inputs.
+ * The float side may instead be the outputs `record` collected on an earlier call, in input order:
+ * a second quantized model is then compared on the same inputs without the float session.
  */
 export async function compareHeldOut(
-  floatSession: FetchSession,
+  float: FetchSession | readonly Float32Array[],
   quantSession: FetchSession,
   tensors: { float: string; quant: string },
   inputs: AsyncIterable<Float32Array>,
   inputName: string,
   inputDims: number[],
+  record?: Float32Array[],
 ): Promise<HeldOutReport | undefined> {
   const sqnr = new SqnrAccumulator();
   let images = 0;
   let agree = 0;
   for await (const data of inputs) {
     const feed = { [inputName]: new ort.Tensor('float32', data, inputDims) };
-    const f = (await floatSession.run(feed, [tensors.float]))[tensors.float]!;
+    let fv: Float32Array;
+    if (Array.isArray(float)) {
+      const recorded = float[images];
+      if (!recorded) throw new Error(`internal: ${float.length} recorded float output(s) for more held-out inputs`);
+      fv = recorded;
+    } else {
+      const f = (await (float as FetchSession).run(feed, [tensors.float]))[tensors.float]!;
+      fv = (f.data as Float32Array).slice();
+      f.dispose?.();
+    }
+    record?.push(fv);
     const q = (await quantSession.run(feed, [tensors.quant]))[tensors.quant]!;
-    const fv = f.data as Float32Array;
     const qv = q.data as Float32Array;
     sqnr.add(fv, qv);
     if (argmax(fv) === argmax(qv)) agree++;
     images++;
-    f.dispose?.();
     q.dispose?.();
     collectGarbage();
   }

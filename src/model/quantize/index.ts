@@ -26,7 +26,7 @@ import { collectGarbage } from './graph.js';
 import { measureBiasCorrections, writeBiasCorrections, type BiasCorrectionResult } from './bias-correction.js';
 import { describeLayers } from './layer-io.js';
 import { adaroundPass, type AdaroundReport } from './adaround-pass.js';
-import { compareHeldOut, endToEndTensor, type HeldOutReport } from './held-out.js';
+import { compareHeldOut, endToEndTensor, type FetchSession, type HeldOutReport } from './held-out.js';
 import {
   nameUnnamedNodes,
   nodesForFloatActivation,
@@ -112,7 +112,8 @@ export interface QuantizeOptions extends TargetOverrides {
   /**
    * Accuracy-driven mixed precision (mixed-precision.ts): when the all-INT8 logits SQNR (held-out
    * inputs, else calibration inputs) is below this, activations are kept float, fewest first, until
-   * it is reached; the written model is the best combination found. Not with biasCorrection or adaround.
+   * it is reached; the written model is the best combination found. With biasCorrection or adaround, every
+   * candidate keeps their corrections and rounding on the layers it still quantizes.
    */
   targetSqnrDb?: number;
   /** bounds and timing options of the mixed-precision search */
@@ -155,8 +156,9 @@ export interface QuantizeReport {
   /** what sequential bias correction did and cost (absent when not asked) */
   biasCorrection?: BiasCorrectionResult;
   /**
-   * the mixed-precision search (absent without targetSqnrDb); heldOut, worstLayers and tensors
-   * describe the all-INT8 model, floatNodes and sizeBytes the written one
+   * the mixed-precision search (absent without targetSqnrDb); worstLayers and tensors describe the
+   * all-INT8 model; heldOut, floatNodes and sizeBytes the written one (heldOut: when the held-out
+   * images are files, which can be read twice; mixedPrecision.allInt8HeldOut is then the all-INT8 figure)
    */
   mixedPrecision?: MixedPrecisionReport;
   /** what AdaRound did and cost (absent when not asked) */
@@ -262,10 +264,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const targetSqnrDb = opts.targetSqnrDb;
   if (targetSqnrDb !== undefined) {
     if (!Number.isFinite(targetSqnrDb)) throw new Error(`target SQNR must be a number of dB, got ${String(targetSqnrDb)}`);
-    // Re-emitted candidates would lose the corrections written into the int32 biases.
-    if (opts.biasCorrection) throw new Error('a target SQNR (mixed precision) cannot be combined with bias correction yet');
-    // ... and would be emitted with round-to-nearest weights instead of AdaRound's.
-    if (opts.adaround) throw new Error('a target SQNR (mixed precision) cannot be combined with AdaRound yet');
+    const bound = opts.mixedPrecision?.maxLatencyRatio;
+    if (bound !== undefined && !(bound > 0 && Number.isFinite(bound))) throw new Error(`latency bound must be a ratio > 0, got ${bound}`);
   }
   const mixedImages = targetSqnrDb !== undefined ? (opts.mixedPrecision?.images ?? 16) : 0;
   const warnings: string[] = [];
@@ -444,6 +444,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     const emitted = emitQdq(plan, calibration.ranges, roundedWeights ? { ...emitOptions, roundedWeights } : emitOptions);
     // Bias correction names each layer's tensors from the plan; it then works on the QDQ model alone.
     const layers = biasCorrectionImages > 0 ? describeLayers(plan, emitted.layers) : undefined;
+    const biasCorrectionsByNode = new Map<string, Float32Array>();
     // The float weights are in the session now: their JS copy goes before the QDQ model is encoded.
     plan = undefined;
     prepared = undefined;
@@ -460,6 +461,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         onGeneration: (g, of) => log?.debug({ generation: g, of }, 'bias correction'),
       });
       const { saturated } = writeBiasCorrections(emitted.model, measured.corrections);
+      // Mixed precision re-emits candidates: they get the same corrections, by layer name.
+      for (const [l, c] of measured.corrections) biasCorrectionsByNode.set(l.node, c);
       if (saturated > 0) warn(`bias correction: ${saturated} corrected bias value(s) clamped to the int32 range`);
       biasCorrection = { ...measured.result, saturated, durationMs: Math.round(performance.now() - t0) };
       log?.info(biasCorrection, 'bias corrected');
@@ -484,14 +487,15 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       bytesOf,
     );
 
-    // 6. End to end on held-out inputs, the QDQ model optimized as the daemon runs it (fused int8 kernels).
-    // Mixed precision measures every step on the first held-out inputs: kept as they stream by.
-    const heldOutKept: Float32Array[] = [];
-    const fromEvaluation = evaluationInputs();
-    const heldOutInputs = fromEvaluation && mixedImages > 0 ? keepFirst(fromEvaluation, mixedImages, heldOutKept) : fromEvaluation;
-    if (heldOutInputs) {
-      const quantLogits = emitted.dequantized.get(logits) ?? logits;
-      const evalSession = await createSession(withExtraOutputs(emitted.model, [quantLogits]), {
+    /** The held-out figure of a QDQ model, fused as the daemon runs it, against the float session or recorded float logits. */
+    const heldOutOf = async (
+      model: onnx.IModelProto,
+      quantLogits: string,
+      float: FetchSession | readonly Float32Array[],
+      inputs: AsyncIterable<Float32Array>,
+      record?: Float32Array[],
+    ): Promise<HeldOutReport | undefined> => {
+      const session = await createSession(withExtraOutputs(model, [quantLogits]), {
         graphOptimizationLevel: 'all',
         executionProviders: ['cpu'],
         intraOpNumThreads: 2,
@@ -499,17 +503,23 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         extra: { session: { intra_op: { allow_spinning: '0' } } },
       });
       try {
-        heldOut = await compareHeldOut(
-          floatSession,
-          evalSession,
-          { float: logits, quant: quantLogits },
-          heldOutInputs,
-          inputName,
-          inputDims,
-        );
+        return await compareHeldOut(float, session, { float: logits, quant: quantLogits }, inputs, inputName, inputDims, record);
       } finally {
-        await evalSession.release();
+        await session.release();
       }
+    };
+
+    // 6. End to end on held-out inputs, the QDQ model optimized as the daemon runs it (fused int8 kernels).
+    // Mixed precision measures every step on the first held-out inputs: kept as they stream by.
+    const heldOutKept: Float32Array[] = [];
+    // ... and when it writes a model that is not all INT8, that model is compared on the same held-out
+    // images again, against the float logits recorded now (the float session is gone by then). Image
+    // files can be read twice; an iterable of tensors cannot.
+    const heldOutFloat = mixedImages > 0 && Array.isArray(evaluationImages) ? ([] as Float32Array[]) : undefined;
+    const fromEvaluation = evaluationInputs();
+    const heldOutInputs = fromEvaluation && mixedImages > 0 ? keepFirst(fromEvaluation, mixedImages, heldOutKept) : fromEvaluation;
+    if (heldOutInputs) {
+      heldOut = await heldOutOf(emitted.model, emitted.dequantized.get(logits) ?? logits, floatSession, heldOutInputs, heldOutFloat);
       if (heldOut) log?.info(heldOut, 'held-out comparison');
     }
 
@@ -538,7 +548,13 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
           quantizeSoftmax: settings.quantizeSoftmax,
           keepActivations: settings.keepActivations,
         });
-        const e = emitQdq(p, replanRanges, emitOptions);
+        // A candidate keeps the all-INT8 model's AdaRound rounding and bias corrections on the layers it
+        // still quantizes: their weight and input scales are the same, as the ranges are.
+        const e = emitQdq(p, replanRanges, roundedWeights ? { ...emitOptions, roundedWeights } : emitOptions);
+        if (biasCorrectionsByNode.size > 0) {
+          const corrected = describeLayers(p, e.layers).filter((l) => biasCorrectionsByNode.has(l.node));
+          writeBiasCorrections(e.model, new Map(corrected.map((l) => [l, biasCorrectionsByNode.get(l.node)!])));
+        }
         const requested = new Set(opts.exclude ?? []);
         const excluded = p.floatNodes.filter((n) => n.reason === 'excluded by request' && !requested.has(n.name)).map((n) => n.name);
         return { model: e.model, logits: e.dequantized.get(logits) ?? logits, floatNodes: p.floatNodes, excluded };
@@ -567,6 +583,18 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         const chosen = emitWith(mixedPrecision.kept);
         await saveModel(chosen.model, opts.output);
         floatNodes = chosen.floatNodes;
+        if (heldOut && heldOutFloat && Array.isArray(evaluationImages)) {
+          // read again without a second warning for an unreadable image
+          const again = imageTensors(evaluationImages, preprocessor('held-out'), [], () => {}, 'held-out');
+          const written = await heldOutOf(chosen.model, chosen.logits, heldOutFloat, again);
+          if (written) {
+            mixedPrecision.allInt8HeldOut = heldOut;
+            heldOut = written;
+            log?.info(heldOut, 'held-out comparison of the mixed-precision model');
+          }
+        } else if (heldOut) {
+          warn("mixed precision: heldOut is the all-INT8 model's figure (held-out tensors cannot be read twice)");
+        }
       }
       collectGarbage();
     }

@@ -22,6 +22,7 @@ import { DataType, makeNode, makeTensor, onnx } from '../onnx.js';
 import { createSession, withExtraOutputs, type Range } from './calibrate.js';
 import { collectGarbage, consumerMap, copyForEdit, NameAllocator, producerMap } from './graph.js';
 import { SqnrAccumulator } from './numeric.js';
+import type { HeldOutReport } from './held-out.js';
 import type { QdqPlan } from './qdq.js';
 
 export interface MixedPrecisionOptions {
@@ -40,6 +41,11 @@ export interface MixedPrecisionOptions {
    * gained 0.002 dB for two more float nodes
    */
   minGainDb?: number;
+  /**
+   * most latency a kept step may bring the model to, as a fraction of the FP32 model's (e.g. 0.4):
+   * a step over it is undone like one that gains too little. Default: no bound.
+   */
+  maxLatencyRatio?: number;
   /** timed runs per model for the latency (median; default 21: a shared two-core machine made 9 vary by 1.7×) */
   timedRuns?: number;
 }
@@ -51,8 +57,10 @@ export interface MixedPrecisionStep {
   layers: string[];
   /** the activation this step tried */
   added?: string;
-  /** the step raised the SQNR by at least minGainDb, so its activation stays in the combination */
+  /** the step raised the SQNR by at least minGainDb within the latency bound, so its activation stays in the combination */
   accepted: boolean;
+  /** why a tried step was undone: it gained less than minGainDb, or its latency exceeds maxLatencyRatio */
+  rejected?: 'gain' | 'latency';
   sqnrDb: number | null;
   top1Agreement: number;
   /** median latency / the all-INT8 model's */
@@ -64,6 +72,8 @@ export interface MixedPrecisionStep {
 
 export interface MixedPrecisionReport {
   targetSqnrDb: number;
+  /** the latency bound the steps were held to (fraction of FP32), when one was given */
+  maxLatencyRatio?: number;
   reached: boolean;
   /** which images the figures come from: held-out (never calibrated on) or calibration */
   images: { source: 'held-out' | 'calibration'; count: number; sensitivity: number };
@@ -72,6 +82,11 @@ export interface MixedPrecisionReport {
   topCandidates: { activation: string; gainDb: number }[];
   /** steps[0] is the all-INT8 model */
   steps: MixedPrecisionStep[];
+  /**
+   * the all-INT8 model's figure on all held-out images, set by the caller when the written model
+   * keeps layers float and was measured there again (the report's heldOut is then the written model's)
+   */
+  allInt8HeldOut?: HeldOutReport;
   /** nodes kept float in the written model (besides --exclude) */
   kept: string[];
   keptActivations: string[];
@@ -339,7 +354,8 @@ const finite = (db: number): number | null => (Number.isFinite(db) ? db : null);
 
 /**
  * Measures the all-INT8 model; below the target, ranks the activations by probe gain and adds them
- * greedily (a step that does not raise the measured SQNR by minGainDb is undone) until the target is reached, the
+ * greedily (a step that does not raise the measured SQNR by minGainDb, or that takes the latency over
+ * maxLatencyRatio × FP32's, is undone) until the target is reached, the
  * candidates with a positive gain run out, or maxSteps steps were tried. Returns the report and the
  * nodes to keep float in the model to write.
  */
@@ -347,6 +363,7 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
   const t0 = performance.now();
   const target = ctx.options.targetSqnrDb;
   const maxSteps = ctx.options.maxSteps ?? 12;
+  const maxLatencyRatio = ctx.options.maxLatencyRatio;
   const floatSession = await createSession(ctx.floatModel, ctx.options.sessionOptions ?? defaultTimingOptions());
   let floatMs: number;
   try {
@@ -359,18 +376,25 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
     await floatSession.release();
   }
   const int8 = await measureModel(ctx, ctx.int8.model, ctx.int8.logits);
-  const step = (m: Measured, activations: string[], layers: string[], accepted: boolean, added?: string): MixedPrecisionStep => ({
+  const step = (
+    m: Measured,
+    activations: string[],
+    layers: string[],
+    rejected: MixedPrecisionStep['rejected'],
+    added?: string,
+  ): MixedPrecisionStep => ({
     activations,
     layers,
     ...(added !== undefined ? { added } : {}),
-    accepted,
+    accepted: rejected === undefined,
+    ...(rejected ? { rejected } : {}),
     sqnrDb: finite(m.sqnrDb),
     top1Agreement: m.top1Agreement,
     latencyRatio: m.latencyMs / int8.latencyMs,
     latencyRatioToFloat: m.latencyMs / floatMs,
     latencyMs: m.latencyMs,
   });
-  const steps = [step(int8, [], [], true)];
+  const steps = [step(int8, [], [], undefined)];
   ctx.log?.('mixed precision: all-INT8', steps[0]!);
   let best = int8;
   let kept: string[] = [];
@@ -391,10 +415,15 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
       const layers = [...new Set([...keptLayers, ...ctx.realize(activation)])];
       const emitted = ctx.emit(layers);
       const m = await measureModel(ctx, emitted.model, emitted.logits);
-      const accepted = m.sqnrDb >= best.sqnrDb + (ctx.options.minGainDb ?? 0.05);
-      steps.push(step(m, activations, emitted.excluded, accepted, activation));
+      const rejected =
+        m.sqnrDb < best.sqnrDb + (ctx.options.minGainDb ?? 0.05)
+          ? 'gain'
+          : maxLatencyRatio !== undefined && m.latencyMs / floatMs > maxLatencyRatio
+            ? 'latency'
+            : undefined;
+      steps.push(step(m, activations, emitted.excluded, rejected, activation));
       ctx.log?.('mixed precision: step', steps.at(-1)!);
-      if (accepted) {
+      if (!rejected) {
         best = m;
         kept = activations;
         keptLayers = emitted.excluded;
@@ -403,6 +432,7 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
   }
   return {
     targetSqnrDb: target,
+    ...(maxLatencyRatio !== undefined ? { maxLatencyRatio } : {}),
     reached: best.sqnrDb >= target,
     images: { source: ctx.source, count: ctx.inputs.length, sensitivity: Math.min(ctx.options.sensitivityImages ?? 4, ctx.inputs.length) },
     candidates,
