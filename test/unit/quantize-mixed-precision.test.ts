@@ -7,11 +7,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataType, loadModel, makeModel, makeNode, makeTensor, makeValueInfo, saveModel, type onnx } from '../../src/model/onnx.js';
 import * as ort from 'onnxruntime-node';
-import { createSession, withExtraOutputs } from '../../src/model/quantize/calibrate.js';
+import { createSession, probeTensors, withExtraOutputs } from '../../src/model/quantize/calibrate.js';
 import { initializerMap } from '../../src/model/quantize/graph.js';
 import { endToEndTensor } from '../../src/model/quantize/held-out.js';
 import { quantizeModel, type QuantizeOptions, type QuantizeReport } from '../../src/model/quantize/index.js';
-import { parameterGroups } from '../../src/model/quantize/mixed-precision.js';
+import { floatNodeFacts, parameterGroups, switchProbe } from '../../src/model/quantize/mixed-precision.js';
+import { planQdq } from '../../src/model/quantize/qdq.js';
 import { SqnrAccumulator } from '../../src/model/quantize/numeric.js';
 import { mulberry32 } from '../../src/util/index.js';
 import { trainedTinyCnn, type TrainedTinyCnn } from '../helpers/trained-tiny-cnn.js';
@@ -288,5 +289,98 @@ describe('mixed precision with a Concat inside a Concat', () => {
     // The probe and the search ran (a second switch on inner's Q/DQ pair made the probe model invalid).
     expect(r.mixedPrecision!.reached).toBe(false);
     expect(r.mixedPrecision!.steps.length).toBeGreaterThan(1);
+  });
+});
+
+describe('the switch probe with weights', () => {
+  // x[1,4] → Q/DQ → Gemm(W per-channel int8, transB) → y: the hand-written all-INT8 model of one layer.
+  const W = Float32Array.from([0.31, -0.72, 0.05, 0.9, -0.44, 0.13, 0.66, -0.08, 0.27, -0.95, 0.51, 0.02]); // [3, 4]
+  const scales = Float32Array.from([0.9 / 127, 0.66 / 127, 0.95 / 127]);
+  const Wq = Int8Array.from(W, (v, i) => Math.round(v / scales[Math.floor(i / 4)]!));
+  const xScale = 1 / 255;
+  function oneLayer() {
+    return makeModel({
+      opset: 13,
+      graph: {
+        name: 'one-layer',
+        input: [makeValueInfo('x', DataType.FLOAT, [1, 4])],
+        output: [makeValueInfo('y', DataType.FLOAT, [1, 3])],
+        initializer: [
+          makeTensor('x_scale', DataType.FLOAT, [], Float32Array.of(xScale)),
+          makeTensor('x_zp', DataType.UINT8, [], Uint8Array.of(0)),
+          makeTensor('w_q', DataType.INT8, [3, 4], Wq),
+          makeTensor('w_scale', DataType.FLOAT, [3], scales),
+          makeTensor('w_zp', DataType.INT8, [3], new Int8Array(3)),
+        ],
+        node: [
+          makeNode('QuantizeLinear', ['x', 'x_scale', 'x_zp'], ['x_q'], {}, 'x_Q'),
+          makeNode('DequantizeLinear', ['x_q', 'x_scale', 'x_zp'], ['x_dq'], {}, 'x_DQ'),
+          makeNode('DequantizeLinear', ['w_q', 'w_scale', 'w_zp'], ['w_dq'], { axis: 0 }, 'w_DQ'),
+          makeNode('Gemm', ['x_dq', 'w_dq'], ['y'], { transB: 1 }, 'fc'),
+        ],
+      },
+    });
+  }
+  const x = Float32Array.from([0.2, 0.537, 0.91, 0.004]);
+  const gemm = (xs: ArrayLike<number>, ws: ArrayLike<number>) =>
+    [0, 1, 2].map((n) => [0, 1, 2, 3].reduce((a, k) => a + xs[k]! * ws[n * 4 + k]!, 0));
+  const rounded = (v: number, s: number) => Math.round(v / s) * s;
+
+  async function run(weights: boolean, on: number): Promise<Float32Array> {
+    const floatW = makeTensor('w', DataType.FLOAT, [3, 4], W);
+    const { model, switches } = switchProbe(
+      oneLayer(),
+      new Map([['x', 'x_dq']]),
+      new Map([['x', ['x']]]),
+      new Map(),
+      'y',
+      weights ? { floatedBy: (root) => (root === 'x' ? ['fc'] : []), floatWeight: (n) => (n === 'fc' ? floatW : undefined) } : undefined,
+    );
+    const session = await createSession(model);
+    try {
+      const feed = { x: new ort.Tensor('float32', x, [1, 4]), [switches.get('x')!]: new ort.Tensor('float32', Float32Array.of(on), []) };
+      return (await session.run(feed, ['y'])).y!.data as Float32Array;
+    } finally {
+      await session.release();
+    }
+  }
+
+  it('switched on, restores the float weights of the nodes the group runs float, dequantized per channel when off', async () => {
+    const float = gemm(x, W);
+    const quantized = gemm(
+      Array.from(x, (v) => rounded(v, xScale)),
+      Array.from(Wq, (q, i) => q * scales[Math.floor(i / 4)]!),
+    );
+    const on = await run(true, 1);
+    const off = await run(true, 0);
+    const activationOnly = await run(false, 1);
+    for (let n = 0; n < 3; n++) {
+      expect(on[n]).toBeCloseTo(float[n]!, 5);
+      expect(off[n]).toBeCloseTo(quantized[n]!, 5);
+    }
+    // without weights the switch restores only the input: the weights' rounding stays
+    const weightsRounded = gemm(
+      x,
+      Array.from(Wq, (q, i) => q * scales[Math.floor(i / 4)]!),
+    );
+    for (let n = 0; n < 3; n++) expect(activationOnly[n]).toBeCloseTo(weightsRounded[n]!, 5);
+    expect(Math.max(...weightsRounded.map((v, n) => Math.abs(v - float[n]!)))).toBeGreaterThan(1e-3);
+  });
+});
+
+describe('floatNodeFacts', () => {
+  it('counts multiply-adds of the Conv/Gemm nodes a group runs float, output elements of the others, and finds their float weights', async () => {
+    const model = nestedConcatModel();
+    const types = await probeTensors(model);
+    const plan = planQdq(model, types, { activationType: 'uint8' });
+    const nodes: Record<string, string[]> = { a: ['conv_a'], fc: ['fc'], gap: ['gap'], both: ['conv_a', 'fc'] };
+    const facts = floatNodeFacts(plan, types, (root) => nodes[root] ?? []);
+    expect(facts.costOf('a')).toBe(4 * 8 * 8 * (3 * 3 * 3)); // [1,4,8,8] outputs, 3×3×3 each
+    expect(facts.costOf('fc')).toBe(5 * 12);
+    expect(facts.costOf('gap')).toBe(12);
+    expect(facts.costOf('both')).toBe(4 * 8 * 8 * 27 + 60);
+    expect(facts.weights.floatWeight('fc')?.name).toBe('wf');
+    expect(facts.weights.floatWeight('conv_a')?.name).toBe('wa');
+    expect(facts.weights.floatWeight('gap')).toBeUndefined();
   });
 });

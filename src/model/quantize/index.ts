@@ -28,6 +28,7 @@ import { describeLayers } from './layer-io.js';
 import { adaroundPass, type AdaroundReport } from './adaround-pass.js';
 import { compareHeldOut, endToEndTensor, type FetchSession, type HeldOutReport } from './held-out.js';
 import {
+  floatNodeFacts,
   nameUnnamedNodes,
   nodesForFloatActivation,
   parameterGroups,
@@ -559,6 +560,9 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         const excluded = p.floatNodes.filter((n) => n.reason === 'excluded by request' && !requested.has(n.name)).map((n) => n.name);
         return { model: e.model, logits: e.dequantized.get(logits) ?? logits, floatNodes: p.floatNodes, excluded };
       };
+      const realize = (root: string): string[] => [
+        ...new Set((groups.get(root) ?? [root]).flatMap((t) => nodesForFloatActivation(mixedSource.plan, t))),
+      ];
       mixedPrecision = await searchMixedPrecision({
         options: { ...opts.mixedPrecision, targetSqnrDb },
         inputName,
@@ -575,7 +579,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
           logits: emitted.dequantized.get(logits) ?? logits,
         },
         logits,
-        realize: (root) => [...new Set((groups.get(root) ?? [root]).flatMap((t) => nodesForFloatActivation(mixedSource.plan, t)))],
+        realize,
+        ...floatNodeFacts(mixedSource.plan, types, realize),
         emit: emitWith,
         log: (msg, data) => log?.info(data, msg),
       });

@@ -18,11 +18,12 @@
  */
 import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
-import { DataType, makeNode, makeTensor, onnx } from '../onnx.js';
+import { attrFloat, attrInt, DataType, makeNode, makeTensor, onnx, tensorToFloat32 } from '../onnx.js';
 import { createSession, withExtraOutputs, type Range } from './calibrate.js';
-import { collectGarbage, consumerMap, copyForEdit, NameAllocator, producerMap } from './graph.js';
+import { collectGarbage, consumerMap, copyForEdit, initializerMap, NameAllocator, producerMap } from './graph.js';
 import { SqnrAccumulator } from './numeric.js';
 import type { HeldOutReport } from './held-out.js';
+import type { TensorInfo } from './prepare.js';
 import type { QdqPlan } from './qdq.js';
 
 export interface MixedPrecisionOptions {
@@ -79,7 +80,8 @@ export interface MixedPrecisionReport {
   images: { source: 'held-out' | 'calibration'; count: number; sensitivity: number };
   /** every Q/DQ pair considered, and the ones with the largest probe gain */
   candidates: number;
-  topCandidates: { activation: string; gainDb: number }[];
+  /** the candidates in the order tried (by gain; with a latency bound, by gain per multiply-add), with their compute */
+  topCandidates: { activation: string; gainDb: number; megaMacs?: number }[];
   /** steps[0] is the all-INT8 model */
   steps: MixedPrecisionStep[];
   /**
@@ -152,10 +154,55 @@ export function parameterGroups(tensors: { tensor: string; sharedWith?: string }
 }
 
 /**
+ * What keeping a group float does to weights: the nodes it runs float (by name, as in the QDQ model)
+ * and their float weights (same layout as the quantized ones; none for a node whose quantized weights
+ * are not a plain rounding of them, e.g. a Gemm with alpha folded in).
+ */
+export interface WeightSwitches {
+  floatedBy: (root: string) => string[];
+  floatWeight: (node: string) => onnx.ITensorProto | undefined;
+}
+
+/** The float values a weight DequantizeLinear of an initializer produces (per-tensor or per-axis). */
+function dequantizedWeight(dq: onnx.INodeProto, inits: Map<string, onnx.ITensorProto>): Float32Array | undefined {
+  const q = inits.get(dq.input![0]!);
+  const scaleT = inits.get(dq.input![1]!);
+  if (!q?.rawData || !scaleT) return undefined;
+  const raw = q.rawData;
+  const ints =
+    q.dataType === DataType.INT8
+      ? new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength)
+      : q.dataType === DataType.UINT8
+        ? new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength)
+        : undefined;
+  if (!ints) return undefined;
+  const scales = tensorToFloat32(scaleT);
+  const zpT = dq.input?.[2] ? inits.get(dq.input[2]) : undefined;
+  const zpRaw = zpT?.rawData;
+  const zps = !zpRaw
+    ? new Int8Array(scales.length)
+    : zpT.dataType === DataType.INT8
+      ? new Int8Array(zpRaw.buffer, zpRaw.byteOffset, zpRaw.byteLength)
+      : new Uint8Array(zpRaw.buffer, zpRaw.byteOffset, zpRaw.byteLength);
+  const dims = (q.dims ?? []).map(Number);
+  const axis = scales.length === 1 ? 0 : attrInt(dq, 'axis', 1);
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const out = new Float32Array(ints.length);
+  for (let i = 0; i < ints.length; i++) {
+    const c = scales.length === 1 ? 0 : Math.floor(i / inner) % scales.length;
+    out[i] = (ints[i]! - (zps[c] ?? 0)) * scales[c]!;
+  }
+  return out;
+}
+
+/**
  * The all-INT8 model with a switch per parameter group: consumers of the DequantizeLinear output `dq`
  * of each member `x` read dq + s·(f(x) − dq) instead, `s` a scalar float graph input of the group and
  * f the clamp of a Relu/Clip folded into x's quantization (the producer writes the pre-activation).
- * Graph outputs written by a DQ are left alone (the compared logits are never a switch).
+ * Graph outputs written by a DQ are left alone (the compared logits are never a switch). With
+ * `weights`, a node the group runs float also reads dq(W) + s·(W − dq(W)) as its weights: keeping a
+ * node float removes its weights' rounding too, and on a trained network that is often most of the
+ * gain (the photo head's classifier Gemm: +0.75 dB, nearly all of it weights).
  */
 export function switchProbe(
   qdqModel: onnx.IModelProto,
@@ -163,6 +210,7 @@ export function switchProbe(
   groups: Map<string, string[]>,
   clamps: Map<string, number>,
   fetch: string,
+  weights?: WeightSwitches,
 ): { model: onnx.ModelProto; switches: Map<string, string> } {
   const model = copyForEdit(qdqModel);
   const g = model.graph!;
@@ -178,6 +226,29 @@ export function switchProbe(
     constants.push(makeTensor(name, DataType.FLOAT, [], Float32Array.of(v)));
     return name;
   };
+  // Quantized Conv/Gemm weights a switch can restore: node name → the node, its weight DQ output and W − dq(W).
+  const weightNodes = new Map<
+    string,
+    { node: onnx.INodeProto; dq: string; diff: { dims: onnx.ITensorProto['dims']; values: Float32Array } }
+  >();
+  const weightSwitched = new Map<string, string[]>();
+  if (weights) {
+    const inits = initializerMap(g);
+    const producers = producerMap(g);
+    for (const node of g.node ?? []) {
+      if (node.opType !== 'Conv' && node.opType !== 'Gemm') continue;
+      const name = node.name || node.output![0]!;
+      const dq = producers.get(node.input?.[1] ?? '');
+      const floatW = weights.floatWeight(name);
+      if (dq?.opType !== 'DequantizeLinear' || !floatW) continue;
+      const quantized = dequantizedWeight(dq, inits);
+      const w = tensorToFloat32(floatW);
+      if (!quantized || quantized.length !== w.length) continue;
+      for (let i = 0; i < w.length; i++) quantized[i] = w[i]! - quantized[i]!;
+      weightNodes.set(name, { node, dq: node.input![1]!, diff: { dims: floatW.dims, values: quantized } });
+      weightSwitched.set(name, []);
+    }
+  }
   for (const [root, members] of groups) {
     const s = names.take(`${root}_float_switch`);
     let used = false;
@@ -206,12 +277,38 @@ export function switchProbe(
       );
       after.set(dq, nodes);
     }
-    if (!used) continue;
+    const floated = weights?.floatedBy(root).filter((n) => weightSwitched.has(n)) ?? [];
+    if (!used && floated.length === 0) continue;
+    for (const n of floated) weightSwitched.get(n)!.push(s);
     inputs.push(onnx.ValueInfoProto.create({ name: s, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [] } } } }));
     switches.set(root, s);
   }
+  // Weight switches go right before their node: dq(W) + (Σ switches that float it)·(W − dq(W)).
+  const before = new Map<onnx.INodeProto, onnx.INodeProto[]>();
+  for (const [name, groupSwitches] of weightSwitched) {
+    if (groupSwitches.length === 0) continue;
+    const { node, dq, diff } = weightNodes.get(name)!;
+    const w = node.input![1]!;
+    const diffName = names.take(`${w}_float_switch_diff`);
+    constants.push(makeTensor(diffName, DataType.FLOAT, (diff.dims ?? []).map(Number), diff.values));
+    const nodes: onnx.INodeProto[] = [];
+    let on = groupSwitches[0]!;
+    if (groupSwitches.length > 1) {
+      on = names.take(`${name}_float_switch_sum`);
+      nodes.push(makeNode('Sum', groupSwitches, [on], {}, names.take(`${name}_float_switch_Sum`)));
+    }
+    const scaled = names.take(`${w}_float_switch_scaled`);
+    const mixed = names.take(`${w}_float_switch_mixed`);
+    nodes.push(
+      makeNode('Mul', [on, diffName], [scaled], {}, names.take(`${name}_float_switch_weight_Mul`)),
+      makeNode('Add', [dq, scaled], [mixed], {}, names.take(`${name}_float_switch_weight_Add`)),
+    );
+    node.input = node.input!.map((i, k) => (k === 1 ? mixed : i));
+    before.set(node, nodes);
+  }
   const ordered: onnx.INodeProto[] = [];
   for (const n of g.node ?? []) {
+    ordered.push(...(before.get(n) ?? []));
     ordered.push(n);
     for (const o of n.output ?? []) ordered.push(...(after.get(o) ?? []));
   }
@@ -232,6 +329,41 @@ export function nodesForFloatActivation(plan: QdqPlan, x: string): string[] {
   if (p && plan.quantized.has(p)) nodes.add(p);
   for (const c of consumerMap(g).get(x) ?? []) if (plan.quantized.has(c)) nodes.add(c);
   return [...nodes].map((n) => n.name || n.output![0]!);
+}
+
+/**
+ * From the first plan: the float weights a group's float nodes get back (for the probe) and the
+ * compute a group keeps float (multiply-adds of its Conv/Gemm nodes, output elements of the others).
+ */
+export function floatNodeFacts(
+  plan: QdqPlan,
+  types: Map<string, TensorInfo>,
+  realize: (root: string) => string[],
+): { weights: WeightSwitches; costOf: (root: string) => number } {
+  const g = plan.model.graph!;
+  const inits = initializerMap(g);
+  const byName = new Map((g.node ?? []).map((n) => [n.name || n.output![0]!, n]));
+  const elements = (t: string): number =>
+    (types.get(t)?.dims ?? []).reduce<number>((a, d) => a * (typeof d === 'number' && d > 0 ? d : 1), 1);
+  const floatWeight = (n: onnx.INodeProto | undefined): onnx.ITensorProto | undefined => {
+    if (n?.opType !== 'Conv' && n?.opType !== 'Gemm') return undefined;
+    // emitQdq folds a Gemm's alpha into its quantized weights: W alone is not what they round
+    if (n.opType === 'Gemm' && attrFloat(n, 'alpha', 1) !== 1) return undefined;
+    const w = inits.get(n.input?.[1] ?? '');
+    return w?.dataType === DataType.FLOAT ? w : undefined;
+  };
+  const cost = (n: onnx.INodeProto): number => {
+    const out = elements(n.output![0]!);
+    const w = floatWeight(n);
+    if (!w) return out;
+    const dims = (w.dims ?? []).map(Number);
+    const outChannels = n.opType === 'Gemm' && !attrInt(n, 'transB', 0) ? dims[1]! : dims[0]!;
+    return out * (dims.reduce((a, b) => a * b, 1) / outChannels);
+  };
+  return {
+    weights: { floatedBy: realize, floatWeight: (name) => floatWeight(byName.get(name)) },
+    costOf: (root) => realize(root).reduce((sum, name) => sum + (byName.has(name) ? cost(byName.get(name)!) : 0), 0),
+  };
 }
 
 /** Gives every unnamed node a unique name, so `exclude` can name it after Relu folding renamed its output. */
@@ -274,6 +406,13 @@ export interface MixedPrecisionContext {
   logits: string;
   /** a parameter group's root → nodes to exclude so every member runs float */
   realize: (activation: string) => string[];
+  /** float weights of the nodes a group runs float, so the probe measures their rounding too */
+  weights?: WeightSwitches;
+  /**
+   * a group's compute kept float (multiply-adds of the nodes it runs float): with a latency bound the
+   * candidates are tried by gain per cost, so cheap gains come before a bound is spent on one large layer
+   */
+  costOf?: (root: string) => number;
   /**
    * A model with these nodes (besides the user's exclusions) kept float, its compared tensor and the
    * nodes that did run float for them (`exclude` also matches a node by its output's name).
@@ -318,7 +457,14 @@ async function measureModel(ctx: MixedPrecisionContext, model: onnx.IModelProto,
 
 /** Probe gain of each activation kept float alone, highest first. */
 async function sensitivities(ctx: MixedPrecisionContext): Promise<{ gains: { activation: string; gainDb: number }[]; runs: number }> {
-  const { model, switches } = switchProbe(ctx.int8.model, ctx.int8.dequantized, ctx.int8.groups, ctx.int8.clamps, ctx.int8.logits);
+  const { model, switches } = switchProbe(
+    ctx.int8.model,
+    ctx.int8.dequantized,
+    ctx.int8.groups,
+    ctx.int8.clamps,
+    ctx.int8.logits,
+    ctx.weights,
+  );
   const session = await createSession(model);
   collectGarbage();
   const count = Math.min(ctx.options.sensitivityImages ?? 4, ctx.inputs.length);
@@ -400,14 +546,25 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
   let kept: string[] = [];
   let keptLayers: string[] = [];
   let candidates = 0;
-  let topCandidates: { activation: string; gainDb: number }[] = [];
+  let topCandidates: MixedPrecisionReport['topCandidates'] = [];
   let sensitivity = { runs: 0, durationMs: 0 };
   if (int8.sqnrDb < target) {
     const s0 = performance.now();
     const { gains, runs } = await sensitivities(ctx);
     sensitivity = { runs, durationMs: Math.round(performance.now() - s0) };
     candidates = gains.length;
-    topCandidates = gains.slice(0, 10).map((g) => ({ activation: g.activation, gainDb: Math.round(g.gainDb * 100) / 100 }));
+    const costOf = ctx.costOf;
+    if (maxLatencyRatio !== undefined && costOf) {
+      // By gain per cost; a group of (nearly) no compute counts as a thousandth of the largest.
+      const floor = 1e-3 * Math.max(1, ...gains.map((g) => costOf(g.activation)));
+      const value = (g: { activation: string; gainDb: number }) => g.gainDb / Math.max(floor, costOf(g.activation));
+      gains.sort((a, b) => value(b) - value(a));
+    }
+    topCandidates = gains.slice(0, 10).map((g) => ({
+      activation: g.activation,
+      gainDb: Math.round(g.gainDb * 100) / 100,
+      ...(ctx.costOf ? { megaMacs: Math.round(ctx.costOf(g.activation) / 1e4) / 100 } : {}),
+    }));
     ctx.log?.('mixed precision: sensitivities', { candidates, ...sensitivity, top: topCandidates.slice(0, 5) });
     for (const { activation } of gains.filter((g) => g.gainDb > 0)) {
       if (best.sqnrDb >= target || steps.length > maxSteps) break;
