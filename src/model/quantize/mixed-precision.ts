@@ -64,10 +64,11 @@ export interface MixedPrecisionStep {
   rejected?: 'gain' | 'latency';
   sqnrDb: number | null;
   top1Agreement: number;
-  /** median latency / the all-INT8 model's */
+  /** median latency / the all-INT8 model's, the two timed interleaved */
   latencyRatio: number;
-  /** median latency / the FP32 model's */
+  /** latencyRatio × the all-INT8 / FP32 ratio, those two timed interleaved at the start */
   latencyRatioToFloat: number;
+  /** latencyRatio × the all-INT8 model's median at the start */
   latencyMs: number;
 }
 
@@ -102,7 +103,8 @@ export interface MixedPrecisionReport {
 interface Measured {
   sqnrDb: number;
   top1Agreement: number;
-  latencyMs: number;
+  /** its latency / the all-INT8 model's, timed interleaved */
+  latencyRatio: number;
 }
 
 function argmax(v: ArrayLike<number>): number {
@@ -421,34 +423,72 @@ export interface MixedPrecisionContext {
   log?: (msg: string, data: object) => void;
 }
 
-async function timeSession(session: ort.InferenceSession, feed: Record<string, ort.Tensor>, runs: number): Promise<number> {
-  await session.run(feed); // warm-up: allocation and prepacking
-  const times: number[] = [];
+/**
+ * Median time of a run of each session, the runs alternating (a, b, a, b, …) so that a slow spell of a
+ * shared machine hits both alike: their ratio is what the search compares.
+ */
+async function timeInterleaved(
+  a: ort.InferenceSession,
+  b: ort.InferenceSession,
+  feed: Record<string, ort.Tensor>,
+  runs: number,
+): Promise<{ a: number; b: number }> {
+  await a.run(feed); // warm-up: allocation and prepacking
+  await b.run(feed);
+  const times = { a: [] as number[], b: [] as number[] };
   for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    await session.run(feed);
-    times.push(performance.now() - t0);
+    for (const [session, list] of [
+      [a, times.a],
+      [b, times.b],
+    ] as const) {
+      const t0 = performance.now();
+      await session.run(feed);
+      list.push(performance.now() - t0);
+    }
   }
-  return median(times);
+  return { a: median(times.a), b: median(times.b) };
 }
 
-/** End-to-end figures of a model (fused, the daemon's options) on the context's inputs, and its latency. */
-async function measureModel(ctx: MixedPrecisionContext, model: onnx.IModelProto, logits: string): Promise<Measured> {
+/** The all-INT8 model's session, kept open through the search: every candidate is timed against it. */
+interface Int8Reference {
+  session: ort.InferenceSession;
+  /** its latency and the FP32 model's, timed interleaved at the start */
+  ms: number;
+  floatMs: number;
+}
+
+function timingFeed(ctx: MixedPrecisionContext): Record<string, ort.Tensor> {
+  return { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[0]!, ctx.inputDims) };
+}
+
+async function endToEnd(
+  ctx: MixedPrecisionContext,
+  session: ort.InferenceSession,
+  logits: string,
+): Promise<Omit<Measured, 'latencyRatio'>> {
+  const sqnr = new SqnrAccumulator();
+  let agree = 0;
+  for (let i = 0; i < ctx.inputs.length; i++) {
+    const feed = { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[i]!, ctx.inputDims) };
+    const out = (await session.run(feed, [logits]))[logits]!;
+    const q = out.data as Float32Array;
+    sqnr.add(ctx.floatLogits[i]!, q);
+    if (argmax(q) === argmax(ctx.floatLogits[i]!)) agree++;
+    out.dispose?.();
+  }
+  return { sqnrDb: sqnr.db, top1Agreement: agree / ctx.inputs.length };
+}
+
+/**
+ * End-to-end figures of a model (fused, the daemon's options) on the context's inputs, and its latency
+ * against the all-INT8 model's, timed interleaved.
+ */
+async function measureModel(ctx: MixedPrecisionContext, model: onnx.IModelProto, logits: string, int8: Int8Reference): Promise<Measured> {
   const session = await createSession(withExtraOutputs(model, [logits]), ctx.options.sessionOptions ?? defaultTimingOptions());
   try {
-    const sqnr = new SqnrAccumulator();
-    let agree = 0;
-    for (let i = 0; i < ctx.inputs.length; i++) {
-      const feed = { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[i]!, ctx.inputDims) };
-      const out = (await session.run(feed, [logits]))[logits]!;
-      const q = out.data as Float32Array;
-      sqnr.add(ctx.floatLogits[i]!, q);
-      if (argmax(q) === argmax(ctx.floatLogits[i]!)) agree++;
-      out.dispose?.();
-    }
-    const feed = { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[0]!, ctx.inputDims) };
-    const latencyMs = await timeSession(session, feed, ctx.options.timedRuns ?? 21);
-    return { sqnrDb: sqnr.db, top1Agreement: agree / ctx.inputs.length, latencyMs };
+    const figures = await endToEnd(ctx, session, logits);
+    const t = await timeInterleaved(session, int8.session, timingFeed(ctx), ctx.options.timedRuns ?? 21);
+    return { ...figures, latencyRatio: t.a / t.b };
   } finally {
     await session.release();
     collectGarbage();
@@ -507,21 +547,29 @@ const finite = (db: number): number | null => (Number.isFinite(db) ? db : null);
  */
 export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<MixedPrecisionReport> {
   const t0 = performance.now();
+  const options = ctx.options.sessionOptions ?? defaultTimingOptions();
+  const int8Session = await createSession(withExtraOutputs(ctx.int8.model, [ctx.int8.logits]), options);
+  try {
+    const floatSession = await createSession(ctx.floatModel, options);
+    let reference: Int8Reference;
+    try {
+      const t = await timeInterleaved(int8Session, floatSession, timingFeed(ctx), ctx.options.timedRuns ?? 21);
+      reference = { session: int8Session, ms: t.a, floatMs: t.b };
+    } finally {
+      await floatSession.release();
+    }
+    return await search(ctx, reference, t0);
+  } finally {
+    await int8Session.release();
+  }
+}
+
+async function search(ctx: MixedPrecisionContext, reference: Int8Reference, t0: number): Promise<MixedPrecisionReport> {
   const target = ctx.options.targetSqnrDb;
   const maxSteps = ctx.options.maxSteps ?? 12;
   const maxLatencyRatio = ctx.options.maxLatencyRatio;
-  const floatSession = await createSession(ctx.floatModel, ctx.options.sessionOptions ?? defaultTimingOptions());
-  let floatMs: number;
-  try {
-    floatMs = await timeSession(
-      floatSession,
-      { [ctx.inputName]: new ort.Tensor('float32', ctx.inputs[0]!, ctx.inputDims) },
-      ctx.options.timedRuns ?? 21,
-    );
-  } finally {
-    await floatSession.release();
-  }
-  const int8 = await measureModel(ctx, ctx.int8.model, ctx.int8.logits);
+  const toFloat = reference.ms / reference.floatMs;
+  const int8: Measured = { ...(await endToEnd(ctx, reference.session, ctx.int8.logits)), latencyRatio: 1 };
   const step = (
     m: Measured,
     activations: string[],
@@ -536,9 +584,9 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
     ...(rejected ? { rejected } : {}),
     sqnrDb: finite(m.sqnrDb),
     top1Agreement: m.top1Agreement,
-    latencyRatio: m.latencyMs / int8.latencyMs,
-    latencyRatioToFloat: m.latencyMs / floatMs,
-    latencyMs: m.latencyMs,
+    latencyRatio: m.latencyRatio,
+    latencyRatioToFloat: m.latencyRatio * toFloat,
+    latencyMs: m.latencyRatio * reference.ms,
   });
   const steps = [step(int8, [], [], undefined)];
   ctx.log?.('mixed precision: all-INT8', steps[0]!);
@@ -571,11 +619,11 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
       const activations = [...kept, activation];
       const layers = [...new Set([...keptLayers, ...ctx.realize(activation)])];
       const emitted = ctx.emit(layers);
-      const m = await measureModel(ctx, emitted.model, emitted.logits);
+      const m = await measureModel(ctx, emitted.model, emitted.logits, reference);
       const rejected =
         m.sqnrDb < best.sqnrDb + (ctx.options.minGainDb ?? 0.05)
           ? 'gain'
-          : maxLatencyRatio !== undefined && m.latencyMs / floatMs > maxLatencyRatio
+          : maxLatencyRatio !== undefined && m.latencyRatio * toFloat > maxLatencyRatio
             ? 'latency'
             : undefined;
       steps.push(step(m, activations, emitted.excluded, rejected, activation));
@@ -597,7 +645,7 @@ export async function searchMixedPrecision(ctx: MixedPrecisionContext): Promise<
     steps,
     kept: keptLayers,
     keptActivations: kept,
-    float: { latencyMs: floatMs },
+    float: { latencyMs: reference.floatMs },
     sensitivity,
     durationMs: Math.round(performance.now() - t0),
   };
