@@ -5,6 +5,8 @@ import pino from 'pino';
 import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CaptureError, createSource, SourceExhaustedError, type FilesSourceOptions, type FrameSource } from '../../src/capture/index.js';
+import { naturalOrder } from '../../src/capture/files-source.js';
+import { mulberry32 } from '../../src/util/index.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -125,5 +127,31 @@ describe('files source', () => {
     await expect(missing.start()).rejects.toThrow(/cannot read .*nope/);
     expect(() => createSource({ id: 'files', backend: 'files', intervalMs: 0, path: '', loop: true }, logger)).toThrow(/files\.path/);
     expect(() => createSource({ id: 'bad id/x', backend: 'files', intervalMs: 0, path: dir, loop: true }, logger)).toThrow(/source id/);
+  });
+});
+
+describe('naturalOrder', () => {
+  it('orders numbered names by value and the rest case-insensitively, as a numeric "en" collator does', () => {
+    const random = mulberry32(3);
+    const prefixes = ['frame', 'Frame', 'cam-a_', 'cam-B_', 'img', 'IMG_', 'snapshot '];
+    const names = new Set<string>();
+    while (names.size < 300) {
+      const n = Math.floor(random() * 2000);
+      const ext = ['.jpg', '.JPG', '.png', '.jpeg'][Math.floor(random() * 4)]!;
+      names.add(`${prefixes[Math.floor(random() * prefixes.length)]}${n}${ext}`);
+    }
+    // names that differ only in case or padding are ordered apart (below): leave ties out here
+    const byCollator = [...names].sort(new Intl.Collator('en', { numeric: true, sensitivity: 'base' }).compare);
+    const unique = byCollator.filter(
+      (x, i) => i === 0 || new Intl.Collator('en', { numeric: true, sensitivity: 'base' }).compare(byCollator[i - 1]!, x) !== 0,
+    );
+    expect([...unique].sort(naturalOrder)).toEqual(unique);
+  });
+
+  it('is a total order: equal values differing in padding or case still sort one way, whatever the input order', () => {
+    const names = ['frame10.jpg', 'frame02.jpg', 'Frame2.jpg', 'frame2.jpg', 'frame1.JPG', 'frame1.jpg', 'a.png', 'frame.png'];
+    const sorted = [...names].sort(naturalOrder);
+    expect([...names].reverse().sort(naturalOrder)).toEqual(sorted);
+    expect(sorted).toEqual(['a.png', 'frame.png', 'frame1.JPG', 'frame1.jpg', 'Frame2.jpg', 'frame02.jpg', 'frame2.jpg', 'frame10.jpg']);
   });
 });
