@@ -98,7 +98,6 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
     .requiredOption('--calibration <dir>', 'folder (or glob) of calibration images; --from-source fills it first')
     .addOption(
       new Option('--method <method>', 'how activation ranges are calibrated')
-        // mse is the quantizer's own addition; the daemon's model.calibration.method keeps the config's list.
         .choices([...CALIBRATION_METHODS])
         .default(DEFAULT_CALIBRATION_METHOD),
     )
