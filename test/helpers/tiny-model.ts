@@ -7,6 +7,7 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { SessionSettings } from '../../src/inference/types.js';
 import { onnx } from '../../src/model/onnx.js';
 import { mulberry32 } from '../../src/util/index.js';
 
@@ -137,4 +138,9 @@ export async function writeTinyClassifier(dir: string, options: TinyModelOptions
 export function seededInput(size: number, seed = 7): Float32Array {
   const rand = mulberry32(seed);
   return new Float32Array(3 * size * size).map(() => rand() * 2 - 1);
+}
+
+/** Session settings the engine tests run a model with: CPU, one thread, no spinning, all optimizations. */
+export function testSessionSettings(modelPath: string, over: Partial<SessionSettings> = {}): SessionSettings {
+  return { modelPath, executionProviders: ['cpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all', ...over };
 }

@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import { probeProvider } from '../../src/inference/index.js';
 import { findMosquitto } from './broker.js';
-import { writeTinyModel } from './tiny-model.js';
+import { testSessionSettings, writeTinyModel } from './tiny-model.js';
 import { which } from './which.js';
 
 export const SKIP = {
@@ -48,10 +48,7 @@ export function webGpuStatus(): Promise<{ compiled: boolean; usable: boolean; re
     const ort = createRequire(import.meta.url)('onnxruntime-node') as { listSupportedBackends(): Array<{ name: string }> };
     if (!ort.listSupportedBackends().some((b) => b.name === 'webgpu')) return { compiled: false, usable: false };
     const modelPath = await writeTinyModel({ size: 8, classes: 4, seed: 1 });
-    const probe = await probeProvider(
-      { modelPath, executionProviders: ['webgpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all' },
-      'webgpu',
-    );
+    const probe = await probeProvider(testSessionSettings(modelPath, { executionProviders: ['webgpu'] }), 'webgpu');
     return { compiled: true, usable: probe.ok, reason: probe.reason };
   })();
   return webGpu;

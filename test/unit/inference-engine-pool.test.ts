@@ -9,7 +9,7 @@ import {
   type SessionSettings,
 } from '../../src/inference/index.js';
 import { directScores } from '../helpers/direct-scores.js';
-import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
+import { seededInput, testSessionSettings, writeTinyModel } from '../helpers/tiny-model.js';
 
 const logger = pino({ level: 'silent' });
 const SIZE = 32;
@@ -17,14 +17,7 @@ const dims = [1, 3, SIZE, SIZE];
 let modelPath: string;
 let pool: EnginePool;
 
-const settings = (over: Partial<SessionSettings> = {}): SessionSettings => ({
-  modelPath,
-  executionProviders: ['cpu'],
-  threads: 1,
-  allowSpinning: false,
-  graphOptimizationLevel: 'all',
-  ...over,
-});
+const settings = (over: Partial<SessionSettings> = {}): SessionSettings => testSessionSettings(modelPath, over);
 
 beforeAll(async () => {
   modelPath = await writeTinyModel({ size: SIZE, channels: 16, depth: 3, classes: 10, seed: 11 });

@@ -18,7 +18,7 @@ import {
   type SessionSettings,
 } from '../../src/inference/index.js';
 import { directScores } from '../helpers/direct-scores.js';
-import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
+import { seededInput, testSessionSettings, writeTinyModel } from '../helpers/tiny-model.js';
 import { SKIP, webGpuStatus } from '../helpers/tools.js';
 
 /** A pino logger whose records the test can read. */
@@ -40,14 +40,7 @@ let heavyPath: string;
 const HEAVY = 96;
 
 function settings(over: Partial<SessionSettings> = {}): SessionSettings {
-  return {
-    modelPath,
-    executionProviders: ['cpu'],
-    threads: 1,
-    allowSpinning: false,
-    graphOptimizationLevel: 'all',
-    ...over,
-  };
+  return testSessionSettings(modelPath, over);
 }
 
 beforeAll(async () => {

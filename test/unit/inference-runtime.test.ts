@@ -12,7 +12,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InferenceEngine, resolveRuntime, RuntimeLoadError, type SessionSettings } from '../../src/inference/index.js';
 import { bundledRuntimeProblem } from '../../src/inference/runtime.js';
-import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
+import { seededInput, testSessionSettings, writeTinyModel } from '../helpers/tiny-model.js';
 
 const logger = pino({ level: 'silent' });
 let work: string;
@@ -37,7 +37,7 @@ async function copyStockRuntime(root: string): Promise<string> {
 }
 
 function settings(over: Partial<SessionSettings> = {}): SessionSettings {
-  return { modelPath, executionProviders: ['cpu'], threads: 1, allowSpinning: false, graphOptimizationLevel: 'all', ...over };
+  return testSessionSettings(modelPath, over);
 }
 
 beforeAll(async () => {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { InferenceEngine, type SessionSettings } from '../../src/inference/index.js';
 import { epContextFile } from '../../src/inference/session-cache.js';
 import { onnx } from '../../src/model/onnx.js';
-import { seededInput, writeTinyModel } from '../helpers/tiny-model.js';
+import { seededInput, testSessionSettings, writeTinyModel } from '../helpers/tiny-model.js';
 import { SKIP, webGpuStatus } from '../helpers/tools.js';
 
 const logger = pino({ level: 'silent' });
@@ -21,14 +21,7 @@ let fp32: string;
 let qdq: string;
 
 function settings(over: Partial<SessionSettings> = {}): SessionSettings {
-  return {
-    modelPath: fp32,
-    executionProviders: ['webgpu', 'cpu'],
-    threads: 1,
-    allowSpinning: false,
-    graphOptimizationLevel: 'all',
-    ...over,
-  };
+  return testSessionSettings(fp32, { executionProviders: ['webgpu', 'cpu'], ...over });
 }
 
 /** x[1,8] → QuantizeLinear → DequantizeLinear → Relu → y: WebGPU has no QuantizeLinear kernel. */
