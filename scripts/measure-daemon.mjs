@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs the real daemon (dist/cli.js run) the way `npm start` does, on free ports and a scratch state
 // directory, and reports what a user would measure by hand: time to the first Result, Results/s, CPU
-// use and resident memory of the daemon process. Usage:
+// use (in all, and per Result by thread role) and resident memory of the daemon process. Usage:
 //   node scripts/measure-daemon.mjs [--seconds 60 | --frames N [--sample-every 1000]] [--config config/development.json]
 //     [--interval-ms N] [--state DIR] [--probe] [--env K=V]... [--node-arg FLAG]... [--broker embedded|mosquitto]
 // --broker mosquitto starts Mosquitto on the port and turns the daemon's embedded broker off, as on a board
@@ -164,16 +164,24 @@ const counter = async (name) => {
   const text = await (await fetch(`${http}/metrics`)).text();
   return text
     .split('\n')
-    .filter((l) => l.startsWith(`${name}{`))
+    .filter((l) => l.startsWith(name.includes('{') ? name : `${name}{`))
     .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
 };
 const results = () => counter('inceptiond_results_total');
+// The daemon's CPU by thread role (its /metrics: main, inference, other), in seconds.
+const threadSeconds = async () =>
+  Object.fromEntries(
+    await Promise.all(
+      ['main', 'inference', 'other'].map(async (role) => [role, await counter(`inceptiond_thread_cpu_seconds_total{thread="${role}"`)]),
+    ),
+  );
 while ((await results()) === 0) await new Promise((r) => setTimeout(r, 20));
 const firstResultMs = performance.now() - started;
 const n0 = await results();
 const f0 = await counter('inceptiond_frames_captured_total');
 const g0 = await counter('inceptiond_frames_gated_total');
 const c0 = ticks();
+const th0 = await threadSeconds();
 const t0 = performance.now();
 const start = await memNow();
 const series = [];
@@ -197,6 +205,7 @@ const n1 = await results();
 const f1 = await counter('inceptiond_frames_captured_total');
 const g1 = await counter('inceptiond_frames_gated_total');
 const c1 = ticks();
+const th1 = await threadSeconds();
 const wall = (performance.now() - t0) / 1000;
 const report = {
   precision,
@@ -205,6 +214,11 @@ const report = {
   frames: f1 - f0,
   gated: g1 - g0,
   cpuPercentOfOneCore: Number((((c1 - c0) / 100 / wall) * 100).toFixed(1)),
+  // CPU ms per Result: the whole process, and by thread role
+  cpuMsPerResult: {
+    total: Number((((c1 - c0) * 10) / (n1 - n0)).toFixed(2)),
+    ...Object.fromEntries(Object.keys(th1).map((role) => [role, Number((((th1[role] - th0[role]) * 1000) / (n1 - n0)).toFixed(2))])),
+  },
   rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
   seconds: Number(wall.toFixed(1)),

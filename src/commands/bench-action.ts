@@ -21,7 +21,7 @@ import { loadRuntime } from '../inference/index.js';
 import { sessionOptionsFor } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
 import { percentile } from '../ops/index.js';
-import { freePort, listImageFiles, round2 } from '../util/index.js';
+import { byThreadRole, freePort, listImageFiles, round2, THREAD_ROLES, ThreadCpuMeter, type ThreadRole } from '../util/index.js';
 import { createPreprocessor, tuneSharp, type Preprocessor } from '../vision/index.js';
 import { startBenchBroker } from './bench-broker.js';
 
@@ -60,9 +60,10 @@ export interface BenchJson {
   efficiency: number;
   /**
    * Process CPU ms per frame: session.run alone, preprocessing alone, and per Result in the pipeline
-   * (every thread: capture, preprocessing, inference, outbox, MQTT; not the broker's process).
+   * (every thread: capture, preprocessing, inference, outbox, MQTT; not the broker's process), and the
+   * pipeline's split by thread role (util/threads.ts; absent without /proc).
    */
-  cpuMsPerFrame: { inference: number; preprocess: number; pipeline: number };
+  cpuMsPerFrame: { inference: number; preprocess: number; pipeline: number; pipelineByThread?: Record<ThreadRole, number> };
   /** Cores kept busy by the pipeline (process CPU time / wall time): with cpuMsPerFrame.pipeline, where efficiency goes. */
   coresBusy: number;
   /** Capture → Result in the pipeline. */
@@ -206,11 +207,14 @@ async function pipelineRun(config: Config, logger: Logger, target: string, secon
     const startCount = daemon.resultCount;
     let rssMax = process.memoryUsage.rss();
     const rssTimer = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage.rss())), 250);
+    const threads = new ThreadCpuMeter();
+    const threadsBefore = threads.sample();
     const cpu = process.cpuUsage();
     const start = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const elapsed = (performance.now() - start) / 1000;
     const cpuMs = cpuMsSince(cpu);
+    const threadsAfter = threads.sample();
     clearInterval(rssTimer);
     loop.disable();
     const runs = daemon.resultCount - startCount;
@@ -221,6 +225,10 @@ async function pipelineRun(config: Config, logger: Logger, target: string, secon
       runs,
       perSecond: runs / elapsed,
       cpuMsPerResult: cpuMs / runs,
+      cpuMsByThread:
+        threadsBefore && threadsAfter
+          ? byThreadRole((role) => round2(((threadsAfter[role] - threadsBefore[role]) * 1000) / runs))
+          : undefined,
       cpuBusy: cpuMs / (elapsed * 1000),
       inferenceMs: { p50: snapshot.latencyMs.inference.p50, p99: snapshot.latencyMs.inference.p99 },
       latencyMs: { p50: snapshot.latencyMs.total.p50, p99: snapshot.latencyMs.total.p99 },
@@ -276,6 +284,7 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
         inference: round2(session.cpuMsPerRun),
         preprocess: round2(preprocessCpuMs),
         pipeline: round2(pipeline.cpuMsPerResult),
+        ...(pipeline.cpuMsByThread ? { pipelineByThread: pipeline.cpuMsByThread } : {}),
       },
       coresBusy: round2(pipeline.cpuBusy),
       latencyMs: pipeline.latencyMs,
@@ -311,6 +320,9 @@ export async function benchCommand(config: Config, logger: Logger, opts: BenchOp
       `cpu       ${r.cpuMsPerFrame.inference} ms inference + ${r.cpuMsPerFrame.preprocess} ms preprocessing per frame → ideal ${r.idealFps}/s`,
       `pipeline  ${r.pipelineFps}/s Results (inference p50 ${r.pipeline.inferenceMs.p50} ms, total p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms)`,
       `pipeline  ${r.cpuMsPerFrame.pipeline} CPU ms per Result (every thread), ${r.coresBusy} of ${r.cores} cores busy`,
+      ...(r.cpuMsPerFrame.pipelineByThread
+        ? [`threads   ${THREAD_ROLES.map((role) => `${role} ${r.cpuMsPerFrame.pipelineByThread![role]}`).join(', ')} CPU ms per Result`]
+        : []),
       `ratio     pipeline/ideal = ${r.efficiency}, pipeline/raw = ${round3(r.pipelineFps / r.sessionFps)}`,
       `event loop delay while inferring: p50 ${r.eventLoopDelayMs.p50} ms, p99 ${r.eventLoopDelayMs.p99} ms`,
       `RSS       ${r.rssMb} MB max during the pipeline, ${r.rssMbAfterSession} MB after the session loop (one process)`,

@@ -17,9 +17,12 @@ import { epContextFile, epContextPrefix, optimizedModelFile, staleOptimizedModel
 import { loadRuntime, type OrtModule, type RuntimeInfo } from './runtime.js';
 import { normalizeProviders, sessionOptionsFor } from './session-options.js';
 import type { ProviderAttempt, SessionSettings, TensorInfo } from './types.js';
-import { fileSha256, pathExists } from '../util/index.js';
+import { fileSha256, INFERENCE_THREAD_NAME, nameCurrentThread, pathExists } from '../util/index.js';
 
 const port: MessagePort = requireParentPort();
+// Before ORT is loaded: the threads it starts from here inherit the name, which is how the metrics
+// tell inference CPU from the rest and how `top -H` shows them (util/threads.ts).
+nameCurrentThread(INFERENCE_THREAD_NAME);
 const post = (msg: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
 
 class InitError extends Error {

@@ -17,6 +17,7 @@ export {
   percentile,
   type DropReason,
   type MetricsOptions,
+  type CpuFigures,
   type MetricsSnapshot,
   type ModelInfo,
   type Percentiles,

@@ -3,7 +3,7 @@
 // sliding window: prom-client summaries re-sort on every observation and cost more than they tell here.
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { round2 } from '../util/index.js';
+import { byThreadRole, round2, THREAD_ROLES, ThreadCpuMeter, type ThreadRole } from '../util/index.js';
 import { packageVersion } from './package-info.js';
 
 /** Why a frame was not classified: replaced by a newer one, undecodable, or inference failed on it. */
@@ -48,8 +48,16 @@ export interface MetricsSnapshot {
    * pool, the inference worker and ONNX Runtime's threads; process.cpuUsage) per Result made, and as a
    * percentage of one core. Not split by stage: the per-stage figures above are wall times (preprocess
    * on the main thread awaiting sharp, inference inside the worker). msPerResult is null without Results.
+   * `threads` splits it by thread role (util/threads.ts: `main`, `inference`, `other`), from each
+   * thread's time in /proc; null where /proc is not available.
    */
-  cpu: { msPerResult: number | null; percentOfOneCore: number };
+  cpu: CpuFigures & { threads: Record<ThreadRole, CpuFigures> | null };
+}
+
+/** CPU over a snapshot interval: ms per Result made (null without Results) and % of one core. */
+export interface CpuFigures {
+  msPerResult: number | null;
+  percentOfOneCore: number;
 }
 
 /**
@@ -97,6 +105,8 @@ export interface MetricsOptions {
   now?: () => number;
   /** Process CPU time (default process.cpuUsage); tests pass their own. */
   cpuUsage?: () => NodeJS.CpuUsage;
+  /** CPU seconds by thread role since start, never decreasing (default: a ThreadCpuMeter on /proc). */
+  threadCpu?: () => Record<ThreadRole, number> | undefined;
 }
 
 /** Ring buffer of the last `capacity` numbers. */
@@ -188,8 +198,9 @@ export class Metrics {
   private readonly latency: Record<'preprocess' | 'inference' | 'total', { histogram: Histogram; window: SlidingWindow }>;
   private readonly eventLoop: IntervalHistogram;
   private readonly cpuUsage: () => NodeJS.CpuUsage;
-  /** Process CPU ms and Results at the start of the snapshot interval. */
-  private intervalCpu: { ms: number; results: number };
+  private readonly threadCpu: () => Record<ThreadRole, number> | undefined;
+  /** Process CPU ms, CPU seconds by thread role and Results at the start of the snapshot interval. */
+  private intervalCpu: { ms: number; threads: Record<ThreadRole, number> | undefined; results: number };
   private resultTotal = 0;
   private readPublishing: (() => PublishingCounts) | undefined;
   /** The previous reading of the publisher's counters, for the increases. */
@@ -217,7 +228,13 @@ export class Metrics {
     const window = options.window ?? 1000;
     this.now = options.now ?? (() => performance.now());
     this.cpuUsage = options.cpuUsage ?? (() => process.cpuUsage());
-    this.intervalCpu = { ms: cpuMs(this.cpuUsage()), results: 0 };
+    if (options.threadCpu) {
+      this.threadCpu = options.threadCpu;
+    } else {
+      const meter = new ThreadCpuMeter();
+      this.threadCpu = () => meter.sample();
+    }
+    this.intervalCpu = { ms: cpuMs(this.cpuUsage()), threads: this.threadCpu(), results: 0 };
     this.startedAt = this.now();
     this.intervalStart = this.startedAt;
     const registers = [this.registry];
@@ -330,7 +347,25 @@ export class Metrics {
       histogram: new Histogram({ name, help, buckets, registers }),
       window: new SlidingWindow(window),
     });
-    // CPU per Result is a query, not a metric: rate(process_cpu_seconds_total[5m]) / rate(inceptiond_results_total[5m]).
+    // CPU per Result is a query, not a metric: rate(process_cpu_seconds_total[5m]) / rate(inceptiond_results_total[5m]),
+    // and by thread role rate(inceptiond_thread_cpu_seconds_total[5m]) / rate(inceptiond_results_total[5m]).
+    const threadCpu = this.threadCpu;
+    const exported: Record<ThreadRole, number> = { main: 0, inference: 0, other: 0 };
+    new Counter({
+      name: 'inceptiond_thread_cpu_seconds_total',
+      help: 'CPU time by thread role: main (the event loop), inference (the worker and ONNX Runtime), other (decoding, I/O, V8)',
+      labelNames: ['thread'],
+      registers,
+      // Read at each scrape; absent where /proc is not available.
+      collect() {
+        const now = threadCpu();
+        if (!now) return;
+        for (const role of THREAD_ROLES) {
+          this.inc({ thread: role }, Math.max(0, now[role] - exported[role]));
+          exported[role] = Math.max(exported[role], now[role]);
+        }
+      },
+    });
     this.latency = {
       preprocess: latency('inceptiond_preprocess_duration_seconds', 'Decode, resize and normalise time per frame', LATENCY_BUCKETS_SEC),
       inference: latency('inceptiond_inference_duration_seconds', 'session.run time per frame', LATENCY_BUCKETS_SEC),
@@ -455,7 +490,7 @@ export class Metrics {
     this.intervalStart = this.now();
     for (const source of this.intervalResults.keys()) this.intervalResults.set(source, 0);
     this.eventLoop.reset();
-    this.intervalCpu = { ms: cpuMs(this.cpuUsage()), results: this.resultTotal };
+    this.intervalCpu = { ms: cpuMs(this.cpuUsage()), threads: this.threadCpu(), results: this.resultTotal };
     return snap;
   }
 
@@ -472,6 +507,12 @@ export class Metrics {
     const delayMs = (ns: number) => round2(Math.max(0, ns / 1e6 - EVENT_LOOP_RESOLUTION_MS));
     const cpuSpent = cpuMs(this.cpuUsage()) - this.intervalCpu.ms;
     const intervalResults = this.resultTotal - this.intervalCpu.results;
+    const figures = (ms: number): CpuFigures => ({
+      msPerResult: intervalResults > 0 ? round2(ms / intervalResults) : null,
+      percentOfOneCore: elapsedSec > 0 ? round2(ms / 10 / elapsedSec) : 0,
+    });
+    const threadsNow = this.threadCpu();
+    const threadsBefore = this.intervalCpu.threads;
     return {
       ts: new Date().toISOString(),
       uptimeSec: Math.round((now - this.startedAt) / 1000),
@@ -494,8 +535,8 @@ export class Metrics {
         max: hasLoopSamples ? delayMs(loop.max) : 0,
       },
       cpu: {
-        msPerResult: intervalResults > 0 ? round2(cpuSpent / intervalResults) : null,
-        percentOfOneCore: elapsedSec > 0 ? round2(cpuSpent / 10 / elapsedSec) : 0,
+        ...figures(cpuSpent),
+        threads: threadsNow && threadsBefore ? byThreadRole((role) => figures((threadsNow[role] - threadsBefore[role]) * 1000)) : null,
       },
     };
   }

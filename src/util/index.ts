@@ -6,3 +6,14 @@ export { LogThrottle } from './log-throttle.js';
 export { round2 } from './numbers.js';
 export { freePort } from './net.js';
 export { mulberry32 } from './random.js';
+export {
+  byThreadRole,
+  INFERENCE_THREAD_NAME,
+  THREAD_ROLES,
+  ThreadCpuMeter,
+  nameCurrentThread,
+  parseThreadStat,
+  readThreadTimes,
+  type ThreadRole,
+  type ThreadTimes,
+} from './threads.js';

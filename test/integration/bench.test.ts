@@ -65,6 +65,13 @@ describe('bench --json', () => {
     expect(r.cpuMsPerFrame.preprocess).toBeGreaterThan(0);
     // The pipeline does at least the work of its parts, on at most every core.
     expect(r.cpuMsPerFrame.pipeline).toBeGreaterThan(0);
+    // Split by thread role from /proc (10 ms ticks), it adds up to about the process's figure.
+    const byThread = r.cpuMsPerFrame.pipelineByThread as Record<'main' | 'inference' | 'other', number>;
+    expect(byThread.inference).toBeGreaterThan(0);
+    expect(byThread.main).toBeGreaterThan(0);
+    const sum = byThread.main + byThread.inference + byThread.other;
+    expect(sum).toBeGreaterThan(0.7 * r.cpuMsPerFrame.pipeline);
+    expect(sum).toBeLessThan(1.3 * r.cpuMsPerFrame.pipeline);
     expect(r.coresBusy).toBeGreaterThan(0);
     expect(r.coresBusy).toBeLessThanOrEqual(r.cores + 0.1);
     expect(r.efficiency).toBeCloseTo(r.pipelineFps / r.idealFps, 3);

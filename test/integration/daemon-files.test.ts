@@ -140,6 +140,8 @@ describe('daemon with the files source', () => {
     );
     const health = (await (await fetch(`${base}/healthz`)).json()) as { state: string };
     expect(health.state).toBe('online');
+    // CPU by thread role: the inference worker named its thread, and ORT's threads inherited the name.
+    expect(await metricValue(base, 'inceptiond_thread_cpu_seconds_total', 'thread="inference"')).toBeGreaterThan(0);
 
     expect(await first.stop('SIGTERM')).toBe(0);
     // A clean stop says "stopped" (the will's "offline" means a crash or a lost link).

@@ -72,17 +72,35 @@ describe('Metrics.snapshot', () => {
     expect(m.snapshot().fps.camera).toBe(1);
   });
 
-  it('reports process CPU per Result and per core over the interval', () => {
+  it('reports process CPU per Result and per core over the interval, and by thread role', () => {
     let now = 0;
     let cpuUs = 5_000_000;
-    const m = metrics({ now: () => now, cpuUsage: () => ({ user: cpuUs, system: 0 }) });
-    expect(m.peek().cpu).toEqual({ msPerResult: null, percentOfOneCore: 0 });
+    const threads = { main: 1, inference: 2, other: 3 };
+    const m = metrics({ now: () => now, cpuUsage: () => ({ user: cpuUs, system: 0 }), threadCpu: () => ({ ...threads }) });
+    const idle = { msPerResult: null, percentOfOneCore: 0 };
+    expect(m.peek().cpu).toEqual({ ...idle, threads: { main: idle, inference: idle, other: idle } });
     for (let i = 0; i < 10; i++) m.recordResult('camera', { preprocessMs: 1, inferenceMs: 1, totalMs: 1 });
     now = 2_000;
-    cpuUs += 300_000; // 300 ms of CPU over 2 s and 10 Results
-    expect(m.snapshot().cpu).toEqual({ msPerResult: 30, percentOfOneCore: 15 });
+    cpuUs += 300_000; // 300 ms of CPU over 2 s and 10 Results: 40 on the main thread, 200 inference, 60 other
+    threads.main += 0.04;
+    threads.inference += 0.2;
+    threads.other += 0.06;
+    expect(m.snapshot().cpu).toEqual({
+      msPerResult: 30,
+      percentOfOneCore: 15,
+      threads: {
+        main: { msPerResult: 4, percentOfOneCore: 2 },
+        inference: { msPerResult: 20, percentOfOneCore: 10 },
+        other: { msPerResult: 6, percentOfOneCore: 3 },
+      },
+    });
     now = 4_000;
-    expect(m.snapshot().cpu).toEqual({ msPerResult: null, percentOfOneCore: 0 });
+    expect(m.snapshot().cpu).toEqual({ ...idle, threads: { main: idle, inference: idle, other: idle } });
+  });
+
+  it('has no thread figures where threads cannot be read', () => {
+    const m = metrics({ threadCpu: () => undefined });
+    expect(m.snapshot().cpu.threads).toBeNull();
   });
 
   it('reports null percentiles before any result', () => {
@@ -111,6 +129,23 @@ describe('Metrics Prometheus text', () => {
     expect(text).toContain('inceptiond_frame_latency_seconds_bucket{le="60"} 1');
     expect(text).toContain('inceptiond_frame_latency_seconds_sum 0.02');
     expect(text).toContain('inceptiond_frame_latency_seconds_count 1');
+  });
+
+  it('exposes CPU by thread role as counters that only grow', async () => {
+    const threads = { main: 1.5, inference: 4, other: 0.5 };
+    const m = metrics({ threadCpu: () => ({ ...threads }) });
+    let text = await m.prometheus();
+    expect(text).toContain('inceptiond_thread_cpu_seconds_total{thread="main"} 1.5');
+    expect(text).toContain('inceptiond_thread_cpu_seconds_total{thread="inference"} 4');
+    expect(text).toContain('inceptiond_thread_cpu_seconds_total{thread="other"} 0.5');
+    threads.inference = 6.25;
+    text = await m.prometheus();
+    expect(text).toContain('inceptiond_thread_cpu_seconds_total{thread="inference"} 6.25');
+    expect(text).toContain('inceptiond_thread_cpu_seconds_total{thread="main"} 1.5');
+  });
+
+  it('leaves the thread counters out where threads cannot be read', async () => {
+    expect(await metrics({ threadCpu: () => undefined }).prometheus()).not.toContain('inceptiond_thread_cpu_seconds_total{');
   });
 
   it('counts stale frames by the number the source replaced', async () => {
