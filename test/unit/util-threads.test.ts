@@ -49,9 +49,11 @@ describe('readThreadTimes', () => {
 
   it('sees this process: the main thread and a worker that named itself', async () => {
     const worker = new Worker(
-      `const { writeFileSync } = require('node:fs'); const { parentPort } = require('node:worker_threads');
+      `const { readFileSync, writeFileSync } = require('node:fs'); const { parentPort } = require('node:worker_threads');
        writeFileSync('/proc/thread-self/comm', ${JSON.stringify(INFERENCE_THREAD_NAME)});
-       const end = Date.now() + 60; while (Date.now() < end); // 60 ms of CPU on this thread
+       // Busy until this thread has used 50 ms of CPU (5 ticks), however loaded the machine is.
+       const ticks = () => { const f = readFileSync('/proc/thread-self/stat', 'latin1'); const r = f.slice(f.lastIndexOf(')') + 2).split(' '); return Number(r[11]) + Number(r[12]); };
+       while (ticks() < 5);
        parentPort.postMessage('named'); setInterval(() => {}, 1000);`,
       { eval: true },
     );
@@ -61,7 +63,7 @@ describe('readThreadTimes', () => {
       expect(threads.some((t) => t.tid === process.pid)).toBe(true);
       const named = threads.filter((t) => t.name === INFERENCE_THREAD_NAME);
       expect(named).toHaveLength(1);
-      expect(named[0]!.ticks).toBeGreaterThanOrEqual(4); // 60 ms of busy loop, at 10 ms a tick
+      expect(named[0]!.ticks).toBeGreaterThanOrEqual(5);
       expect(readFileSync(`/proc/self/task/${named[0]!.tid}/comm`, 'utf8').trim()).toBe(INFERENCE_THREAD_NAME);
     } finally {
       await worker.terminate();
