@@ -80,8 +80,9 @@ export interface PrepareOptions {
 /**
  * Bumped when the quantizer's output changes for the same inputs, so cached INT8 models are redone.
  * 2: with 20 images or more, every 5th is held out for the end-to-end figure, not calibrated on.
+ * 3: AveragePool as a depthwise Conv (times a count map) for the CPU targets: 9–10 % faster INT8.
  */
-const QUANTIZER_VERSION = 2;
+const QUANTIZER_VERSION = 3;
 /** Most held-out images the daemon compares the INT8 model on (the figure it logs). */
 const MAX_DAEMON_HELD_OUT_IMAGES = 16;
 /**

@@ -129,8 +129,11 @@ describe('inceptiond model quantize / model eval on the built Inception V2', () 
     }
     expect(r.top5Agreement).toBeGreaterThanOrEqual(r.top1Agreement!);
     // Uncorrelated outputs of equal power give about -3 dB, a scale off by 2× about 0 dB; the built
-    // model's INT8 output measures 13.9 dB on the samples (synthetic weights; a trained model gets 30+).
-    expect(r.sqnrDb).toBeGreaterThan(8);
+    // model's INT8 output measures 7.8 dB on the samples (synthetic weights; a trained model gets 30+).
+    // Its synthetic weights amplify how ORT's fused kernels round: 13.9 dB before the avg pools became
+    // depthwise convs, 6.5 and 6.7 dB for both through the unfused QDQ ops, and within 0.4 dB of each
+    // other on 263 photographs (README, "Quantizing to INT8").
+    expect(r.sqnrDb).toBeGreaterThan(5);
     expect(r.sqnrDb).toBeLessThan(100);
     expect(r.refMs).toBeGreaterThan(0);
     expect(r.candMs).toBeGreaterThan(0);

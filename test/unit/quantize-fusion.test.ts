@@ -4,7 +4,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtInputSpec, writeBuiltModel } from '../../src/model/build.js';
-import { loadModel, saveModel } from '../../src/model/onnx.js';
+import { DataType, loadModel, saveModel, tensorToFloat32 } from '../../src/model/onnx.js';
 import { quantizeModel } from '../../src/model/quantize/index.js';
 import { sqnrDb } from '../../src/model/quantize/numeric.js';
 import { createPreprocessor } from '../../src/vision/index.js';
@@ -43,11 +43,13 @@ describe('QDQ output is fused by ORT into int8 kernels', () => {
     expect(ops).not.toContain('Conv');
     expect(ops).not.toContain('Gemm');
     expect(ops).not.toContain('FusedConv');
-    expect(count(ops, 'com.microsoft:QLinearConv')).toBe(3);
+    // Three convs and the avg pool, now a depthwise conv times its count map (padding not averaged in).
+    expect(count(ops, 'com.microsoft:QLinearConv')).toBe(4);
+    expect(count(ops, 'com.microsoft:QLinearMul')).toBe(1);
+    expect(ops).not.toContain('com.microsoft:QLinearAveragePool');
     expect(count(ops, 'com.microsoft:QGemm')).toBe(1);
     expect(ops).toContain('com.microsoft:QLinearConcat');
     expect(ops).toContain('com.microsoft:QLinearGlobalAveragePool');
-    expect(ops).toContain('com.microsoft:QLinearAveragePool');
     // Softmax stays float by design; everything else between the input Q and the output DQ is int8.
     expect(ops).toContain('Softmax');
     // The logits reach the float Softmax straight from QGemm (float output), not through a DQ.
@@ -55,6 +57,24 @@ describe('QDQ output is fused by ORT into int8 kernels', () => {
     expect(report.foldedRelus).toBe(3);
     expect(report.rewrites.join('\n')).toMatch(/2 BatchNormalization folded/);
     expect(report.rewrites.join('\n')).toMatch(/1 AveragePool→1×1 Conv swapped/);
+    expect(report.rewrites.join('\n')).toMatch(/1 AveragePool → depthwise Conv \(1 times a count map/);
+    // The count map (36 / values in the window: 9 at the corners, 6 on the edges, 4 inside) stays exact in 8 bits.
+    const emitted = await loadModel(int8);
+    const inits = new Map((emitted.graph?.initializer ?? []).map((t) => [t.name, t]));
+    const mapDq = (emitted.graph?.node ?? []).find((n) => n.opType === 'DequantizeLinear' && n.input![0]!.includes('count_map'))!;
+    expect(Array.from(tensorToFloat32(inits.get(mapDq.input![1]!)!))).toEqual([1]);
+    const mapValues = inits.get(mapDq.input![0]!)!;
+    expect(mapValues.dataType).toBe(DataType.UINT8);
+    expect(new Set(mapValues.rawData)).toEqual(new Set([4, 6, 9]));
+    // The window sums are quantized at the Mul output's scale ÷ 4 and its zero point: times 4 inside
+    // the image, the QLinearMul multiplies their integers by exactly 1.
+    // (The Mul output shares the Concat's parameters, which the window sums must follow.)
+    const mul = (emitted.graph?.node ?? []).find((n) => n.opType === 'Mul')!;
+    const sums = report.tensors.find((t) => `${t.tensor}_DequantizeLinear_Output` === mul.input![0])!;
+    const product = report.tensors.find((t) => t.tensor === mul.output![0])!;
+    expect(product.sharedWith).toBe('cat');
+    expect(sums.scale).toBe(product.scale / 4);
+    expect(sums.zeroPoint).toBe(product.zeroPoint);
     // Output fidelity on an image not used for calibration. Three quantized layers, uint8
     // activations (≈ 40 dB each) and int8 weights: ≥ 35 dB leaves room for accumulation (measured
     // 53 dB), while a wrong scale, zero point, axis or bias gives well under 10 dB.
@@ -94,6 +114,10 @@ describe('QDQ output is fused by ORT into int8 kernels', () => {
     expect(report.rewrites.join('\n')).toMatch(/swapped/);
     const ops = await optimizedOpTypes(int8, path.join(dir, 'cip.int8.opt.onnx'));
     expect(ops).not.toContain('Conv');
+    // Padding counted in the average: the depthwise conv alone, no count map.
+    expect(report.rewrites.join('\n')).toMatch(/1 AveragePool → depthwise Conv$/m);
+    expect(ops).not.toContain('com.microsoft:QLinearMul');
+    expect(ops).not.toContain('com.microsoft:QLinearAveragePool');
   });
 
   it('built Inception V2: fully fused, outputs unchanged, output SQNR above the bound', async () => {
@@ -117,11 +141,13 @@ describe('QDQ output is fused by ORT into int8 kernels', () => {
     await expect(stat(path.resolve(path.dirname(report.manifest!), manifest.labels!))).resolves.toBeTruthy();
 
     const model = await loadModel(fp32);
-    const convs = (model.graph?.node ?? []).filter((n) => n.opType === 'Conv').length;
+    // Each AveragePool (the 7 pool branches and the global one) is a depthwise conv now.
+    const convs = (model.graph?.node ?? []).filter((n) => n.opType === 'Conv' || n.opType === 'AveragePool').length;
     const ops = await optimizedOpTypes(int8, path.join(dir, 'inception.int8.opt.onnx'));
     expect(ops).not.toContain('Conv');
     expect(ops).not.toContain('FusedConv');
     expect(ops).not.toContain('Gemm');
+    expect(ops).not.toContain('com.microsoft:QLinearAveragePool');
     expect(count(ops, 'com.microsoft:QLinearConv')).toBe(convs);
     expect(count(ops, 'com.microsoft:QGemm')).toBe(1);
 

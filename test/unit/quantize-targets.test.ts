@@ -518,10 +518,11 @@ async function agreement(fp32: string, qdq: string, inputs: Float32Array[], dims
  * Small CNN, 20 inputs not used for calibration: float-Softmax variants 59.8-63.5 dB, qnn-htp with
  * uint16 60.1 dB, while a uint8 Softmax output (steps of 1/255) holds qnn-htp and vsinpu at 46.0 dB;
  * top-1 agreed on all 20. Built Inception V2 on the 8 samples: cpu 13.9 dB, cpu-arm and xnnpack 9.0,
- * qnn-htp and vsinpu 10.0, qnn-htp uint16 10.7, acl 7.3, keepActivations 9.3.
+ * qnn-htp and vsinpu 10.0, qnn-htp uint16 10.7, acl 7.3, keepActivations 9.3; since the avg pools of
+ * cpu and cpu-arm became depthwise convs, cpu 7.8 dB (see cli-quantize.test.ts for why that moves).
  */
 const VARIANTS: { name: string; opts: Partial<QuantizeOptions>; small: number; inception: number }[] = [
-  { name: 'cpu', opts: {}, small: 45, inception: 8 },
+  { name: 'cpu', opts: {}, small: 45, inception: 5 },
   { name: 'cpu-arm', opts: { target: 'cpu-arm' }, small: 45, inception: 5 },
   { name: 'qnn-htp', opts: { target: 'qnn-htp' }, small: 35, inception: 5 },
   { name: 'qnn-htp uint16', opts: { target: 'qnn-htp', activationType: 'uint16' }, small: 45, inception: 5 },
@@ -596,7 +597,9 @@ describe("what ORT's CPU provider fuses (optimized model, level all)", () => {
       const ops = await optimizedOpTypes(out, `${out}.opt.onnx`, ARM);
       expect(ops).not.toContain('Conv');
       expect(ops).not.toContain('Gemm');
-      expect(count(ops, 'com.microsoft:QLinearConv')).toBe(3);
+      // ORT's CPU kernels get the avg pool as a depthwise conv (and its count map); XNNPACK keeps the pool.
+      expect(count(ops, 'com.microsoft:QLinearConv')).toBe(target === 'cpu-arm' ? 4 : 3);
+      expect(count(ops, 'com.microsoft:QLinearAveragePool')).toBe(target === 'cpu-arm' ? 0 : 1);
       expect(count(ops, 'com.microsoft:QGemm')).toBe(1);
       expect(ops).not.toContain('DequantizeLinear');
     }
@@ -607,7 +610,8 @@ describe("what ORT's CPU provider fuses (optimized model, level all)", () => {
       const { out } = await quantizeSmall(`fuse-pt-${opts.target ?? 'cpu'}`, opts);
       const ops = await optimizedOpTypes(out, `${out}.opt.onnx`);
       expect(ops).not.toContain('Conv');
-      expect(count(ops, 'com.microsoft:QLinearConv')).toBe(3);
+      // cpu: the avg pool is a depthwise conv as well
+      expect(count(ops, 'com.microsoft:QLinearConv')).toBe(opts.target === 'acl' ? 3 : 4);
     }
   });
 
@@ -624,7 +628,8 @@ describe("what ORT's CPU provider fuses (optimized model, level all)", () => {
       method: 'minmax',
       target: 'cpu-arm',
     });
-    const convs = (await loadModel(fp32)).graph!.node!.filter((n) => n.opType === 'Conv').length;
+    // and each AveragePool as a depthwise conv
+    const convs = (await loadModel(fp32)).graph!.node!.filter((n) => n.opType === 'Conv' || n.opType === 'AveragePool').length;
     const ops = await optimizedOpTypes(out, `${out}.opt.onnx`, ARM);
     expect(ops).not.toContain('Conv');
     expect(ops).not.toContain('Gemm');

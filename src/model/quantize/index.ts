@@ -37,7 +37,7 @@ import {
   type MixedPrecisionOptions,
   type MixedPrecisionReport,
 } from './mixed-precision.js';
-import { prepareModel, TARGET_OPSET, type TensorInfo } from './prepare.js';
+import { poolsToDepthwise, prepareModel, TARGET_OPSET, type CountMap, type TensorInfo } from './prepare.js';
 import { emitQdq, planQdq, type FloatNode, type QdqPlan, type TensorQuant } from './qdq.js';
 import { DEFAULT_TARGET, resolveTarget, type QdqSettings, type TargetName, type TargetOverrides } from './targets.js';
 
@@ -103,7 +103,7 @@ export interface QuantizeOptions extends TargetOverrides {
   maxImages?: number;
   /** how many layers to list in worstLayers (default 10) */
   worstLayers?: number;
-  /** skip the avg-pool/conv swap (for measuring it) */
+  /** skip the avg-pool rewrites, the swap with a 1×1 conv and the depthwise conv (for measuring them) */
   poolRewrite?: boolean;
   /** Concat inputs reuse the Concat's scale/zero point so QLinearConcat copies bytes (default true) */
   shareConcatParams?: boolean;
@@ -326,10 +326,20 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   };
   original = undefined; // prepareModel worked on a copy: the file's bytes can go
   collectGarbage();
+  const types = await probeTensors(prepared!);
+  // ORT's CPU kernels only: an NPU runs AveragePool natively, and its depthwise conv and Mul are not measured.
+  let countMaps: CountMap[] = [];
+  if (opts.poolRewrite !== false && (settings.target === 'cpu' || settings.target === 'cpu-arm')) {
+    const depthwise = poolsToDepthwise(prepared!.graph!, types);
+    countMaps = depthwise.countMaps;
+    if (depthwise.pools > 0) {
+      const maps = countMaps.length > 0 ? ` (${countMaps.length} times a count map: padding left out of the average)` : '';
+      rewrites.push(`${depthwise.pools} AveragePool → depthwise Conv${maps}`);
+    }
+  }
   log?.info({ rewrites }, 'model prepared');
   // Mixed precision names the nodes to keep float after Relu folding renamed their outputs.
   if (targetSqnrDb !== undefined) nameUnnamedNodes(prepared!);
-  const types = await probeTensors(prepared!);
 
   // 2. Plan: which nodes and tensors to quantize.
   let plan: QdqPlan | undefined = planQdq(prepared!, types, {
@@ -421,6 +431,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     // 4. Emit QDQ (with bias correction: measure on it, then correct its int32 biases) and write.
     const emitOptions = {
       activationType,
+      countMaps,
       weights: settings.weights,
       gemmWeights: settings.gemmWeights,
       ...(settings.minRealRange !== undefined ? { minRealRange: settings.minRealRange } : {}),

@@ -8,6 +8,9 @@
  *  4. Flatten(axis 0|1) → Reshape, which ORT runs directly on 8-bit data (Flatten it does not);
  *  5. AveragePool → 1×1 Conv swapped to 1×1 Conv → AveragePool where it pools fewer channels
  *     (measured on the built Inception V2: the quantized avg-pool was 31 % of the INT8 time).
+ * And, once the tensor shapes are known (`poolsToDepthwise`, for ORT's CPU kernels):
+ *  6. AveragePool → depthwise Conv with constant weights, times a constant per-position count map
+ *     where the pool leaves padding out of its averages (docs/ARCHITECTURE.md, "Quantization").
  */
 import { attrFloat, attrInt, attrInts, DataType, getAttr, makeNode, makeTensor, onnx, opsetVersion, tensorToFloat32 } from '../onnx.js';
 import {
@@ -384,6 +387,110 @@ function swapAvgPoolConv(g: onnx.IGraphProto): number {
   }
   g.node = newNodes;
   return swapped;
+}
+
+/** A pool rewritten with a count map: what the quantizer needs to keep its Mul exact inside the image. */
+export interface CountMap {
+  /** the depthwise conv's output, the Mul's first input */
+  windowSums: string;
+  /** the Mul's node name (Relu folding may rename its output) */
+  mul: string;
+  /** the map's value where the window is whole: L / (kh · kw) */
+  inside: number;
+}
+
+/** The largest count-map value a pool may need (it is an 8-bit constant input of the Mul, kept exact). */
+const MAX_COUNT_MAP = 127;
+
+/**
+ * AveragePool (2-D, no ceil_mode or dilation) → depthwise Conv (group = channels) whose weights are all
+ * 1/L, and, where the pool leaves padding out of its averages (count_include_pad=0 with pads), a Mul by
+ * a constant [1, 1, H, W] map of L / n(p), n(p) being the number of input values the window at p
+ * covers and L their least common multiple. So the float output is the pool's up to rounding, and
+ * both constants are exact in 8 bits: the weights are one per-channel step each, the map holds
+ * integers (quantized with scale 1). Why: ORT's QLinearAveragePool is a scalar loop (11 % of the built
+ * Inception V2's INT8 time at 2 threads, 12 % of InceptionV3's, after the swap above), while a depthwise
+ * QLinearConv runs on MLAS's vector kernels; the Mul, a QLinearMul, costs less than the pool did
+ * (README, "Quantizing to INT8"). `shapes` are the prepared model's (probeTensors); the conv's new output
+ * is added to them. Returns how many pools were rewritten and those that needed the map: the
+ * emitter gives their window sums the Mul output's parameters with the scale ÷ `inside` (same zero
+ * point), so inside the image the QLinearMul multiplies by exactly 1 and adds no rounding.
+ */
+export function poolsToDepthwise(g: onnx.IGraphProto, shapes: Map<string, TensorInfo>): { pools: number; countMaps: CountMap[] } {
+  const names = new NameAllocator(g);
+  let pools = 0;
+  const countMaps: CountMap[] = [];
+  const newNodes: Node[] = [];
+  g.initializer ??= [];
+  for (const pool of g.node ?? []) {
+    const chain = pool.opType === 'AveragePool' && (!pool.domain || pool.domain === 'ai.onnx') ? depthwiseChain(pool) : undefined;
+    if (chain) {
+      newNodes.push(...chain.nodes);
+      pools++;
+      if (chain.countMap) countMaps.push(chain.countMap);
+    } else {
+      newNodes.push(pool);
+    }
+  }
+  g.node = newNodes;
+  return { pools, countMaps };
+
+  function depthwiseChain(pool: Node): { nodes: Node[]; countMap?: CountMap } | undefined {
+    const x = pool.input?.[0];
+    const y = pool.output?.[0];
+    const inDims = x ? shapes.get(x)?.dims : undefined;
+    const outDims = y ? shapes.get(y)?.dims : undefined;
+    if (!x || !y || inDims?.length !== 4 || outDims?.length !== 4) return undefined;
+    const [, c, h, w] = inDims;
+    const [, , oh, ow] = outDims;
+    if (![c, h, w, oh, ow].every((d) => typeof d === 'number' && d > 0)) return undefined;
+    const channels = c as number;
+    const kernel = attrInts(pool, 'kernel_shape');
+    const strides = attrInts(pool, 'strides', [1, 1]);
+    const pads = attrInts(pool, 'pads', [0, 0, 0, 0]);
+    if (kernel.length !== 2 || strides.length !== 2 || pads.length !== 4) return undefined;
+    if (attrInt(pool, 'ceil_mode', 0) !== 0 || attrInts(pool, 'dilations', [1, 1]).some((d) => d !== 1)) return undefined;
+    if (getAttr(pool, 'auto_pad') && attrIntString(pool) !== 'NOTSET') return undefined;
+    const [kh, kw] = kernel as [number, number];
+    const padded = pads.some((p) => p !== 0);
+    const excludePad = padded && attrInt(pool, 'count_include_pad', 0) === 0;
+    // n(p) per output row and column: the window's input positions inside the image.
+    const covered = (out: number, size: number, k: number, stride: number, padBegin: number) =>
+      Array.from({ length: out }, (_, i) => {
+        const start = i * stride - padBegin;
+        return Math.min(start + k, size) - Math.max(start, 0);
+      });
+    const rows = covered(oh as number, h as number, kh, strides[0]!, pads[0]!);
+    const cols = covered(ow as number, w as number, kw, strides[1]!, pads[1]!);
+    if (rows.some((n) => n <= 0) || cols.some((n) => n <= 0)) return undefined;
+    let l = kh * kw;
+    if (excludePad) for (const r of new Set(rows)) for (const col of new Set(cols)) l = lcm(l, r * col);
+    const minCount = excludePad ? Math.min(...rows) * Math.min(...cols) : l;
+    if (l / minCount > MAX_COUNT_MAP) return undefined;
+
+    const base = pool.name || y;
+    const weights = names.take(`${base}_depthwise_w`);
+    g.initializer!.push(makeTensor(weights, DataType.FLOAT, [channels, 1, kh, kw], new Float32Array(channels * kh * kw).fill(1 / l)));
+    // The conv keeps the pool's name, so --exclude and the reports still find it.
+    const convAttrs = { group: channels, kernel_shape: [kh, kw], strides, pads };
+    if (!excludePad) return { nodes: [makeNode('Conv', [x, weights], [y], convAttrs, pool.name ?? undefined)] };
+    const sums = names.take(`${y}_window_sum`);
+    const map = names.take(`${base}_count_map`);
+    const values = new Float32Array(rows.length * cols.length);
+    for (let i = 0; i < rows.length; i++) for (let j = 0; j < cols.length; j++) values[i * cols.length + j] = l / (rows[i]! * cols[j]!);
+    g.initializer!.push(makeTensor(map, DataType.FLOAT, [1, 1, rows.length, cols.length], values));
+    shapes.set(sums, { type: 'float32', dims: [...outDims] });
+    const mul = makeNode('Mul', [sums, map], [y], {}, names.take(`${base}_count`));
+    return {
+      nodes: [makeNode('Conv', [x, weights], [sums], convAttrs, pool.name ?? undefined), mul],
+      countMap: { windowSums: sums, mul: mul.name, inside: l / (kh * kw) },
+    };
+  }
+}
+
+function lcm(a: number, b: number): number {
+  const gcd = (p: number, q: number): number => (q === 0 ? p : gcd(q, p % q));
+  return (a / gcd(a, b)) * b;
 }
 
 function attrIntString(n: Node): string {

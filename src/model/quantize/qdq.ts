@@ -34,7 +34,7 @@ import {
 } from './numeric.js';
 import type { Range } from './calibrate.js';
 import { type RoundedWeights, useRoundedWeights } from './adaround.js';
-import type { TensorInfo } from './prepare.js';
+import type { CountMap, TensorInfo } from './prepare.js';
 
 /** Ops quantized with their own output range; ORT fuses each into a QLinear* kernel. */
 const OWN_RANGE_OPS = new Set(['Conv', 'Gemm', 'Concat', 'Add', 'Mul', 'AveragePool', 'GlobalAveragePool']);
@@ -345,6 +345,8 @@ export interface EmitOptions {
    * Gemm with alpha ≠ 1 from alpha·W (alpha is folded into the weights below).
    */
   roundedWeights?: ReadonlyMap<string, RoundedWeights>;
+  /** Pools prepare.ts rewrote as a depthwise conv times a count map: their window sums' parameters follow the Mul's. */
+  countMaps?: readonly CountMap[];
 }
 
 /** Bytes of temporary arrays emitQdq lets pile up between garbage collections. */
@@ -423,9 +425,32 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
     for (let outer = concatOf.get(root); outer !== undefined && fits(outer); outer = concatOf.get(root)) root = outer;
     return root;
   };
+  // A count map's window sums get the final parameters of its Mul's output (a Concat's, when shared)
+  // with the scale ÷ the map's inside value and the same zero point: inside the image the QLinearMul
+  // then multiplies integers by exactly 1, so the rewrite adds no rounding there (prepare.ts).
+  const windowSums = new Map<string, { product: string; inside: number }>();
+  for (const m of opts.countMaps ?? []) {
+    const mul = (g.node ?? []).find((n) => n.name === m.mul);
+    const product = mul?.output?.[0];
+    if (mul && product && quantized.has(mul)) windowSums.set(m.windowSums, { product, inside: m.inside });
+  }
+  const windowSumParams = (t: string, w: { product: string; inside: number }) => {
+    const productRoot = rootOf(w.product);
+    const base = paramsFor(productRoot ?? w.product).p;
+    const p = { scale: base.scale / w.inside, zeroPoint: base.zeroPoint };
+    const scaleName = names.take(`${t}_scale`);
+    const zpName = names.take(`${t}_zero_point`);
+    newInits.push(makeTensor(scaleName, DataType.FLOAT, [], Float32Array.of(p.scale)));
+    newInits.push(makeTensor(zpName, zpType.dataType, [], zpType.array(p.zeroPoint)));
+    const entry = { p, scaleName, zpName };
+    params.set(t, entry);
+    tensors.push({ tensor: t, min: (qmin - p.zeroPoint) * p.scale, max: (qmax - p.zeroPoint) * p.scale, ...p });
+    return entry;
+  };
   for (const t of activations) {
     const rootName = rootOf(t);
-    const q = rootName ? paramsFor(rootName) : paramsFor(t);
+    const sums = windowSums.get(t);
+    const q = sums ? (params.get(t) ?? windowSumParams(t, sums)) : rootName ? paramsFor(rootName) : paramsFor(t);
     params.set(t, q);
     if (rootName) {
       const r = plan.fixedRanges.get(rootName) ?? ranges.get(rootName)!;
@@ -527,18 +552,25 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
       continue;
     }
     if (!OWN_RANGE_OPS.has(op)) continue; // direct ops: shape inputs etc. stay as they are
-    // Constant inputs of Add/Mul/Concat: quantized with the activation type over their own range.
+    // Constant inputs of Add/Mul/Concat: quantized with the activation type over their own range, or,
+    // when every value is an integer the type holds, with scale 1 and zero point 0, which keeps them
+    // exact (the count maps of prepare.ts's depthwise pools: 4, 6 and 9 are not all steps of 9/255).
     n.input = (n.input ?? []).map((i) => {
       const c = inits.get(i);
       if (!c || c.dataType !== DataType.FLOAT) return i;
       const values = tensorToFloat32(c);
       let mn = Infinity;
       let mx = -Infinity;
+      let integers = true;
       for (const v of values) {
         if (v < mn) mn = v;
         if (v > mx) mx = v;
+        if (!Number.isInteger(v)) integers = false;
       }
-      const p = activationParams({ min: mn, max: mx }, activationType, false, minRealRange);
+      const p =
+        integers && mn >= qmin && mx <= qmax
+          ? { scale: 1, zeroPoint: 0 }
+          : activationParams({ min: mn, max: mx }, activationType, false, minRealRange);
       const qv = new Float64Array(values.length);
       for (let k = 0; k < values.length; k++) qv[k] = quantizeValue(values[k]!, p.scale, p.zeroPoint, qmin, qmax);
       const dims = (c.dims ?? []).map(Number);
