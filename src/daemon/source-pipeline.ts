@@ -158,6 +158,8 @@ export class SourcePipeline {
           if (signal.aborted) break;
           if (this.paused) continue;
           if (err instanceof SourceExhaustedError) {
+            // "finished" means every frame has its Result: the last one may still be with the engine.
+            await this.settle();
             this.deps.logger.info({ source: this.id }, 'source has no more frames');
             this.deps.events.emit('sourceFinished', { source: this.id });
             break;

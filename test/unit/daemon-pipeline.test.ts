@@ -125,10 +125,16 @@ async function pipelineWith(
 describe('SourcePipeline', () => {
   it('turns frames into Results in the outbox, skipping what is not an image and riding out capture failures', async () => {
     const source = new ScriptedSource('cam', ['frame', 'garbage', 'fail', 'fail', 'frame', 'frame', 'end']);
-    const { pipeline, seen, finished, outbox: box } = await pipelineWith(source, fakeEngine());
+    const { pipeline, seen, finished, events, outbox: box } = await pipelineWith(source, fakeEngine());
+    let storedWhenFinished = -1;
+    events.on('sourceFinished', () => {
+      storedWhenFinished = box.nextBatch(0, 100).length;
+    });
     pipeline.start();
     await finished;
     await pipeline.stop();
+    // "finished" comes once every frame has its Result stored, the last one included.
+    expect(storedWhenFinished).toBe(3);
 
     const results = box.nextBatch(0, 100).map((e) => JSON.parse(String(e.payload)) as ResultPayload);
     expect(results.map((r) => r.seq)).toEqual([1, 2, 3]);
@@ -145,7 +151,6 @@ describe('SourcePipeline', () => {
     expect(seen.find(([n]) => n === 'frameSkipped')![1]).toMatchObject({ reason: 'corrupt' });
     expect(names.filter((n) => n === 'captureFailed')).toHaveLength(2);
     expect(names.filter((n) => n === 'captureRecovered')).toHaveLength(1);
-    // The end is told once; the last frame's inference may still be finishing then (they overlap).
     expect(names.filter((n) => n === 'sourceFinished')).toHaveLength(1);
   });
 
@@ -240,8 +245,8 @@ describe('SourcePipeline', () => {
 
   /**
    * Runs `frames` frames through an engine whose runs answer only when `release` answers them: it is
-   * called after each run with the runs waiting, oldest first. Once the source has ended every run
-   * answers; a fallback answers the oldest every 2 s, so a pipeline that holds back frames still ends
+   * called after each run with the runs waiting, oldest first. Once the source has no more frames every
+   * run answers; a fallback answers the oldest every 2 s, so a pipeline that holds back frames still ends
    * (and fails the counts). Returns the most runs outstanding at once and the Results stored.
    */
   async function runHeldBack(frames: number, parallelism: number | undefined, release: (waiting: Array<() => void>) => void) {
@@ -268,11 +273,19 @@ describe('SourcePipeline', () => {
       },
     };
     const source = new ScriptedSource('cam', Array(frames).fill('frame'));
-    const { pipeline, events, finished, outbox: box } = await pipelineWith(source, engine);
-    events.on('sourceFinished', () => {
-      ended = true;
-      while (waiting.length > 0) answerOldest();
-    });
+    const next = source.next.bind(source);
+    source.next = async () => {
+      try {
+        return await next();
+      } catch (err) {
+        if (err instanceof SourceExhaustedError) {
+          ended = true;
+          while (waiting.length > 0) answerOldest();
+        }
+        throw err;
+      }
+    };
+    const { pipeline, finished, outbox: box } = await pipelineWith(source, engine);
     const fallback = setInterval(answerOldest, 2000);
     pipeline.start();
     await finished;
