@@ -348,7 +348,7 @@ export class Metrics {
       window: new SlidingWindow(window),
     });
     // CPU per Result is a query, not a metric: rate(process_cpu_seconds_total[5m]) / rate(inceptiond_results_total[5m]),
-    // and by thread role rate(inceptiond_thread_cpu_seconds_total[5m]) / rate(inceptiond_results_total[5m]).
+    // and by thread role from this counter (README, "Health, metrics and logs", has the query).
     const threadCpu = this.threadCpu;
     const exported: Record<ThreadRole, number> = { main: 0, inference: 0, other: 0 };
     new Counter({

@@ -10,7 +10,7 @@
  *     (measured on the built Inception V2: the quantized avg-pool was 31 % of the INT8 time).
  * And, once the tensor shapes are known (`poolsToDepthwise`, for ORT's CPU kernels):
  *  6. AveragePool → depthwise Conv with constant weights, times a constant per-position count map
- *     where the pool leaves padding out of its averages (docs/ARCHITECTURE.md, "Quantization").
+ *     where the pool leaves padding out of its averages (docs/ARCHITECTURE.md, "Models and quantization").
  */
 import { attrFloat, attrInt, attrInts, DataType, getAttr, makeNode, makeTensor, onnx, opsetVersion, tensorToFloat32 } from '../onnx.js';
 import {
