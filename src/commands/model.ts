@@ -141,6 +141,11 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       parsePositiveRatio,
     )
     .option(
+      '--search-images <n>',
+      'with --target-sqnr: the images each step is measured on, the first N held-out (else calibration) images (default 16; more generalize better and take longer)',
+      parsePositiveInt,
+    )
+    .option(
       '--adaround [iterations]',
       "learn each Conv/Gemm weight's rounding (AdaRound) on the first 16 calibration images, ITERATIONS steps per layer (default 2000; slow: about 30-50 min for Inception V2)",
       parsePositiveInt,
@@ -170,6 +175,9 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       if (path.resolve(input) === path.resolve(output)) throw new UsageError('OUT must differ from IN');
       if (opts.maxLatencyRatio !== undefined && opts.targetSqnr === undefined) {
         throw new UsageError('--max-latency-ratio bounds the mixed-precision search: it needs --target-sqnr');
+      }
+      if (opts.searchImages !== undefined && opts.targetSqnr === undefined) {
+        throw new UsageError('--search-images sizes the mixed-precision search: it needs --target-sqnr');
       }
       const { resolveTarget, TargetOptionError } = await import('../model/quantize/targets.js');
       try {
@@ -201,6 +209,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         fromSource: opts.fromSource,
         targetSqnrDb: opts.targetSqnr,
         maxLatencyRatio: opts.maxLatencyRatio,
+        searchImages: opts.searchImages,
         json: !!opts.json,
       });
     });

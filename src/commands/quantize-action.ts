@@ -49,6 +49,8 @@ export interface QuantizeCommandOptions {
   targetSqnrDb?: number;
   /** mixed precision: the most latency a kept step may bring, as a fraction of FP32's */
   maxLatencyRatio?: number;
+  /** mixed precision: the images each step is measured on */
+  searchImages?: number;
 }
 
 export interface CaptureResult {
@@ -196,6 +198,7 @@ export async function quantizeCommand(
           mixedPrecision: {
             sessionOptions: cpuTimingOptions(config()),
             ...(opts.maxLatencyRatio !== undefined ? { maxLatencyRatio: opts.maxLatencyRatio } : {}),
+            ...(opts.searchImages !== undefined ? { images: opts.searchImages } : {}),
           },
         }
       : {}),

@@ -292,6 +292,20 @@ describe('inceptiond model quantize --target-sqnr (small CNN)', () => {
       2,
       /ratio > 0, got "0"/,
     );
+    expectCleanError(
+      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--search-images', '2'),
+      2,
+      /--search-images .*needs --target-sqnr/,
+    );
+  });
+
+  it('--search-images sets how many images the steps are measured on', async () => {
+    const out = path.join(dir, 'small-mixed-2.int8.onnx');
+    const args = ['--calibration', smallImages, '--target-sqnr', '200', '--search-images', '2', '--json'];
+    const o = await inceptiond('model', 'quantize', small, out, ...args);
+    expect(o.code, o.stderr).toBe(0);
+    const mp = (JSON.parse(o.stdout) as { mixedPrecision: Record<string, unknown> }).mixedPrecision;
+    expect(mp).toMatchObject({ images: { source: 'calibration', count: 2 } });
   });
 
   it('--target-sqnr with --adaround, --bias-correction and --max-latency-ratio: the bound is reported, every step over it undone', async () => {
