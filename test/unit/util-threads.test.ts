@@ -54,17 +54,19 @@ describe('readThreadTimes', () => {
        // Busy until this thread has used 50 ms of CPU (5 ticks), however loaded the machine is.
        const ticks = () => { const f = readFileSync('/proc/thread-self/stat', 'latin1'); const r = f.slice(f.lastIndexOf(')') + 2).split(' '); return Number(r[11]) + Number(r[12]); };
        while (ticks() < 5);
-       parentPort.postMessage('named'); setInterval(() => {}, 1000);`,
+       // its own thread id: /proc/thread-self links to <pid>/task/<tid>
+       parentPort.postMessage(require('node:fs').readlinkSync('/proc/thread-self')); setInterval(() => {}, 1000);`,
       { eval: true },
     );
     try {
-      await new Promise((resolve) => worker.once('message', resolve));
+      const link = await new Promise<string>((resolve) => worker.once('message', resolve));
+      const tid = Number(link.split('/').pop());
       const threads = readThreadTimes() ?? [];
       expect(threads.some((t) => t.tid === process.pid)).toBe(true);
-      const named = threads.filter((t) => t.name === INFERENCE_THREAD_NAME);
-      expect(named).toHaveLength(1);
-      expect(named[0]!.ticks).toBeGreaterThanOrEqual(5);
-      expect(readFileSync(`/proc/self/task/${named[0]!.tid}/comm`, 'utf8').trim()).toBe(INFERENCE_THREAD_NAME);
+      const named = threads.find((t) => t.tid === tid);
+      expect(named).toMatchObject({ name: INFERENCE_THREAD_NAME });
+      expect(named!.ticks).toBeGreaterThanOrEqual(5);
+      expect(readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()).toBe(INFERENCE_THREAD_NAME);
     } finally {
       await worker.terminate();
     }
