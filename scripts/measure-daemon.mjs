@@ -160,21 +160,22 @@ const ready = new Promise((resolve, reject) => {
   });
 });
 await ready;
-const counter = async (name) => {
-  const text = await (await fetch(`${http}/metrics`)).text();
-  return text
+const metricsText = async () => (await fetch(`${http}/metrics`)).text();
+/** The sum of the samples whose line starts with `prefix` (a metric's name and `{`, or more labels), from one /metrics text. */
+const sumOf = (text, prefix) =>
+  text
     .split('\n')
-    .filter((l) => l.startsWith(name.includes('{') ? name : `${name}{`))
+    .filter((l) => l.startsWith(prefix))
     .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
-};
+const counter = async (name) => sumOf(await metricsText(), `${name}{`);
 const results = () => counter('inceptiond_results_total');
-// The daemon's CPU by thread role (its /metrics: main, inference, other), in seconds.
-const threadSeconds = async () =>
-  Object.fromEntries(
-    await Promise.all(
-      ['main', 'inference', 'other'].map(async (role) => [role, await counter(`inceptiond_thread_cpu_seconds_total{thread="${role}"`)]),
-    ),
+// The daemon's CPU by thread role (its /metrics: main, inference, other), in seconds, from one scrape.
+const threadSeconds = async () => {
+  const text = await metricsText();
+  return Object.fromEntries(
+    ['main', 'inference', 'other'].map((role) => [role, sumOf(text, `inceptiond_thread_cpu_seconds_total{thread="${role}"`)]),
   );
+};
 while ((await results()) === 0) await new Promise((r) => setTimeout(r, 20));
 const firstResultMs = performance.now() - started;
 const n0 = await results();

@@ -486,16 +486,23 @@ export class Metrics {
    * since the previous call, so call it from one place (the metrics timer); peek() reads without that.
    */
   snapshot(): MetricsSnapshot {
-    const snap = this.peek();
+    const cpu = { ms: cpuMs(this.cpuUsage()), threads: this.threadCpu() };
+    const snap = this.snapshotWith(cpu);
     this.intervalStart = this.now();
     for (const source of this.intervalResults.keys()) this.intervalResults.set(source, 0);
     this.eventLoop.reset();
-    this.intervalCpu = { ms: cpuMs(this.cpuUsage()), threads: this.threadCpu(), results: this.resultTotal };
+    // The next interval starts from the readings this one ended with: /proc is read once per snapshot.
+    this.intervalCpu = { ...cpu, results: this.resultTotal };
     return snap;
   }
 
   /** As snapshot(), without starting a new interval (for /status and on-demand requests). */
   peek(): MetricsSnapshot {
+    return this.snapshotWith({ ms: cpuMs(this.cpuUsage()), threads: this.threadCpu() });
+  }
+
+  /** The snapshot's figures, with the CPU readings (process ms, seconds by thread role) taken now. */
+  private snapshotWith(cpu: { ms: number; threads: Record<ThreadRole, number> | undefined }): MetricsSnapshot {
     this.syncPublishing();
     const now = this.now();
     const elapsedSec = (now - this.intervalStart) / 1000;
@@ -505,13 +512,13 @@ export class Metrics {
     const loop = this.eventLoop;
     const hasLoopSamples = loop.count > 0;
     const delayMs = (ns: number) => round2(Math.max(0, ns / 1e6 - EVENT_LOOP_RESOLUTION_MS));
-    const cpuSpent = cpuMs(this.cpuUsage()) - this.intervalCpu.ms;
+    const cpuSpent = cpu.ms - this.intervalCpu.ms;
     const intervalResults = this.resultTotal - this.intervalCpu.results;
     const figures = (ms: number): CpuFigures => ({
       msPerResult: intervalResults > 0 ? round2(ms / intervalResults) : null,
       percentOfOneCore: elapsedSec > 0 ? round2(ms / 10 / elapsedSec) : 0,
     });
-    const threadsNow = this.threadCpu();
+    const threadsNow = cpu.threads;
     const threadsBefore = this.intervalCpu.threads;
     return {
       ts: new Date().toISOString(),

@@ -383,12 +383,8 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
   const params = new Map<string, { p: QuantParams; scaleName: string; zpName: string }>();
   const tensors: TensorQuant[] = [];
   const newInits: onnx.ITensorProto[] = [];
-  const paramsFor = (t: string): { p: QuantParams; scaleName: string; zpName: string } => {
-    const existing = params.get(t);
-    if (existing) return existing;
-    const r = plan.fixedRanges.get(t) ?? ranges.get(t);
-    if (!r) throw new Error(`internal: no calibrated range for tensor ${t}`);
-    const p = activationParams(r, activationType, false, minRealRange);
+  /** Writes a tensor's scale and zero point initializers and records them (and its range, for the report). */
+  const addParams = (t: string, p: QuantParams, r: Range): { p: QuantParams; scaleName: string; zpName: string } => {
     const scaleName = names.take(`${t}_scale`);
     const zpName = names.take(`${t}_zero_point`);
     newInits.push(makeTensor(scaleName, DataType.FLOAT, [], Float32Array.of(p.scale)));
@@ -397,6 +393,13 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
     params.set(t, entry);
     tensors.push({ tensor: t, min: r.min, max: r.max, scale: p.scale, zeroPoint: p.zeroPoint });
     return entry;
+  };
+  const paramsFor = (t: string): { p: QuantParams; scaleName: string; zpName: string } => {
+    const existing = params.get(t);
+    if (existing) return existing;
+    const r = plan.fixedRanges.get(t) ?? ranges.get(t);
+    if (!r) throw new Error(`internal: no calibrated range for tensor ${t}`);
+    return addParams(t, activationParams(r, activationType, false, minRealRange), r);
   };
 
   // Q/DQ pairs for activations, placed right after their producer (graph inputs: at the start).
@@ -435,22 +438,14 @@ export function emitQdq(plan: QdqPlan, ranges: Map<string, Range>, opts: EmitOpt
     if (mul && product && quantized.has(mul)) windowSums.set(m.windowSums, { product, inside: m.inside });
   }
   const windowSumParams = (t: string, w: { product: string; inside: number }) => {
-    const productRoot = rootOf(w.product);
-    const base = paramsFor(productRoot ?? w.product).p;
+    const base = paramsFor(rootOf(w.product) ?? w.product).p;
     const p = { scale: base.scale / w.inside, zeroPoint: base.zeroPoint };
-    const scaleName = names.take(`${t}_scale`);
-    const zpName = names.take(`${t}_zero_point`);
-    newInits.push(makeTensor(scaleName, DataType.FLOAT, [], Float32Array.of(p.scale)));
-    newInits.push(makeTensor(zpName, zpType.dataType, [], zpType.array(p.zeroPoint)));
-    const entry = { p, scaleName, zpName };
-    params.set(t, entry);
-    tensors.push({ tensor: t, min: (qmin - p.zeroPoint) * p.scale, max: (qmax - p.zeroPoint) * p.scale, ...p });
-    return entry;
+    return addParams(t, p, { min: (qmin - p.zeroPoint) * p.scale, max: (qmax - p.zeroPoint) * p.scale });
   };
   for (const t of activations) {
     const rootName = rootOf(t);
     const sums = windowSums.get(t);
-    const q = sums ? (params.get(t) ?? windowSumParams(t, sums)) : rootName ? paramsFor(rootName) : paramsFor(t);
+    const q = sums ? windowSumParams(t, sums) : rootName ? paramsFor(rootName) : paramsFor(t);
     params.set(t, q);
     if (rootName) {
       const r = plan.fixedRanges.get(rootName) ?? ranges.get(rootName)!;
