@@ -223,11 +223,11 @@ async function main(): Promise<void> {
       activation: l.spec.op === 'Conv' ? ACTIVATION : ('none' as const),
     };
     const cpuNearest0 = process.cpuUsage();
-    const nearest = adaroundLayer({ ...common, options: { iterations: 0 } });
+    const nearest = await adaroundLayer({ ...common, options: { iterations: 0 } });
     const cpuNearest = process.cpuUsage(cpuNearest0);
     const heapBefore = process.memoryUsage();
     const cpu0 = process.cpuUsage();
-    const res = adaroundLayer({ ...common, options: { iterations: ITERATIONS, batchSize: BATCH, learningRate: LEARNING_RATE } });
+    const res = await adaroundLayer({ ...common, options: { iterations: ITERATIONS, batchSize: BATCH, learningRate: LEARNING_RATE } });
     const cpu = process.cpuUsage(cpu0);
     const heapAfter = process.memoryUsage();
     const dequant = (q: Int8Array | Uint8Array): Float32Array => {

@@ -198,8 +198,8 @@ describe('adaroundLayer on a conv layer', () => {
   const rowLength = 144;
   const channelOf = (i: number): number => Math.floor(i / rowLength);
 
-  it('reconstructs the output better than round-to-nearest, on held-out samples too, with floor/ceil integers in range', () => {
-    const result = adaroundLayer(input);
+  it('reconstructs the output better than round-to-nearest, on held-out samples too, with floor/ceil integers in range', async () => {
+    const result = await adaroundLayer(input);
     const nearest = quantizeWeights(w, dims, 0, S8_PER_CHANNEL, scales, zeroPoints).data;
     expectFloorOrCeil(result.data, w, scales, zeroPoints, S8_PER_CHANNEL, channelOf);
     expect(result.stats.keptNearest).toBe(false);
@@ -218,36 +218,36 @@ describe('adaroundLayer on a conv layer', () => {
     expect(result.stats.memoryBytes).toBeGreaterThan(0);
   });
 
-  it('is deterministic', () => {
-    const a = adaroundLayer({ ...input, options: { ...input.options, iterations: 100 } });
-    const b = adaroundLayer({ ...input, options: { ...input.options, iterations: 100 } });
+  it('is deterministic', async () => {
+    const a = await adaroundLayer({ ...input, options: { ...input.options, iterations: 100 } });
+    const b = await adaroundLayer({ ...input, options: { ...input.options, iterations: 100 } });
     expect(Buffer.from(a.data.buffer).equals(Buffer.from(b.data.buffer))).toBe(true);
     expect(a.stats.finalMse).toBe(b.stats.finalMse);
-    const other = adaroundLayer({ ...input, options: { ...input.options, iterations: 100, seed: 2 } });
+    const other = await adaroundLayer({ ...input, options: { ...input.options, iterations: 100, seed: 2 } });
     expect(other.stats.initialMse).not.toBe(a.stats.initialMse); // another pool order, so another evaluation subset
   });
 
-  it('with 0 iterations returns exactly what quantizeWeights (and so qdq.ts) writes', () => {
-    const result = adaroundLayer({ ...input, options: { iterations: 0 } });
+  it('with 0 iterations returns exactly what quantizeWeights (and so qdq.ts) writes', async () => {
+    const result = await adaroundLayer({ ...input, options: { iterations: 0 } });
     const nearest = quantizeWeights(w, dims, 0, S8_PER_CHANNEL, scales, zeroPoints).data;
     expect([...result.data]).toEqual([...nearest]);
     expect(result.stats.finalMse).toBe(result.stats.initialMse);
     expect(result.stats.changed).toBe(0);
   });
 
-  it('bounds the unfolded pool by maxPatches and maxPoolBytes', () => {
-    const small = adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 300 } });
-    const large = adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 1200 } });
+  it('bounds the unfolded pool by maxPatches and maxPoolBytes', async () => {
+    const small = await adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 300 } });
+    const large = await adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 1200 } });
     expect(small.stats.patches).toBe(300);
     expect(large.stats.patches).toBe(1200);
     // The pool is patches × (C·kH·kW + M) floats; the rest does not depend on it.
     expect(large.stats.memoryBytes - small.stats.memoryBytes).toBe(900 * (144 + 24) * 4);
-    const capped = adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 1200, maxPoolBytes: 500 * (144 + 24) * 4 } });
+    const capped = await adaroundLayer({ ...input, options: { iterations: 0, maxPatches: 1200, maxPoolBytes: 500 * (144 + 24) * 4 } });
     expect(capped.stats.patches).toBe(500);
   });
 
-  it('with the Relu in the reconstruction (eq. 25) beats nearest after the Relu', () => {
-    const result = adaroundLayer({ ...input, activation: 'relu' });
+  it('with the Relu in the reconstruction (eq. 25) beats nearest after the Relu', async () => {
+    const result = await adaroundLayer({ ...input, activation: 'relu' });
     expect(result.stats.keptNearest).toBe(false);
     const nearest = quantizeWeights(w, dims, 0, S8_PER_CHANNEL, scales, zeroPoints).data;
     const ref = held.map((x) => referenceConv(x, w, dims, bias, spec));
@@ -293,7 +293,7 @@ describe('adaroundLayer conv geometry', () => {
       // right, round-to-nearest reconstructs them exactly.
       const ortNearest = await ortConv(inputs, dequantize(nearest, scales, zeroPoints, channelOf), c.dims, bias, c.spec);
       const base = { layer: c.spec, weights: w, weightDims: c.dims, bias, scheme: S8_PER_CHANNEL, scales, zeroPoints, inputs };
-      const exact = adaroundLayer({ ...base, targets: ortNearest, options: { iterations: 0 } });
+      const exact = await adaroundLayer({ ...base, targets: ortNearest, options: { iterations: 0 } });
       expect(exact.stats.initialMse).toBeLessThan(1e-12);
       // Targets computed from the float weights equal ORT's float Conv (and the direct reference).
       const ortFloat = await ortConv(inputs, w, c.dims, bias, c.spec);
@@ -301,36 +301,36 @@ describe('adaroundLayer conv geometry', () => {
         const ref = referenceConv(inputs[n]!, w, c.dims, bias, c.spec);
         for (let i = 0; i < ref.length; i++) expect(ref[i]).toBeCloseTo(ortFloat[n]![i]!, 4);
       }
-      const internal = adaroundLayer({ ...base, options: { iterations: 0 } });
-      const given = adaroundLayer({ ...base, targets: ortFloat, options: { iterations: 0 } });
+      const internal = await adaroundLayer({ ...base, options: { iterations: 0 } });
+      const given = await adaroundLayer({ ...base, targets: ortFloat, options: { iterations: 0 } });
       expect(internal.stats.initialMse).toBeGreaterThan(0);
       // (ORT's float32 outputs vs the float64 sums kept as float32 targets here)
       expect(Math.abs(given.stats.initialMse - internal.stats.initialMse) / internal.stats.initialMse).toBeLessThan(1e-4);
       // And the optimization works through the same geometry.
-      const learned = adaroundLayer({ ...base, options: { iterations: 300, batchSize: 32 } });
+      const learned = await adaroundLayer({ ...base, options: { iterations: 300, batchSize: 32 } });
       expectFloorOrCeil(learned.data, w, scales, zeroPoints, S8_PER_CHANNEL, channelOf);
       expect(learned.stats.finalMse).toBeLessThan(learned.stats.initialMse);
     });
   }
 
-  it('rejects inconsistent shapes', () => {
+  it('rejects inconsistent shapes', async () => {
     const w = new Float32Array(6 * 4 * 9);
     const { scales, zeroPoints } = weightParams(w, [6, 4, 3, 3], 0, S8_PER_CHANNEL);
     const base = { weights: w, weightDims: [6, 4, 3, 3], scheme: S8_PER_CHANNEL, scales, zeroPoints };
-    expect(() => adaroundLayer({ ...base, layer: { op: 'Conv', inputShape: [8, 5, 5] }, inputs: [new Float32Array(200)] })).toThrow(
+    await expect(adaroundLayer({ ...base, layer: { op: 'Conv', inputShape: [8, 5, 5] }, inputs: [new Float32Array(200)] })).rejects.toThrow(
       /group 1/,
     );
-    expect(() =>
+    await expect(
       adaroundLayer({ ...base, layer: { op: 'Conv', inputShape: [8, 5, 5], group: 2 }, inputs: [new Float32Array(199)] }),
-    ).toThrow(/199/);
-    expect(() =>
+    ).rejects.toThrow(/199/);
+    await expect(
       adaroundLayer({
         ...base,
         scales: scales.subarray(0, 3),
         layer: { op: 'Conv', inputShape: [8, 5, 5], group: 2 },
         inputs: [new Float32Array(200)],
       }),
-    ).toThrow(/6 scales/);
+    ).rejects.toThrow(/6 scales/);
   });
 });
 
@@ -371,9 +371,9 @@ describe('adaroundLayer on a Gemm layer', () => {
     return y;
   };
 
-  it('beats round-to-nearest per-channel (transB = 1), on held-out rows too', () => {
+  it('beats round-to-nearest per-channel (transB = 1), on held-out rows too', async () => {
     const { scales, zeroPoints } = layerWeightParams(wNK, [N, K], 0, S8_PER_CHANNEL);
-    const result = adaroundLayer({
+    const result = await adaroundLayer({
       layer: { op: 'Gemm', transB: true },
       weights: wNK,
       weightDims: [N, K],
@@ -400,13 +400,13 @@ describe('adaroundLayer on a Gemm layer', () => {
     expect(errAda).toBeLessThan(0.9 * errNearest);
   });
 
-  it('works per-tensor with asymmetric uint8 weights, and [K, N] weights (transB = 0, MatMul) give the same rounding transposed', () => {
+  it('works per-tensor with asymmetric uint8 weights, and [K, N] weights (transB = 0, MatMul) give the same rounding transposed', async () => {
     const { scales, zeroPoints } = layerWeightParams(wNK, [N, K], 0, U8_PER_TENSOR);
     expect(zeroPoints[0]).not.toBe(0);
     const common = { bias, scheme: U8_PER_TENSOR, scales, zeroPoints, inputs: train, options: { iterations: 400, batchSize: 64 } };
-    const nk = adaroundLayer({ ...common, layer: { op: 'Gemm', transB: true }, weights: wNK, weightDims: [N, K] });
-    const kn = adaroundLayer({ ...common, layer: { op: 'Gemm' }, weights: wKN, weightDims: [K, N] });
-    const matmul = adaroundLayer({ ...common, layer: { op: 'MatMul' }, weights: wKN, weightDims: [K, N] });
+    const nk = await adaroundLayer({ ...common, layer: { op: 'Gemm', transB: true }, weights: wNK, weightDims: [N, K] });
+    const kn = await adaroundLayer({ ...common, layer: { op: 'Gemm' }, weights: wKN, weightDims: [K, N] });
+    const matmul = await adaroundLayer({ ...common, layer: { op: 'MatMul' }, weights: wKN, weightDims: [K, N] });
     expect(nk.data).toBeInstanceOf(Uint8Array);
     expectFloorOrCeil(nk.data, wNK, scales, zeroPoints, U8_PER_TENSOR, () => 0);
     expect(nk.stats.finalMse).toBeLessThan(nk.stats.initialMse);
@@ -415,7 +415,7 @@ describe('adaroundLayer on a Gemm layer', () => {
     expect([...kn.data]).toEqual([...transposed]);
     expect([...matmul.data]).toEqual([...transposed]);
     // 0 iterations: exactly quantizeWeights per-tensor (qdq.ts's uint8 weights).
-    const zero = adaroundLayer({ ...common, options: { iterations: 0 }, layer: { op: 'Gemm' }, weights: wKN, weightDims: [K, N] });
+    const zero = await adaroundLayer({ ...common, options: { iterations: 0 }, layer: { op: 'Gemm' }, weights: wKN, weightDims: [K, N] });
     expect([...zero.data]).toEqual([...quantizeWeights(wKN, [K, N], 1, U8_PER_TENSOR, scales, zeroPoints).data]);
   });
 });
@@ -443,7 +443,7 @@ describe('adaroundLayer on a trained layer', () => {
     return { x, labels };
   }
 
-  it('beats round-to-nearest on the second conv of a small trained CNN, with inputs from the quantized first conv (eq. 25)', () => {
+  it('beats round-to-nearest on the second conv of a small trained CNN, with inputs from the quantized first conv (eq. 25)', async () => {
     const rand = mulberry32(3);
     const conv1 = new Conv('conv1', 3, 8, 3, true, rand);
     const conv2 = new Conv('conv2', 8, 16, 3, true, rand);
@@ -485,7 +485,7 @@ describe('adaroundLayer on a trained layer', () => {
     const w2 = conv2.weight.value;
     const b2 = conv2.bias!.value;
     const { scales, zeroPoints } = layerWeightParams(w2, [16, 8, 3, 3], 0, S8_PER_CHANNEL);
-    const result = adaroundLayer({
+    const result = await adaroundLayer({
       layer: spec2,
       weights: w2,
       weightDims: [16, 8, 3, 3],
@@ -552,7 +552,7 @@ describe('emitQdq with rounded weights', () => {
     const inputScale = activationParams(ranges.get('x')!, 'uint8').scale;
     const { scales, zeroPoints } = layerWeightParams(w, dims, 0, S8_PER_CHANNEL, { bias, inputScale });
     expect(scales[5]).toBeGreaterThan(weightParams(w, dims, 0, S8_PER_CHANNEL).scales[5]!); // raised for the bias
-    const result = adaroundLayer({
+    const result = await adaroundLayer({
       layer: spec,
       weights: w,
       weightDims: dims,

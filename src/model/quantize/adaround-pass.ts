@@ -137,7 +137,7 @@ async function forEachLayerData(
   these: LayerTensors[],
   inputs: Float32Array[],
   relu: (l: LayerTensors) => boolean,
-  visit: (l: LayerTensors, samples: ort.Tensor[], targets: Float32Array[]) => void,
+  visit: (l: LayerTensors, samples: ort.Tensor[], targets: Float32Array[]) => Promise<void>,
   afterProbe?: () => Promise<void>,
 ): Promise<void> {
   const quantized = new Map<string, ort.Tensor[]>(these.map((l) => [l.quantInput, []]));
@@ -169,7 +169,7 @@ async function forEachLayerData(
     out = undefined;
   }
   for (const l of these) {
-    visit(l, quantized.get(l.quantInput)!, targets.get(l)!);
+    await visit(l, quantized.get(l.quantInput)!, targets.get(l)!);
     targets.delete(l);
     const left = readers.get(l.quantInput)! - 1;
     readers.set(l.quantInput, left);
@@ -264,9 +264,9 @@ export async function adaroundPass(opts: AdaroundPassOptions): Promise<AdaroundP
           these,
           inputs,
           relu,
-          (l, samples, targets) => {
+          async (l, samples, targets) => {
             const { weightName, input } = layerInput(l, samples, scaleOf);
-            const result = adaroundLayer({ ...input, targets, ...(opts.layerOptions ? { options: opts.layerOptions } : {}) });
+            const result = await adaroundLayer({ ...input, targets, ...(opts.layerOptions ? { options: opts.layerOptions } : {}) });
             roundedWeights.set(weightName, { data: result.data, scales: input.scales, zeroPoints: input.zeroPoints });
             const entry: AdaroundLayerReport = {
               node: l.node,

@@ -15,11 +15,13 @@
  *        whose earlier layers are already quantized (`inputs`) and x the float input (`floatInputs`).
  *
  * Cost and memory: a conv's inputs are unfolded (im2col) only at a bounded, seeded sample of output
- * positions (`maxPatches`, `maxPoolBytes`), so memory is that pool plus twelve 4-byte arrays of the
- * weight's size, whatever the number and size of the samples. Each iteration is two matrix products over a minibatch of the
- * pool (the output and the weight gradient), written as plain loops over Float32Arrays.
+ * positions (`maxPatches`, `maxPoolBytes`), so memory is that pool plus some twenty 4-byte arrays of the
+ * weight's size, whatever the number and size of the samples. Each iteration (two matrix products over
+ * a minibatch of the pool, the output and the weight gradient, and the per-weight rounding, regularizer
+ * and Adam update) is one ONNX Runtime run of a small graph (adaround-step.ts), as is the error report.
  */
 import { mulberry32 } from '../../util/index.js';
+import { AdaroundStepper, GAMMA, ReconstructionError, ZETA } from './adaround-step.js';
 import {
   adjustWeightScalesForBias,
   asymmetricZeroPoint,
@@ -29,12 +31,6 @@ import {
   type QuantizedWeights,
   type WeightScheme,
 } from './numeric.js';
-
-/** Stretch of the rectified sigmoid, eq. (23): h reaches exactly 0 and 1 for finite V. */
-const ZETA = 1.1;
-const GAMMA = -0.1;
-/** |V| beyond which h(V) is exactly 0 or 1: σ(V) ≤ −γ/(ζ−γ) = 1/12 at V = −ln 11 ≈ −2.398 (with margin). */
-const SATURATED_V = 2.4;
 
 export interface ConvLayerSpec {
   op: 'Conv';
@@ -317,207 +313,6 @@ function gemmGeometry(spec: GemmLayerSpec, dims: readonly number[]): Geometry {
   };
 }
 
-/**
- * Output of the weight rows `weights` [M, Kg] (+ bias, then ReLU if asked) for `count` patches of the
- * pool, listed in `rows`: out[b·M + m]. Four output channels per pass over a patch group.
- */
-function forwardPatches(
-  weights: Float32Array,
-  bias: Float32Array | undefined,
-  relu: boolean,
-  patches: Float32Array,
-  rows: Int32Array,
-  count: number,
-  geo: Geometry,
-  out: Float32Array,
-): void {
-  const M = geo.outChannels;
-  let b = 0;
-  // Two patches × four weight rows per pass: 6 loads for 8 multiply-adds.
-  for (; b + 2 <= count; b += 2) forwardPatchPair(weights, patches, rows[b]!, rows[b + 1]!, b * M, (b + 1) * M, geo, out);
-  for (; b < count; b++) forwardPatchPair(weights, patches, rows[b]!, -1, b * M, -1, geo, out);
-  for (let i = 0; i < count * M; i++) {
-    let y = out[i]!;
-    if (bias) y += bias[i % M]!;
-    out[i] = relu && y < 0 ? 0 : y;
-  }
-}
-
-/** Outputs of patches r0 and r1 (r1 = −1: only r0) into out[o0 + m] and out[o1 + m]. */
-function forwardPatchPair(
-  weights: Float32Array,
-  patches: Float32Array,
-  r0: number,
-  r1: number,
-  o0: number,
-  o1: number,
-  geo: Geometry,
-  out: Float32Array,
-): void {
-  const M = geo.outChannels;
-  const Kg = geo.rowLength;
-  const perGroup = M / geo.groups;
-  const patchLength = Kg * geo.groups;
-  const single = r1 < 0;
-  const pa = r0 * patchLength;
-  const pb = (single ? r0 : r1) * patchLength;
-  for (let g = 0; g < geo.groups; g++) {
-    const xa = pa + g * Kg;
-    const xb = pb + g * Kg;
-    const mEnd = (g + 1) * perGroup;
-    let m = g * perGroup;
-    for (; m + 4 <= mEnd; m += 4) {
-      const w0 = m * Kg;
-      const w1 = w0 + Kg;
-      const w2 = w1 + Kg;
-      const w3 = w2 + Kg;
-      let a0 = 0;
-      let a1 = 0;
-      let a2 = 0;
-      let a3 = 0;
-      let b0 = 0;
-      let b1 = 0;
-      let b2 = 0;
-      let b3 = 0;
-      for (let k = 0; k < Kg; k++) {
-        const x = patches[xa + k]!;
-        const y = patches[xb + k]!;
-        const v0 = weights[w0 + k]!;
-        const v1 = weights[w1 + k]!;
-        const v2 = weights[w2 + k]!;
-        const v3 = weights[w3 + k]!;
-        a0 += v0 * x;
-        a1 += v1 * x;
-        a2 += v2 * x;
-        a3 += v3 * x;
-        b0 += v0 * y;
-        b1 += v1 * y;
-        b2 += v2 * y;
-        b3 += v3 * y;
-      }
-      out[o0 + m] = a0;
-      out[o0 + m + 1] = a1;
-      out[o0 + m + 2] = a2;
-      out[o0 + m + 3] = a3;
-      if (!single) {
-        out[o1 + m] = b0;
-        out[o1 + m + 1] = b1;
-        out[o1 + m + 2] = b2;
-        out[o1 + m + 3] = b3;
-      }
-    }
-    for (; m < mEnd; m++) {
-      const w0 = m * Kg;
-      let a0 = 0;
-      let b0 = 0;
-      for (let k = 0; k < Kg; k++) {
-        a0 += weights[w0 + k]! * patches[xa + k]!;
-        b0 += weights[w0 + k]! * patches[xb + k]!;
-      }
-      out[o0 + m] = a0;
-      if (!single) out[o1 + m] = b0;
-    }
-  }
-}
-
-/**
- * grad[m, k] += Σ_b err[b, m] · patch_b[group(m), k] for the `count` patches in `rows` (four patches
- * per pass over a weight row; output channels whose four errors are all 0 — ReLU-clipped — are skipped).
- */
-function accumulateWeightGradient(
-  err: Float32Array,
-  patches: Float32Array,
-  rows: Int32Array,
-  count: number,
-  geo: Geometry,
-  grad: Float32Array,
-): void {
-  const M = geo.outChannels;
-  const Kg = geo.rowLength;
-  const perGroup = M / geo.groups;
-  const patchLength = Kg * geo.groups;
-  let b = 0;
-  for (; b + 4 <= count; b += 4) {
-    const p0 = rows[b]! * patchLength;
-    const p1 = rows[b + 1]! * patchLength;
-    const p2 = rows[b + 2]! * patchLength;
-    const p3 = rows[b + 3]! * patchLength;
-    // Two weight rows of one group per pass when both have errors: 6 loads, 2 stores for 8 multiply-adds.
-    let m = 0;
-    for (; m < M; m++) {
-      const e0 = err[b * M + m]!;
-      const e1 = err[(b + 1) * M + m]!;
-      const e2 = err[(b + 2) * M + m]!;
-      const e3 = err[(b + 3) * M + m]!;
-      if (e0 === 0 && e1 === 0 && e2 === 0 && e3 === 0) continue;
-      const group = Math.floor(m / perGroup);
-      const go = group * Kg;
-      const x0 = p0 + go;
-      const x1 = p1 + go;
-      const x2 = p2 + go;
-      const x3 = p3 + go;
-      const wo = m * Kg;
-      const n = m + 1;
-      if (n < M && Math.floor(n / perGroup) === group) {
-        const f0 = err[b * M + n]!;
-        const f1 = err[(b + 1) * M + n]!;
-        const f2 = err[(b + 2) * M + n]!;
-        const f3 = err[(b + 3) * M + n]!;
-        const vo = n * Kg;
-        for (let k = 0; k < Kg; k++) {
-          const a = patches[x0 + k]!;
-          const c = patches[x1 + k]!;
-          const d = patches[x2 + k]!;
-          const e = patches[x3 + k]!;
-          grad[wo + k] += e0 * a + e1 * c + e2 * d + e3 * e;
-          grad[vo + k] += f0 * a + f1 * c + f2 * d + f3 * e;
-        }
-        m++;
-        continue;
-      }
-      for (let k = 0; k < Kg; k++) {
-        grad[wo + k] += e0 * patches[x0 + k]! + e1 * patches[x1 + k]! + e2 * patches[x2 + k]! + e3 * patches[x3 + k]!;
-      }
-    }
-  }
-  for (; b < count; b++) {
-    const p0 = rows[b]! * patchLength;
-    for (let m = 0; m < M; m++) {
-      const e0 = err[b * M + m]!;
-      if (e0 === 0) continue;
-      const x0 = p0 + Math.floor(m / perGroup) * Kg;
-      const wo = m * Kg;
-      for (let k = 0; k < Kg; k++) grad[wo + k] += e0 * patches[x0 + k]!;
-    }
-  }
-}
-
-/** Mean squared error per output element of weight rows over the first `count` patches of the pool. */
-function reconstructionMse(
-  weights: Float32Array,
-  bias: Float32Array | undefined,
-  relu: boolean,
-  patches: Float32Array,
-  targets: Float32Array,
-  count: number,
-  geo: Geometry,
-  scratch: Float32Array,
-  chunk: Int32Array,
-): number {
-  const M = geo.outChannels;
-  let sum = 0;
-  for (let start = 0; start < count; start += chunk.length) {
-    const n = Math.min(chunk.length, count - start);
-    for (let i = 0; i < n; i++) chunk[i] = start + i;
-    forwardPatches(weights, bias, relu, patches, chunk, n, geo, scratch);
-    for (let i = 0; i < n * M; i++) {
-      const d = scratch[i]! - targets[start * M + i]!;
-      sum += d * d;
-    }
-  }
-  return sum / (count * M);
-}
-
 /** ln(p / (1 − p)): V with σ(V) = p. */
 function logit(p: number): number {
   return Math.log(p / (1 - p));
@@ -527,7 +322,7 @@ function logit(p: number): number {
  * Learns the rounding of one layer's weights (AdaRound) and returns the integer weights with the
  * given scales and zero points, and how much closer the layer's output came to the float layer's.
  */
-export function adaroundLayer(input: AdaroundLayerInput): AdaroundResult {
+export async function adaroundLayer(input: AdaroundLayerInput): Promise<AdaroundResult> {
   const started = performance.now();
   const opts = { ...ADAROUND_DEFAULTS, ...input.options };
   const { layer, weights, weightDims, bias, scheme, scales, zeroPoints, inputs } = input;
@@ -635,11 +430,8 @@ export function adaroundLayer(input: AdaroundLayerInput): AdaroundResult {
     }
   }
 
-  // Scratch for the minibatch and evaluation.
   const batch = Math.min(opts.batchSize, P);
   const evalCount = Math.min(P, Math.max(1, opts.evalPatches));
-  const chunk = new Int32Array(Math.min(256, evalCount));
-  const scratch = f32(Math.max(batch, chunk.length) * M);
   const hardRows = f32(count);
   const dequantizeInto = (q: Int32Array): void => {
     for (let m = 0; m < M; m++) {
@@ -648,33 +440,39 @@ export function adaroundLayer(input: AdaroundLayerInput): AdaroundResult {
       for (let k = 0; k < Kg; k++) hardRows[m * Kg + k] = s * (q[m * Kg + k]! - z);
     }
   };
-  dequantizeInto(nearest);
-  const initialMse = reconstructionMse(hardRows, bias, relu, patches, targets, evalCount, geo, scratch, chunk);
-
+  const error = await ReconstructionError.create({ outChannels: M, groups: geo.groups, rowLength: Kg, relu }, evalCount, bias);
+  let initialMse: number;
   let learned = nearest;
-  let learnedMse = initialMse;
-  if (opts.iterations > 0) {
-    learned = optimizeRounding({
-      V,
-      floorQ,
-      rowScale,
-      rowZero,
-      qmin,
-      qmax,
-      geo,
-      bias,
-      relu,
-      patches,
-      targets,
-      P,
-      batch,
-      opts,
-      random,
-      f32,
-      i32,
-    });
-    dequantizeInto(learned);
-    learnedMse = reconstructionMse(hardRows, bias, relu, patches, targets, evalCount, geo, scratch, chunk);
+  let learnedMse: number;
+  try {
+    dequantizeInto(nearest);
+    initialMse = await error.measure(hardRows, patches, targets);
+    learnedMse = initialMse;
+    if (opts.iterations > 0) {
+      learned = await optimizeRounding({
+        V,
+        floorQ,
+        rowScale,
+        rowZero,
+        qmin,
+        qmax,
+        geo,
+        bias,
+        relu,
+        patches,
+        targets,
+        P,
+        batch,
+        opts,
+        random,
+        f32,
+        i32,
+      });
+      dequantizeInto(learned);
+      learnedMse = await error.measure(hardRows, patches, targets);
+    }
+  } finally {
+    await error.release();
   }
   // Guard: a learned rounding that does not beat nearest on the pool is not worth the difference.
   const keptNearest = !(learnedMse < initialMse);
@@ -750,130 +548,71 @@ interface OptimizationState {
   i32: (n: number) => Int32Array;
 }
 
-/** Adam on V for eq. (21)/(25) + λ·eq. (24); returns the hard rounding h(V) ≥ 0.5 as integers. */
-function optimizeRounding(st: OptimizationState): Int32Array {
-  const { V, floorQ, rowScale, rowZero, qmin, qmax, geo, bias, relu, patches, targets, P, batch, opts, random } = st;
+/** Adam on V for eq. (21)/(25) + λ·eq. (24), each step one ORT run; returns the hard rounding h(V) ≥ 0.5 as integers. */
+async function optimizeRounding(st: OptimizationState): Promise<Int32Array> {
+  const { floorQ, rowScale, rowZero, qmin, qmax, geo, bias, relu, patches, targets, P, batch, opts, random } = st;
   const M = geo.outChannels;
   const Kg = geo.rowLength;
+  const G = geo.groups;
+  const patchLength = Kg * G;
   const count = M * Kg;
-  const soft = st.f32(count);
-  const h = st.f32(count);
-  const dh = st.f32(count);
-  const grad = st.f32(count);
-  const adamM = st.f32(count);
-  const adamV = st.f32(count);
-  const err = st.f32(batch * M);
-  const order = st.i32(P);
-  for (let i = 0; i < P; i++) order[i] = i;
-  const rows = st.i32(batch);
-  let cursor = P;
-  const beta1 = 0.9;
-  const beta2 = 0.999;
-  const eps = 1e-8;
-  const lr = opts.learningRate;
-  const lambda = opts.regularization;
-  const T = opts.iterations;
-  const warmupEnd = Math.floor(opts.warmup * T);
-  for (let t = 0; t < T; t++) {
-    // β from betaStart to betaEnd (the paper: 20 → 2), decayed linearly after the warm-up as in the
-    // public implementations (BRECQ, AIMET); no regularizer during the warm-up.
-    const regularized = t >= warmupEnd;
-    const progress = T > warmupEnd ? (t - warmupEnd) / (T - warmupEnd) : 1;
-    const beta = opts.betaEnd + (opts.betaStart - opts.betaEnd) * Math.max(0, 1 - progress);
-
-    // Soft weights, eq. (22)–(23), and ∂h/∂V (0 where h or the integer range clips).
-    for (let m = 0; m < M; m++) {
-      const s = rowScale[m]!;
-      const z = rowZero[m]!;
-      for (let k = 0, i = m * Kg; k < Kg; k++, i++) {
-        const vi = V[i]!;
-        let hv: number;
-        let d: number;
-        if (vi <= -SATURATED_V) {
-          // h is clipped at 0 (or 1) well before |V| = ln 11: no exp for the weights already decided.
-          hv = 0;
-          d = 0;
-        } else if (vi >= SATURATED_V) {
-          hv = 1;
-          d = 0;
-        } else {
-          const sig = 1 / (1 + Math.exp(-vi));
-          const stretched = sig * (ZETA - GAMMA) + GAMMA;
-          hv = stretched;
-          d = (ZETA - GAMMA) * sig * (1 - sig);
-          if (stretched <= 0) {
-            hv = 0;
-            d = 0;
-          } else if (stretched >= 1) {
-            hv = 1;
-            d = 0;
+  const stepper = await AdaroundStepper.create(
+    { outChannels: M, groups: G, rowLength: Kg, batch, relu },
+    {
+      floorQ: Float32Array.from(floorQ),
+      rowScale: Float32Array.from(rowScale),
+      rowZero: Float32Array.from(rowZero),
+      qmin,
+      qmax,
+      ...(bias ? { bias } : {}),
+    },
+    st.V,
+  );
+  try {
+    const X = st.f32(G * batch * Kg);
+    const T = st.f32(batch * M);
+    const order = st.i32(P);
+    for (let i = 0; i < P; i++) order[i] = i;
+    let cursor = P;
+    const T_ = opts.iterations;
+    const warmupEnd = Math.floor(opts.warmup * T_);
+    for (let t = 0; t < T_; t++) {
+      // β from betaStart to betaEnd (the paper: 20 → 2), decayed linearly after the warm-up as in the
+      // public implementations (BRECQ, AIMET); no regularizer during the warm-up.
+      const regularized = t >= warmupEnd;
+      const progress = T_ > warmupEnd ? (t - warmupEnd) / (T_ - warmupEnd) : 1;
+      const beta = opts.betaEnd + (opts.betaStart - opts.betaEnd) * Math.max(0, 1 - progress);
+      // Minibatch: the next `batch` patches of a seeded permutation of the pool, reshuffled per pass,
+      // copied group-major ([G, B, Kg]) with their targets.
+      for (let b = 0; b < batch; b++) {
+        if (cursor >= P) {
+          for (let i = P - 1; i > 0; i--) {
+            const j = Math.floor(random() * (i + 1));
+            const tmp = order[i]!;
+            order[i] = order[j]!;
+            order[j] = tmp;
           }
+          cursor = 0;
         }
-        let q = floorQ[i]! + hv;
-        if (q > qmax) {
-          q = qmax;
-          d = 0;
-        } else if (q < qmin) {
-          q = qmin;
-          d = 0;
+        const row = order[cursor++]!;
+        for (let g = 0; g < G; g++) {
+          const from = row * patchLength + g * Kg;
+          X.set(patches.subarray(from, from + Kg), (g * batch + b) * Kg);
         }
-        h[i] = hv;
-        soft[i] = s * (q - z);
-        dh[i] = d;
+        T.set(targets.subarray(row * M, (row + 1) * M), b * M);
       }
+      await stepper.step(X, T, {
+        beta,
+        regScale: regularized ? opts.regularization * 2 * beta : 0,
+        learningRate: opts.learningRate,
+        step: t + 1,
+      });
     }
-
-    // Minibatch: the next `batch` patches of a seeded permutation of the pool, reshuffled per pass.
-    for (let b = 0; b < batch; b++) {
-      if (cursor >= P) {
-        for (let i = P - 1; i > 0; i--) {
-          const j = Math.floor(random() * (i + 1));
-          const tmp = order[i]!;
-          order[i] = order[j]!;
-          order[j] = tmp;
-        }
-        cursor = 0;
-      }
-      rows[b] = order[cursor++]!;
-    }
-    forwardPatches(soft, bias, relu, patches, rows, batch, geo, err);
-    // Reconstruction term: mean over positions of Σ_m (ŷ − y)², so ∂/∂ŷ = 2(ŷ − y)/batch (0 where ReLU clipped ŷ).
-    const g2 = 2 / batch;
-    for (let b = 0; b < batch; b++) {
-      const to = rows[b]! * M;
-      for (let m = 0; m < M; m++) {
-        const y = err[b * M + m]!;
-        err[b * M + m] = relu && y <= 0 ? 0 : g2 * (y - targets[to + m]!);
-      }
-    }
-    grad.fill(0);
-    accumulateWeightGradient(err, patches, rows, batch, geo, grad);
-
-    // Chain rule to V, plus λ·∂f_reg/∂V (eq. 24): ∂/∂h [1 − |2h−1|^β] = −2β·|2h−1|^(β−1)·sign(2h−1).
-    const step = t + 1;
-    const correction1 = 1 - beta1 ** step;
-    const correction2 = 1 - beta2 ** step;
-    const regScale = lambda * 2 * beta;
-    for (let m = 0; m < M; m++) {
-      const s = rowScale[m]!;
-      for (let k = 0, i = m * Kg; k < Kg; k++, i++) {
-        const d = dh[i]!;
-        if (d === 0 && adamM[i] === 0 && adamV[i] === 0) continue;
-        let g = grad[i]! * s * d;
-        if (regularized && d !== 0) {
-          const u = 2 * h[i]! - 1;
-          // |u|^(β−1) as exp((β−1)·ln|u|): V8's pow is ~48 ns, exp and log together ~28 (|u| = 0 gives 0 either way)
-          const power = Math.exp((beta - 1) * Math.log(u < 0 ? -u : u));
-          g -= regScale * (u < 0 ? -power : power) * d;
-        }
-        const mi = beta1 * adamM[i]! + (1 - beta1) * g;
-        const vi = beta2 * adamV[i]! + (1 - beta2) * g * g;
-        adamM[i] = mi;
-        adamV[i] = vi;
-        V[i] = V[i]! - (lr * (mi / correction1)) / (Math.sqrt(vi / correction2) + eps);
-      }
-    }
+    st.V.set(stepper.V.subarray(0, count));
+  } finally {
+    await stepper.release();
   }
+  const V = st.V;
 
   // Hard rounding: up where h(V) ≥ 0.5 (the regularizer has pushed h to 0 or 1 by now).
   const q = st.i32(count);

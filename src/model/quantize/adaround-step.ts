@@ -1,0 +1,316 @@
+/**
+ * One AdaRound optimization step (adaround.ts, eqs. 21–25) as an ONNX graph run by ONNX Runtime:
+ * the soft-rounded weights, the layer's output on a minibatch of patches, the reconstruction
+ * gradient, the regularizer's gradient and the Adam update, all in one `session.run`. Written as
+ * plain loops in TypeScript the same step cost 11–77 ms on Inception-sized layers, most of it
+ * per-weight exp/log and two matrix products; here MLAS runs the products and vectorizes the
+ * per-weight work (docs/ARCHITECTURE.md, "Models and quantization").
+ *
+ * Layout: weight rows W [M, Kg] (M output channels, Kg weights per channel), grouped as
+ * [G, M/G, Kg]; a minibatch of patches X [G, B, Kg] (each patch's group g slice); targets T [B, M].
+ */
+import * as ort from 'onnxruntime-node';
+import { DataType, encodeModel, makeModel, makeNode, makeTensor, makeValueInfo, onnx } from '../onnx.js';
+
+/** Stretch of the rectified sigmoid, eq. (23). */
+export const ZETA = 1.1;
+export const GAMMA = -0.1;
+const ADAM_BETA1 = 0.9;
+const ADAM_BETA2 = 0.999;
+const ADAM_EPS = 1e-8;
+
+export interface StepGeometry {
+  outChannels: number;
+  groups: number;
+  rowLength: number;
+  batch: number;
+  relu: boolean;
+}
+
+export interface StepConstants {
+  /** floor(w/s) + zp per weight, rows [M, Kg] */
+  floorQ: Float32Array;
+  /** per row (output channel) */
+  rowScale: Float32Array;
+  rowZero: Float32Array;
+  qmin: number;
+  qmax: number;
+  bias?: Float32Array;
+}
+
+/** Per-step scalars: the regularizer's exponent and weight, and Adam's bias corrections. */
+export interface StepScalars {
+  beta: number;
+  /** λ·2β during the regularized phase, 0 during the warm-up */
+  regScale: number;
+  learningRate: number;
+  /** the step number, from 1 */
+  step: number;
+}
+
+const scalar = (name: string, v: number): onnx.TensorProto => makeTensor(name, DataType.FLOAT, [], Float32Array.of(v));
+const ints = (name: string, v: number[]): onnx.TensorProto => makeTensor(name, DataType.INT64, [v.length], BigInt64Array.from(v, BigInt));
+
+/** The step graph for one layer: inputs V, adamM, adamV, X, T, hyper [4]; outputs V', adamM', adamV'. */
+function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
+  const { outChannels: M, groups: G, rowLength: Kg, batch: B } = geo;
+  const Mg = M / G;
+  const n = makeNode;
+  const nodes: onnx.NodeProto[] = [
+    // hyper = [β − 1, regScale, lr / (1 − β1^t), 1 / (1 − β2^t)]
+    n('Gather', ['hyper', 'i0'], ['betaMinus1'], { axis: 0 }),
+    n('Gather', ['hyper', 'i1'], ['regScale'], { axis: 0 }),
+    n('Gather', ['hyper', 'i2'], ['stepSize'], { axis: 0 }),
+    n('Gather', ['hyper', 'i3'], ['invC2'], { axis: 0 }),
+    // eq. (23): h = clip(σ(V)(ζ − γ) + γ, 0, 1); ∂h/∂V = (ζ − γ)σ(1 − σ) where h is not clipped
+    n('Sigmoid', ['V'], ['sig']),
+    n('Mul', ['sig', 'zetaMinusGamma'], ['sigStretched']),
+    n('Add', ['sigStretched', 'gamma'], ['stretched']),
+    n('Clip', ['stretched', 'zero', 'one'], ['h']),
+    n('Sub', ['one', 'sig'], ['oneMinusSig']),
+    n('Mul', ['sig', 'oneMinusSig'], ['sigSlope']),
+    n('Mul', ['sigSlope', 'zetaMinusGamma'], ['dhRaw']),
+    n('Greater', ['stretched', 'zero'], ['hAbove0']),
+    n('Less', ['stretched', 'one'], ['hBelow1']),
+    n('And', ['hAbove0', 'hBelow1'], ['hInside']),
+    // eq. (22): W̃ = s·(clip(floor + h, qmin, qmax) − zp); no gradient where the integer range clips
+    n('Add', ['floorQ', 'h'], ['qRaw']),
+    n('Clip', ['qRaw', 'qmin', 'qmax'], ['q']),
+    n('GreaterOrEqual', ['qRaw', 'qmin'], ['qAboveMin']),
+    n('LessOrEqual', ['qRaw', 'qmax'], ['qBelowMax']),
+    n('And', ['qAboveMin', 'qBelowMax'], ['qInside']),
+    n('And', ['hInside', 'qInside'], ['live']),
+    n('Cast', ['live'], ['liveF'], { to: DataType.FLOAT }),
+    n('Mul', ['dhRaw', 'liveF'], ['dh']),
+    n('Sub', ['q', 'rowZero'], ['qCentred']),
+    n('Mul', ['qCentred', 'rowScale'], ['soft']),
+    // the layer on the minibatch: Y [B, M] = X · W̃ᵀ (per group) + b
+    n('Reshape', ['soft', 'groupedShape'], ['softG']),
+    n('Transpose', ['softG'], ['softGT'], { perm: [0, 2, 1] }),
+    n('MatMul', ['X', 'softGT'], ['yG']),
+    n('Transpose', ['yG'], ['yBG'], { perm: [1, 0, 2] }),
+    n('Reshape', ['yBG', 'outShape'], ['yNoBias']),
+    n('Add', ['yNoBias', 'bias'], ['y']),
+    // ∂/∂y of the mean over patches of Σ_m (y − t)²: 2(y − t)/B, 0 where the folded Relu clips y
+    n('Sub', ['y', 'T'], ['diff']),
+    n('Mul', ['diff', 'twoOverB'], geo.relu ? ['errAll'] : ['err']),
+    ...(geo.relu
+      ? [
+          n('Greater', ['y', 'zero'], ['yPositive']),
+          n('Cast', ['yPositive'], ['yPositiveF'], { to: DataType.FLOAT }),
+          n('Mul', ['errAll', 'yPositiveF'], ['err']),
+        ]
+      : []),
+    // ∂/∂W̃ [M, Kg] = Σ_b err[b, m] · patch_b[group(m)], then the chain rule to V
+    n('Reshape', ['err', 'errShape'], ['errBG']),
+    n('Transpose', ['errBG'], ['errG'], { perm: [1, 2, 0] }),
+    n('MatMul', ['errG', 'X'], ['gradG']),
+    n('Reshape', ['gradG', 'rowsShape'], ['gradW']),
+    n('Mul', ['gradW', 'rowScale'], ['gradQ']),
+    n('Mul', ['gradQ', 'dh'], ['gradRec']),
+    // eq. (24): ∂/∂h [1 − |2h − 1|^β] = −2β·|2h − 1|^(β−1)·sign(2h − 1); regScale carries λ·2β (0 in the warm-up)
+    n('Mul', ['h', 'two'], ['twoH']),
+    n('Sub', ['twoH', 'one'], ['u']),
+    n('Abs', ['u'], ['absU']),
+    n('Pow', ['absU', 'betaMinus1'], ['powU']),
+    n('Sign', ['u'], ['signU']),
+    n('Mul', ['powU', 'signU'], ['regDir']),
+    n('Mul', ['regDir', 'dh'], ['regDh']),
+    n('Mul', ['regDh', 'regScale'], ['gradReg']),
+    n('Sub', ['gradRec', 'gradReg'], ['g']),
+    // Adam
+    n('Mul', ['adamM', 'beta1'], ['mDecayed']),
+    n('Mul', ['g', 'oneMinusBeta1'], ['mNew']),
+    n('Add', ['mDecayed', 'mNew'], ['adamMOut']),
+    n('Mul', ['adamV', 'beta2'], ['vDecayed']),
+    n('Mul', ['g', 'g'], ['gSquared']),
+    n('Mul', ['gSquared', 'oneMinusBeta2'], ['vNew']),
+    n('Add', ['vDecayed', 'vNew'], ['adamVOut']),
+    n('Mul', ['adamVOut', 'invC2'], ['vHat']),
+    n('Sqrt', ['vHat'], ['vRoot']),
+    n('Add', ['vRoot', 'eps'], ['denominator']),
+    n('Div', ['adamMOut', 'denominator'], ['direction']),
+    n('Mul', ['direction', 'stepSize'], ['update']),
+    n('Sub', ['V', 'update'], ['VOut']),
+  ];
+  const bias = c.bias ?? new Float32Array(M);
+  const initializer = [
+    ints('i0', [0]),
+    ints('i1', [1]),
+    ints('i2', [2]),
+    ints('i3', [3]),
+    scalar('zetaMinusGamma', ZETA - GAMMA),
+    scalar('gamma', GAMMA),
+    scalar('zero', 0),
+    scalar('one', 1),
+    scalar('two', 2),
+    scalar('qmin', c.qmin),
+    scalar('qmax', c.qmax),
+    scalar('twoOverB', 2 / B),
+    scalar('beta1', ADAM_BETA1),
+    scalar('oneMinusBeta1', 1 - ADAM_BETA1),
+    scalar('beta2', ADAM_BETA2),
+    scalar('oneMinusBeta2', 1 - ADAM_BETA2),
+    scalar('eps', ADAM_EPS),
+    makeTensor('floorQ', DataType.FLOAT, [M, Kg], c.floorQ),
+    makeTensor('rowScale', DataType.FLOAT, [M, 1], c.rowScale),
+    makeTensor('rowZero', DataType.FLOAT, [M, 1], c.rowZero),
+    makeTensor('bias', DataType.FLOAT, [1, M], bias),
+    ints('groupedShape', [G, Mg, Kg]),
+    ints('outShape', [B, M]),
+    ints('errShape', [B, G, Mg]),
+    ints('rowsShape', [M, Kg]),
+  ];
+  const f = DataType.FLOAT;
+  return makeModel({
+    opset: 13,
+    graph: onnx.GraphProto.create({
+      name: 'adaround_step',
+      node: nodes,
+      initializer,
+      input: [
+        makeValueInfo('V', f, [M, Kg]),
+        makeValueInfo('adamM', f, [M, Kg]),
+        makeValueInfo('adamV', f, [M, Kg]),
+        makeValueInfo('X', f, [G, B, Kg]),
+        makeValueInfo('T', f, [B, M]),
+        makeValueInfo('hyper', f, [4]),
+      ],
+      output: [makeValueInfo('VOut', f, [M, Kg]), makeValueInfo('adamMOut', f, [M, Kg]), makeValueInfo('adamVOut', f, [M, Kg])],
+    }),
+  });
+}
+
+/** Runs AdaRound's steps for one layer; V and Adam's moments live in the tensors passed between runs. */
+export class AdaroundStepper {
+  readonly #session: ort.InferenceSession;
+  readonly #geo: StepGeometry;
+  #V: ort.Tensor;
+  #adamM: ort.Tensor;
+  #adamV: ort.Tensor;
+  readonly #hyper = new Float32Array(4);
+
+  private constructor(session: ort.InferenceSession, geo: StepGeometry, V: Float32Array) {
+    this.#session = session;
+    this.#geo = geo;
+    const dims = [geo.outChannels, geo.rowLength];
+    this.#V = new ort.Tensor('float32', V, dims);
+    this.#adamM = new ort.Tensor('float32', new Float32Array(V.length), dims);
+    this.#adamV = new ort.Tensor('float32', new Float32Array(V.length), dims);
+  }
+
+  /** `V` is the starting point (taken over, not copied); `threads` ORT intra-op threads. */
+  static async create(geo: StepGeometry, constants: StepConstants, V: Float32Array, threads?: number): Promise<AdaroundStepper> {
+    if (geo.outChannels % geo.groups !== 0) throw new Error(`${geo.outChannels} output channels do not split into ${geo.groups} groups`);
+    if (V.length !== geo.outChannels * geo.rowLength)
+      throw new Error(`V has ${V.length} values, expected ${geo.outChannels * geo.rowLength}`);
+    const session = await ort.InferenceSession.create(encodeModel(stepModel(geo, constants)), {
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      ...(threads ? { intraOpNumThreads: threads } : {}),
+      interOpNumThreads: 1,
+      // Steps follow each other at once: a spinning pool would only burn the gaps between runs.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    });
+    return new AdaroundStepper(session, geo, V);
+  }
+
+  /** One step on the minibatch `X` [G, B, Kg] with targets `T` [B, M]. */
+  async step(X: Float32Array, T: Float32Array, s: StepScalars): Promise<void> {
+    const { groups: G, batch: B, rowLength: Kg, outChannels: M } = this.#geo;
+    this.#hyper[0] = s.beta - 1;
+    this.#hyper[1] = s.regScale;
+    this.#hyper[2] = s.learningRate / (1 - ADAM_BETA1 ** s.step);
+    this.#hyper[3] = 1 / (1 - ADAM_BETA2 ** s.step);
+    const out = await this.#session.run({
+      V: this.#V,
+      adamM: this.#adamM,
+      adamV: this.#adamV,
+      X: new ort.Tensor('float32', X, [G, B, Kg]),
+      T: new ort.Tensor('float32', T, [B, M]),
+      hyper: new ort.Tensor('float32', this.#hyper, [4]),
+    });
+    this.#V = out.VOut as ort.Tensor;
+    this.#adamM = out.adamMOut as ort.Tensor;
+    this.#adamV = out.adamVOut as ort.Tensor;
+  }
+
+  /** V after the steps so far, rows [M, Kg]. */
+  get V(): Float32Array {
+    return this.#V.data as Float32Array;
+  }
+
+  release(): Promise<void> {
+    return this.#session.release();
+  }
+}
+
+/** The mean squared output error per element of weight rows on the first patches of a pool (one ORT run). */
+export class ReconstructionError {
+  readonly #session: ort.InferenceSession;
+  readonly #geo: Omit<StepGeometry, 'batch'>;
+  readonly #count: number;
+
+  private constructor(session: ort.InferenceSession, geo: Omit<StepGeometry, 'batch'>, count: number) {
+    this.#session = session;
+    this.#geo = geo;
+    this.#count = count;
+  }
+
+  /** For `count` patches (rows of G·Kg values) and their targets (rows of M). */
+  static async create(geo: Omit<StepGeometry, 'batch'>, count: number, bias?: Float32Array): Promise<ReconstructionError> {
+    const { outChannels: M, groups: G, rowLength: Kg } = geo;
+    const n = makeNode;
+    const f = DataType.FLOAT;
+    const nodes = [
+      n('Reshape', ['X', 'patchShape'], ['xNG']),
+      n('Transpose', ['xNG'], ['xG'], { perm: [1, 0, 2] }),
+      n('Reshape', ['W', 'groupedShape'], ['wG']),
+      n('Transpose', ['wG'], ['wGT'], { perm: [0, 2, 1] }),
+      n('MatMul', ['xG', 'wGT'], ['yG']),
+      n('Transpose', ['yG'], ['yNG'], { perm: [1, 0, 2] }),
+      n('Reshape', ['yNG', 'outShape'], ['yNoBias']),
+      n('Add', ['yNoBias', 'bias'], geo.relu ? ['yLinear'] : ['y']),
+      ...(geo.relu ? [n('Relu', ['yLinear'], ['y'])] : []),
+      n('Sub', ['y', 'T'], ['diff']),
+      n('ReduceSumSquare', ['diff'], ['sse'], { keepdims: 0 }),
+    ];
+    const model = makeModel({
+      opset: 13,
+      graph: onnx.GraphProto.create({
+        name: 'adaround_error',
+        node: nodes,
+        initializer: [
+          ints('patchShape', [count, G, Kg]),
+          ints('groupedShape', [G, M / G, Kg]),
+          ints('outShape', [count, M]),
+          makeTensor('bias', f, [1, M], bias ?? new Float32Array(M)),
+        ],
+        input: [makeValueInfo('W', f, [M, Kg]), makeValueInfo('X', f, [count, G * Kg]), makeValueInfo('T', f, [count, M])],
+        output: [makeValueInfo('sse', f, [])],
+      }),
+    });
+    const session = await ort.InferenceSession.create(encodeModel(model), {
+      graphOptimizationLevel: 'all',
+      interOpNumThreads: 1,
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    });
+    return new ReconstructionError(session, geo, count);
+  }
+
+  /** Weight rows W [M, Kg]; `patches` and `targets` hold at least `count` rows (the first are used). */
+  async measure(W: Float32Array, patches: Float32Array, targets: Float32Array): Promise<number> {
+    const { outChannels: M, groups: G, rowLength: Kg } = this.#geo;
+    const n = this.#count;
+    const out = await this.#session.run({
+      W: new ort.Tensor('float32', W, [M, Kg]),
+      X: new ort.Tensor('float32', patches.subarray(0, n * G * Kg), [n, G * Kg]),
+      T: new ort.Tensor('float32', targets.subarray(0, n * M), [n, M]),
+    });
+    return Number((out.sse as ort.Tensor).data[0]) / (n * M);
+  }
+
+  release(): Promise<void> {
+    return this.#session.release();
+  }
+}
