@@ -89,6 +89,7 @@ describe('AdaroundStepper (the optimization step on ONNX Runtime)', () => {
           { beta: 20, regScale: 0, learningRate: 0.05, step: 1 },
           { beta: 12, regScale: 0.01 * 2 * 12, learningRate: 0.05, step: 2 },
           { beta: 3, regScale: 0.01 * 2 * 3, learningRate: 0.05, step: 3 },
+          { beta: 2, regScale: 0.01 * 2 * 2, learningRate: 0.05, step: 4 },
         ];
         for (const s of steps) {
           const X = Float32Array.from({ length: G * B * Kg }, () => rand() * 2);

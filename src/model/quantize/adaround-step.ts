@@ -57,8 +57,8 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
   const Mg = M / G;
   const n = makeNode;
   const nodes: onnx.NodeProto[] = [
-    // hyper = [β − 1, regScale, lr / (1 − β1^t), 1 / (1 − β2^t)]
-    n('Gather', ['hyper', 'i0'], ['betaMinus1'], { axis: 0 }),
+    // hyper = [β − 2, regScale, lr / (1 − β1^t), 1 / (1 − β2^t)]
+    n('Gather', ['hyper', 'i0'], ['betaMinus2'], { axis: 0 }),
     n('Gather', ['hyper', 'i1'], ['regScale'], { axis: 0 }),
     n('Gather', ['hyper', 'i2'], ['stepSize'], { axis: 0 }),
     n('Gather', ['hyper', 'i3'], ['invC2'], { axis: 0 }),
@@ -73,17 +73,13 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
     n('Greater', ['stretched', 'zero'], ['hAbove0']),
     n('Less', ['stretched', 'one'], ['hBelow1']),
     n('And', ['hAbove0', 'hBelow1'], ['hInside']),
-    // eq. (22): W̃ = s·(clip(floor + h, qmin, qmax) − zp); no gradient where the integer range clips
-    n('Add', ['floorQ', 'h'], ['qRaw']),
-    n('Clip', ['qRaw', 'qmin', 'qmax'], ['q']),
-    n('GreaterOrEqual', ['qRaw', 'qmin'], ['qAboveMin']),
-    n('LessOrEqual', ['qRaw', 'qmax'], ['qBelowMax']),
-    n('And', ['qAboveMin', 'qBelowMax'], ['qInside']),
-    n('And', ['hInside', 'qInside'], ['live']),
-    n('Cast', ['live'], ['liveF'], { to: DataType.FLOAT }),
-    n('Mul', ['dhRaw', 'liveF'], ['dh']),
-    n('Sub', ['q', 'rowZero'], ['qCentred']),
-    n('Mul', ['qCentred', 'rowScale'], ['soft']),
+    n('Cast', ['hInside'], ['hInsideF'], { to: DataType.FLOAT }),
+    n('Mul', ['dhRaw', 'hInsideF'], ['dhInside']),
+    // eq. (22): W̃ = s·(clip(floor + h, qmin, qmax) − zp). Whether floor + h can leave the integer range
+    // depends on floor alone (see `live`), so the clip is folded into constants: W̃ = base + h·s·live.
+    n('Mul', ['dhInside', 'live'], ['dh']),
+    n('Mul', ['h', 'liveScale'], ['hScaled']),
+    n('Add', ['base', 'hScaled'], ['soft']),
     // the layer on the minibatch: Y [B, M] = X · W̃ᵀ (per group) + b
     n('Reshape', ['soft', 'groupedShape'], ['softG']),
     n('Transpose', ['softG'], ['softGT'], { perm: [0, 2, 1] }),
@@ -108,13 +104,17 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
     n('Reshape', ['gradG', 'rowsShape'], ['gradW']),
     n('Mul', ['gradW', 'rowScale'], ['gradQ']),
     n('Mul', ['gradQ', 'dh'], ['gradRec']),
-    // eq. (24): ∂/∂h [1 − |2h − 1|^β] = −2β·|2h − 1|^(β−1)·sign(2h − 1); regScale carries λ·2β (0 in the warm-up)
+    // eq. (24): ∂/∂h [1 − |2h − 1|^β] = −2β·|2h − 1|^(β−1)·sign(2h − 1) = −2β·u·|u|^(β−2), u = 2h − 1;
+    // regScale carries λ·2β (0 in the warm-up). |u|^(β−2) as exp((β−2)·ln(|u| + tiny)): Pow and Sign
+    // are scalar loops in ORT, Exp and Log vectorized (the tiny keeps u = 0 at β = 2 from 0·∞).
     n('Mul', ['h', 'two'], ['twoH']),
     n('Sub', ['twoH', 'one'], ['u']),
     n('Abs', ['u'], ['absU']),
-    n('Pow', ['absU', 'betaMinus1'], ['powU']),
-    n('Sign', ['u'], ['signU']),
-    n('Mul', ['powU', 'signU'], ['regDir']),
+    n('Add', ['absU', 'tiny'], ['absUTiny']),
+    n('Log', ['absUTiny'], ['logU']),
+    n('Mul', ['logU', 'betaMinus2'], ['logPow']),
+    n('Exp', ['logPow'], ['powU']),
+    n('Mul', ['powU', 'u'], ['regDir']),
     n('Mul', ['regDir', 'dh'], ['regDh']),
     n('Mul', ['regDh', 'regScale'], ['gradReg']),
     n('Sub', ['gradRec', 'gradReg'], ['g']),
@@ -134,6 +134,20 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
     n('Sub', ['V', 'update'], ['VOut']),
   ];
   const bias = c.bias ?? new Float32Array(M);
+  // Per weight: live = 1 where floor + h stays in [qmin, qmax] for every h in [0, 1] (floor in [qmin,
+  // qmax − 1]); elsewhere W̃ is the clipped integer whatever h is, and h gets no gradient.
+  const count = M * Kg;
+  const live = new Float32Array(count);
+  const liveScale = new Float32Array(count);
+  const base = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    const row = Math.floor(i / Kg);
+    const fl = c.floorQ[i]!;
+    const isLive = fl >= c.qmin && fl + 1 <= c.qmax;
+    live[i] = isLive ? 1 : 0;
+    liveScale[i] = isLive ? c.rowScale[row]! : 0;
+    base[i] = c.rowScale[row]! * (Math.min(c.qmax, Math.max(c.qmin, fl)) - c.rowZero[row]!);
+  }
   const initializer = [
     ints('i0', [0]),
     ints('i1', [1]),
@@ -144,17 +158,17 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
     scalar('zero', 0),
     scalar('one', 1),
     scalar('two', 2),
-    scalar('qmin', c.qmin),
-    scalar('qmax', c.qmax),
+    scalar('tiny', 1e-30),
     scalar('twoOverB', 2 / B),
     scalar('beta1', ADAM_BETA1),
     scalar('oneMinusBeta1', 1 - ADAM_BETA1),
     scalar('beta2', ADAM_BETA2),
     scalar('oneMinusBeta2', 1 - ADAM_BETA2),
     scalar('eps', ADAM_EPS),
-    makeTensor('floorQ', DataType.FLOAT, [M, Kg], c.floorQ),
+    makeTensor('live', DataType.FLOAT, [M, Kg], live),
+    makeTensor('liveScale', DataType.FLOAT, [M, Kg], liveScale),
+    makeTensor('base', DataType.FLOAT, [M, Kg], base),
     makeTensor('rowScale', DataType.FLOAT, [M, 1], c.rowScale),
-    makeTensor('rowZero', DataType.FLOAT, [M, 1], c.rowZero),
     makeTensor('bias', DataType.FLOAT, [1, M], bias),
     ints('groupedShape', [G, Mg, Kg]),
     ints('outShape', [B, M]),
@@ -218,7 +232,7 @@ export class AdaroundStepper {
   /** One step on the minibatch `X` [G, B, Kg] with targets `T` [B, M]. */
   async step(X: Float32Array, T: Float32Array, s: StepScalars): Promise<void> {
     const { groups: G, batch: B, rowLength: Kg, outChannels: M } = this.#geo;
-    this.#hyper[0] = s.beta - 1;
+    this.#hyper[0] = s.beta - 2;
     this.#hyper[1] = s.regScale;
     this.#hyper[2] = s.learningRate / (1 - ADAM_BETA1 ** s.step);
     this.#hyper[3] = 1 / (1 - ADAM_BETA2 ** s.step);
