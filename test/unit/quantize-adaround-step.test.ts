@@ -63,8 +63,11 @@ describe('AdaroundStepper (the optimization step on ONNX Runtime)', () => {
   for (const geo of [
     { outChannels: 6, groups: 1, rowLength: 10, batch: 5, relu: true },
     { outChannels: 6, groups: 3, rowLength: 4, batch: 7, relu: false },
+    // over the block size (65 536 weights): run as blocks of 32 + 8 rows, and of 3 + 1 groups
+    { outChannels: 40, groups: 1, rowLength: 2000, batch: 3, relu: true },
+    { outChannels: 40, groups: 4, rowLength: 2000, batch: 3, relu: false },
   ] satisfies StepGeometry[]) {
-    it(`matches the equations written out per weight (${geo.groups} group(s), relu ${geo.relu}), warm-up and regularized steps`, async () => {
+    it(`matches the equations written out per weight (${geo.outChannels}×${geo.rowLength}, ${geo.groups} group(s), relu ${geo.relu}), warm-up and regularized steps`, async () => {
       const rand = mulberry32(7);
       const { outChannels: M, rowLength: Kg, batch: B, groups: G } = geo;
       const count = M * Kg;

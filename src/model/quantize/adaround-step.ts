@@ -29,7 +29,7 @@ export interface StepGeometry {
 
 export interface StepConstants {
   /** floor(w/s) + zp per weight, rows [M, Kg] */
-  floorQ: Float32Array;
+  floorQ: ArrayLike<number>;
   /** per row (output channel) */
   rowScale: Float32Array;
   rowZero: Float32Array;
@@ -52,7 +52,8 @@ const scalar = (name: string, v: number): onnx.TensorProto => makeTensor(name, D
 const ints = (name: string, v: number[]): onnx.TensorProto => makeTensor(name, DataType.INT64, [v.length], BigInt64Array.from(v, BigInt));
 
 /** The step graph for one layer: inputs V, adamM, adamV, X, T, hyper [4]; outputs V', adamM', adamV'. */
-function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
+function stepModel(geo: StepGeometry): onnx.ModelProto {
+  // live, base, rowScale and bias are fed with each run: one session serves every block of a layer.
   const { outChannels: M, groups: G, rowLength: Kg, batch: B } = geo;
   const Mg = M / G;
   const n = makeNode;
@@ -78,7 +79,8 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
     // eq. (22): W̃ = s·(clip(floor + h, qmin, qmax) − zp). Whether floor + h can leave the integer range
     // depends on floor alone (see `live`), so the clip is folded into constants: W̃ = base + h·s·live.
     n('Mul', ['dhInside', 'live'], ['dh']),
-    n('Mul', ['h', 'liveScale'], ['hScaled']),
+    n('Mul', ['h', 'live'], ['hLive']),
+    n('Mul', ['hLive', 'rowScale'], ['hScaled']),
     n('Add', ['base', 'hScaled'], ['soft']),
     // the layer on the minibatch: Y [B, M] = X · W̃ᵀ (per group) + b
     n('Reshape', ['soft', 'groupedShape'], ['softG']),
@@ -133,21 +135,6 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
     n('Mul', ['direction', 'stepSize'], ['update']),
     n('Sub', ['V', 'update'], ['VOut']),
   ];
-  const bias = c.bias ?? new Float32Array(M);
-  // Per weight: live = 1 where floor + h stays in [qmin, qmax] for every h in [0, 1] (floor in [qmin,
-  // qmax − 1]); elsewhere W̃ is the clipped integer whatever h is, and h gets no gradient.
-  const count = M * Kg;
-  const live = new Float32Array(count);
-  const liveScale = new Float32Array(count);
-  const base = new Float32Array(count);
-  for (let i = 0; i < count; i++) {
-    const row = Math.floor(i / Kg);
-    const fl = c.floorQ[i]!;
-    const isLive = fl >= c.qmin && fl + 1 <= c.qmax;
-    live[i] = isLive ? 1 : 0;
-    liveScale[i] = isLive ? c.rowScale[row]! : 0;
-    base[i] = c.rowScale[row]! * (Math.min(c.qmax, Math.max(c.qmin, fl)) - c.rowZero[row]!);
-  }
   const initializer = [
     ints('i0', [0]),
     ints('i1', [1]),
@@ -165,11 +152,6 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
     scalar('beta2', ADAM_BETA2),
     scalar('oneMinusBeta2', 1 - ADAM_BETA2),
     scalar('eps', ADAM_EPS),
-    makeTensor('live', DataType.FLOAT, [M, Kg], live),
-    makeTensor('liveScale', DataType.FLOAT, [M, Kg], liveScale),
-    makeTensor('base', DataType.FLOAT, [M, Kg], base),
-    makeTensor('rowScale', DataType.FLOAT, [M, 1], c.rowScale),
-    makeTensor('bias', DataType.FLOAT, [1, M], bias),
     ints('groupedShape', [G, Mg, Kg]),
     ints('outShape', [B, M]),
     ints('errShape', [B, G, Mg]),
@@ -189,73 +171,160 @@ function stepModel(geo: StepGeometry, c: StepConstants): onnx.ModelProto {
         makeValueInfo('X', f, [G, B, Kg]),
         makeValueInfo('T', f, [B, M]),
         makeValueInfo('hyper', f, [4]),
+        makeValueInfo('live', f, [M, Kg]),
+        makeValueInfo('base', f, [M, Kg]),
+        makeValueInfo('rowScale', f, [M, 1]),
+        makeValueInfo('bias', f, [1, M]),
       ],
       output: [makeValueInfo('VOut', f, [M, Kg]), makeValueInfo('adamMOut', f, [M, Kg]), makeValueInfo('adamVOut', f, [M, Kg])],
     }),
   });
 }
 
+/**
+ * Per weight: live = 1 where floor + h stays in [qmin, qmax] for every h in [0, 1] (floor in [qmin,
+ * qmax − 1]); elsewhere W̃ is the clipped integer whatever h is, and h gets no gradient. base = W̃ at
+ * h = 0: s·(clip(floor) − zp). For rows [r0, r1).
+ */
+function weightConstants(Kg: number, c: StepConstants, r0: number, r1: number): { live: Float32Array; base: Float32Array } {
+  const count = (r1 - r0) * Kg;
+  const live = new Float32Array(count);
+  const base = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    const row = r0 + Math.floor(i / Kg);
+    const fl = c.floorQ[r0 * Kg + i]!;
+    live[i] = fl >= c.qmin && fl + 1 <= c.qmax ? 1 : 0;
+    base[i] = c.rowScale[row]! * (Math.min(c.qmax, Math.max(c.qmin, fl)) - c.rowZero[row]!);
+  }
+  return { live, base };
+}
+
+/**
+ * Weights per block, at most: the step is separable by output channel (each channel's output, error
+ * and gradient need only its own weights, given the minibatch), so a layer runs as blocks of whole
+ * channels (of whole groups when grouped). A block's twenty-odd intermediates of 256 KB stay in a
+ * core's L2 cache and bound the step's memory whatever the layer's size.
+ */
+const BLOCK_WEIGHTS = 65_536;
+
+interface Block {
+  session: ort.InferenceSession;
+  /** rows [r0, r1), groups [g0, g1) (one group of the block spans them all when the layer has one) */
+  r0: number;
+  r1: number;
+  g0: number;
+  g1: number;
+  V: ort.Tensor;
+  adamM: ort.Tensor;
+  adamV: ort.Tensor;
+  /** the block's columns of T, copied for each step */
+  T: Float32Array;
+  feeds: Record<string, ort.Tensor>;
+}
+
 /** Runs AdaRound's steps for one layer; V and Adam's moments live in the tensors passed between runs. */
 export class AdaroundStepper {
-  readonly #session: ort.InferenceSession;
   readonly #geo: StepGeometry;
-  #V: ort.Tensor;
-  #adamM: ort.Tensor;
-  #adamV: ort.Tensor;
+  readonly #blocks: Block[];
+  readonly #sessions: ort.InferenceSession[];
   readonly #hyper = new Float32Array(4);
 
-  private constructor(session: ort.InferenceSession, geo: StepGeometry, V: Float32Array) {
-    this.#session = session;
+  private constructor(geo: StepGeometry, blocks: Block[], sessions: ort.InferenceSession[]) {
     this.#geo = geo;
-    const dims = [geo.outChannels, geo.rowLength];
-    this.#V = new ort.Tensor('float32', V, dims);
-    this.#adamM = new ort.Tensor('float32', new Float32Array(V.length), dims);
-    this.#adamV = new ort.Tensor('float32', new Float32Array(V.length), dims);
+    this.#blocks = blocks;
+    this.#sessions = sessions;
   }
 
-  /** `V` is the starting point (taken over, not copied); `threads` ORT intra-op threads. */
+  /** `V` is the starting point, rows [M, Kg]; `threads` ORT intra-op threads. */
   static async create(geo: StepGeometry, constants: StepConstants, V: Float32Array, threads?: number): Promise<AdaroundStepper> {
-    if (geo.outChannels % geo.groups !== 0) throw new Error(`${geo.outChannels} output channels do not split into ${geo.groups} groups`);
-    if (V.length !== geo.outChannels * geo.rowLength)
-      throw new Error(`V has ${V.length} values, expected ${geo.outChannels * geo.rowLength}`);
-    const session = await ort.InferenceSession.create(encodeModel(stepModel(geo, constants)), {
-      graphOptimizationLevel: 'all',
-      executionMode: 'sequential',
-      ...(threads ? { intraOpNumThreads: threads } : {}),
-      interOpNumThreads: 1,
-      // Steps follow each other at once: a spinning pool would only burn the gaps between runs.
-      extra: { session: { intra_op: { allow_spinning: '0' } } },
-    });
-    return new AdaroundStepper(session, geo, V);
+    const { outChannels: M, groups: G, rowLength: Kg, batch: B } = geo;
+    if (M % G !== 0) throw new Error(`${M} output channels do not split into ${G} groups`);
+    if (V.length !== M * Kg) throw new Error(`V has ${V.length} values, expected ${M * Kg}`);
+    const Mg = M / G;
+    // Blocks of whole groups (grouped layers) or of rows (one group): rows per block and groups per block.
+    const groupsPerBlock = G > 1 ? Math.max(1, Math.min(G, Math.floor(BLOCK_WEIGHTS / (Mg * Kg)))) : 1;
+    const rowsPerBlock = G > 1 ? groupsPerBlock * Mg : Math.max(1, Math.min(M, Math.floor(BLOCK_WEIGHTS / Kg)));
+    const sessions = new Map<number, ort.InferenceSession>();
+    const blocks: Block[] = [];
+    try {
+      for (let r0 = 0; r0 < M; r0 += rowsPerBlock) {
+        const r1 = Math.min(M, r0 + rowsPerBlock);
+        const rows = r1 - r0;
+        const [g0, g1] = G > 1 ? [r0 / Mg, r1 / Mg] : [0, 1];
+        let session = sessions.get(rows);
+        if (!session) {
+          session = await ort.InferenceSession.create(encodeModel(stepModel({ ...geo, outChannels: rows, groups: g1 - g0 })), {
+            graphOptimizationLevel: 'all',
+            executionMode: 'sequential',
+                  ...(threads ? { intraOpNumThreads: threads } : {}),
+            interOpNumThreads: 1,
+            // Steps follow each other at once: a spinning pool would only burn the gaps between runs.
+            extra: { session: { intra_op: { allow_spinning: '0' } } },
+          });
+          sessions.set(rows, session);
+        }
+        const dims = [rows, Kg];
+        const { live, base } = weightConstants(Kg, constants, r0, r1);
+        blocks.push({
+          session,
+          r0,
+          r1,
+          g0,
+          g1,
+          V: new ort.Tensor('float32', V.slice(r0 * Kg, r1 * Kg), dims),
+          adamM: new ort.Tensor('float32', new Float32Array(rows * Kg), dims),
+          adamV: new ort.Tensor('float32', new Float32Array(rows * Kg), dims),
+          T: new Float32Array(B * rows),
+          feeds: {
+            live: new ort.Tensor('float32', live, dims),
+            base: new ort.Tensor('float32', base, dims),
+            rowScale: new ort.Tensor('float32', Float32Array.from(constants.rowScale.subarray(r0, r1)), [rows, 1]),
+            bias: new ort.Tensor('float32', constants.bias ? constants.bias.slice(r0, r1) : new Float32Array(rows), [1, rows]),
+          },
+        });
+      }
+    } catch (err) {
+      for (const session of sessions.values()) await session.release();
+      throw err;
+    }
+    return new AdaroundStepper(geo, blocks, [...sessions.values()]);
   }
 
   /** One step on the minibatch `X` [G, B, Kg] with targets `T` [B, M]. */
   async step(X: Float32Array, T: Float32Array, s: StepScalars): Promise<void> {
-    const { groups: G, batch: B, rowLength: Kg, outChannels: M } = this.#geo;
+    const { batch: B, rowLength: Kg, outChannels: M } = this.#geo;
     this.#hyper[0] = s.beta - 2;
     this.#hyper[1] = s.regScale;
     this.#hyper[2] = s.learningRate / (1 - ADAM_BETA1 ** s.step);
     this.#hyper[3] = 1 / (1 - ADAM_BETA2 ** s.step);
-    const out = await this.#session.run({
-      V: this.#V,
-      adamM: this.#adamM,
-      adamV: this.#adamV,
-      X: new ort.Tensor('float32', X, [G, B, Kg]),
-      T: new ort.Tensor('float32', T, [B, M]),
-      hyper: new ort.Tensor('float32', this.#hyper, [4]),
-    });
-    this.#V = out.VOut as ort.Tensor;
-    this.#adamM = out.adamMOut as ort.Tensor;
-    this.#adamV = out.adamVOut as ort.Tensor;
+    const hyper = new ort.Tensor('float32', this.#hyper, [4]);
+    for (const block of this.#blocks) {
+      const rows = block.r1 - block.r0;
+      for (let b = 0; b < B; b++) block.T.set(T.subarray(b * M + block.r0, b * M + block.r1), b * rows);
+      const out = await block.session.run({
+        V: block.V,
+        adamM: block.adamM,
+        adamV: block.adamV,
+        X: new ort.Tensor('float32', X.subarray(block.g0 * B * Kg, block.g1 * B * Kg), [block.g1 - block.g0, B, Kg]),
+        T: new ort.Tensor('float32', block.T, [B, rows]),
+        hyper,
+        ...block.feeds,
+      });
+      block.V = out.VOut as ort.Tensor;
+      block.adamM = out.adamMOut as ort.Tensor;
+      block.adamV = out.adamVOut as ort.Tensor;
+    }
   }
 
   /** V after the steps so far, rows [M, Kg]. */
   get V(): Float32Array {
-    return this.#V.data as Float32Array;
+    const V = new Float32Array(this.#geo.outChannels * this.#geo.rowLength);
+    for (const block of this.#blocks) V.set(block.V.data as Float32Array, block.r0 * this.#geo.rowLength);
+    return V;
   }
 
-  release(): Promise<void> {
-    return this.#session.release();
+  async release(): Promise<void> {
+    for (const session of this.#sessions) await session.release();
   }
 }
 
