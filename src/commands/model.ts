@@ -147,7 +147,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
     )
     .option(
       '--adaround [iterations]',
-      "learn each Conv/Gemm weight's rounding (AdaRound) on the first 16 calibration images, ITERATIONS steps per layer (default 2000; slow: about 30-50 min for Inception V2)",
+      "learn each Conv/Gemm weight's rounding (AdaRound) on the first 16 calibration images, ITERATIONS steps per layer (default 2000: about 5 min for Inception V2 on two cores)",
       parsePositiveInt,
     )
     .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
