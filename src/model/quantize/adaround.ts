@@ -15,8 +15,9 @@
  *        whose earlier layers are already quantized (`inputs`) and x the float input (`floatInputs`).
  *
  * Cost and memory: a conv's inputs are unfolded (im2col) only at a bounded, seeded sample of output
- * positions (`maxPatches`, `maxPoolBytes`), so memory is that pool plus some twenty 4-byte arrays of the
- * weight's size, whatever the number and size of the samples. Each iteration (two matrix products over
+ * positions (`maxPatches`, `maxPoolBytes`), so memory is that pool plus about ten 4-byte arrays of the
+ * weight's size (the step's own intermediates are per block of channels), whatever the number and size
+ * of the samples. Each iteration (two matrix products over
  * a minibatch of the pool, the output and the weight gradient, and the per-weight rounding, regularizer
  * and Adam update) is one ONNX Runtime run of a small graph (adaround-step.ts), as is the error report.
  */
@@ -559,7 +560,7 @@ async function optimizeRounding(st: OptimizationState): Promise<Int32Array> {
   const stepper = await AdaroundStepper.create(
     { outChannels: M, groups: G, rowLength: Kg, batch, relu },
     {
-      floorQ: Float32Array.from(floorQ),
+      floorQ,
       rowScale: Float32Array.from(rowScale),
       rowZero: Float32Array.from(rowZero),
       qmin,
