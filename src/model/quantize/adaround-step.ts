@@ -256,7 +256,7 @@ export class AdaroundStepper {
           session = await ort.InferenceSession.create(encodeModel(stepModel({ ...geo, outChannels: rows, groups: g1 - g0 })), {
             graphOptimizationLevel: 'all',
             executionMode: 'sequential',
-                  ...(threads ? { intraOpNumThreads: threads } : {}),
+            ...(threads ? { intraOpNumThreads: threads } : {}),
             interOpNumThreads: 1,
             // Steps follow each other at once: a spinning pool would only burn the gaps between runs.
             extra: { session: { intra_op: { allow_spinning: '0' } } },
