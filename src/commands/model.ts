@@ -150,6 +150,11 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       "learn each Conv/Gemm weight's rounding (AdaRound) on the first 16 calibration images, ITERATIONS steps per layer (default 2000: about 5 min for Inception V2 on two cores)",
       parsePositiveInt,
     )
+    .option(
+      '--adaround-images <n>',
+      "with --adaround: the calibration images it learns on (default 16; more generalize better, and memory grows with them: a generation's layer inputs and outputs on every image)",
+      parsePositiveInt,
+    )
     .option('--from-source <n>', 'first capture N frames from the configured source into the calibration folder', parsePositiveInt)
     .option('--json', 'print the report as JSON')
     .addOption(ctx.configOption())
@@ -175,6 +180,9 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       if (path.resolve(input) === path.resolve(output)) throw new UsageError('OUT must differ from IN');
       if (opts.maxLatencyRatio !== undefined && opts.targetSqnr === undefined) {
         throw new UsageError('--max-latency-ratio bounds the mixed-precision search: it needs --target-sqnr');
+      }
+      if (opts.adaroundImages !== undefined && opts.adaround === undefined) {
+        throw new UsageError('--adaround-images sizes AdaRound: it needs --adaround');
       }
       if (opts.searchImages !== undefined && opts.targetSqnr === undefined) {
         throw new UsageError('--search-images sizes the mixed-precision search: it needs --target-sqnr');
@@ -206,6 +214,7 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         evalImages: opts.evalImages,
         biasCorrection: opts.biasCorrection === undefined ? undefined : opts.biasCorrection === true ? 16 : opts.biasCorrection,
         adaround: opts.adaround === undefined ? undefined : opts.adaround === true ? 2000 : opts.adaround,
+        adaroundImages: opts.adaroundImages,
         fromSource: opts.fromSource,
         targetSqnrDb: opts.targetSqnr,
         maxLatencyRatio: opts.maxLatencyRatio,

@@ -42,6 +42,8 @@ export interface QuantizeCommandOptions {
   biasCorrection?: number;
   /** AdaRound every Conv/Gemm with this many steps per layer */
   adaround?: number;
+  /** AdaRound: the calibration images it learns on (default 16) */
+  adaroundImages?: number;
   json: boolean;
   /** capture this many frames from the configured source into `calibration` first */
   fromSource?: number;
@@ -183,7 +185,9 @@ export async function quantizeCommand(
     calibration: { images },
     ...(heldOut.length > 0 ? { evaluation: { images: heldOut } } : {}),
     ...(opts.biasCorrection !== undefined ? { biasCorrection: { images: opts.biasCorrection } } : {}),
-    ...(opts.adaround !== undefined ? { adaround: { iterations: opts.adaround } } : {}),
+    ...(opts.adaround !== undefined
+      ? { adaround: { iterations: opts.adaround, ...(opts.adaroundImages !== undefined ? { images: opts.adaroundImages } : {}) } }
+      : {}),
     method: opts.method,
     ...(opts.percentile !== undefined ? { percentile: opts.percentile } : {}),
     ...(opts.target !== undefined ? { target: opts.target } : {}),

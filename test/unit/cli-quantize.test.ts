@@ -299,6 +299,30 @@ describe('inceptiond model quantize --target-sqnr (small CNN)', () => {
     );
   });
 
+  it('--adaround-images sets how many calibration images AdaRound learns on; without --adaround it exits 2', async () => {
+    const out = path.join(dir, 'small-adaround-2.int8.onnx');
+    const o = await inceptiond(
+      'model',
+      'quantize',
+      small,
+      out,
+      '--calibration',
+      smallImages,
+      '--adaround',
+      '5',
+      '--adaround-images',
+      '2',
+      '--json',
+    );
+    expect(o.code, o.stderr).toBe(0);
+    expect((JSON.parse(o.stdout) as { adaround: unknown }).adaround).toMatchObject({ iterations: 5, images: 2 });
+    expectCleanError(
+      await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--adaround-images', '2'),
+      2,
+      /needs --adaround/,
+    );
+  });
+
   it('--search-images sets how many images the steps are measured on', async () => {
     const out = path.join(dir, 'small-mixed-2.int8.onnx');
     const args = ['--calibration', smallImages, '--target-sqnr', '200', '--search-images', '2', '--json'];
