@@ -2,9 +2,9 @@
  * One AdaRound optimization step (adaround.ts, eqs. 21–25) as an ONNX graph run by ONNX Runtime:
  * the soft-rounded weights, the layer's output on a minibatch of patches, the reconstruction
  * gradient, the regularizer's gradient and the Adam update, all in one `session.run`. Written as
- * plain loops in TypeScript the same step cost 11–77 ms on Inception-sized layers, most of it
- * per-weight exp/log and two matrix products; here MLAS runs the products and vectorizes the
- * per-weight work (docs/ARCHITECTURE.md, "Models and quantization").
+ * plain loops in TypeScript the same step cost 11–77 CPU ms on Inception-sized layers; here MLAS runs
+ * the two matrix products and vectorizes the per-weight work (docs/ARCHITECTURE.md, "Models and
+ * quantization").
  *
  * Layout: weight rows W [M, Kg] (M output channels, Kg weights per channel), grouped as
  * [G, M/G, Kg]; a minibatch of patches X [G, B, Kg] (each patch's group g slice); targets T [B, M].
@@ -51,7 +51,24 @@ export interface StepScalars {
 const scalar = (name: string, v: number): onnx.TensorProto => makeTensor(name, DataType.FLOAT, [], Float32Array.of(v));
 const ints = (name: string, v: number[]): onnx.TensorProto => makeTensor(name, DataType.INT64, [v.length], BigInt64Array.from(v, BigInt));
 
-/** The step graph for one layer: inputs V, adamM, adamV, X, T, hyper [4]; outputs V', adamM', adamV'. */
+/**
+ * Nodes for Y [n, M] = per group g: xG[g] [n, Kg] · W[g]ᵀ, with W the weight rows [M, Kg] and xG the
+ * patches group-major [G, n, Kg]; `groupedShape` = [G, M/G, Kg] and `outShape` = [n, M] are initializers.
+ */
+function groupedProductNodes(xG: string, w: string, y: string): onnx.NodeProto[] {
+  return [
+    makeNode('Reshape', [w, 'groupedShape'], [`${w}G`]),
+    makeNode('Transpose', [`${w}G`], [`${w}GT`], { perm: [0, 2, 1] }),
+    makeNode('MatMul', [xG, `${w}GT`], [`${y}G`]),
+    makeNode('Transpose', [`${y}G`], [`${y}NG`], { perm: [1, 0, 2] }),
+    makeNode('Reshape', [`${y}NG`, 'outShape'], [y]),
+  ];
+}
+
+/**
+ * The step graph for one block of channels: inputs V, adamM, adamV, X, T, hyper [4] and the block's
+ * live, base, rowScale and bias; outputs V', adamM', adamV'.
+ */
 function stepModel(geo: StepGeometry): onnx.ModelProto {
   // live, base, rowScale and bias are fed with each run: one session serves every block of a layer.
   const { outChannels: M, groups: G, rowLength: Kg, batch: B } = geo;
@@ -83,11 +100,7 @@ function stepModel(geo: StepGeometry): onnx.ModelProto {
     n('Mul', ['hLive', 'rowScale'], ['hScaled']),
     n('Add', ['base', 'hScaled'], ['soft']),
     // the layer on the minibatch: Y [B, M] = X · W̃ᵀ (per group) + b
-    n('Reshape', ['soft', 'groupedShape'], ['softG']),
-    n('Transpose', ['softG'], ['softGT'], { perm: [0, 2, 1] }),
-    n('MatMul', ['X', 'softGT'], ['yG']),
-    n('Transpose', ['yG'], ['yBG'], { perm: [1, 0, 2] }),
-    n('Reshape', ['yBG', 'outShape'], ['yNoBias']),
+    ...groupedProductNodes('X', 'soft', 'yNoBias'),
     n('Add', ['yNoBias', 'bias'], ['y']),
     // ∂/∂y of the mean over patches of Σ_m (y − t)²: 2(y − t)/B, 0 where the folded Relu clips y
     n('Sub', ['y', 'T'], ['diff']),
@@ -202,8 +215,8 @@ function weightConstants(Kg: number, c: StepConstants, r0: number, r1: number): 
 /**
  * Weights per block, at most: the step is separable by output channel (each channel's output, error
  * and gradient need only its own weights, given the minibatch), so a layer runs as blocks of whole
- * channels (of whole groups when grouped). A block's twenty-odd intermediates of 256 KB stay in a
- * core's L2 cache and bound the step's memory whatever the layer's size.
+ * channels (of whole groups when grouped). A block's intermediates are at most 256 KB each, which
+ * bounds the step's memory whatever the layer's size.
  */
 const BLOCK_WEIGHTS = 65_536;
 
@@ -235,8 +248,8 @@ export class AdaroundStepper {
     this.#sessions = sessions;
   }
 
-  /** `V` is the starting point, rows [M, Kg]; `threads` ORT intra-op threads. */
-  static async create(geo: StepGeometry, constants: StepConstants, V: Float32Array, threads?: number): Promise<AdaroundStepper> {
+  /** `V` is the starting point, rows [M, Kg]. */
+  static async create(geo: StepGeometry, constants: StepConstants, V: Float32Array): Promise<AdaroundStepper> {
     const { outChannels: M, groups: G, rowLength: Kg, batch: B } = geo;
     if (M % G !== 0) throw new Error(`${M} output channels do not split into ${G} groups`);
     if (V.length !== M * Kg) throw new Error(`V has ${V.length} values, expected ${M * Kg}`);
@@ -256,7 +269,6 @@ export class AdaroundStepper {
           session = await ort.InferenceSession.create(encodeModel(stepModel({ ...geo, outChannels: rows, groups: g1 - g0 })), {
             graphOptimizationLevel: 'all',
             executionMode: 'sequential',
-            ...(threads ? { intraOpNumThreads: threads } : {}),
             interOpNumThreads: 1,
             // Steps follow each other at once: a spinning pool would only burn the gaps between runs.
             extra: { session: { intra_op: { allow_spinning: '0' } } },
@@ -348,11 +360,7 @@ export class ReconstructionError {
     const nodes = [
       n('Reshape', ['X', 'patchShape'], ['xNG']),
       n('Transpose', ['xNG'], ['xG'], { perm: [1, 0, 2] }),
-      n('Reshape', ['W', 'groupedShape'], ['wG']),
-      n('Transpose', ['wG'], ['wGT'], { perm: [0, 2, 1] }),
-      n('MatMul', ['xG', 'wGT'], ['yG']),
-      n('Transpose', ['yG'], ['yNG'], { perm: [1, 0, 2] }),
-      n('Reshape', ['yNG', 'outShape'], ['yNoBias']),
+      ...groupedProductNodes('xG', 'W', 'yNoBias'),
       n('Add', ['yNoBias', 'bias'], geo.relu ? ['yLinear'] : ['y']),
       ...(geo.relu ? [n('Relu', ['yLinear'], ['y'])] : []),
       n('Sub', ['y', 'T'], ['diff']),
