@@ -146,6 +146,12 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       parsePositiveInt,
     )
     .option(
+      '--sensitivity-images <n>',
+      "with --target-sqnr: the images each activation's gain is measured on to rank them, the first N of the search images (default 4)",
+      parsePositiveInt,
+    )
+    .option('--max-steps <n>', 'with --target-sqnr: the most float steps tried (default 12)', parsePositiveInt)
+    .option(
       '--adaround [iterations]',
       "learn each Conv/Gemm weight's rounding (AdaRound) on the first 16 calibration images, ITERATIONS steps per layer (default 2000: about 5 min for Inception V2 on two cores)",
       parsePositiveInt,
@@ -184,8 +190,14 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
       if (opts.adaroundImages !== undefined && opts.adaround === undefined) {
         throw new UsageError('--adaround-images sizes AdaRound: it needs --adaround');
       }
-      if (opts.searchImages !== undefined && opts.targetSqnr === undefined) {
-        throw new UsageError('--search-images sizes the mixed-precision search: it needs --target-sqnr');
+      for (const [option, value] of [
+        ['--search-images', opts.searchImages],
+        ['--sensitivity-images', opts.sensitivityImages],
+        ['--max-steps', opts.maxSteps],
+      ] as const) {
+        if (value !== undefined && opts.targetSqnr === undefined) {
+          throw new UsageError(`${option} sizes the mixed-precision search: it needs --target-sqnr`);
+        }
       }
       const { resolveTarget, TargetOptionError } = await import('../model/quantize/targets.js');
       try {
@@ -219,6 +231,8 @@ function registerQuantize(model: Command, ctx: CommandContext): void {
         targetSqnrDb: opts.targetSqnr,
         maxLatencyRatio: opts.maxLatencyRatio,
         searchImages: opts.searchImages,
+        sensitivityImages: opts.sensitivityImages,
+        maxSteps: opts.maxSteps,
         json: !!opts.json,
       });
     });

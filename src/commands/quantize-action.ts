@@ -53,6 +53,10 @@ export interface QuantizeCommandOptions {
   maxLatencyRatio?: number;
   /** mixed precision: the images each step is measured on */
   searchImages?: number;
+  /** mixed precision: the images each activation's gain is ranked on (the first of the search images) */
+  sensitivityImages?: number;
+  /** mixed precision: the most float steps tried */
+  maxSteps?: number;
 }
 
 export interface CaptureResult {
@@ -203,6 +207,8 @@ export async function quantizeCommand(
             sessionOptions: cpuTimingOptions(config()),
             ...(opts.maxLatencyRatio !== undefined ? { maxLatencyRatio: opts.maxLatencyRatio } : {}),
             ...(opts.searchImages !== undefined ? { images: opts.searchImages } : {}),
+            ...(opts.sensitivityImages !== undefined ? { sensitivityImages: opts.sensitivityImages } : {}),
+            ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),
           },
         }
       : {}),

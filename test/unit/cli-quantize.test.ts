@@ -323,13 +323,27 @@ describe('inceptiond model quantize --target-sqnr (small CNN)', () => {
     );
   });
 
-  it('--search-images sets how many images the steps are measured on', async () => {
+  it('--search-images, --sensitivity-images and --max-steps size the search; without --target-sqnr they exit 2', async () => {
     const out = path.join(dir, 'small-mixed-2.int8.onnx');
     const args = ['--calibration', smallImages, '--target-sqnr', '200', '--search-images', '2', '--json'];
     const o = await inceptiond('model', 'quantize', small, out, ...args);
     expect(o.code, o.stderr).toBe(0);
-    const mp = (JSON.parse(o.stdout) as { mixedPrecision: Record<string, unknown> }).mixedPrecision;
-    expect(mp).toMatchObject({ images: { source: 'calibration', count: 2 } });
+    const mp = (JSON.parse(o.stdout) as { mixedPrecision: { steps: unknown[] } }).mixedPrecision;
+    expect(mp).toMatchObject({ images: { source: 'calibration', count: 2, sensitivity: 2 } });
+    // the unreachable target makes the search try every candidate it may: more than one step here
+    expect(mp.steps.length).toBeGreaterThan(2);
+    const bounded = await inceptiond('model', 'quantize', small, out, ...args, '--sensitivity-images', '1', '--max-steps', '1');
+    expect(bounded.code, bounded.stderr).toBe(0);
+    const mp1 = (JSON.parse(bounded.stdout) as { mixedPrecision: { steps: unknown[] } }).mixedPrecision;
+    expect(mp1).toMatchObject({ images: { count: 2, sensitivity: 1 } });
+    expect(mp1.steps).toHaveLength(2); // the all-INT8 model and the one step allowed
+    for (const option of ['--sensitivity-images', '--max-steps']) {
+      expectCleanError(
+        await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, option, '1'),
+        2,
+        new RegExp(`${option} .*needs --target-sqnr`),
+      );
+    }
   });
 
   it('--target-sqnr with --adaround, --bias-correction and --max-latency-ratio: the bound is reported, every step over it undone', async () => {
