@@ -15,6 +15,11 @@ export function sessionOptionsFor(
     profileFilePrefix?: string;
     /** Save an accelerator's compiled graph here (ORT EP context, binary embedded in the file). */
     epContextFile?: string;
+    /**
+     * The session only writes optimizedModelFilePath and is released unrun: no arena, memory pattern or
+     * prepacked weights, none of which the saved graph depends on (the file is byte-for-byte the same).
+     */
+    optimizeOnly?: boolean;
   } = {},
 ): InferenceSession.SessionOptions {
   const spinning = settings.allowSpinning ? '1' : '0';
@@ -47,6 +52,11 @@ export function sessionOptionsFor(
   // 0 leaves ORT's default (one thread per physical core).
   if (settings.threads > 0) options.intraOpNumThreads = settings.threads;
   if (overrides.optimizedModelFilePath) options.optimizedModelFilePath = overrides.optimizedModelFilePath;
+  if (overrides.optimizeOnly) {
+    options.enableCpuMemArena = false;
+    options.enableMemPattern = false;
+    session.disable_prepacking = '1';
+  }
   if (overrides.profileFilePrefix) {
     options.enableProfiling = true;
     options.profileFilePrefix = overrides.profileFilePrefix;

@@ -222,34 +222,34 @@ async function createCpuSession(s: SessionSettings, profileFilePrefix?: string):
   }
   await mkdir(s.optimizedModelCacheDir, { recursive: true });
   const tmp = `${cached}.tmp-${process.pid}-${threadId}`;
-  let session: Ort.InferenceSession;
+  // A session made only to run the optimizer and save its graph, then released unrun: the one that ran
+  // the optimizer kept ~14 MB more resident than one loaded from its output (a first start's daemon held
+  // 152-158 MB against 143-146 after a restart), so the frames go to the one a restart would load.
+  let written = false;
   try {
-    const options = sessionOptionsFor(s, 'cpu', { optimizedModelFilePath: tmp, profileFilePrefix });
-    session = await ort.InferenceSession.create(s.modelPath, options);
-    if (
-      !(await rename(tmp, cached).then(
-        () => true,
-        () => false,
-      ))
-    )
-      return { session, fromCache: false }; // a cache we cannot write is only slower
+    const optimizer = await ort.InferenceSession.create(
+      s.modelPath,
+      sessionOptionsFor(s, 'cpu', { optimizedModelFilePath: tmp, optimizeOnly: true }),
+    );
+    await optimizer.release();
+    written = await rename(tmp, cached).then(
+      () => true,
+      () => false,
+    );
   } finally {
     await rm(tmp, { force: true });
   }
-  await pruneOptimizedModels(s.optimizedModelCacheDir, cached);
-  // The session that ran the optimizer keeps ~14 MB more resident than one loaded from its output
-  // (a first start's daemon held 152-158 MB against 143-146 later): run the one a restart would.
-  await session.release();
-  const options = sessionOptionsFor(s, 'cpu', { graphOptimizationLevel: 'disabled', profileFilePrefix });
-  try {
-    return { session: await ort.InferenceSession.create(cached, options), fromCache: false };
-  } catch {
-    await rm(cached, { force: true }); // what it just wrote does not load: run the source, optimized again
-    return {
-      session: await ort.InferenceSession.create(s.modelPath, sessionOptionsFor(s, 'cpu', { profileFilePrefix })),
-      fromCache: false,
-    };
+  if (written) {
+    await pruneOptimizedModels(s.optimizedModelCacheDir, cached);
+    try {
+      const options = sessionOptionsFor(s, 'cpu', { graphOptimizationLevel: 'disabled', profileFilePrefix });
+      return { session: await ort.InferenceSession.create(cached, options), fromCache: false };
+    } catch {
+      await rm(cached, { force: true }); // what it just wrote does not load: optimize again below
+    }
   }
+  // A cache that cannot be written or read back is only slower.
+  return { session: await ort.InferenceSession.create(s.modelPath, sessionOptionsFor(s, 'cpu', { profileFilePrefix })), fromCache: false };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -370,6 +370,21 @@ describe('worker behaviour', () => {
     } finally {
       await second.close();
     }
+  });
+
+  it('saves the same optimized graph from a session made only to optimize (no arena, no prepacking) as from a running one', async () => {
+    const ort = await import('onnxruntime-node');
+    const dir = await mkdtemp(path.join(tmpdir(), 'inceptiond-optimize-only-'));
+    const saved: Buffer[] = [];
+    for (const optimizeOnly of [false, true]) {
+      const file = path.join(dir, `${optimizeOnly}.onnx`);
+      const options = sessionOptionsFor(testSessionSettings(heavyPath), 'cpu', { optimizedModelFilePath: file, optimizeOnly });
+      expect(options.enableCpuMemArena).toBe(!optimizeOnly);
+      await (await ort.InferenceSession.create(heavyPath, options)).release();
+      saved.push(await readFile(file));
+    }
+    expect(saved[0]!.length).toBeGreaterThan(0);
+    expect(saved[1]!.equals(saved[0]!)).toBe(true);
   });
 
   it(`keeps the ${KEEP_OPTIMIZED_MODELS} last used optimized models in the cache folder, and leaves other files alone`, async () => {
