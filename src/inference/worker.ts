@@ -220,24 +220,24 @@ async function createCpuSession(s: SessionSettings, profileFilePrefix?: string):
       await rm(cached, { force: true }); // unreadable cache: rebuild it below
     }
   }
-  await mkdir(s.optimizedModelCacheDir, { recursive: true });
   const tmp = `${cached}.tmp-${process.pid}-${threadId}`;
   // A session made only to run the optimizer and save its graph, then released unrun: the one that ran
   // the optimizer kept ~14 MB more resident than one loaded from its output (a first start's daemon held
   // 152-158 MB against 143-146 after a restart), so the frames go to the one a restart would load.
   let written = false;
   try {
+    await mkdir(s.optimizedModelCacheDir, { recursive: true });
     const optimizer = await ort.InferenceSession.create(
       s.modelPath,
       sessionOptionsFor(s, 'cpu', { optimizedModelFilePath: tmp, optimizeOnly: true }),
     );
     await optimizer.release();
-    written = await rename(tmp, cached).then(
-      () => true,
-      () => false,
-    );
+    await rename(tmp, cached);
+    written = true;
+  } catch {
+    // no cache (an unwritable folder; a model ORT refuses fails again below, with its own message)
   } finally {
-    await rm(tmp, { force: true });
+    await rm(tmp, { force: true }).catch(() => undefined);
   }
   if (written) {
     await pruneOptimizedModels(s.optimizedModelCacheDir, cached);

@@ -372,6 +372,22 @@ describe('worker behaviour', () => {
     }
   });
 
+  it('runs without the optimized-model cache when its folder cannot be made', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'inceptiond-cache-'));
+    const notAFolder = path.join(dir, 'ort');
+    await writeFile(notAFolder, 'a file where the cache folder should be'); // root ignores permissions; this it cannot
+    const engine = await InferenceEngine.create(settings({ optimizedModelCacheDir: notAFolder }), captureLogger().logger);
+    try {
+      expect(engine.provider).toBe('cpu');
+      expect(engine.info.fromCache).toBe(false);
+      const { scores } = await engine.run({ data: seededInput(SIZE, 4), dims });
+      expect(scores).toHaveLength(10);
+    } finally {
+      await engine.close();
+    }
+    expect(await readFile(notAFolder, 'utf8')).toMatch(/^a file/);
+  });
+
   it('saves the same optimized graph from a session made only to optimize (no arena, no prepacking) as from a running one', async () => {
     const ort = await import('onnxruntime-node');
     const dir = await mkdtemp(path.join(tmpdir(), 'inceptiond-optimize-only-'));
