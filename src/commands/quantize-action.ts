@@ -332,5 +332,13 @@ function formatMixedPrecision(m: NonNullable<QuantizeReport['mixedPrecision']>):
     );
   });
   lines.push(`  kept float in the written model: ${m.kept.length > 0 ? m.kept.join(', ') : 'none'}`);
+  if (m.weightsOnly) {
+    const w = m.weightsOnly;
+    const beyond = w.sqnrDb !== null && w.sqnrDb < m.targetSqnrDb;
+    lines.push(
+      `  INT8 weights with float activations: ${db(w.sqnrDb)}, top-1 ${(100 * w.top1Agreement).toFixed(1)} %` +
+        (beyond ? ': below the target, so activation precision alone will not reach it; the weights must be kept float too' : ''),
+    );
+  }
   return lines;
 }

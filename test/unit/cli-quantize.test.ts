@@ -280,6 +280,7 @@ describe('inceptiond model quantize --target-sqnr (small CNN)', () => {
     expect(h.code, h.stderr).toBe(0);
     expect(h.stdout).toMatch(/mixed precision: target 200 dB NOT reached, measured on 3 calibration images/);
     expect(h.stdout).toMatch(/\n {5}0 {2}-?[\d.]+ dB .* none \(all INT8\)\n/);
+    expect(h.stdout).toMatch(/INT8 weights with float activations: [\d.]+ dB, .*activation precision alone will not reach it/);
 
     expectCleanError(await inceptiond('model', 'quantize', small, out, '--calibration', smallImages, '--target-sqnr', 'high'), 2, /dB/);
     expectCleanError(

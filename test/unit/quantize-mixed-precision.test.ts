@@ -11,7 +11,7 @@ import { createSession, probeTensors, withExtraOutputs } from '../../src/model/q
 import { initializerMap } from '../../src/model/quantize/graph.js';
 import { endToEndTensor } from '../../src/model/quantize/held-out.js';
 import { quantizeModel, type QuantizeOptions, type QuantizeReport } from '../../src/model/quantize/index.js';
-import { floatNodeFacts, parameterGroups, switchProbe } from '../../src/model/quantize/mixed-precision.js';
+import { floatNodeFacts, parameterGroups, switchProbe, withoutActivationRounding } from '../../src/model/quantize/mixed-precision.js';
 import { planQdq } from '../../src/model/quantize/qdq.js';
 import { SqnrAccumulator } from '../../src/model/quantize/numeric.js';
 import { mulberry32 } from '../../src/util/index.js';
@@ -85,6 +85,7 @@ describe('mixed precision', () => {
     expect(mp.reached).toBe(true);
     expect(mp.kept).toEqual([]);
     expect(mp.steps).toHaveLength(1);
+    expect(mp.weightsOnly).toBeUndefined(); // measured only when the target is missed
     expect(mp.images).toMatchObject({ source: 'held-out', count: 16 });
     expect(int8Db).toBeGreaterThan(5);
   });
@@ -133,6 +134,9 @@ describe('mixed precision', () => {
     expect(mp.reached).toBe(false);
     expect(mp.steps).toHaveLength(3); // the all-INT8 model and two tried steps
     expect(mp.steps.slice(1).every((s) => s.added !== undefined)).toBe(true);
+    // what INT8 weights allow with every activation float: above the all-INT8 figure, below the target
+    expect(mp.weightsOnly!.sqnrDb!).toBeGreaterThan(int8Db);
+    expect(mp.weightsOnly!.sqnrDb!).toBeLessThan(mp.targetSqnrDb);
   }, 240_000);
 
   it('reports the written model on all held-out images when they are files, and the all-INT8 figure beside it', async () => {
@@ -382,5 +386,60 @@ describe('floatNodeFacts', () => {
     expect(facts.weights.floatWeight('fc')?.name).toBe('wf');
     expect(facts.weights.floatWeight('conv_a')?.name).toBe('wa');
     expect(facts.weights.floatWeight('gap')).toBeUndefined();
+  });
+});
+
+describe('withoutActivationRounding', () => {
+  // x → Q/DQ → Mul by a weight (int8 initializer → DequantizeLinear) → pre → Q/DQ (a folded Relu: uint8,
+  // zero point 0) → y
+  function qdqModel(): onnx.ModelProto {
+    const scalar = (name: string, v: number) => makeTensor(name, DataType.FLOAT, [], Float32Array.of(v));
+    return makeModel({
+      opset: 13,
+      graph: {
+        name: 'qdq',
+        input: [makeValueInfo('x', DataType.FLOAT, [4])],
+        output: [makeValueInfo('y', DataType.FLOAT, [4])],
+        initializer: [
+          scalar('sx', 0.1),
+          makeTensor('zx', DataType.UINT8, [], Uint8Array.of(128)),
+          makeTensor('wq', DataType.INT8, [], Int8Array.of(77)),
+          scalar('sw', 0.013),
+          scalar('sy', 0.05),
+          makeTensor('zy', DataType.UINT8, [], Uint8Array.of(0)),
+        ],
+        node: [
+          makeNode('QuantizeLinear', ['x', 'sx', 'zx'], ['xq'], {}, 'qx'),
+          makeNode('DequantizeLinear', ['xq', 'sx', 'zx'], ['xd'], {}, 'dqx'),
+          makeNode('DequantizeLinear', ['wq', 'sw'], ['w'], {}, 'dqw'),
+          makeNode('Mul', ['xd', 'w'], ['pre'], {}, 'mul'),
+          makeNode('QuantizeLinear', ['pre', 'sy', 'zy'], ['preq'], {}, 'qpre'),
+          makeNode('DequantizeLinear', ['preq', 'sy', 'zy'], ['y'], {}, 'dqpre'),
+        ],
+      },
+    });
+  }
+  const x = Float32Array.of(-3.3333, -0.0123, 0.4567, 7.891);
+  const run = async (model: onnx.IModelProto) => {
+    const session = await createSession(model);
+    try {
+      return Array.from((await session.run({ x: new ort.Tensor('float32', x, [4]) }))['y']!.data as Float32Array);
+    } finally {
+      await session.release();
+    }
+  };
+  const w = Math.fround(77 * Math.fround(0.013)); // the weight stays INT8: its dequantized value
+
+  it('leaves the weights quantized and the activations float, keeping a folded Relu or Clip as its clamp', async () => {
+    const relu = await run(withoutActivationRounding(qdqModel(), new Map([['pre', Infinity]])));
+    relu.forEach((v, i) => expect(v).toBeCloseTo(Math.max(0, Math.fround(x[i]! * w)), 6));
+    const clip = await run(withoutActivationRounding(qdqModel(), new Map([['pre', 0.5]])));
+    clip.forEach((v, i) => expect(v).toBeCloseTo(Math.min(0.5, Math.max(0, Math.fround(x[i]! * w))), 6));
+    // without the clamp the negative pre-activations would pass: the folded Relu is what removes them
+    const none = await run(withoutActivationRounding(qdqModel(), new Map()));
+    none.forEach((v, i) => expect(v).toBeCloseTo(Math.fround(x[i]! * w), 6));
+    // the QDQ model itself rounds: x to steps of 0.1, y to steps of 0.05
+    const rounded = await run(qdqModel());
+    expect(rounded.some((v, i) => Math.abs(v - relu[i]!) > 1e-3)).toBe(true);
   });
 });

@@ -90,6 +90,12 @@ export interface MixedPrecisionReport {
    * keeps layers float and was measured there again (the report's heldOut is then the written model's)
    */
   allInt8HeldOut?: HeldOutReport;
+  /**
+   * When the target is not reached: the all-INT8 model with every activation's Q/DQ pair removed (its
+   * INT8 weights, float activations), on the same images. No choice of activation precision goes past
+   * it; a target above it needs weights kept float, i.e. float layers.
+   */
+  weightsOnly?: { sqnrDb: number | null; top1Agreement: number };
   /** nodes kept float in the written model (besides --exclude) */
   kept: string[];
   keptActivations: string[];
@@ -318,6 +324,45 @@ export function switchProbe(
   g.input = [...(g.input ?? []), ...inputs];
   g.initializer = [...(g.initializer ?? []), ...constants];
   return { model: withExtraOutputs(model, [fetch]), switches };
+}
+
+/**
+ * The QDQ model with every activation's QuantizeLinear → DequantizeLinear pair removed: its weights stay
+ * INT8, its activations float. A Relu/Clip folded into a quantization (`clamps`: tensor → upper bound)
+ * stays as that clamp. Weight DequantizeLinear nodes read initializers, not a QuantizeLinear, and stay.
+ */
+export function withoutActivationRounding(qdqModel: onnx.IModelProto, clamps: Map<string, number>): onnx.ModelProto {
+  const model = copyForEdit(qdqModel);
+  const g = model.graph!;
+  const names = new NameAllocator(g);
+  const producers = producerMap(g);
+  const constants: onnx.ITensorProto[] = [];
+  const constant = (base: string, v: number): string => {
+    const name = names.take(base);
+    constants.push(makeTensor(name, DataType.FLOAT, [], Float32Array.of(v)));
+    return name;
+  };
+  g.node = (g.node ?? []).map((dq) => {
+    if (dq.opType !== 'DequantizeLinear') return dq;
+    const q = producers.get(dq.input?.[0] ?? '');
+    if (q?.opType !== 'QuantizeLinear') return dq;
+    const x = q.input![0]!;
+    const hi = clamps.get(x);
+    // The DequantizeLinear's output keeps its name: its readers and a graph output need no renaming.
+    // The QuantizeLinear then feeds nothing, and ORT drops it.
+    const output = dq.output!;
+    if (hi === undefined) return makeNode('Identity', [x], output, {}, dq.name ?? undefined);
+    if (!Number.isFinite(hi)) return makeNode('Relu', [x], output, {}, dq.name ?? undefined);
+    return makeNode(
+      'Clip',
+      [x, constant(`${x}_weights_only_min`, 0), constant(`${x}_weights_only_max`, hi)],
+      output,
+      {},
+      dq.name ?? undefined,
+    );
+  });
+  g.initializer = [...(g.initializer ?? []), ...constants];
+  return model;
 }
 
 /**
@@ -635,10 +680,27 @@ async function search(ctx: MixedPrecisionContext, reference: Int8Reference, t0: 
       }
     }
   }
+  let weightsOnly: MixedPrecisionReport['weightsOnly'];
+  if (best.sqnrDb < target) {
+    const stripped = withoutActivationRounding(ctx.int8.model, ctx.int8.clamps);
+    const session = await createSession(
+      withExtraOutputs(stripped, [ctx.int8.logits]),
+      ctx.options.sessionOptions ?? defaultTimingOptions(),
+    );
+    try {
+      const m = await endToEnd(ctx, session, ctx.int8.logits);
+      weightsOnly = { sqnrDb: finite(m.sqnrDb), top1Agreement: m.top1Agreement };
+      ctx.log?.('mixed precision: INT8 weights, float activations', weightsOnly);
+    } finally {
+      await session.release();
+      collectGarbage();
+    }
+  }
   return {
     targetSqnrDb: target,
     ...(maxLatencyRatio !== undefined ? { maxLatencyRatio } : {}),
     reached: best.sqnrDb >= target,
+    ...(weightsOnly ? { weightsOnly } : {}),
     images: { source: ctx.source, count: ctx.inputs.length, sensitivity: Math.min(ctx.options.sensitivityImages ?? 4, ctx.inputs.length) },
     candidates,
     topCandidates,
