@@ -423,7 +423,7 @@ describe('withoutActivationRounding', () => {
   const run = async (model: onnx.IModelProto) => {
     const session = await createSession(model);
     try {
-      return Array.from((await session.run({ x: new ort.Tensor('float32', x, [4]) }))['y']!.data as Float32Array);
+      return Array.from((await session.run({ x: new ort.Tensor('float32', x, [4]) })).y!.data as Float32Array);
     } finally {
       await session.release();
     }
@@ -432,12 +432,12 @@ describe('withoutActivationRounding', () => {
 
   it('leaves the weights quantized and the activations float, keeping a folded Relu or Clip as its clamp', async () => {
     const relu = await run(withoutActivationRounding(qdqModel(), new Map([['pre', Infinity]])));
-    relu.forEach((v, i) => expect(v).toBeCloseTo(Math.max(0, Math.fround(x[i]! * w)), 6));
+    for (const [i, v] of relu.entries()) expect(v).toBeCloseTo(Math.max(0, Math.fround(x[i]! * w)), 6);
     const clip = await run(withoutActivationRounding(qdqModel(), new Map([['pre', 0.5]])));
-    clip.forEach((v, i) => expect(v).toBeCloseTo(Math.min(0.5, Math.max(0, Math.fround(x[i]! * w))), 6));
+    for (const [i, v] of clip.entries()) expect(v).toBeCloseTo(Math.min(0.5, Math.max(0, Math.fround(x[i]! * w))), 6);
     // without the clamp the negative pre-activations would pass: the folded Relu is what removes them
     const none = await run(withoutActivationRounding(qdqModel(), new Map()));
-    none.forEach((v, i) => expect(v).toBeCloseTo(Math.fround(x[i]! * w), 6));
+    for (const [i, v] of none.entries()) expect(v).toBeCloseTo(Math.fround(x[i]! * w), 6);
     // the QDQ model itself rounds: x to steps of 0.1, y to steps of 0.05
     const rounded = await run(qdqModel());
     expect(rounded.some((v, i) => Math.abs(v - relu[i]!) > 1e-3)).toBe(true);
