@@ -12,6 +12,9 @@
 // process.memoryUsage() and each worker's V8 heap (the inference worker answers a 'heap' message).
 // The daemon gets npm start's (and the systemd unit's) memory settings; --plain leaves them out.
 // --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags).
+// --ceiling runs `inceptiond bench --json` on the same config and state directory (so the same model and
+// frames) just before and just after the daemon, and reports the daemon's Results/s against the mean of
+// the two idealFps (the CPU-bound ceiling) as `efficiency`: a ratio taken in one run.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -34,6 +37,7 @@ const { values } = parseArgs({
     env: { type: 'string', multiple: true, default: [] },
     'node-arg': { type: 'string', multiple: true, default: [] },
     broker: { type: 'string', default: 'embedded' },
+    ceiling: { type: 'boolean', default: false },
   },
 });
 const seconds = Number(values.seconds);
@@ -105,6 +109,22 @@ if (wt.isMainThread && process.env.INCEPTIOND_MEASURE_PROBE && process.channel) 
   });
   process.channel.unref();
 }`;
+/** The bench's JSON line on this config and state directory (its own broker, no daemon running). */
+const bench = () =>
+  new Promise((resolve, reject) => {
+    const b = spawn(process.execPath, ['dist/cli.js', 'bench', '-c', values.config, '--json'], {
+      env: { ...process.env, INCEPTIOND_STATE_DIR: state },
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    let out = '';
+    b.stdout.on('data', (d) => {
+      out += d;
+    });
+    b.once('exit', (code) =>
+      code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop())) : reject(new Error(`bench exited with ${code}`)),
+    );
+  });
+const benchBefore = values.ceiling ? await bench() : undefined;
 const nodeArgs = [
   ...memoryArgs,
   ...values['node-arg'],
@@ -230,6 +250,16 @@ const report = {
 child.kill('SIGTERM');
 await new Promise((r) => child.once('exit', r));
 await mosquitto?.close();
+if (benchBefore) {
+  const benchAfter = await bench();
+  const ideal = (benchBefore.idealFps + benchAfter.idealFps) / 2;
+  report.ceiling = {
+    idealFps: [benchBefore.idealFps, benchAfter.idealFps],
+    cpuMsPerFrame: [benchBefore.cpuMsPerFrame, benchAfter.cpuMsPerFrame].map(({ inference, preprocess }) => ({ inference, preprocess })),
+    images: benchBefore.images,
+  };
+  report.efficiency = Number((report.resultsPerSec / ideal).toFixed(3));
+}
 console.log(JSON.stringify(report));
 
 /** Least-squares slope of [x, y] points (NaN for fewer than two). */
