@@ -19,6 +19,7 @@ import { findManifestForModel } from '../dist/model/manifest.js';
 import { DataType, loadModel } from '../dist/model/onnx.js';
 import { createSession, withExtraOutputs } from '../dist/model/quantize/calibrate.js';
 import { endToEndTensor } from '../dist/model/quantize/held-out.js';
+import { defaultTimingOptions, withoutActivationRounding } from '../dist/model/quantize/mixed-precision.js';
 import { SqnrAccumulator } from '../dist/model/quantize/numeric.js';
 import { listImageFiles } from '../dist/util/index.js';
 import { createPreprocessor } from '../dist/vision/index.js';
@@ -44,45 +45,38 @@ function zeroPointOf(t) {
   return raw[read[t.dataType] ?? 'readInt32LE'](0);
 }
 
-/** The QDQ model with its activation Q/DQ pairs removed (weights are DequantizeLinear of an initializer, no Q). */
-function withoutActivationRounding(model) {
-  const g = model.graph;
-  const inits = new Map(g.initializer.map((t) => [t.name, t]));
-  const producers = new Map(g.node.flatMap((n) => n.output.map((o) => [o, n])));
-  let pairs = 0;
-  for (const dq of g.node) {
-    if (dq.opType !== 'DequantizeLinear') continue;
-    const q = producers.get(dq.input[0]);
-    if (q?.opType !== 'QuantizeLinear') continue;
+/**
+ * The folded clamps of a written QDQ model, which has no plan to ask: an activation whose zero point is
+ * its type's lowest value was a Relu's output (clamped at 0; a Clip's upper bound is not recovered).
+ */
+function foldedRelus(model) {
+  const inits = new Map(model.graph.initializer.map((t) => [t.name, t]));
+  const clamps = new Map();
+  for (const q of model.graph.node) {
+    if (q.opType !== 'QuantizeLinear') continue;
     const zp = inits.get(q.input[2]);
-    const clampsAtZero = zp !== undefined && zeroPointOf(zp) === LOWEST[zp.dataType];
-    // The DQ node keeps its output name, so consumers and graph outputs need no renaming.
-    dq.opType = clampsAtZero ? 'Relu' : 'Identity';
-    dq.domain = '';
-    dq.attribute = [];
-    dq.input = [q.input[0]];
-    pairs++;
+    if (zp !== undefined && zeroPointOf(zp) === LOWEST[zp.dataType]) clamps.set(q.input[0], Number.POSITIVE_INFINITY);
   }
-  // The QuantizeLinear nodes now feed nothing: ORT drops them.
-  return { model, pairs };
+  return clamps;
 }
 
 const float = await loadModel(floatPath);
 const floatTensor = endToEndTensor(float);
 const qdq = await loadModel(qdqPath);
 const qdqTensor = endToEndTensor(qdq);
-const stripped = withoutActivationRounding(await loadModel(qdqPath));
+const stripped = withoutActivationRounding(qdq, foldedRelus(qdq));
+const dequantizers = (m) => m.graph.node.filter((n) => n.opType === 'DequantizeLinear').length;
 const found = await findManifestForModel(floatPath);
 if (!found) throw new Error(`no manifest beside ${floatPath}: cannot preprocess the images`);
 const preprocess = createPreprocessor(found.manifest.input);
 const files = (await listImageFiles(imagesDir, 'image folder')).slice(0, values.max ? Number(values.max) : undefined);
 
-const fused = { graphOptimizationLevel: 'all', intraOpNumThreads: 2, extra: { session: { intra_op: { allow_spinning: '0' } } } };
+const fused = defaultTimingOptions();
 const floatSession = await createSession(withExtraOutputs(float, [floatTensor]));
 const variants = {
   full: { session: await createSession(withExtraOutputs(qdq, [qdqTensor]), fused), sqnr: new SqnrAccumulator(), agree: 0 },
   weightsOnly: {
-    session: await createSession(withExtraOutputs(stripped.model, [qdqTensor]), fused),
+    session: await createSession(withExtraOutputs(stripped, [qdqTensor]), fused),
     sqnr: new SqnrAccumulator(),
     agree: 0,
   },
@@ -104,7 +98,7 @@ console.log(
     model: path.basename(qdqPath),
     tensor: qdqTensor,
     images: files.length,
-    activationPairsRemoved: stripped.pairs,
+    activationPairsRemoved: dequantizers(qdq) - dequantizers(stripped),
     full: figure(variants.full),
     weightsOnly: figure(variants.weightsOnly),
   }),

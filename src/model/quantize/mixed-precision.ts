@@ -524,20 +524,32 @@ async function endToEnd(
   return { sqnrDb: sqnr.db, top1Agreement: agree / ctx.inputs.length };
 }
 
-/**
- * End-to-end figures of a model (fused, the daemon's options) on the context's inputs, and its latency
- * against the all-INT8 model's, timed interleaved.
- */
-async function measureModel(ctx: MixedPrecisionContext, model: onnx.IModelProto, logits: string, int8: Int8Reference): Promise<Measured> {
+/** Runs `use` on a session of `model` fetching `logits`, fused with the daemon's options, then releases it. */
+async function withFusedSession<T>(
+  ctx: MixedPrecisionContext,
+  model: onnx.IModelProto,
+  logits: string,
+  use: (session: ort.InferenceSession) => Promise<T>,
+): Promise<T> {
   const session = await createSession(withExtraOutputs(model, [logits]), ctx.options.sessionOptions ?? defaultTimingOptions());
   try {
-    const figures = await endToEnd(ctx, session, logits);
-    const t = await timeInterleaved(session, int8.session, timingFeed(ctx), ctx.options.timedRuns ?? 21);
-    return { ...figures, latencyRatio: t.a / t.b };
+    return await use(session);
   } finally {
     await session.release();
     collectGarbage();
   }
+}
+
+/**
+ * End-to-end figures of a model (fused, the daemon's options) on the context's inputs, and its latency
+ * against the all-INT8 model's, timed interleaved.
+ */
+function measureModel(ctx: MixedPrecisionContext, model: onnx.IModelProto, logits: string, int8: Int8Reference): Promise<Measured> {
+  return withFusedSession(ctx, model, logits, async (session) => {
+    const figures = await endToEnd(ctx, session, logits);
+    const t = await timeInterleaved(session, int8.session, timingFeed(ctx), ctx.options.timedRuns ?? 21);
+    return { ...figures, latencyRatio: t.a / t.b };
+  });
 }
 
 /** Probe gain of each activation kept float alone, highest first. */
@@ -683,18 +695,9 @@ async function search(ctx: MixedPrecisionContext, reference: Int8Reference, t0: 
   let weightsOnly: MixedPrecisionReport['weightsOnly'];
   if (best.sqnrDb < target) {
     const stripped = withoutActivationRounding(ctx.int8.model, ctx.int8.clamps);
-    const session = await createSession(
-      withExtraOutputs(stripped, [ctx.int8.logits]),
-      ctx.options.sessionOptions ?? defaultTimingOptions(),
-    );
-    try {
-      const m = await endToEnd(ctx, session, ctx.int8.logits);
-      weightsOnly = { sqnrDb: finite(m.sqnrDb), top1Agreement: m.top1Agreement };
-      ctx.log?.('mixed precision: INT8 weights, float activations', weightsOnly);
-    } finally {
-      await session.release();
-      collectGarbage();
-    }
+    const m = await withFusedSession(ctx, stripped, ctx.int8.logits, (session) => endToEnd(ctx, session, ctx.int8.logits));
+    weightsOnly = { sqnrDb: finite(m.sqnrDb), top1Agreement: m.top1Agreement };
+    ctx.log?.('mixed precision: INT8 weights, float activations', weightsOnly);
   }
   return {
     targetSqnrDb: target,
