@@ -1,7 +1,8 @@
 import os from 'node:os';
 import sharp from 'sharp';
-import type { Metadata, OutputInfo } from 'sharp';
+import type { Metadata, OutputInfo, Sharp } from 'sharp';
 import { FrameDecodeError, FrameTooLargeError } from './errors.js';
+import { readJpegHeader } from './jpeg-header.js';
 import type { InputSpec, PreprocessedFrame, Preprocessor, PreprocessorOptions } from './types.js';
 
 /** Frames larger than this are refused before decoding (a decompression bomb must not allocate gigabytes). */
@@ -28,6 +29,8 @@ const FIT = { crop: 'cover', fill: 'fill', pad: 'contain' } as const;
  *   This was the main cause of "similar JPEGs differing ~4×"; the rest is progressive encoding (≈1.8×
  *   at 720p: libjpeg must buffer every scan's coefficients before it can output a row) and 4:4:4
  *   chroma (≈1.3×), which are the camera's choice.
+ * - A JPEG's size and orientation come from its markers (`readJpegHeader`), not from sharp's
+ *   metadata(): one trip through libuv's pool per frame instead of two, 0.24–0.30 CPU ms less.
  * - EXIF orientation is honoured: sharp 0.35 applies autoOrient after the shrink-on-load decode, so it
  *   costs nothing on an upright frame and ≈0.5 ms on a rotated 720p one (2.5 → 3.0 ms), while a camera
  *   mounted sideways that says so gets upright frames; the reported width/height are the oriented ones.
@@ -58,18 +61,13 @@ export function createPreprocessor(spec: InputSpec, options: PreprocessorOptions
     // failOn 'error': a truncated JPEG is an error, not a half-grey image (the default 'warning'
     // also catches it but rejects many camera JPEGs for harmless warnings).
     const img = sharp(image, { failOn: 'error', limitInputPixels: maxInputPixels, ignoreIcc: true });
-    let meta: Metadata;
-    try {
-      meta = await img.metadata();
-    } catch (err) {
-      const message = (err as Error).message;
-      if (/pixel limit/i.test(message)) throw new FrameTooLargeError(await headerPixels(image), maxInputPixels);
-      throw new FrameDecodeError(`cannot read frame header: ${message}`, { cause: err });
-    }
-    if (!meta.width || !meta.height) throw new FrameDecodeError(`frame has no dimensions (format ${meta.format})`);
-    const pixels = meta.width * meta.height;
+    const {
+      width: storedWidth,
+      height: storedHeight,
+      oriented,
+    } = readJpegHeaderSize(image) ?? (await sharpHeaderSize(img, image, maxInputPixels));
+    const pixels = storedWidth * storedHeight;
     if (pixels > maxInputPixels) throw new FrameTooLargeError(pixels, maxInputPixels);
-    const oriented = meta.autoOrient ?? { width: meta.width, height: meta.height };
 
     let raw: { data: Buffer; info: OutputInfo };
     try {
@@ -127,6 +125,37 @@ export function tuneSharp(inferenceThreads: number, cores = os.availableParallel
   const concurrency = Math.max(1, cores - inferenceThreads);
   sharp.concurrency(concurrency);
   return concurrency;
+}
+
+interface HeaderSize {
+  /** As stored in the file. */
+  width: number;
+  height: number;
+  /** After EXIF orientation. */
+  oriented: { width: number; height: number };
+}
+
+/** A camera's JPEG: its size from the markers in JavaScript, without a round trip through libuv's pool. */
+function readJpegHeaderSize(image: Buffer): HeaderSize | undefined {
+  const header = readJpegHeader(image);
+  if (!header) return undefined;
+  const { width, height, orientation } = header;
+  // Orientations 5–8 turn the image a quarter, so its upright width is the stored height.
+  return { width, height, oriented: orientation >= 5 ? { width: height, height: width } : { width, height } };
+}
+
+/** Any other format (or a JPEG the header reader gives up on): sharp reads the header, and names what is wrong. */
+async function sharpHeaderSize(img: Sharp, image: Buffer, maxInputPixels: number): Promise<HeaderSize> {
+  let meta: Metadata;
+  try {
+    meta = await img.metadata();
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/pixel limit/i.test(message)) throw new FrameTooLargeError(await headerPixels(image), maxInputPixels);
+    throw new FrameDecodeError(`cannot read frame header: ${message}`, { cause: err });
+  }
+  if (!meta.width || !meta.height) throw new FrameDecodeError(`frame has no dimensions (format ${meta.format})`);
+  return { width: meta.width, height: meta.height, oriented: meta.autoOrient ?? { width: meta.width, height: meta.height } };
 }
 
 /** Size from the header alone (no pixel limit), only to say how large a rejected frame was. */

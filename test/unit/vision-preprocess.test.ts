@@ -308,6 +308,15 @@ describe('createPreprocessor', () => {
       const err = await limited(await png(distinctGrid(11, 10))).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(FrameTooLargeError);
       expect((err as FrameTooLargeError).pixels).toBe(110);
+      // A JPEG's size is read from its markers in JavaScript, not by sharp: the same limit holds.
+      const jpegOf = async (w: number, h: number) =>
+        sharp(await png(distinctGrid(w, h)))
+          .jpeg()
+          .toBuffer();
+      await expect(limited(await jpegOf(10, 10))).resolves.toBeDefined();
+      const jpegErr = await limited(await jpegOf(10, 11)).catch((e: unknown) => e);
+      expect(jpegErr).toBeInstanceOf(FrameTooLargeError);
+      expect((jpegErr as FrameTooLargeError).pixels).toBe(110);
     });
   });
 
