@@ -155,10 +155,13 @@ const memNow = async () => ({
   fileMB: Number(status('RssFile').toFixed(1)),
   ...(values.probe ? { probe: await probeNow() } : {}),
 });
+const statFields = () => readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
 const ticks = () => {
-  const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const f = statFields();
   return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (100/s on Linux)
 };
+/** Minor page faults so far: each costs the kernel a fresh zeroed page (microseconds in a VM). */
+const minorFaults = () => Number(statFields()[7]);
 const status = (key) => Number(readFileSync(`/proc/${child.pid}/status`, 'utf8').match(new RegExp(`${key}:\\s+(\\d+)`))[1]) / 1024;
 
 let http;
@@ -202,6 +205,7 @@ const n0 = await results();
 const f0 = await counter('inceptiond_frames_captured_total');
 const g0 = await counter('inceptiond_frames_gated_total');
 const c0 = ticks();
+const pf0 = minorFaults();
 const th0 = await threadSeconds();
 const t0 = performance.now();
 const start = await memNow();
@@ -226,6 +230,7 @@ const n1 = await results();
 const f1 = await counter('inceptiond_frames_captured_total');
 const g1 = await counter('inceptiond_frames_gated_total');
 const c1 = ticks();
+const pf1 = minorFaults();
 const th1 = await threadSeconds();
 const wall = (performance.now() - t0) / 1000;
 const report = {
@@ -240,6 +245,7 @@ const report = {
     total: Number((((c1 - c0) * 10) / (n1 - n0)).toFixed(2)),
     ...Object.fromEntries(Object.keys(th1).map((role) => [role, Number((((th1[role] - th0[role]) * 1000) / (n1 - n0)).toFixed(2))])),
   },
+  pageFaultsPerResult: Number(((pf1 - pf0) / (n1 - n0)).toFixed(1)),
   rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
   seconds: Number(wall.toFixed(1)),

@@ -13,7 +13,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { createHistogram, performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { projectRoot, type Config } from '../config/index.js';
@@ -27,6 +27,8 @@ import { startBenchBroker } from './bench-broker.js';
 
 export interface BenchOptions {
   seconds: number;
+  /** Turns the pipeline and the ceiling's measurements take (runBench). */
+  rounds: number;
   json: boolean;
   /** A folder or glob of images, or 'generated'; absent: the config's files source, else generated. */
   images?: string;
@@ -76,6 +78,8 @@ export interface BenchJson {
   images: { source: string; count: number; sizes: string[] };
   cores: number;
   seconds: number;
+  /** Turns the measurements took: the pipeline for seconds ÷ rounds, then the session loop and the preprocessing. */
+  rounds: number;
 }
 
 export interface BenchReport extends BenchJson {
@@ -133,52 +137,68 @@ async function benchImages(config: Config, images: string | undefined): Promise<
   return { target: configured, files, source: configured, cleanup: async () => undefined };
 }
 
-/** Preprocesses the frames one after another for `seconds`; process CPU ms per frame. */
-async function preprocessCpu(preprocess: Preprocessor, frames: Buffer[], seconds: number): Promise<{ frames: number; cpuMs: number }> {
-  await preprocess(frames[0]!); // warm-up
+/** Preprocesses the frames one after another for `seconds`; process CPU ms and frames, added to `into`. */
+async function preprocessCpu(
+  preprocess: Preprocessor,
+  frames: Buffer[],
+  seconds: number,
+  into: { frames: number; cpuMs: number },
+): Promise<void> {
+  // Each frame is written into the previous one's array, as in the daemon (a fresh 600 KB array per
+  // frame costs ~150 page faults whenever glibc has no freed memory at hand).
+  let reuse: Float32Array | undefined;
+  // Unmeasured first frames: after the session loop, sharp's code and data are out of the caches.
+  for (const frame of frames.slice(0, 2)) reuse = (await preprocess(frame, reuse)).tensor.data;
   const cpu = process.cpuUsage();
   const start = performance.now();
   let n = 0;
   while (n < frames.length || performance.now() - start < seconds * 1000) {
-    await preprocess(frames[n % frames.length]!);
+    reuse = (await preprocess(frames[n % frames.length]!, reuse)).tensor.data;
     n++;
   }
-  return { frames: n, cpuMs: cpuMsSince(cpu) };
+  into.cpuMs += cpuMsSince(cpu);
+  into.frames += n;
 }
 
-/** session.run in a plain loop on this thread with the daemon's session options, spinning off. */
-async function sessionLoop(model: PreparedModel, config: Config, provider: string, input: Float32Array, dims: number[], seconds: number) {
+/** session.run in a plain loop on this thread with the daemon's session options, spinning off; measured in stretches. */
+async function openSessionLoop(model: PreparedModel, config: Config, provider: string, input: Float32Array, dims: number[]) {
   const settings = { ...sessionSettingsFor(config, model), allowSpinning: false };
   // The build the daemon's worker loads (inference.runtime), so both run the same code.
   const { ort } = loadRuntime(config.inference.runtime);
   const session = await ort.InferenceSession.create(model.modelPath, sessionOptionsFor(settings, provider));
-  try {
-    const feeds = { [session.inputNames[0]!]: new ort.Tensor('float32', input, dims) };
-    await session.run(feeds); // warm-up
-    const latencies: number[] = [];
-    const cpu = process.cpuUsage();
-    const start = performance.now();
-    while (latencies.length < 3 || performance.now() - start < seconds * 1000) {
-      const t0 = performance.now();
-      await session.run(feeds);
-      latencies.push(performance.now() - t0);
-    }
-    const elapsed = (performance.now() - start) / 1000;
-    const cpuMs = cpuMsSince(cpu);
-    const sorted = Float64Array.from(latencies).sort();
-    const r = (x: number | null) => (x === null ? null : round2(x));
-    return {
-      runs: latencies.length,
-      perSecond: latencies.length / elapsed,
-      cpuMsPerRun: cpuMs / latencies.length,
-      latencyMs: { p50: r(percentile(sorted, 50)), p99: r(percentile(sorted, 99)) },
-    };
-  } finally {
-    await session.release();
-  }
+  const feeds = { [session.inputNames[0]!]: new ort.Tensor('float32', input, dims) };
+  const latencies: number[] = [];
+  let cpuMs = 0;
+  let elapsedMs = 0;
+  return {
+    async measure(seconds: number): Promise<void> {
+      await session.run(feeds); // unmeasured: after the pipeline or the preprocessing, the caches are cold
+      const cpu = process.cpuUsage();
+      const start = performance.now();
+      for (let n = 0; n < 3 || performance.now() - start < seconds * 1000; n++) {
+        const t0 = performance.now();
+        await session.run(feeds);
+        latencies.push(performance.now() - t0);
+      }
+      elapsedMs += performance.now() - start;
+      cpuMs += cpuMsSince(cpu);
+    },
+    result() {
+      const sorted = Float64Array.from(latencies).sort();
+      const r = (x: number | null) => (x === null ? null : round2(x));
+      return {
+        runs: latencies.length,
+        perSecond: latencies.length / (elapsedMs / 1000),
+        cpuMsPerRun: cpuMs / latencies.length,
+        latencyMs: { p50: r(percentile(sorted, 50)), p99: r(percentile(sorted, 99)) },
+      };
+    },
+    release: () => session.release(),
+  };
 }
 
-async function pipelineRun(config: Config, logger: Logger, target: string, seconds: number) {
+/** A real Daemon in this process on the bench frames (files source at full rate, broker in its own process), measured in stretches. */
+async function openPipeline(config: Config, logger: Logger, target: string) {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'inceptiond-bench-'));
   const port = await freePort();
   const broker = await startBenchBroker(port, logger);
@@ -197,52 +217,85 @@ async function pipelineRun(config: Config, logger: Logger, target: string, secon
     await rm(stateDir, { recursive: true, force: true });
     throw err;
   });
-  try {
-    // Measure from the first Result on, so model load and warm-up are not counted.
-    await daemon.waitForResults(1);
-    // The bench runs the daemon in this process: its own histogram covers the measured seconds only.
-    const loop = monitorEventLoopDelay({ resolution: 10 });
-    const lateMs = (ns: number) => round2(Math.max(0, ns / 1e6 - 10)); // samples include the period
-    loop.enable();
-    const startCount = daemon.resultCount;
-    let rssMax = process.memoryUsage.rss();
-    const rssTimer = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage.rss())), 250);
-    const threads = new ThreadCpuMeter();
-    const threadsBefore = threads.sample();
-    const cpu = process.cpuUsage();
-    const start = performance.now();
-    await new Promise((r) => setTimeout(r, seconds * 1000));
-    const elapsed = (performance.now() - start) / 1000;
-    const cpuMs = cpuMsSince(cpu);
-    const threadsAfter = threads.sample();
-    clearInterval(rssTimer);
-    loop.disable();
-    const runs = daemon.resultCount - startCount;
-    const snapshot = daemon.metricsPeek();
-    return {
-      provider: daemon.info.provider,
-      broker: broker.kind,
-      runs,
-      perSecond: runs / elapsed,
-      cpuMsPerResult: cpuMs / runs,
-      cpuMsByThread:
-        threadsBefore && threadsAfter
-          ? byThreadRole((role) => round2(((threadsAfter[role] - threadsBefore[role]) * 1000) / runs))
-          : undefined,
-      cpuBusy: cpuMs / (elapsed * 1000),
-      inferenceMs: { p50: snapshot.latencyMs.inference.p50, p99: snapshot.latencyMs.inference.p99 },
-      latencyMs: { p50: snapshot.latencyMs.total.p50, p99: snapshot.latencyMs.total.p99 },
-      eventLoopDelayMs: loop.count > 0 ? { p50: lateMs(loop.percentile(50)), p99: lateMs(loop.percentile(99)) } : { p50: null, p99: null },
-      rssMax,
-    };
-  } finally {
-    await daemon.stop('bench finished');
-    await broker.close();
-    await rm(stateDir, { recursive: true, force: true });
-  }
+  // Measured from the first Result of each stretch on, so model load, warm-up and each resume are not counted.
+  await daemon.waitForResults(1);
+  // The bench runs the daemon in this process: its own samples cover the measured seconds only. Not
+  // monitorEventLoopDelay: enabled again, it counts the time it was disabled as one late sample.
+  const lateness = createHistogram(); // µs a 10 ms timer fired late
+  const lateMs = (us: number) => round2(Math.max(0, (us - 1) / 1000)); // recorded +1: a histogram takes ≥ 1
+  const threads = new ThreadCpuMeter();
+  const total = { runs: 0, cpuMs: 0, elapsedMs: 0, rssMax: 0 };
+  let byThread: Record<ThreadRole, number> | undefined = byThreadRole(() => 0);
+  let stretches = 0;
+  return {
+    provider: daemon.info.provider,
+    broker: broker.kind,
+    /** Runs the pipeline for `seconds` (resuming it first, after the first stretch) and pauses it again. */
+    async measure(seconds: number): Promise<void> {
+      if (stretches++ > 0) {
+        await daemon.pauseSources(false);
+        await daemon.waitForResults(daemon.resultCount + 1);
+      }
+      let due = performance.now() + 10;
+      const sampler = setInterval(() => {
+        const now = performance.now();
+        lateness.record(1 + Math.round(Math.max(0, now - due) * 1000));
+        due = now + 10;
+      }, 10);
+      const startCount = daemon.resultCount;
+      // The largest RSS of the first stretch only: later ones share the process with the ceiling's session.
+      const trackRss = stretches === 1;
+      if (trackRss) total.rssMax = process.memoryUsage.rss();
+      const rssTimer = trackRss ? setInterval(() => (total.rssMax = Math.max(total.rssMax, process.memoryUsage.rss())), 250) : undefined;
+      const threadsBefore = threads.sample();
+      const cpu = process.cpuUsage();
+      const start = performance.now();
+      await new Promise((r) => setTimeout(r, seconds * 1000));
+      total.elapsedMs += performance.now() - start;
+      total.cpuMs += cpuMsSince(cpu);
+      total.runs += daemon.resultCount - startCount;
+      const threadsAfter = threads.sample();
+      clearInterval(rssTimer);
+      clearInterval(sampler);
+      if (byThread && threadsBefore && threadsAfter) {
+        const sofar = byThread;
+        byThread = byThreadRole((role) => sofar[role] + threadsAfter[role] - threadsBefore[role]);
+      } else {
+        byThread = undefined;
+      }
+      await daemon.pauseSources(true);
+    },
+    result() {
+      const snapshot = daemon.metricsPeek();
+      const { runs } = total;
+      const perResult = byThread;
+      return {
+        runs,
+        perSecond: runs / (total.elapsedMs / 1000),
+        cpuMsPerResult: total.cpuMs / runs,
+        cpuMsByThread: perResult ? byThreadRole((role) => round2((perResult[role] * 1000) / runs)) : undefined,
+        cpuBusy: total.cpuMs / total.elapsedMs,
+        inferenceMs: { p50: snapshot.latencyMs.inference.p50, p99: snapshot.latencyMs.inference.p99 },
+        latencyMs: { p50: snapshot.latencyMs.total.p50, p99: snapshot.latencyMs.total.p99 },
+        eventLoopDelayMs:
+          lateness.count > 0 ? { p50: lateMs(lateness.percentile(50)), p99: lateMs(lateness.percentile(99)) } : { p50: null, p99: null },
+        rssMax: total.rssMax,
+      };
+    },
+    async close(): Promise<void> {
+      await daemon.stop('bench finished');
+      await broker.close();
+      await rm(stateDir, { recursive: true, force: true });
+    },
+  };
 }
 
-export async function runBench(config: Config, logger: Logger, seconds: number, images?: string): Promise<BenchReport> {
+/**
+ * The measurements take turns, `rounds` times: the pipeline for seconds ÷ rounds, then the session loop
+ * and the preprocessing for half that each. A shared machine's speed drifts by 10 % within a minute
+ * (README, "Benchmarks"); taken in turns, the pipeline and its ceiling see the same drift.
+ */
+export async function runBench(config: Config, logger: Logger, seconds: number, images?: string, rounds = 10): Promise<BenchReport> {
   const model = await prepareModelIsolated(config, logger, { logFd: 2 });
   const imgs = await benchImages(config, images);
   try {
@@ -255,20 +308,31 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
     // The daemon's libvips settings, for the preprocessing measured here as for the pipeline.
     tuneSharp(config.inference.threads * config.inference.workers);
     const preprocess = createPreprocessor(model.manifest.input);
-    const prepared = await preprocess(frames[0]!);
+    const prepared = await preprocess(frames[0]!); // also the warm-up
 
-    // Preprocessing before and after the pipeline, the session loop after it (it needs the engine's
-    // provider): averaged over a changing machine as far as the order allows.
-    const preA = await preprocessCpu(preprocess, frames, seconds / 4);
-    const pipeline = await pipelineRun(config, logger, imgs.target, seconds);
-    const session = await sessionLoop(model, config, pipeline.provider, prepared.tensor.data, prepared.tensor.dims, seconds / 2);
+    const pipeline = await openPipeline(config, logger, imgs.target);
+    const pre = { frames: 0, cpuMs: 0 };
+    let session: Awaited<ReturnType<typeof openSessionLoop>> | undefined;
+    try {
+      for (let round = 0; round < rounds; round++) {
+        await pipeline.measure(seconds / rounds);
+        // The session loop needs the engine's provider, known once the pipeline runs.
+        session ??= await openSessionLoop(model, config, pipeline.provider, prepared.tensor.data, prepared.tensor.dims);
+        await session.measure(seconds / rounds / 2);
+        await preprocessCpu(preprocess, frames, seconds / rounds / 2, pre);
+      }
+    } finally {
+      await pipeline.close();
+    }
+    const piped = pipeline.result();
+    const loop = session!.result();
+    await session!.release();
     const rssAfterSession = process.memoryUsage.rss();
-    const preB = await preprocessCpu(preprocess, frames, seconds / 4);
 
     const cores = os.availableParallelism();
-    const preprocessCpuMs = (preA.cpuMs + preB.cpuMs) / (preA.frames + preB.frames);
-    const idealFps = round2((cores * 1000) / (session.cpuMsPerRun + preprocessCpuMs));
-    const pipelineFps = round2(pipeline.perSecond);
+    const preprocessCpuMs = pre.cpuMs / pre.frames;
+    const idealFps = round2((cores * 1000) / (loop.cpuMsPerRun + preprocessCpuMs));
+    const pipelineFps = round2(piped.perSecond);
     return {
       model: model.manifest.name,
       precision: model.precision,
@@ -276,27 +340,28 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       broker: pipeline.broker,
       threads: config.inference.threads,
       workers: config.inference.workers,
-      sessionFps: round2(session.perSecond),
+      sessionFps: round2(loop.perSecond),
       idealFps,
       pipelineFps,
       efficiency: round3(pipelineFps / idealFps),
       cpuMsPerFrame: {
-        inference: round2(session.cpuMsPerRun),
+        inference: round2(loop.cpuMsPerRun),
         preprocess: round2(preprocessCpuMs),
-        pipeline: round2(pipeline.cpuMsPerResult),
-        ...(pipeline.cpuMsByThread ? { pipelineByThread: pipeline.cpuMsByThread } : {}),
+        pipeline: round2(piped.cpuMsPerResult),
+        ...(piped.cpuMsByThread ? { pipelineByThread: piped.cpuMsByThread } : {}),
       },
-      coresBusy: round2(pipeline.cpuBusy),
-      latencyMs: pipeline.latencyMs,
-      eventLoopDelayMs: pipeline.eventLoopDelayMs,
-      rssMb: Math.round(pipeline.rssMax / 2 ** 20),
+      coresBusy: round2(piped.cpuBusy),
+      latencyMs: piped.latencyMs,
+      eventLoopDelayMs: piped.eventLoopDelayMs,
+      rssMb: Math.round(piped.rssMax / 2 ** 20),
       images: { source: imgs.source, count: frames.length, sizes: [...sizes] },
       cores,
       seconds,
+      rounds,
       synthetic: model.synthetic,
       modelPath: model.modelPath,
-      session: { runs: session.runs, latencyMs: session.latencyMs },
-      pipeline: { runs: pipeline.runs, inferenceMs: pipeline.inferenceMs },
+      session: { runs: loop.runs, latencyMs: loop.latencyMs },
+      pipeline: { runs: piped.runs, inferenceMs: piped.inferenceMs },
       rssMbAfterSession: Math.round(rssAfterSession / 2 ** 20),
     };
   } finally {
@@ -305,7 +370,7 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
 }
 
 export async function benchCommand(config: Config, logger: Logger, opts: BenchOptions): Promise<void> {
-  const r = await runBench(config, logger, opts.seconds, opts.images);
+  const r = await runBench(config, logger, opts.seconds, opts.images, opts.rounds);
   if (opts.json) {
     const { synthetic: _s, modelPath: _m, session: _se, pipeline: _p, rssMbAfterSession: _r, ...json } = r;
     process.stdout.write(`${JSON.stringify(json satisfies BenchJson)}\n`);

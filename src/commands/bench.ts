@@ -7,7 +7,8 @@ export function register(program: Command, ctx: CommandContext): void {
     .command('bench')
     .description('session.run rate, CPU-bound ideal rate and whole-pipeline rate, latency percentiles, RSS')
     .addOption(ctx.configOption())
-    .option('--seconds <n>', 'seconds per measurement', parsePositiveInt, 10)
+    .option('--seconds <n>', 'seconds of the pipeline; the session loop and the preprocessing take half as long each', parsePositiveInt, 10)
+    .option('--rounds <n>', 'turns the three measurements take, so a machine whose speed drifts weighs on each alike', parsePositiveInt, 10)
     .option('--json', 'print one JSON object on one line')
     .option(
       '--images <path>',
@@ -16,6 +17,11 @@ export function register(program: Command, ctx: CommandContext): void {
     .action(async (opts) => {
       const { benchCommand } = await import('./bench-action.js');
       const config = ctx.loadConfig(opts.config);
-      await benchCommand(config, ctx.commandLogger(), { seconds: opts.seconds, json: !!opts.json, images: opts.images });
+      await benchCommand(config, ctx.commandLogger(), {
+        seconds: opts.seconds,
+        rounds: opts.rounds,
+        json: !!opts.json,
+        images: opts.images,
+      });
     });
 }

@@ -577,6 +577,17 @@ export class Daemon {
     return this.status.health();
   }
 
+  /**
+   * Pauses or resumes every source, as the `pause` and `resume` requests do; a pause resolves once it
+   * has taken hold (each source stopped, its frame in flight done). The bench uses it to take the
+   * ceiling between stretches of the pipeline. Returns the sources that changed.
+   */
+  async pauseSources(paused: boolean): Promise<string[]> {
+    const changed = this.sourceControl().setPaused(undefined, paused);
+    if (paused) await Promise.all([...this.pipelines.values()].map((p) => p.whenPaused()));
+    return changed;
+  }
+
   /** Resolves once `count` Results have been handed to the outbox since start. */
   waitForResults(count: number): Promise<void> {
     if (this.resultCount >= count) return Promise.resolve();

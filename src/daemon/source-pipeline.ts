@@ -73,6 +73,9 @@ export class SourcePipeline {
    */
   private waitAbort = new AbortController();
   private resumed: (() => void) | undefined;
+  /** True while the loop sits out a pause: the source stopped, nothing with the engine or the outbox. */
+  private sittingOut = false;
+  private sittingOutWaiters: Array<() => void> = [];
   private latest: { data: Buffer; capturedAt: Date } | undefined;
   /** The source's `dropped` counter as last reported (frames a newer one replaced before we took them). */
   private reportedStale = 0;
@@ -108,6 +111,16 @@ export class SourcePipeline {
     return this.latest;
   }
 
+  /**
+   * Resolves once a pause has taken hold: the frames with the engine have their Results and the source
+   * is stopped. At once when not paused, and at a stop.
+   */
+  whenPaused(): Promise<void> {
+    if (!this.paused || this.sittingOut || !this.done || this.abort.signal.aborted) return Promise.resolve();
+    // A stop, or the loop's end (an exhausted source), also ends the wait.
+    return Promise.race([new Promise<void>((resolve) => this.sittingOutWaiters.push(resolve)), this.done]);
+  }
+
   /** Pauses or resumes; false when it already was so. */
   setPaused(paused: boolean): boolean {
     if (paused === this.paused) return false;
@@ -117,6 +130,7 @@ export class SourcePipeline {
     } else {
       if (!this.abort.signal.aborted) this.waitAbort = new AbortController();
       this.resumed?.();
+      for (const resolve of this.sittingOutWaiters.splice(0)) resolve();
     }
     this.deps.events.emit('sourcePaused', { source: this.id, paused });
     return true;
@@ -129,6 +143,7 @@ export class SourcePipeline {
   async stop(deadlineMs = 10_000): Promise<void> {
     this.abort.abort();
     this.waitAbort.abort();
+    for (const resolve of this.sittingOutWaiters.splice(0)) resolve();
     if (!this.done) return;
     let timer: NodeJS.Timeout | undefined;
     const late = await Promise.race([
@@ -245,6 +260,8 @@ export class SourcePipeline {
     await this.settle();
     await this.runner.stop().catch((err: unknown) => this.deps.logger.warn({ err, source: this.id }, 'source did not stop cleanly'));
     this.deps.logger.info({ source: this.id }, 'source paused');
+    this.sittingOut = true;
+    for (const resolve of this.sittingOutWaiters.splice(0)) resolve();
     const signal = this.abort.signal;
     await new Promise<void>((resolve) => {
       if (!this.paused || signal.aborted) return resolve();
@@ -256,6 +273,7 @@ export class SourcePipeline {
       this.resumed = done;
       signal.addEventListener('abort', done);
     });
+    this.sittingOut = false;
     if (signal.aborted) return false;
     this.deps.logger.info({ source: this.id }, 'source resumed');
     this.deps.regate?.();

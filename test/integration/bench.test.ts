@@ -1,6 +1,6 @@
 /**
  * `inceptiond bench --json`, briefly: one JSON object on one line with the documented fields, the
- * provider the engine used, and efficiency = pipelineFps / idealFps. The config's files source names a
+ * provider the engine used, and efficiency = pipelineFps / idealFps, the measurements taken in turns. The config's files source names a
  * glob, which the bench once read as a folder (readdir) and crashed on. No timing is asserted.
  * The broker the bench publishes to runs in its own process (Mosquitto, else Aedes in a child): its
  * work had been counted as the pipeline's.
@@ -32,7 +32,8 @@ describe('bench --json', () => {
     const config = path.join(work, 'bench.json');
     const glob = path.join(root, 'models', 'samples', '0[1-4]-*.jpg');
     await writeFile(config, JSON.stringify({ capture: { backend: 'files', files: { path: glob, loop: true } } }));
-    const out = await runCli(['bench', '-c', config, '--json', '--seconds', '1'], {
+    // Two rounds: the pipeline is paused for the ceiling's measurements and resumed, twice.
+    const out = await runCli(['bench', '-c', config, '--json', '--seconds', '1', '--rounds', '2'], {
       ...sharedModelEnv(inject('modelCacheDir')),
       INCEPTIOND_STATE_DIR: path.join(work, 'state'),
       INCEPTIOND_CONFIG: undefined,
@@ -59,6 +60,7 @@ describe('bench --json', () => {
       eventLoopDelayMs: p50p99,
       rssMb: expect.any(Number),
       images: { source: glob, count: 4, sizes: ['640x480'] },
+      rounds: 2,
     });
     for (const key of ['sessionFps', 'idealFps', 'pipelineFps', 'rssMb'] as const) expect(r[key]).toBeGreaterThan(0);
     expect(r.cpuMsPerFrame.inference).toBeGreaterThan(0);

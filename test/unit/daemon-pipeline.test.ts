@@ -11,7 +11,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CaptureError, SourceExhaustedError, SourceStoppedError, type Frame, type FrameSource } from '../../src/capture/index.js';
 import { SourcePipeline, type Inferencer } from '../../src/daemon/source-pipeline.js';
 import { DaemonEventBus, type DaemonEvents } from '../../src/features/index.js';
-import type { InputTensor } from '../../src/inference/index.js';
+import type { InferenceOutput, InputTensor } from '../../src/inference/index.js';
 import { Outbox, validateResult, type ResultPayload } from '../../src/publish/index.js';
 import { createPreprocessor, type InputSpec } from '../../src/vision/index.js';
 
@@ -340,5 +340,68 @@ describe('SourcePipeline', () => {
     // handed-back ones go round: four frames, at most two arrays.
     expect(new Set(sent).size).toBeLessThanOrEqual(2);
     expect(box.nextBatch(0, 100)).toHaveLength(4);
+  });
+});
+
+describe('SourcePipeline.whenPaused', () => {
+  it('resolves once the frames with the engine have their Results and the source is stopped, not before', async () => {
+    // Runs are answered by hand, so a pause can arrive while frames are with the engine.
+    const held: Array<() => void> = [];
+    let calls = 0;
+    let onRun = () => {};
+    /** Resolves once `n` runs are held. */
+    const holding = (n: number) =>
+      new Promise<void>((resolve) => {
+        onRun = () => held.length >= n && resolve();
+        onRun();
+      });
+    const engine: Inferencer = {
+      provider: 'fake',
+      run(tensor) {
+        calls++;
+        const answer = new Promise<InferenceOutput>((resolve) =>
+          held.push(() => resolve({ scores: new Float32Array([0.1, 0.7, 0.1, 0.1]), inferenceMs: 1, input: tensor.data })),
+        );
+        onRun();
+        return answer;
+      },
+    };
+    const source = new ScriptedSource('cam', Array<'frame'>(100).fill('frame'));
+    // Stopping is only recorded, so the scripted frames go on after a resume, as a camera's would.
+    let sourceStopped = false;
+    source.stop = async () => {
+      sourceStopped = true;
+    };
+    const { pipeline, outbox: box } = await pipelineWith(source, engine);
+    expect(await pipeline.whenPaused()).toBeUndefined(); // not paused: at once
+    pipeline.start();
+    await holding(2);
+    pipeline.setPaused(true);
+    let settled = false;
+    const paused = pipeline.whenPaused().then(() => (settled = true));
+    // Two frames are with the engine: the pause has not taken hold while they are unanswered.
+    await new Promise((r) => setImmediate(r));
+    expect(settled).toBe(false);
+    held.shift()!();
+    await new Promise((r) => setImmediate(r));
+    expect(settled).toBe(false);
+    held.shift()!();
+    await paused;
+    expect(sourceStopped).toBe(true);
+    expect(box.nextBatch(0, 100)).toHaveLength(2);
+    const callsAtPause = calls;
+    expect(held).toHaveLength(0);
+    // Resumed, frames flow again; a second whenPaused with no pause resolves at once.
+    pipeline.setPaused(false);
+    await pipeline.whenPaused();
+    await holding(1);
+    expect(calls).toBeGreaterThan(callsAtPause);
+    // A stop while a pause waits for its frame also ends the wait.
+    pipeline.setPaused(true);
+    const waiting = pipeline.whenPaused();
+    const stopped = pipeline.stop(50);
+    await waiting;
+    for (const release of held.splice(0)) release();
+    await stopped;
   });
 });
