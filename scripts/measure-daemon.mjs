@@ -12,9 +12,11 @@
 // process.memoryUsage() and each worker's V8 heap (the inference worker answers a 'heap' message).
 // The daemon gets npm start's (and the systemd unit's) memory settings; --plain leaves them out.
 // --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags).
-// --ceiling runs `inceptiond bench --json` on the same config and state directory (so the same model and
-// frames) just before and just after the daemon, and reports the daemon's Results/s against the mean of
-// the two idealFps (the CPU-bound ceiling) as `efficiency`: a ratio taken in one run.
+// --ceiling [--rounds N] takes turns: the daemon runs seconds ÷ N, is paused (an MQTT `pause` request;
+// it is quiet once its Results stop), and `inceptiond bench --ceiling-only` measures the CPU-bound ceiling
+// on the same config and state directory (same model and frames) for as long; then the daemon resumes.
+// `efficiency` = the daemon's Results/s over its stretches ÷ the ceiling's idealFps over its own: a ratio
+// taken in one run, both sides under the same drift of a shared machine.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -38,8 +40,12 @@ const { values } = parseArgs({
     'node-arg': { type: 'string', multiple: true, default: [] },
     broker: { type: 'string', default: 'embedded' },
     ceiling: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '5' },
   },
 });
+const rounds = values.ceiling ? Number(values.rounds) : 1;
+if (!(rounds >= 1 && Number.isInteger(rounds))) throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
+if (values.ceiling && values.frames) throw new Error('--ceiling measures for --seconds, not --frames');
 const seconds = Number(values.seconds);
 const frames = values.frames ? Number(values.frames) : undefined;
 const sampleEvery = Number(values['sample-every']);
@@ -70,6 +76,7 @@ const env = {
   INCEPTIOND_MQTT_EMBEDDED_BROKER_PORT: String(mqttPort),
   ...(mosquitto ? { INCEPTIOND_MQTT_EMBEDDED_BROKER_ENABLED: 'false' } : {}),
   INCEPTIOND_HTTP_PORT: '0',
+  INCEPTIOND_MQTT_BASE_TOPIC: 'measure/daemon',
   ...(values['interval-ms'] ? { INCEPTIOND_CAPTURE_INTERVAL_MS: values['interval-ms'] } : {}),
   ...Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
   ...(values.probe ? { INCEPTIOND_MEASURE_PROBE: '1' } : {}),
@@ -109,22 +116,19 @@ if (wt.isMainThread && process.env.INCEPTIOND_MEASURE_PROBE && process.channel) 
   });
   process.channel.unref();
 }`;
-/** The bench's JSON line on this config and state directory (its own broker, no daemon running). */
-const bench = () =>
+/** `inceptiond bench --ceiling-only --json` on this config and state directory, for `seconds`. */
+const ceilingRun = (secs) =>
   new Promise((resolve, reject) => {
-    const b = spawn(process.execPath, ['dist/cli.js', 'bench', '-c', values.config, '--json'], {
-      env: { ...process.env, INCEPTIOND_STATE_DIR: state },
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
+    const args = ['dist/cli.js', 'bench', '-c', values.config, '--ceiling-only', '--json', '--seconds', String(secs), '--rounds', '2'];
+    const b = spawn(process.execPath, args, { env: { ...process.env, INCEPTIOND_STATE_DIR: state }, stdio: ['ignore', 'pipe', 'ignore'] });
     let out = '';
     b.stdout.on('data', (d) => {
       out += d;
     });
     b.once('exit', (code) =>
-      code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop())) : reject(new Error(`bench exited with ${code}`)),
+      code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop())) : reject(new Error(`bench --ceiling-only exited with ${code}`)),
     );
   });
-const benchBefore = values.ceiling ? await bench() : undefined;
 const nodeArgs = [
   ...memoryArgs,
   ...values['node-arg'],
@@ -201,51 +205,90 @@ const threadSeconds = async () => {
 };
 while ((await results()) === 0) await new Promise((r) => setTimeout(r, 20));
 const firstResultMs = performance.now() - started;
-const n0 = await results();
-const f0 = await counter('inceptiond_frames_captured_total');
-const g0 = await counter('inceptiond_frames_gated_total');
-const c0 = ticks();
-const pf0 = minorFaults();
-const th0 = await threadSeconds();
-const t0 = performance.now();
-const start = await memNow();
-const series = [];
-if (frames) {
-  // Poll often enough to sample close to each multiple of sampleEvery, rarely enough to cost nothing.
-  let next = sampleEvery;
-  for (;;) {
-    const n = (await results()) - n0;
-    if (n >= next) {
-      series.push({ results: n, ...(await memNow()) });
-      next += sampleEvery;
-    }
-    if (n >= frames) break;
+/** The daemon's counters now: for the difference over a stretch. */
+const counters = async () => ({
+  results: await results(),
+  frames: await counter('inceptiond_frames_captured_total'),
+  gated: await counter('inceptiond_frames_gated_total'),
+  ticks: ticks(),
+  faults: minorFaults(),
+  threads: await threadSeconds(),
+  at: performance.now(),
+});
+const total = { results: 0, frames: 0, gated: 0, ticks: 0, faults: 0, wallMs: 0, threads: { main: 0, inference: 0, other: 0 } };
+const add = (a, b) => {
+  for (const k of ['results', 'frames', 'gated', 'ticks', 'faults']) total[k] += b[k] - a[k];
+  total.wallMs += b.at - a.at;
+  for (const role of Object.keys(total.threads)) total.threads[role] += b.threads[role] - a.threads[role];
+};
+// --ceiling: the daemon is paused and resumed by MQTT requests, as a user would.
+const control = values.ceiling ? await (await import('mqtt')).default.connectAsync(`mqtt://127.0.0.1:${mqttPort}`) : undefined;
+const ask = async (op) => {
+  const answered = new Promise((resolve) => control.once('message', (_topic, payload) => resolve(JSON.parse(String(payload)))));
+  await control.subscribeAsync(`measure/daemon/response/${op}`);
+  await control.publishAsync(`measure/daemon/request/${op}`, '{}');
+  const answer = await answered;
+  await control.unsubscribeAsync(`measure/daemon/response/${op}`);
+  if (answer.status !== 'ok') throw new Error(`${op}: ${answer.error}`);
+};
+/** Resolves once the Results counter holds still for 100 ms: the frames in flight when paused are done. */
+const quiet = async () => {
+  for (let last = await results(); ; ) {
     await new Promise((r) => setTimeout(r, 100));
+    const now = await results();
+    if (now === last) return;
+    last = now;
   }
-} else {
-  await new Promise((r) => setTimeout(r, seconds * 1000));
+};
+const ceilings = [];
+let start;
+const series = [];
+for (let round = 0; round < rounds; round++) {
+  if (round > 0) {
+    await ask('resume');
+    const before = await results();
+    while ((await results()) === before) await new Promise((r) => setTimeout(r, 20));
+  }
+  const a = await counters();
+  if (round === 0) start = await memNow();
+  if (frames) {
+    // Poll often enough to sample close to each multiple of sampleEvery, rarely enough to cost nothing.
+    let next = sampleEvery;
+    for (;;) {
+      const n = (await results()) - a.results;
+      if (n >= next) {
+        series.push({ results: n, ...(await memNow()) });
+        next += sampleEvery;
+      }
+      if (n >= frames) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } else {
+    await new Promise((r) => setTimeout(r, (seconds * 1000) / rounds));
+  }
+  add(a, await counters());
+  if (values.ceiling) {
+    await ask('pause');
+    await quiet();
+    ceilings.push(await ceilingRun(Math.max(1, Math.round(seconds / rounds))));
+  }
 }
 const end = await memNow();
-const n1 = await results();
-const f1 = await counter('inceptiond_frames_captured_total');
-const g1 = await counter('inceptiond_frames_gated_total');
-const c1 = ticks();
-const pf1 = minorFaults();
-const th1 = await threadSeconds();
-const wall = (performance.now() - t0) / 1000;
+const wall = total.wallMs / 1000;
+const n = total.results;
 const report = {
   precision,
   firstResultMs: Math.round(firstResultMs),
-  resultsPerSec: Number(((n1 - n0) / wall).toFixed(2)),
-  frames: f1 - f0,
-  gated: g1 - g0,
-  cpuPercentOfOneCore: Number((((c1 - c0) / 100 / wall) * 100).toFixed(1)),
+  resultsPerSec: Number((n / wall).toFixed(2)),
+  frames: total.frames,
+  gated: total.gated,
+  cpuPercentOfOneCore: Number(((total.ticks / 100 / wall) * 100).toFixed(1)),
   // CPU ms per Result: the whole process, and by thread role
   cpuMsPerResult: {
-    total: Number((((c1 - c0) * 10) / (n1 - n0)).toFixed(2)),
-    ...Object.fromEntries(Object.keys(th1).map((role) => [role, Number((((th1[role] - th0[role]) * 1000) / (n1 - n0)).toFixed(2))])),
+    total: Number(((total.ticks * 10) / n).toFixed(2)),
+    ...Object.fromEntries(Object.entries(total.threads).map(([role, secs]) => [role, Number(((secs * 1000) / n).toFixed(2))])),
   },
-  pageFaultsPerResult: Number(((pf1 - pf0) / (n1 - n0)).toFixed(1)),
+  pageFaultsPerResult: Number((total.faults / n).toFixed(1)),
   rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
   seconds: Number(wall.toFixed(1)),
@@ -253,19 +296,25 @@ const report = {
   end,
   ...(frames ? { series, slopeMBPer1000: slope(series.map((p) => [p.results / 1000, p.rssMB])) } : {}),
 };
+if (values.ceiling) {
+  // Each ceiling run is as long as the stretch before it: the mean of their CPU per frame is the ceiling's.
+  const mean = (f) => ceilings.reduce((a, c) => a + f(c), 0) / ceilings.length;
+  const inference = mean((c) => c.cpuMsPerFrame.inference);
+  const preprocess = mean((c) => c.cpuMsPerFrame.preprocess);
+  const idealFps = (ceilings[0].cores * 1000) / (inference + preprocess);
+  report.ceiling = {
+    rounds,
+    idealFps: Number(idealFps.toFixed(2)),
+    cpuMsPerFrame: { inference: Number(inference.toFixed(2)), preprocess: Number(preprocess.toFixed(2)) },
+    idealFpsByRound: ceilings.map((c) => c.idealFps),
+    images: ceilings[0].images,
+  };
+  report.efficiency = Number((report.resultsPerSec / idealFps).toFixed(3));
+  await control.endAsync();
+}
 child.kill('SIGTERM');
 await new Promise((r) => child.once('exit', r));
 await mosquitto?.close();
-if (benchBefore) {
-  const benchAfter = await bench();
-  const ideal = (benchBefore.idealFps + benchAfter.idealFps) / 2;
-  report.ceiling = {
-    idealFps: [benchBefore.idealFps, benchAfter.idealFps],
-    cpuMsPerFrame: [benchBefore.cpuMsPerFrame, benchAfter.cpuMsPerFrame].map(({ inference, preprocess }) => ({ inference, preprocess })),
-    images: benchBefore.images,
-  };
-  report.efficiency = Number((report.resultsPerSec / ideal).toFixed(3));
-}
 console.log(JSON.stringify(report));
 
 /** Least-squares slope of [x, y] points (NaN for fewer than two). */

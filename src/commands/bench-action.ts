@@ -17,7 +17,7 @@ import { createHistogram, performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { projectRoot, type Config } from '../config/index.js';
-import { loadRuntime } from '../inference/index.js';
+import { InferenceEngine, loadRuntime } from '../inference/index.js';
 import { sessionOptionsFor } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
 import { percentile } from '../ops/index.js';
@@ -29,6 +29,8 @@ export interface BenchOptions {
   seconds: number;
   /** Turns the pipeline and the ceiling's measurements take (runBench). */
   rounds: number;
+  /** Only the ceiling (session loop and preprocessing), without a pipeline or broker. */
+  ceilingOnly?: boolean;
   json: boolean;
   /** A folder or glob of images, or 'generated'; absent: the config's files source, else generated. */
   images?: string;
@@ -291,6 +293,99 @@ async function openPipeline(config: Config, logger: Logger, target: string) {
 }
 
 /**
+ * The CPU-bound ceiling on these frames, measured in stretches: each `measure(seconds)` runs the plain
+ * session loop for half of it and preprocesses the frames for the other half.
+ */
+async function openCeiling(config: Config, model: PreparedModel, provider: string, frames: Buffer[]) {
+  // The daemon's libvips settings, for the preprocessing measured here as for the pipeline.
+  tuneSharp(config.inference.threads * config.inference.workers);
+  const preprocess = createPreprocessor(model.manifest.input);
+  const prepared = await preprocess(frames[0]!); // also the warm-up
+  const session = await openSessionLoop(model, config, provider, prepared.tensor.data, prepared.tensor.dims);
+  const pre = { frames: 0, cpuMs: 0 };
+  const cores = os.availableParallelism();
+  return {
+    cores,
+    async measure(seconds: number): Promise<void> {
+      await session.measure(seconds / 2);
+      await preprocessCpu(preprocess, frames, seconds / 2, pre);
+    },
+    result() {
+      const loop = session.result();
+      const preprocessCpuMs = pre.cpuMs / pre.frames;
+      return { ...loop, preprocessCpuMs, idealFps: round2((cores * 1000) / (loop.cpuMsPerRun + preprocessCpuMs)) };
+    },
+    release: () => session.release(),
+  };
+}
+
+/** The frames, read, and their sizes. */
+async function readFrames(imgs: BenchImages): Promise<{ frames: Buffer[]; sizes: string[] }> {
+  const frames = await Promise.all(imgs.files.map((f) => readFile(f)));
+  const sizes = new Set<string>();
+  for (const f of frames) {
+    const m = await sharp(f).metadata();
+    sizes.add(`${m.width}x${m.height}`);
+  }
+  return { frames, sizes: [...sizes] };
+}
+
+/** What `bench --ceiling-only --json` prints: the ceiling without the pipeline (no daemon, no broker). */
+export interface CeilingJson {
+  model: string;
+  precision: string;
+  provider: string;
+  threads: number;
+  workers: number;
+  sessionFps: number;
+  idealFps: number;
+  cpuMsPerFrame: { inference: number; preprocess: number };
+  images: { source: string; count: number; sizes: string[] };
+  cores: number;
+  seconds: number;
+  rounds: number;
+}
+
+/**
+ * The ceiling alone, in `rounds` stretches of the session loop and the preprocessing, on the provider an
+ * inference engine ends up on with this configuration (started once to find it, then closed). Scripts
+ * that run the real daemon take turns with it (scripts/measure-daemon.mjs --ceiling).
+ */
+export async function runCeiling(config: Config, logger: Logger, seconds: number, images?: string, rounds = 10): Promise<CeilingJson> {
+  const model = await prepareModelIsolated(config, logger, { logFd: 2 });
+  const imgs = await benchImages(config, images);
+  try {
+    const { frames, sizes } = await readFrames(imgs);
+    const engine = await InferenceEngine.create(sessionSettingsFor(config, model), logger);
+    const provider = engine.provider;
+    await engine.close();
+    const ceiling = await openCeiling(config, model, provider, frames);
+    try {
+      for (let round = 0; round < rounds; round++) await ceiling.measure(seconds / rounds);
+    } finally {
+      await ceiling.release();
+    }
+    const c = ceiling.result();
+    return {
+      model: model.manifest.name,
+      precision: model.precision,
+      provider,
+      threads: config.inference.threads,
+      workers: config.inference.workers,
+      sessionFps: round2(c.perSecond),
+      idealFps: c.idealFps,
+      cpuMsPerFrame: { inference: round2(c.cpuMsPerRun), preprocess: round2(c.preprocessCpuMs) },
+      images: { source: imgs.source, count: frames.length, sizes },
+      cores: ceiling.cores,
+      seconds,
+      rounds,
+    };
+  } finally {
+    await imgs.cleanup();
+  }
+}
+
+/**
  * The measurements take turns, `rounds` times: the pipeline for seconds ÷ rounds, then the session loop
  * and the preprocessing for half that each. A shared machine's speed drifts by 10 % within a minute
  * (README, "Benchmarks"); taken in turns, the pipeline and its ceiling see the same drift.
@@ -299,39 +394,23 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
   const model = await prepareModelIsolated(config, logger, { logFd: 2 });
   const imgs = await benchImages(config, images);
   try {
-    const frames = await Promise.all(imgs.files.map((f) => readFile(f)));
-    const sizes = new Set<string>();
-    for (const f of frames) {
-      const m = await sharp(f).metadata();
-      sizes.add(`${m.width}x${m.height}`);
-    }
-    // The daemon's libvips settings, for the preprocessing measured here as for the pipeline.
-    tuneSharp(config.inference.threads * config.inference.workers);
-    const preprocess = createPreprocessor(model.manifest.input);
-    const prepared = await preprocess(frames[0]!); // also the warm-up
-
+    const { frames, sizes } = await readFrames(imgs);
     const pipeline = await openPipeline(config, logger, imgs.target);
-    const pre = { frames: 0, cpuMs: 0 };
-    let session: Awaited<ReturnType<typeof openSessionLoop>> | undefined;
+    let ceiling: Awaited<ReturnType<typeof openCeiling>> | undefined;
     try {
       for (let round = 0; round < rounds; round++) {
         await pipeline.measure(seconds / rounds);
         // The session loop needs the engine's provider, known once the pipeline runs.
-        session ??= await openSessionLoop(model, config, pipeline.provider, prepared.tensor.data, prepared.tensor.dims);
-        await session.measure(seconds / rounds / 2);
-        await preprocessCpu(preprocess, frames, seconds / rounds / 2, pre);
+        ceiling ??= await openCeiling(config, model, pipeline.provider, frames);
+        await ceiling.measure(seconds / rounds);
       }
     } finally {
       await pipeline.close();
+      await ceiling?.release();
     }
     const piped = pipeline.result();
-    const loop = session!.result();
-    await session!.release();
+    const c = ceiling!.result();
     const rssAfterSession = process.memoryUsage.rss();
-
-    const cores = os.availableParallelism();
-    const preprocessCpuMs = pre.cpuMs / pre.frames;
-    const idealFps = round2((cores * 1000) / (loop.cpuMsPerRun + preprocessCpuMs));
     const pipelineFps = round2(piped.perSecond);
     return {
       model: model.manifest.name,
@@ -340,13 +419,13 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       broker: pipeline.broker,
       threads: config.inference.threads,
       workers: config.inference.workers,
-      sessionFps: round2(loop.perSecond),
-      idealFps,
+      sessionFps: round2(c.perSecond),
+      idealFps: c.idealFps,
       pipelineFps,
-      efficiency: round3(pipelineFps / idealFps),
+      efficiency: round3(pipelineFps / c.idealFps),
       cpuMsPerFrame: {
-        inference: round2(loop.cpuMsPerRun),
-        preprocess: round2(preprocessCpuMs),
+        inference: round2(c.cpuMsPerRun),
+        preprocess: round2(c.preprocessCpuMs),
         pipeline: round2(piped.cpuMsPerResult),
         ...(piped.cpuMsByThread ? { pipelineByThread: piped.cpuMsByThread } : {}),
       },
@@ -354,13 +433,13 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       latencyMs: piped.latencyMs,
       eventLoopDelayMs: piped.eventLoopDelayMs,
       rssMb: Math.round(piped.rssMax / 2 ** 20),
-      images: { source: imgs.source, count: frames.length, sizes: [...sizes] },
-      cores,
+      images: { source: imgs.source, count: frames.length, sizes },
+      cores: os.availableParallelism(),
       seconds,
       rounds,
       synthetic: model.synthetic,
       modelPath: model.modelPath,
-      session: { runs: loop.runs, latencyMs: loop.latencyMs },
+      session: { runs: c.runs, latencyMs: c.latencyMs },
       pipeline: { runs: piped.runs, inferenceMs: piped.inferenceMs },
       rssMbAfterSession: Math.round(rssAfterSession / 2 ** 20),
     };
@@ -370,6 +449,23 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
 }
 
 export async function benchCommand(config: Config, logger: Logger, opts: BenchOptions): Promise<void> {
+  if (opts.ceilingOnly) {
+    const c = await runCeiling(config, logger, opts.seconds, opts.images, opts.rounds);
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(c satisfies CeilingJson)}\n`);
+      return;
+    }
+    process.stdout.write(
+      [
+        `model     ${c.model} (${c.precision}), provider ${c.provider}, ${c.workers} worker(s) of ${c.threads} intra-op thread(s), ${c.cores} cores`,
+        `images    ${c.images.count} from ${c.images.source} (${c.images.sizes.join(', ')})`,
+        `raw       ${c.sessionFps}/s session.run`,
+        `cpu       ${c.cpuMsPerFrame.inference} ms inference + ${c.cpuMsPerFrame.preprocess} ms preprocessing per frame → ideal ${c.idealFps}/s`,
+        '',
+      ].join('\n'),
+    );
+    return;
+  }
   const r = await runBench(config, logger, opts.seconds, opts.images, opts.rounds);
   if (opts.json) {
     const { synthetic: _s, modelPath: _m, session: _se, pipeline: _p, rssMbAfterSession: _r, ...json } = r;

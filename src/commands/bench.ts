@@ -9,6 +9,7 @@ export function register(program: Command, ctx: CommandContext): void {
     .addOption(ctx.configOption())
     .option('--seconds <n>', 'seconds of the pipeline; the session loop and the preprocessing take half as long each', parsePositiveInt, 10)
     .option('--rounds <n>', 'turns the three measurements take, so a machine whose speed drifts weighs on each alike', parsePositiveInt, 10)
+    .option('--ceiling-only', 'only the CPU-bound ceiling (session loop and preprocessing): no pipeline, no broker')
     .option('--json', 'print one JSON object on one line')
     .option(
       '--images <path>',
@@ -20,6 +21,7 @@ export function register(program: Command, ctx: CommandContext): void {
       await benchCommand(config, ctx.commandLogger(), {
         seconds: opts.seconds,
         rounds: opts.rounds,
+        ceilingOnly: !!opts.ceilingOnly,
         json: !!opts.json,
         images: opts.images,
       });

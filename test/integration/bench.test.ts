@@ -80,6 +80,28 @@ describe('bench --json', () => {
   });
 });
 
+describe('bench --ceiling-only --json', () => {
+  it('prints the ceiling alone: the session loop and the preprocessing, no pipeline and no broker', async () => {
+    const out = await runCli(
+      ['bench', '--ceiling-only', '--json', '--seconds', '1', '--rounds', '2', '--images', path.join(root, 'models', 'samples')],
+      {
+        ...sharedModelEnv(inject('modelCacheDir')),
+        INCEPTIOND_STATE_DIR: path.join(work, 'state'),
+        INCEPTIOND_CONFIG: undefined,
+      },
+    );
+    expect(out.code).toBe(0);
+    const lines = out.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const r = JSON.parse(lines[0]!);
+    expect(r).toMatchObject({ provider: 'cpu', rounds: 2, seconds: 1, images: { sizes: ['640x480'] } });
+    expect(r.cpuMsPerFrame.inference).toBeGreaterThan(0);
+    expect(r.cpuMsPerFrame.preprocess).toBeGreaterThan(0);
+    expect(r.idealFps).toBeCloseTo((r.cores * 1000) / (r.cpuMsPerFrame.inference + r.cpuMsPerFrame.preprocess), 0);
+    for (const key of ['pipelineFps', 'efficiency', 'broker', 'rssMb']) expect(r).not.toHaveProperty(key);
+  });
+});
+
 describe('the bench broker', () => {
   // The compiled module: only there does the Aedes broker get its own process (bench-broker-child.js).
   const load = async () =>
