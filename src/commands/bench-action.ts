@@ -486,7 +486,7 @@ export async function benchCommand(config: Config, logger: Logger, opts: BenchOp
         : []),
       `ratio     pipeline/ideal = ${r.efficiency}, pipeline/raw = ${round3(r.pipelineFps / r.sessionFps)}`,
       `event loop delay while inferring: p50 ${r.eventLoopDelayMs.p50} ms, p99 ${r.eventLoopDelayMs.p99} ms`,
-      `RSS       ${r.rssMb} MB max during the pipeline, ${r.rssMbAfterSession} MB after the session loop (one process)`,
+      `RSS       ${r.rssMb} MB max during the first pipeline stretch, ${r.rssMbAfterSession} MB at the end (one process)`,
       '',
     ].join('\n'),
   );
