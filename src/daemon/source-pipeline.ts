@@ -121,6 +121,10 @@ export class SourcePipeline {
     return Promise.race([new Promise<void>((resolve) => this.sittingOutWaiters.push(resolve)), this.done]);
   }
 
+  private releasePauseWaiters(): void {
+    for (const resolve of this.sittingOutWaiters.splice(0)) resolve();
+  }
+
   /** Pauses or resumes; false when it already was so. */
   setPaused(paused: boolean): boolean {
     if (paused === this.paused) return false;
@@ -130,7 +134,7 @@ export class SourcePipeline {
     } else {
       if (!this.abort.signal.aborted) this.waitAbort = new AbortController();
       this.resumed?.();
-      for (const resolve of this.sittingOutWaiters.splice(0)) resolve();
+      this.releasePauseWaiters();
     }
     this.deps.events.emit('sourcePaused', { source: this.id, paused });
     return true;
@@ -143,7 +147,7 @@ export class SourcePipeline {
   async stop(deadlineMs = 10_000): Promise<void> {
     this.abort.abort();
     this.waitAbort.abort();
-    for (const resolve of this.sittingOutWaiters.splice(0)) resolve();
+    this.releasePauseWaiters();
     if (!this.done) return;
     let timer: NodeJS.Timeout | undefined;
     const late = await Promise.race([
@@ -261,7 +265,7 @@ export class SourcePipeline {
     await this.runner.stop().catch((err: unknown) => this.deps.logger.warn({ err, source: this.id }, 'source did not stop cleanly'));
     this.deps.logger.info({ source: this.id }, 'source paused');
     this.sittingOut = true;
-    for (const resolve of this.sittingOutWaiters.splice(0)) resolve();
+    this.releasePauseWaiters();
     const signal = this.abort.signal;
     await new Promise<void>((resolve) => {
       if (!this.paused || signal.aborted) return resolve();
