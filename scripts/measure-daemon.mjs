@@ -11,7 +11,8 @@
 // small module into the daemon (main thread only) that reports, at each sample, the main thread's
 // process.memoryUsage() and each worker's V8 heap (the inference worker answers a 'heap' message).
 // The daemon gets npm start's (and the systemd unit's) memory settings; --plain leaves them out.
-// --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags).
+// --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags);
+// --env K= (empty) removes K.
 // --ceiling [--rounds N] takes turns: the daemon runs seconds ÷ N, is paused (an MQTT `pause` request;
 // it is quiet once its Results stop), and `inceptiond bench --ceiling-only` measures the CPU-bound ceiling
 // on the same config and state directory (same model and frames) for as long; then the daemon resumes.
@@ -81,6 +82,8 @@ const env = {
   ...Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
   ...(values.probe ? { INCEPTIOND_MEASURE_PROBE: '1' } : {}),
 };
+// --env K= (nothing after the =) takes K out of the daemon's environment, e.g. one of the memory settings.
+for (const [k, v] of Object.entries(env)) if (v === '') delete env[k];
 // Runs in the daemon's main thread before its own code: keeps a handle on every Worker it starts and
 // answers 'mem' over the IPC channel (unref'd, so it keeps nothing alive). Children forked later inherit
 // the --import but not the variable, so they stay untouched.
@@ -203,6 +206,12 @@ const threadSeconds = async () => {
     ['main', 'inference', 'other'].map((role) => [role, sumOf(text, `inceptiond_thread_cpu_seconds_total{thread="${role}"`)]),
   );
 };
+// The main thread's time in V8's garbage collector by kind (prom-client's default metrics), in seconds.
+const GC_KINDS = ['minor', 'major', 'incremental', 'weakcb'];
+const gcSeconds = async () => {
+  const text = await metricsText();
+  return Object.fromEntries(GC_KINDS.map((kind) => [kind, sumOf(text, `nodejs_gc_duration_seconds_sum{kind="${kind}"`)]));
+};
 while ((await results()) === 0) await new Promise((r) => setTimeout(r, 20));
 const firstResultMs = performance.now() - started;
 /** The daemon's counters now: for the difference over a stretch. */
@@ -213,13 +222,24 @@ const counters = async () => ({
   ticks: ticks(),
   faults: minorFaults(),
   threads: await threadSeconds(),
+  gc: await gcSeconds(),
   at: performance.now(),
 });
-const total = { results: 0, frames: 0, gated: 0, ticks: 0, faults: 0, wallMs: 0, threads: { main: 0, inference: 0, other: 0 } };
+const total = {
+  results: 0,
+  frames: 0,
+  gated: 0,
+  ticks: 0,
+  faults: 0,
+  wallMs: 0,
+  threads: { main: 0, inference: 0, other: 0 },
+  gc: Object.fromEntries(GC_KINDS.map((k) => [k, 0])),
+};
 const add = (a, b) => {
   for (const k of ['results', 'frames', 'gated', 'ticks', 'faults']) total[k] += b[k] - a[k];
   total.wallMs += b.at - a.at;
   for (const role of Object.keys(total.threads)) total.threads[role] += b.threads[role] - a.threads[role];
+  for (const kind of GC_KINDS) total.gc[kind] += b.gc[kind] - a.gc[kind];
 };
 // --ceiling: the daemon is paused and resumed by MQTT requests, as a user would.
 const control = values.ceiling ? await (await import('mqtt')).default.connectAsync(`mqtt://127.0.0.1:${mqttPort}`) : undefined;
@@ -288,6 +308,8 @@ const report = {
     total: Number(((total.ticks * 10) / n).toFixed(2)),
     ...Object.fromEntries(Object.entries(total.threads).map(([role, secs]) => [role, Number(((secs * 1000) / n).toFixed(2))])),
   },
+  // Wall ms per Result the main thread spent in the garbage collector (its pauses; helper threads' share not included)
+  gcMsPerResult: Object.fromEntries(GC_KINDS.map((k) => [k, Number(((total.gc[k] * 1000) / n).toFixed(3))])),
   pageFaultsPerResult: Number((total.faults / n).toFixed(1)),
   rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
