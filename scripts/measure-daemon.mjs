@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs the real daemon (dist/cli.js run) the way `npm start` does, on free ports and a scratch state
 // directory, and reports what a user would measure by hand: time to the first Result, Results/s, CPU
-// use (in all, and per Result by thread role) and resident memory of the daemon process. Usage:
+// use (in all, and per Result by thread role), the main thread's GC time per Result and resident memory
+// of the daemon process. Usage:
 //   node scripts/measure-daemon.mjs [--seconds 60 | --frames N [--sample-every 1000]] [--config config/development.json]
 //     [--interval-ms N] [--state DIR] [--probe] [--env K=V]... [--node-arg FLAG]... [--broker embedded|mosquitto]
 // --broker mosquitto starts Mosquitto on the port and turns the daemon's embedded broker off, as on a board
