@@ -198,34 +198,28 @@ const sumOf = (text, prefix) =>
     .split('\n')
     .filter((l) => l.startsWith(prefix))
     .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
-const counter = async (name) => sumOf(await metricsText(), `${name}{`);
-const results = () => counter('inceptiond_results_total');
-// The daemon's CPU by thread role (its /metrics: main, inference, other), in seconds, from one scrape.
-const threadSeconds = async () => {
-  const text = await metricsText();
-  return Object.fromEntries(
-    ['main', 'inference', 'other'].map((role) => [role, sumOf(text, `inceptiond_thread_cpu_seconds_total{thread="${role}"`)]),
-  );
-};
-// The main thread's time in V8's garbage collector by kind (prom-client's default metrics), in seconds.
+const results = async () => sumOf(await metricsText(), 'inceptiond_results_total{');
+// The daemon's CPU by thread role (its /metrics: main, inference, other) and the main thread's time in V8's
+// garbage collector by kind (prom-client's default metrics), in seconds.
+const ROLES = ['main', 'inference', 'other'];
 const GC_KINDS = ['minor', 'major', 'incremental', 'weakcb'];
-const gcSeconds = async () => {
-  const text = await metricsText();
-  return Object.fromEntries(GC_KINDS.map((kind) => [kind, sumOf(text, `nodejs_gc_duration_seconds_sum{kind="${kind}"`)]));
-};
 while ((await results()) === 0) await new Promise((r) => setTimeout(r, 20));
 const firstResultMs = performance.now() - started;
 /** The daemon's counters now: for the difference over a stretch. */
-const counters = async () => ({
-  results: await results(),
-  frames: await counter('inceptiond_frames_captured_total'),
-  gated: await counter('inceptiond_frames_gated_total'),
-  ticks: ticks(),
-  faults: minorFaults(),
-  threads: await threadSeconds(),
-  gc: await gcSeconds(),
-  at: performance.now(),
-});
+const counters = async () => {
+  // One scrape: every figure of a snapshot from the same moment.
+  const text = await metricsText();
+  return {
+    results: sumOf(text, 'inceptiond_results_total{'),
+    frames: sumOf(text, 'inceptiond_frames_captured_total{'),
+    gated: sumOf(text, 'inceptiond_frames_gated_total{'),
+    ticks: ticks(),
+    faults: minorFaults(),
+    threads: Object.fromEntries(ROLES.map((role) => [role, sumOf(text, `inceptiond_thread_cpu_seconds_total{thread="${role}"`)])),
+    gc: Object.fromEntries(GC_KINDS.map((kind) => [kind, sumOf(text, `nodejs_gc_duration_seconds_sum{kind="${kind}"`)])),
+    at: performance.now(),
+  };
+};
 const total = {
   results: 0,
   frames: 0,
@@ -233,7 +227,7 @@ const total = {
   ticks: 0,
   faults: 0,
   wallMs: 0,
-  threads: { main: 0, inference: 0, other: 0 },
+  threads: Object.fromEntries(ROLES.map((r) => [r, 0])),
   gc: Object.fromEntries(GC_KINDS.map((k) => [k, 0])),
 };
 const add = (a, b) => {
