@@ -20,9 +20,10 @@ COPY src ./src
 RUN npm run build
 
 FROM ${NODE_IMAGE}
-# fswebcam for the default capture backend (webcam). The ffmpeg backend (RTSP, continuous V4L2) needs
-# ffmpeg too: --build-arg APT_PACKAGES="fswebcam ffmpeg".
-ARG APT_PACKAGES="fswebcam"
+# fswebcam for the default capture backend (webcam), libjemalloc2 for the allocator the unit preloads
+# (below). The ffmpeg backend (RTSP, continuous V4L2) needs ffmpeg too:
+# --build-arg APT_PACKAGES="fswebcam libjemalloc2 ffmpeg".
+ARG APT_PACKAGES="fswebcam libjemalloc2"
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ${APT_PACKAGES} \
  && rm -rf /var/lib/apt/lists/*
@@ -45,6 +46,8 @@ COPY config ./config
 COPY models ./models
 
 # As in the unit (see its comments, README "Daemon memory"): set before Node starts.
+ENV LD_PRELOAD=libjemalloc.so.2
+ENV MALLOC_CONF=narenas:1,background_thread:true,dirty_decay_ms:1000,tcache_max:1024
 ENV MALLOC_MMAP_THRESHOLD_=65536
 ENV MALLOC_ARENA_MAX=1
 ENV UV_THREADPOOL_SIZE=2

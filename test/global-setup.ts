@@ -9,7 +9,7 @@ import type { TestProject } from 'vitest/node';
 import { findMosquitto } from './helpers/broker.js';
 import { buildDistIfStale, root } from './helpers/build.js';
 import { testFfmpeg } from './helpers/ffmpeg.js';
-import { hasFswebcam, loadUnixDgram, testBrokerKind, webGpuStatus } from './helpers/tools.js';
+import { hasFswebcam, jemallocPath, loadUnixDgram, testBrokerKind, webGpuStatus } from './helpers/tools.js';
 
 /** Settings every integration daemon uses for its model, so they all hit the same cache entry. */
 export function sharedModelEnv(cacheDir: string): Record<string, string> {
@@ -30,13 +30,16 @@ async function describeTools(): Promise<string> {
     ? "Debian's fswebcam present"
     : "no fswebcam (the one test against Debian's real fswebcam is skipped; the others use a fake)";
   const dgram = loadUnixDgram() ? 'unix-dgram built' : 'unix-dgram not built (the systemd-notify fallback is tested instead)';
+  const jemalloc = jemallocPath()
+    ? 'libjemalloc2 present'
+    : 'no libjemalloc2 (the tests of the daemon on the allocator the unit preloads are skipped; apt install libjemalloc2)';
   const gpu = await webGpuStatus();
   const webgpu = !gpu.compiled
     ? 'no WebGPU in this onnxruntime-node build (its tests are skipped)'
     : gpu.usable
       ? 'WebGPU usable'
       : `WebGPU unusable here: ${gpu.reason} (its tests are skipped; .ci/run installs Mesa's lavapipe)`;
-  return `test tools: broker ${broker}; ffmpeg from ${ffmpeg.origin} (${ffmpeg.path}); ${fswebcam}; ${dgram}; ${webgpu}`;
+  return `test tools: broker ${broker}; ffmpeg from ${ffmpeg.origin} (${ffmpeg.path}); ${fswebcam}; ${dgram}; ${jemalloc}; ${webgpu}`;
 }
 
 export default async function setup(project: TestProject): Promise<void> {

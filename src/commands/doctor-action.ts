@@ -13,7 +13,7 @@ import { formatConfigurationReport, readSecretFile } from '../config/index.js';
 import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from '../inference/index.js';
 import { normalizeProviders } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
-import { maskCredentialsDeep } from '../ops/index.js';
+import { describeAllocator, maskCredentialsDeep, memoryAllocator } from '../ops/index.js';
 import { tlsFailure } from '../publish/index.js';
 import { createPreprocessor } from '../vision/index.js';
 
@@ -51,6 +51,21 @@ async function checkStateDir(config: Config): Promise<Check> {
   } catch (err) {
     return { name: 'state directory', ok: false, detail: `${config.stateDir}: ${(err as Error).message}` };
   }
+}
+
+/**
+ * Which malloc this process runs on (run with the unit's environment, it is the daemon's). A preload
+ * that ld.so could not load (libjemalloc2 not installed) fails: the unit's memory and speed figures
+ * assume it (README "The memory allocator").
+ */
+export function checkAllocator(env: NodeJS.ProcessEnv = process.env, maps?: string | null): Check {
+  const info = maps === undefined ? memoryAllocator(env) : memoryAllocator(env, maps);
+  const data = { allocator: info.name, settings: info.settings };
+  if (info.notLoaded.length) {
+    const detail = `LD_PRELOAD names ${info.notLoaded.join(', ')}, which is not installed (apt-get install libjemalloc2, or unset LD_PRELOAD): running on ${describeAllocator(info)}`;
+    return { name: 'memory allocator', ok: false, detail, data };
+  }
+  return { name: 'memory allocator', ok: true, detail: describeAllocator(info), data };
 }
 
 /**
@@ -301,6 +316,7 @@ export async function doctorCommand(
   if (opts.configuration && !opts.json) process.stdout.write(`${formatConfigurationReport(opts.configuration)}\n`);
   const found: Check[] = [
     await checkStateDir(config),
+    checkAllocator(),
     await checkFfmpeg(config),
     ...(await checkSources(config, logger)),
     ...(await checkModelAndProviders(config, logger)),

@@ -412,7 +412,8 @@ export function sessionSettingsFor(config: Config, model: PreparedModel): Sessio
  * arenas, so each step's peak stacks on the last one's leftovers. A fixed 128 KiB threshold returns
  * every large block to the kernel when freed, and two arenas bound what ORT's and libuv's threads keep.
  * Measured on the built Inception V2 (8 calibration images): child peak 255–272 MB instead of 305–322 MB,
- * the quantization about 0.5 s slower.
+ * the quantization about 0.5 s slower. Under the unit's jemalloc, which the child inherits and which
+ * ignores these, it peaked at 277–288 MB (README "Daemon memory, third round: the allocator").
  */
 const CHILD_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2' };
 

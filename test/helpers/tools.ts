@@ -3,6 +3,7 @@
  * suite passes on a machine with nothing but `npm ci`; what it could not test there is listed at the
  * end of the run (test/helpers/skip-reporter.ts), never hidden.
  */
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { probeProvider } from '../../src/inference/index.js';
 import { findMosquitto } from './broker.js';
@@ -17,6 +18,7 @@ export const SKIP = {
   webgpu: 'needs a Vulkan driver WebGPU can use (no GPU here? Mesa >= 24 lavapipe: bookworm-backports mesa-vulkan-drivers)',
   webgpuBuild: "needs the WebGPU provider, which this platform's onnxruntime-node build lacks",
   systemdAnalyze: 'needs systemd-analyze (Debian package systemd)',
+  jemalloc: "needs Debian's libjemalloc2 (apt install libjemalloc2): the allocator the unit and the image preload",
   openssl: 'needs openssl (Debian package openssl) to make the test certificates',
   benchMosquitto: "needs mosquitto (Debian package mosquitto): the bench's broker where it is installed",
   mosquittoTls: 'needs mosquitto (Debian package mosquitto): a TLS listener (the fallback broker, Aedes, runs in-process without one)',
@@ -57,6 +59,19 @@ export function webGpuStatus(): Promise<{ compiled: boolean; usable: boolean; re
 /** systemd's unit analyser, for checking the service file's hardening (Debian's systemd package). */
 export function systemdAnalyze(): string | null {
   return which('systemd-analyze');
+}
+
+let jemalloc: string | null | undefined;
+
+/** Where ld.so finds libjemalloc.so.2 (Debian's libjemalloc2), as a preloaded Node process maps it; null without it. */
+export function jemallocPath(): string | null {
+  if (jemalloc !== undefined) return jemalloc;
+  const child = spawnSync(process.execPath, ['-e', "process.stdout.write(require('fs').readFileSync('/proc/self/maps', 'utf8'))"], {
+    env: { PATH: process.env.PATH, LD_PRELOAD: 'libjemalloc.so.2' },
+    encoding: 'utf8',
+  });
+  jemalloc = process.platform === 'linux' ? (/\s(\/\S+\/libjemalloc\.so\.2)$/m.exec(child.stdout ?? '')?.[1] ?? null) : null;
+  return jemalloc;
 }
 
 export function hasOpenssl(): boolean {

@@ -128,6 +128,7 @@ describe('doctor', () => {
     const out = await runCli(['doctor', '--json', '-c', 'config/development.json'], {
       ...sharedModelEnv(inject('modelCacheDir')),
       INCEPTIOND_STATE_DIR: path.join(work, 'state-doctor'),
+      LD_PRELOAD: undefined,
     });
     expect(out.code).toBe(0);
     const report = JSON.parse(out.stdout) as { ok: boolean; checks: Array<{ name: string; ok: boolean; data?: Record<string, unknown> }> };
@@ -136,6 +137,7 @@ describe('doctor', () => {
     expect(report.checks.map((c) => c.name)).toEqual(
       expect.arrayContaining([
         'state directory',
+        'memory allocator',
         'ffmpeg',
         'camera "camera" (files)',
         'onnxruntime',
@@ -152,6 +154,8 @@ describe('doctor', () => {
       expect(providers.usable).not.toContain(p);
       expect(providers.unusable[p]).toMatch(/Failed to load shared library/);
     }
+    // Without LD_PRELOAD: glibc's malloc, and the check says so.
+    expect(check('memory allocator')).toMatchObject({ ok: true, data: { allocator: 'glibc' } });
     const inference = check('inference').data as { provider: string; placement: Record<string, number> };
     expect(inference.provider).toBe('cpu');
     expect(Object.keys(inference.placement)).toEqual(['cpu']);

@@ -1,9 +1,10 @@
 /**
  * The daemon process and its signals: SIGHUP reloads the configuration file (live keys at once, over
  * the same MQTT connection; an invalid file refused while the daemon runs on), and SIGTERM stops it
- * cleanly even in the middle of a first start that is still building and quantizing its model.
+ * cleanly even in the middle of a first start that is still building and quantizing its model. And the
+ * process settings the unit gives it: jemalloc preloaded, or glibc's malloc where it is missing.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -11,6 +12,7 @@ import type { ResultPayload } from '../../src/publish/index.js';
 import { collect, requester, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
 import { projectRoot, startDaemon, writeConfig, type DaemonProcess } from '../helpers/daemon-process.js';
 import { sharedModelEnv } from '../global-setup.js';
+import { jemallocPath, SKIP } from '../helpers/tools.js';
 
 let broker: TestBroker;
 let work: string;
@@ -132,5 +134,56 @@ describe('daemon signals', () => {
     expect(await third.exited).toBe(78);
     const fatal = third.logs.find((l) => l.level === 60);
     expect(String(fatal?.msg)).toMatch(/inference\.topK = 0[\s\S]*settings kept by set requests in .*settings\.json/);
+  });
+});
+
+/** The unit's Environment= assignments (NODE_OPTIONS too): the process settings a daemon under systemd starts with. */
+async function unitEnvironment(): Promise<Record<string, string>> {
+  const unit = await readFile(path.join(projectRoot, 'systemd', 'inceptiond.service'), 'utf8');
+  return Object.fromEntries([...unit.matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(([, k, v]) => [k!, v!]));
+}
+
+describe("the unit's memory allocator", () => {
+  async function runUntilResult(
+    name: string,
+    env: Record<string, string>,
+  ): Promise<{ daemon: DaemonProcess; info: Record<string, unknown> }> {
+    const file = await writeConfig(path.join(work, name), baseConfig(name, broker.url, 5));
+    const sub = await watch(`lifecycle/${name}/camera/labels`);
+    const daemon = startDaemon(['run', '-c', file], { ...sharedModelEnv(inject('modelCacheDir')), ...env });
+    daemons.push(daemon);
+    await sub.waitForCount(3);
+    const requests = await requester(broker.url, `lifecycle/${name}`);
+    cleanups.push(() => requests.close());
+    const answer = await requests.ask<{ status: string; data: Record<string, unknown> }>('info');
+    expect(answer.status).toBe('ok');
+    return { daemon, info: answer.data };
+  }
+
+  it('with libjemalloc2 installed, the daemon runs on jemalloc with the unit’s settings and says so', async (ctx) => {
+    ctx.skip(!jemallocPath(), SKIP.jemalloc);
+    const env = await unitEnvironment();
+    const { daemon, info } = await runUntilResult('jemalloc', env);
+    expect(info.allocator).toBe('jemalloc');
+    const running = await daemon.waitForLog((l) => String(l.msg).startsWith('running'));
+    expect(running.allocator).toBe(`jemalloc (MALLOC_CONF=${env.MALLOC_CONF})`);
+    // Nothing on stderr: neither ld.so nor jemalloc (which prints "Invalid conf pair" for a bad MALLOC_CONF).
+    expect(daemon.otherOutput).toEqual([]);
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+  });
+
+  it('without the library, the daemon runs on glibc with the unit’s fallback settings and warns once', async () => {
+    const env: Record<string, string> = { ...(await unitEnvironment()), LD_PRELOAD: 'libinceptiond-no-such-malloc.so.0' };
+    const { daemon, info } = await runUntilResult('no-jemalloc', env);
+    expect(info.allocator).toBe('glibc');
+    const warning = await daemon.waitForLog((l) => l.level === 40 && String(l.msg).startsWith('LD_PRELOAD names'));
+    expect(warning).toMatchObject({ notLoaded: ['libinceptiond-no-such-malloc.so.0'], allocator: 'glibc' });
+    expect(String(warning.msg)).toContain('libjemalloc2');
+    const running = await daemon.waitForLog((l) => String(l.msg).startsWith('running'));
+    expect(running.allocator).toBe(
+      `glibc (MALLOC_ARENA_MAX=${env.MALLOC_ARENA_MAX}, MALLOC_MMAP_THRESHOLD_=${env.MALLOC_MMAP_THRESHOLD_})`,
+    );
+    expect(daemon.logs.filter((l) => String(l.msg).startsWith('LD_PRELOAD names'))).toHaveLength(1);
+    expect(await daemon.stop('SIGTERM')).toBe(0);
   });
 });

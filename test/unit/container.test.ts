@@ -97,6 +97,12 @@ describe('Dockerfile', () => {
     const env = finalAll('ENV').join(' ').replaceAll('"', '');
     expect(unitEnv.length).toBeGreaterThan(0);
     for (const [key, value] of unitEnv) expect(env).toContain(`${key}=${value}`);
+    // The allocator the unit preloads is installed in the image (ld.so would only complain and go on without it).
+    const preload = new Map(unitEnv).get('LD_PRELOAD');
+    expect(preload).toBe('libjemalloc.so.2');
+    const packages = all('ARG').find((a) => a.startsWith('APT_PACKAGES=')) ?? '';
+    expect(packages.replace(/^APT_PACKAGES="?|"$/g, '').split(/\s+/)).toContain('libjemalloc2');
+    expect(finalAll('RUN').some((r) => r.includes('apt-get install') && /\$\{APT_PACKAGES\}/.test(r))).toBe(true);
     const user = last('USER')!;
     expect(user).not.toMatch(/^(root|0)(:|$)/);
     expect(finalAll('USER')).toHaveLength(1);
