@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the real daemon (dist/cli.js run) the way `npm start` does, on free ports and a scratch state
+// Runs the real daemon (dist/cli.js run) the way the systemd unit does, on free ports and a scratch state
 // directory, and reports what a user would measure by hand: time to the first Result, Results/s, CPU
 // use (in all, and per Result by thread role), the main thread's GC time per Result and resident memory
 // of the daemon process. Usage:
@@ -11,7 +11,10 @@
 // and its least-squares slope (MB per 1000 Results) show whether memory stays flat. --probe preloads a
 // small module into the daemon (main thread only) that reports, at each sample, the main thread's
 // process.memoryUsage() and each worker's V8 heap (the inference worker answers a 'heap' message).
-// The daemon gets npm start's (and the systemd unit's) memory settings; --plain leaves them out.
+// The daemon gets the systemd unit's memory settings (its Environment= lines, NODE_OPTIONS as node flags):
+// jemalloc where libjemalloc2 is installed, else glibc's malloc with the MALLOC_* settings; --plain
+// leaves them all out. `allocator` in the output is the malloc the daemon ran on (its /proc/PID/maps);
+// `--env LD_PRELOAD= --env MALLOC_CONF=` gives `npm start`'s (glibc with the same settings).
 // --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags);
 // --env K= (empty) removes K.
 // --ceiling [--rounds N] takes turns: the daemon runs seconds ÷ N, is paused (an MQTT `pause` request;
@@ -66,10 +69,15 @@ if (values.broker === 'mosquitto') {
   throw new Error(`--broker must be embedded or mosquitto, got ${values.broker}`);
 }
 const state = values.state ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-')));
-// Keep in step with package.json's start script and systemd/inceptiond.service.
-const memoryEnv = values.plain ? {} : { MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_ARENA_MAX: '1', UV_THREADPOOL_SIZE: '2' };
+const unitEnv = Object.fromEntries(
+  [...readFileSync(new URL('../systemd/inceptiond.service', import.meta.url), 'utf8').matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(
+    ([, k, v]) => [k, v],
+  ),
+);
+const { NODE_OPTIONS: unitNodeOptions = '', ...unitMemoryEnv } = unitEnv;
+const memoryEnv = values.plain ? {} : unitMemoryEnv;
 // The daemon bounds its heap growth itself (run.ts); --plain undoes that too (0 = V8's own heuristics).
-const memoryArgs = values.plain ? ['--heap-growing-percent=0'] : ['--max-semi-space-size=1', '--v8-pool-size=1'];
+const memoryArgs = values.plain ? ['--heap-growing-percent=0'] : unitNodeOptions.split(/\s+/).filter(Boolean);
 const env = {
   ...process.env,
   ...memoryEnv,
@@ -308,6 +316,7 @@ const report = {
   pageFaultsPerResult: Number((total.faults / n).toFixed(1)),
   rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
+  allocator: /\/lib(jemalloc|mimalloc|tcmalloc)/.exec(readFileSync(`/proc/${child.pid}/maps`, 'utf8'))?.[1] ?? 'glibc',
   seconds: Number(wall.toFixed(1)),
   start,
   end,
