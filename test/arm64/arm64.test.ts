@@ -4,6 +4,7 @@
  * model build, INT8 quantization, classification in FP32 and INT8, and a daemon run against a real broker.
  * Toolchain and arm64 project copy: see global-setup.ts and scripts/arm64/.
  */
+import { unitEnvironment } from '../helpers/systemd-unit.js';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -297,7 +298,8 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
       writeFileSync(configFile, JSON.stringify(config, null, 2));
       collector = await collect(broker.url, `${baseTopic}/#`);
       const t0 = performance.now();
-      daemon = startArm64Daemon(tc, projectDir, configFile, cleanEnv({ INCEPTIOND_STATE_DIR: stateDir }));
+      // As the unit runs it: its Environment= lines, jemalloc preloaded from the arm64 sysroot among them.
+      daemon = startArm64Daemon(tc, projectDir, configFile, cleanEnv({ ...unitEnvironment(), INCEPTIOND_STATE_DIR: stateDir }));
 
       const n = images.length;
       const labelsTopic = `${baseTopic}/camera/labels`;
@@ -339,6 +341,10 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
       );
       const errors = daemon.logs.filter((l) => l.level >= 50);
       expect(errors, JSON.stringify(errors)).toEqual([]);
+      // Debian's arm64 jemalloc loaded and took the unit's MALLOC_CONF: nothing from ld.so or jemalloc on stderr.
+      const running = daemon.logs.find((l) => String(l.msg).startsWith('running'));
+      expect(running?.allocator).toBe(`jemalloc (MALLOC_CONF=${unitEnvironment().MALLOC_CONF})`);
+      expect(daemon.otherOutput.filter((line) => /jemalloc|ld\.so|LD_PRELOAD/.test(line))).toEqual([]);
     }, 420_000);
   });
 });

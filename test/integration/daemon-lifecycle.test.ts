@@ -4,7 +4,7 @@
  * cleanly even in the middle of a first start that is still building and quantizing its model. And the
  * process settings the unit gives it: jemalloc preloaded, or glibc's malloc where it is missing.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -12,6 +12,7 @@ import type { ResultPayload } from '../../src/publish/index.js';
 import { collect, requester, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
 import { projectRoot, startDaemon, writeConfig, type DaemonProcess } from '../helpers/daemon-process.js';
 import { sharedModelEnv } from '../global-setup.js';
+import { unitEnvironment } from '../helpers/systemd-unit.js';
 import { jemallocPath, SKIP } from '../helpers/tools.js';
 
 let broker: TestBroker;
@@ -137,12 +138,6 @@ describe('daemon signals', () => {
   });
 });
 
-/** The unit's Environment= assignments (NODE_OPTIONS too): the process settings a daemon under systemd starts with. */
-async function unitEnvironment(): Promise<Record<string, string>> {
-  const unit = await readFile(path.join(projectRoot, 'systemd', 'inceptiond.service'), 'utf8');
-  return Object.fromEntries([...unit.matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(([, k, v]) => [k!, v!]));
-}
-
 describe("the unit's memory allocator", () => {
   async function runUntilResult(
     name: string,
@@ -162,7 +157,7 @@ describe("the unit's memory allocator", () => {
 
   it('with libjemalloc2 installed, the daemon runs on jemalloc with the unit’s settings and says so', async (ctx) => {
     ctx.skip(!jemallocPath(), SKIP.jemalloc);
-    const env = await unitEnvironment();
+    const env = unitEnvironment();
     const { daemon, info } = await runUntilResult('jemalloc', env);
     expect(info.allocator).toBe('jemalloc');
     const running = await daemon.waitForLog((l) => String(l.msg).startsWith('running'));
@@ -173,7 +168,7 @@ describe("the unit's memory allocator", () => {
   });
 
   it('without the library, the daemon runs on glibc with the unit’s fallback settings and warns once', async () => {
-    const env: Record<string, string> = { ...(await unitEnvironment()), LD_PRELOAD: 'libinceptiond-no-such-malloc.so.0' };
+    const env: Record<string, string> = { ...unitEnvironment(), LD_PRELOAD: 'libinceptiond-no-such-malloc.so.0' };
     const { daemon, info } = await runUntilResult('no-jemalloc', env);
     expect(info.allocator).toBe('glibc');
     const warning = await daemon.waitForLog((l) => l.level === 40 && String(l.msg).startsWith('LD_PRELOAD names'));

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config/index.js';
 import { root } from '../helpers/build.js';
+import { unitEnvironment } from '../helpers/systemd-unit.js';
 
 const read = (file: string) => readFileSync(path.join(root, file), 'utf8');
 
@@ -37,7 +38,7 @@ const finalAll = (op: string) => finalStage.filter((i) => i.op === op).map((i) =
 /** The unit's ExecStart split into words, and its Environment= assignments. */
 const unit = read('systemd/inceptiond.service');
 const execStart = /^ExecStart=(.*)$/m.exec(unit)![1]!.trim().split(/\s+/);
-const unitEnv = [...unit.matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(([, k, v]) => [k!, v!] as const);
+const unitEnv = Object.entries(unitEnvironment());
 
 describe('Dockerfile', () => {
   it('builds from node:20-bookworm-slim in two stages, TypeScript in the first', () => {
@@ -98,7 +99,7 @@ describe('Dockerfile', () => {
     expect(unitEnv.length).toBeGreaterThan(0);
     for (const [key, value] of unitEnv) expect(env).toContain(`${key}=${value}`);
     // The allocator the unit preloads is installed in the image (ld.so would only complain and go on without it).
-    const preload = new Map(unitEnv).get('LD_PRELOAD');
+    const preload = unitEnvironment().LD_PRELOAD;
     expect(preload).toBe('libjemalloc.so.2');
     const packages = all('ARG').find((a) => a.startsWith('APT_PACKAGES=')) ?? '';
     expect(packages.replace(/^APT_PACKAGES="?|"$/g, '').split(/\s+/)).toContain('libjemalloc2');

@@ -1,20 +1,14 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkAllocator } from '../../src/commands/doctor-action.js';
 import { describeAllocator, memoryAllocator } from '../../src/ops/index.js';
+import { unitEnvironment } from '../helpers/systemd-unit.js';
 import { jemallocPath, SKIP } from '../helpers/tools.js';
 
-const root = path.resolve(import.meta.dirname, '../..');
-/** The unit's Environment= assignments: what a daemon under systemd starts with. */
-const unitEnv = Object.fromEntries(
-  [...readFileSync(path.join(root, 'systemd/inceptiond.service'), 'utf8').matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(([, k, v]) => [
-    k!,
-    v!,
-  ]),
-);
+const unitEnv = unitEnvironment();
 
 /** A Node process started with `env`: its /proc/self/maps and what ld.so and the allocator printed. */
 function childWith(env: NodeJS.ProcessEnv): { maps: string; stderr: string } {
