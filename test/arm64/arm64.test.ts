@@ -299,11 +299,17 @@ describe.skipIf(!ready)('linux-arm64 under qemu-user vs x86-64', () => {
       collector = await collect(broker.url, `${baseTopic}/#`);
       const t0 = performance.now();
       // As the unit runs it: its Environment= lines, jemalloc preloaded from the arm64 sysroot among them.
-      daemon = startArm64Daemon(tc, projectDir, configFile, cleanEnv({ ...unitEnvironment(), INCEPTIOND_STATE_DIR: stateDir }));
+      daemon = startArm64Daemon(tc, projectDir, configFile, cleanEnv({ INCEPTIOND_STATE_DIR: stateDir }), unitEnvironment());
 
       const n = images.length;
       const labelsTopic = `${baseTopic}/camera/labels`;
-      const msgs = await collector.waitForCount(n, { timeoutMs: 300_000, filter: (msg) => msg.topic === labelsTopic });
+      const msgs = await collector
+        .waitForCount(n, { timeoutMs: 300_000, filter: (msg) => msg.topic === labelsTopic })
+        .catch((err: Error) => {
+          // Say what the daemon said: a timeout alone does not tell a slow start from a stuck one.
+          const said = [...daemon!.logs.slice(-15).map((l) => JSON.stringify(l)), ...daemon!.otherOutput.slice(-15)];
+          throw new Error(`${err.message}; the daemon's last output:\n${said.join('\n')}`);
+        });
       const firstResultMs = performance.now() - t0;
       const results = msgs.map((msg) => JSON.parse(msg.text) as ResultPayload);
       for (const r of results) {

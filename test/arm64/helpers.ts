@@ -168,8 +168,22 @@ export function median(xs: number[]): number {
 export type { DaemonProcess as Arm64Daemon, LogLine } from '../helpers/daemon-process.js';
 
 /** `node dist/cli.js run -c FILE` as arm64 in the arm64 copy; JSON log lines are parsed as they come. */
-export function startArm64Daemon(tc: Toolchain, projectDir: string, configFile: string, env: NodeJS.ProcessEnv): DaemonProcess {
+export function startArm64Daemon(
+  tc: Toolchain,
+  projectDir: string,
+  configFile: string,
+  env: NodeJS.ProcessEnv,
+  nodeEnv: Record<string, string> = {},
+): DaemonProcess {
+  // nodeEnv reaches the arm64 node alone (through env(1) inside the namespace), not the host's unshare:
+  // a preloaded jemalloc starts its background thread in every process it loads into, and unshare
+  // cannot make a user namespace from a multi-threaded process (EINVAL).
+  const prefix = Object.keys(nodeEnv).length ? ['env', ...Object.entries(nodeEnv).map(([k, v]) => `${k}=${v}`)] : [];
   return watchDaemon(
-    spawnArm64(tc, ['node', 'dist/cli.js', 'run', '-c', configFile], { cwd: projectDir, env, stdio: ['ignore', 'pipe', 'pipe'] }),
+    spawnArm64(tc, [...prefix, 'node', 'dist/cli.js', 'run', '-c', configFile], {
+      cwd: projectDir,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
   );
 }
