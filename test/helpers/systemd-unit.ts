@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const unitPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'systemd', 'inceptiond.service');
+const unitPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'systemd', 'inceptiond.service');
 
 /** The unit's Environment= assignments (NODE_OPTIONS too), in file order. */
 export function unitEnvironment(): Record<string, string> {
