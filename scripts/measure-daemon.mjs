@@ -29,6 +29,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { memoryAllocator } from '../dist/ops/index.js';
 import { freePort } from '../dist/util/index.js';
 
 const { values } = parseArgs({
@@ -316,7 +317,7 @@ const report = {
   pageFaultsPerResult: Number((total.faults / n).toFixed(1)),
   rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
-  allocator: /\/lib(jemalloc|mimalloc|tcmalloc)/.exec(readFileSync(`/proc/${child.pid}/maps`, 'utf8'))?.[1] ?? 'glibc',
+  allocator: memoryAllocator(env, readFileSync(`/proc/${child.pid}/maps`, 'utf8')).name,
   seconds: Number(wall.toFixed(1)),
   start,
   end,

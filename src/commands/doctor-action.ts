@@ -13,7 +13,7 @@ import { formatConfigurationReport, readSecretFile } from '../config/index.js';
 import { formatPlacement, InferenceEngine, loadRuntime, probeProvider, type RuntimeInfo } from '../inference/index.js';
 import { normalizeProviders } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
-import { describeAllocator, maskCredentialsDeep, memoryAllocator } from '../ops/index.js';
+import { describeAllocator, maskCredentialsDeep, memoryAllocator, preloadFailure } from '../ops/index.js';
 import { tlsFailure } from '../publish/index.js';
 import { createPreprocessor } from '../vision/index.js';
 
@@ -59,13 +59,14 @@ async function checkStateDir(config: Config): Promise<Check> {
  * assume it (README "The memory allocator").
  */
 export function checkAllocator(env: NodeJS.ProcessEnv = process.env, maps?: string | null): Check {
-  const info = maps === undefined ? memoryAllocator(env) : memoryAllocator(env, maps);
-  const data = { allocator: info.name, settings: info.settings };
-  if (info.notLoaded.length) {
-    const detail = `LD_PRELOAD names ${info.notLoaded.join(', ')}, which is not installed (apt-get install libjemalloc2, or unset LD_PRELOAD): running on ${describeAllocator(info)}`;
-    return { name: 'memory allocator', ok: false, detail, data };
-  }
-  return { name: 'memory allocator', ok: true, detail: describeAllocator(info), data };
+  const info = memoryAllocator(env, maps);
+  const failure = preloadFailure(info);
+  return {
+    name: 'memory allocator',
+    ok: !failure,
+    detail: failure ?? describeAllocator(info),
+    data: { allocator: info.name, settings: info.settings },
+  };
 }
 
 /**

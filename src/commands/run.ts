@@ -5,7 +5,7 @@ import v8 from 'node:v8';
 import type { Command } from 'commander';
 import { ConfigError, EXIT } from '../config/index.js';
 import type { Daemon } from '../daemon/index.js';
-import { createLogger, describeAllocator, memoryAllocator } from '../ops/index.js';
+import { createLogger, describeAllocator, memoryAllocator, preloadFailure } from '../ops/index.js';
 import type { CommandContext } from './shared.js';
 
 export function register(program: Command, ctx: CommandContext): void {
@@ -117,10 +117,11 @@ async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promis
   const broker = new URL(info.brokerUrl);
   const watch = `mosquitto_sub -h ${broker.hostname} -p ${broker.port || 1883} -t '${info.baseTopic}/#' -v`;
   const allocator = memoryAllocator();
-  if (allocator.notLoaded.length) {
+  const failure = preloadFailure(allocator);
+  if (failure) {
     logger.warn(
       { notLoaded: allocator.notLoaded, allocator: allocator.name },
-      `LD_PRELOAD names ${allocator.notLoaded.join(', ')}, which is not installed: running on ${allocator.name}'s malloc, slower for the same memory (install libjemalloc2, or unset LD_PRELOAD; README "The memory allocator")`,
+      `${failure}: slower for the same memory (README "The memory allocator")`,
     );
   }
   logger.info(

@@ -25,7 +25,7 @@ const PRELOADABLE = [
 ] as const;
 const GLIBC_ENV = /^(MALLOC_ARENA_MAX|MALLOC_\w+_|GLIBC_TUNABLES)$/;
 
-/** `maps` is /proc/self/maps (read when not given); null where there is none. */
+/** `maps` is /proc/self/maps (read when not given or undefined); null where there is none. */
 export function memoryAllocator(env: NodeJS.ProcessEnv = process.env, maps: string | null = readMaps()): AllocatorInfo {
   const mapped = new Set(
     (maps ?? '')
@@ -47,6 +47,12 @@ export function memoryAllocator(env: NodeJS.ProcessEnv = process.env, maps: stri
   const loaded = (entry: string) => (entry.includes('/') ? mapped.has(entry) || mapped.has(realpathOrSelf(entry)) : mappedNames.has(entry));
   const notLoaded = maps === null ? [] : (env.LD_PRELOAD ?? '').split(/[\s:]+/).filter((entry) => entry && !loaded(entry));
   return { name, settings, notLoaded };
+}
+
+/** What is wrong when an LD_PRELOAD entry did not load (undefined when all did), for the log and doctor. */
+export function preloadFailure(info: AllocatorInfo): string | undefined {
+  if (!info.notLoaded.length) return undefined;
+  return `LD_PRELOAD names ${info.notLoaded.join(', ')}, which is not installed (apt-get install libjemalloc2, or unset LD_PRELOAD): running on ${describeAllocator(info)}`;
 }
 
 /** One line for a log or a doctor check: `jemalloc (MALLOC_CONF=…)`, `glibc (MALLOC_ARENA_MAX=1, …)`. */

@@ -28,4 +28,4 @@ export { startHttpServer, HttpListenError, type HealthReport, type HttpServer, t
 export { createNotifier, type Notifier, type NotifierOptions } from './notify.js';
 export { packageVersion } from './package-info.js';
 export { lockStateDir, StateDirLockedError, type StateLock } from './state-lock.js';
-export { describeAllocator, memoryAllocator, type AllocatorInfo } from './allocator.js';
+export { describeAllocator, memoryAllocator, preloadFailure, type AllocatorInfo } from './allocator.js';

@@ -61,16 +61,22 @@ export function systemdAnalyze(): string | null {
   return which('systemd-analyze');
 }
 
+/** A Node process started with `env` (and PATH) alone: its exit status, /proc/self/maps, and what ld.so or a malloc printed. */
+export function nodeProcessMaps(env: NodeJS.ProcessEnv): { status: number | null; maps: string; stderr: string } {
+  const child = spawnSync(process.execPath, ['-e', "process.stdout.write(require('fs').readFileSync('/proc/self/maps', 'utf8'))"], {
+    env: { PATH: process.env.PATH, ...env },
+    encoding: 'utf8',
+  });
+  return { status: child.status, maps: child.stdout ?? '', stderr: child.stderr ?? '' };
+}
+
 let jemalloc: string | null | undefined;
 
 /** Where ld.so finds libjemalloc.so.2 (Debian's libjemalloc2), as a preloaded Node process maps it; null without it. */
 export function jemallocPath(): string | null {
   if (jemalloc !== undefined) return jemalloc;
-  const child = spawnSync(process.execPath, ['-e', "process.stdout.write(require('fs').readFileSync('/proc/self/maps', 'utf8'))"], {
-    env: { PATH: process.env.PATH, LD_PRELOAD: 'libjemalloc.so.2' },
-    encoding: 'utf8',
-  });
-  jemalloc = process.platform === 'linux' ? (/\s(\/\S+\/libjemalloc\.so\.2)$/m.exec(child.stdout ?? '')?.[1] ?? null) : null;
+  const { maps } = process.platform === 'linux' ? nodeProcessMaps({ LD_PRELOAD: 'libjemalloc.so.2' }) : { maps: '' };
+  jemalloc = /\s(\/\S+\/libjemalloc\.so\.2)$/m.exec(maps)?.[1] ?? null;
   return jemalloc;
 }
 

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,18 +5,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { checkAllocator } from '../../src/commands/doctor-action.js';
 import { describeAllocator, memoryAllocator } from '../../src/ops/index.js';
 import { unitEnvironment } from '../helpers/systemd-unit.js';
-import { jemallocPath, SKIP } from '../helpers/tools.js';
+import { jemallocPath, nodeProcessMaps, SKIP } from '../helpers/tools.js';
 
 const unitEnv = unitEnvironment();
 
-/** A Node process started with `env`: its /proc/self/maps and what ld.so and the allocator printed. */
+/** A Node process started with `env`, which must run to its end: its /proc/self/maps and stderr. */
 function childWith(env: NodeJS.ProcessEnv): { maps: string; stderr: string } {
-  const child = spawnSync(process.execPath, ['-e', "process.stdout.write(require('fs').readFileSync('/proc/self/maps', 'utf8'))"], {
-    env: { PATH: process.env.PATH, ...env },
-    encoding: 'utf8',
-  });
+  const child = nodeProcessMaps(env);
   expect(child.status, child.stderr).toBe(0);
-  return { maps: child.stdout, stderr: child.stderr };
+  return child;
 }
 
 const jemalloc = jemallocPath();
