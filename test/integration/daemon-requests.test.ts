@@ -22,6 +22,10 @@ const DEVICE = 'storm';
 const BASE = `inceptiond/${DEVICE}`;
 const INTERVAL_MS = 100; // 10 Results a second
 const REQUESTS = 1000;
+/** A gap between Results this long (10 intervals) is a stall, whatever else the machine is doing. */
+const STALL_MS = 10 * INTERVAL_MS;
+/** The storm may slow Results at most to this share of their rate at rest. */
+const MIN_RATE_RATIO = 0.5;
 const BATCHES = 40; // one batch per Result: the storm spans ~40 Results (~4 s)
 const EMPTY_OP_REQUESTS = 8; // on `<base>/request/`: no response, not counted in REQUESTS
 /**
@@ -347,14 +351,15 @@ function rssBytes(pid: number): number {
 }
 
 /** Results a second, from the daemon's own timestamps of the Results produced in [from, to] (ms since epoch). */
-function rate(results: ResultPayload[], from: number, to: number): { rate: number; count: number; spanMs: number } {
+function rate(results: ResultPayload[], from: number, to: number): { rate: number; count: number; spanMs: number; maxGapMs: number } {
   const ts = results.map((r) => Date.parse(r.ts)).filter((t) => t >= from && t <= to);
   const spanMs = ts.length > 1 ? ts.at(-1)! - ts[0]! : 0;
-  return { rate: spanMs > 0 ? ((ts.length - 1) * 1000) / spanMs : 0, count: ts.length, spanMs };
+  const maxGapMs = Math.max(0, ...ts.slice(1).map((t, i) => t - ts[i]!));
+  return { rate: spanMs > 0 ? ((ts.length - 1) * 1000) / spanMs : 0, count: ts.length, spanMs, maxGapMs };
 }
 
 describe('requests under abuse', () => {
-  it('answers 1000 malformed requests with one error each while Results keep their rate and RSS stays put', async () => {
+  it('answers 1000 malformed requests with one error each while Results keep coming and RSS stays put', async () => {
     const requests = makeRequests(20_240_601);
     const totalBytes = requests.reduce((n, r) => n + Buffer.byteLength(r.payload), 0);
     expect(totalBytes, 'the storm must carry enough bytes for the RSS bound to mean something').toBeGreaterThan(1.5 * RSS_BOUND_BYTES);
@@ -453,9 +458,16 @@ describe('requests under abuse', () => {
     expect(answers).toHaveLength(REQUESTS);
     for (const t of emptyOp) expect(gotWith.has(JSON.stringify(t)), `a response to the empty op ${t}`).toBe(false);
 
-    // Results kept their pace (measured over the storm, by the daemon's timestamps).
+    // Results kept coming while the requests were answered (the daemon's timestamps): no stall (the
+    // longest gap between two Results within STALL_MS or twice the longest at rest) and no collapse of
+    // the rate. The rate bound is loose on purpose: at 0.8 it failed once on a machine busy with other
+    // work (0.75), which slows Results with or without a storm; 60 ms of work per malformed request
+    // (tried by hand) gives 0.26 and a 650 ms gap.
     expect(during.count).toBeGreaterThanOrEqual(BATCHES);
-    expect(during.rate).toBeGreaterThanOrEqual(0.8 * before.rate);
+    expect(during.rate, `Results/s during the storm (${JSON.stringify(summary)})`).toBeGreaterThanOrEqual(MIN_RATE_RATIO * before.rate);
+    expect(during.maxGapMs, `the longest gap between Results during the storm (${JSON.stringify(summary)})`).toBeLessThanOrEqual(
+      Math.max(STALL_MS, 2 * before.maxGapMs),
+    );
 
     expect(rssAfter - rssBefore, `RSS growth over the storm (${JSON.stringify(summary)})`).toBeLessThanOrEqual(RSS_BOUND_BYTES);
     expect(daemon.child.exitCode).toBeNull();
