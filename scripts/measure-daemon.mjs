@@ -22,8 +22,10 @@
 // on the same config and state directory (same model and frames) for as long; then the daemon resumes.
 // `efficiency` = the daemon's Results/s over its stretches ÷ the ceiling's idealFps over its own: a ratio
 // taken in one run, both sides under the same drift of a shared machine.
+// `threads` says where a core's time goes, per thread (the kernel's schedstat): on a CPU, or runnable and
+// waiting for one; `machineIdlePercent` is the machine's idle time meanwhile.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -179,6 +181,31 @@ const ticks = () => {
 };
 /** Minor page faults so far: each costs the kernel a fresh zeroed page (microseconds in a VM). */
 const minorFaults = () => Number(statFields()[7]);
+/** The machine's idle time and all CPU time so far, in clock ticks (/proc/stat's first line: idle + iowait). */
+const machineTicks = () => {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: f[3] + f[4], all: f.reduce((a, b) => a + b, 0) };
+};
+/**
+ * Each thread of the daemon now: its name, ns on a CPU, ns runnable but waiting for one (the kernel's
+ * schedstat), and context switches it made (blocking) and suffered (preempted).
+ */
+const threadSched = () => {
+  const threads = new Map();
+  for (const tid of readdirSync(`/proc/${child.pid}/task`)) {
+    try {
+      const dir = `/proc/${child.pid}/task/${tid}`;
+      const [onCpu, waiting] = readFileSync(`${dir}/schedstat`, 'utf8').split(' ').map(Number);
+      const st = readFileSync(`${dir}/status`, 'utf8');
+      const switches = (k) => Number(st.match(new RegExp(`^${k}_ctxt_switches:\\s+(\\d+)`, 'm'))[1]);
+      const name = Number(tid) === child.pid ? 'main' : readFileSync(`${dir}/comm`, 'utf8').trim();
+      threads.set(tid, { name, onCpu, waiting, voluntary: switches('voluntary'), involuntary: switches('nonvoluntary') });
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return threads;
+};
 const status = (key) => Number(readFileSync(`/proc/${child.pid}/status`, 'utf8').match(new RegExp(`${key}:\\s+(\\d+)`))[1]) / 1024;
 
 let http;
@@ -222,7 +249,11 @@ const counters = async () => {
     results: sumOf(text, 'inceptiond_results_total{'),
     frames: sumOf(text, 'inceptiond_frames_captured_total{'),
     gated: sumOf(text, 'inceptiond_frames_gated_total{'),
+    latencySum: sumOf(text, 'inceptiond_frame_latency_seconds_sum'),
+    latencyCount: sumOf(text, 'inceptiond_frame_latency_seconds_count'),
     ticks: ticks(),
+    machine: machineTicks(),
+    sched: threadSched(),
     faults: minorFaults(),
     threads: Object.fromEntries(ROLES.map((role) => [role, sumOf(text, `inceptiond_thread_cpu_seconds_total{thread="${role}"`)])),
     gc: Object.fromEntries(GC_KINDS.map((kind) => [kind, sumOf(text, `nodejs_gc_duration_seconds_sum{kind="${kind}"`)])),
@@ -233,17 +264,30 @@ const total = {
   results: 0,
   frames: 0,
   gated: 0,
+  latencySum: 0,
+  latencyCount: 0,
   ticks: 0,
   faults: 0,
   wallMs: 0,
   threads: Object.fromEntries(ROLES.map((r) => [r, 0])),
   gc: Object.fromEntries(GC_KINDS.map((k) => [k, 0])),
+  machineIdle: 0,
+  machineAll: 0,
+  sched: new Map(),
 };
 const add = (a, b) => {
-  for (const k of ['results', 'frames', 'gated', 'ticks', 'faults']) total[k] += b[k] - a[k];
+  for (const k of ['results', 'frames', 'gated', 'latencySum', 'latencyCount', 'ticks', 'faults']) total[k] += b[k] - a[k];
   total.wallMs += b.at - a.at;
   for (const role of Object.keys(total.threads)) total.threads[role] += b.threads[role] - a.threads[role];
   for (const kind of GC_KINDS) total.gc[kind] += b.gc[kind] - a.gc[kind];
+  total.machineIdle += b.machine.idle - a.machine.idle;
+  total.machineAll += b.machine.all - a.machine.all;
+  for (const [tid, y] of b.sched) {
+    const x = a.sched.get(tid) ?? { onCpu: 0, waiting: 0, voluntary: 0, involuntary: 0 };
+    const t = total.sched.get(tid) ?? { name: y.name, onCpu: 0, waiting: 0, voluntary: 0, involuntary: 0 };
+    for (const k of ['onCpu', 'waiting', 'voluntary', 'involuntary']) t[k] += y[k] - x[k];
+    total.sched.set(tid, t);
+  }
 };
 // --ceiling: the daemon is paused and resumed by MQTT requests, as a user would.
 const control = values.ceiling ? await (await import('mqtt')).default.connectAsync(`mqtt://127.0.0.1:${mqttPort}`) : undefined;
@@ -306,6 +350,8 @@ const report = {
   resultsPerSec: Number((n / wall).toFixed(2)),
   frames: total.frames,
   gated: total.gated,
+  // A frame's mean age at its Result (capture → Result, the daemon's inceptiond_frame_latency_seconds)
+  frameLatencyMs: Number(((total.latencySum * 1000) / total.latencyCount).toFixed(1)),
   cpuPercentOfOneCore: Number(((total.ticks / 100 / wall) * 100).toFixed(1)),
   // CPU ms per Result: the whole process, and by thread role
   cpuMsPerResult: {
@@ -314,6 +360,21 @@ const report = {
   },
   // Wall ms per Result the main thread spent in the garbage collector (its pauses; helper threads' share not included)
   gcMsPerResult: Object.fromEntries(GC_KINDS.map((k) => [k, Number(((total.gc[k] * 1000) / n).toFixed(3))])),
+  // The whole machine's idle share over the daemon's stretches (the broker and this script run too)
+  machineIdlePercent: Number(((total.machineIdle / total.machineAll) * 100).toFixed(1)),
+  // Each thread busier than 1 % of a core, by thread id: % of the wall time on a CPU and runnable but
+  // waiting for one, and context switches per Result it made (blocking) and suffered (preempted)
+  threads: [...total.sched]
+    .filter(([, t]) => t.onCpu / 1e6 / total.wallMs >= 0.01)
+    .sort(([a], [b]) => Number(a) - Number(b))
+    .map(([tid, t]) => ({
+      thread: t.name,
+      tid: Number(tid),
+      onCpuPercent: Number((t.onCpu / 1e4 / total.wallMs).toFixed(1)),
+      waitingPercent: Number((t.waiting / 1e4 / total.wallMs).toFixed(1)),
+      blockedPerResult: Number((t.voluntary / n).toFixed(1)),
+      preemptedPerResult: Number((t.involuntary / n).toFixed(1)),
+    })),
   pageFaultsPerResult: Number((total.faults / n).toFixed(1)),
   rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
