@@ -5,7 +5,7 @@ import v8 from 'node:v8';
 import type { Command } from 'commander';
 import { ConfigError, EXIT } from '../config/index.js';
 import type { Daemon } from '../daemon/index.js';
-import { createLogger, describeAllocator, memoryAllocator, preloadFailure } from '../ops/index.js';
+import { createLogger, describeAllocator, memoryAllocator, preloadFailure, schedulingPolicy } from '../ops/index.js';
 import type { CommandContext } from './shared.js';
 
 export function register(program: Command, ctx: CommandContext): void {
@@ -127,6 +127,7 @@ async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promis
   logger.info(
     {
       allocator: describeAllocator(allocator),
+      scheduling: schedulingPolicy(),
       broker: info.brokerUrl,
       baseTopic: info.baseTopic,
       http: info.httpPort ? `http://${config.http.host}:${info.httpPort}` : undefined,

@@ -29,7 +29,7 @@ import {
   type SourceControl,
 } from '../features/index.js';
 import { EnginePool, formatPlacement, InferenceEngine } from '../inference/index.js';
-import { createNotifier, lockStateDir, memoryAllocator, Metrics, packageVersion, type Notifier } from '../ops/index.js';
+import { createNotifier, lockStateDir, memoryAllocator, Metrics, packageVersion, schedulingPolicy, type Notifier } from '../ops/index.js';
 import { MqttPublisher, Outbox, SeqStore, startEmbeddedBroker, topicsFor, type Topics } from '../publish/index.js';
 import { LogThrottle } from '../util/index.js';
 import { createPreprocessor, tuneSharp, type Preprocessor } from '../vision/index.js';
@@ -411,6 +411,7 @@ export class Daemon {
       node: process.version,
       platform: `${process.platform}-${process.arch}`,
       allocator: memoryAllocator().name,
+      scheduling: schedulingPolicy(),
       deviceId: this.config.deviceId,
       baseTopic: this.config.mqtt.baseTopic,
       state: this.status.state,

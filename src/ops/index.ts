@@ -29,3 +29,4 @@ export { createNotifier, type Notifier, type NotifierOptions } from './notify.js
 export { packageVersion } from './package-info.js';
 export { lockStateDir, StateDirLockedError, type StateLock } from './state-lock.js';
 export { describeAllocator, memoryAllocator, preloadFailure, type AllocatorInfo } from './allocator.js';
+export { schedulingPolicy, type SchedulingPolicy } from './scheduling.js';
