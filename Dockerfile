@@ -63,5 +63,9 @@ HEALTHCHECK --interval=60s --timeout=10s --start-period=10m \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.INCEPTIOND_HTTP_PORT || 9464) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # SIGTERM stops the daemon cleanly (docker stop), SIGHUP re-reads the configuration (docker kill -s HUP).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "/opt/inceptiond/dist/cli.js"]
+# The unit's CPUSchedulingPolicy=batch (README "CPU scheduling"), by chrt (util-linux, in every Debian
+# image): no privilege needed, but a runtime whose seccomp profile refuses sched_setscheduler gets the
+# daemon on the default policy instead of a container that cannot start (the daemon's `running` line
+# and `info` request say which it got).
+ENTRYPOINT ["/bin/sh", "-c", "chrt --batch 0 true 2>/dev/null && exec chrt --batch 0 \"$@\"; exec \"$@\"", "inceptiond", "node", "/opt/inceptiond/dist/cli.js"]
 CMD ["run", "-c", "/etc/inceptiond/config.json"]

@@ -43,8 +43,18 @@ export async function writeConfig(dir: string, config: unknown): Promise<string>
   return file;
 }
 
-export function startDaemon(args: string[], env: Record<string, string | undefined> = {}): DaemonProcess {
-  const child = spawn(process.execPath, [cliPath, ...args], {
+/**
+ * `scheduling` starts it under that CPU scheduling policy as systemd's `CPUSchedulingPolicy=` would, by
+ * chrt(1) (util-linux), which sets it and execs node: the daemon is chrt's process.
+ */
+export function startDaemon(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  options: { scheduling?: string } = {},
+): DaemonProcess {
+  const command = [process.execPath, cliPath, ...args];
+  if (options.scheduling) command.unshift('chrt', `--${options.scheduling}`, '0');
+  const child = spawn(command[0]!, command.slice(1), {
     cwd: projectRoot,
     env: { ...process.env, NOTIFY_SOCKET: undefined, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

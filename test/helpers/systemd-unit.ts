@@ -10,3 +10,8 @@ export function unitEnvironment(): Record<string, string> {
   const unit = readFileSync(unitPath, 'utf8');
   return Object.fromEntries([...unit.matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(([, k, v]) => [k!, v!]));
 }
+
+/** The unit's `CPUSchedulingPolicy=`, or undefined without one. */
+export function unitSchedulingPolicy(): string | undefined {
+  return /^CPUSchedulingPolicy=(\w+)$/m.exec(readFileSync(unitPath, 'utf8'))?.[1];
+}

@@ -19,6 +19,7 @@ export const SKIP = {
   webgpuBuild: "needs the WebGPU provider, which this platform's onnxruntime-node build lacks",
   systemdAnalyze: 'needs systemd-analyze (Debian package systemd)',
   jemalloc: "needs Debian's libjemalloc2 (apt install libjemalloc2): the allocator the unit and the image preload",
+  chrt: "needs chrt (util-linux, in every Debian): it starts the daemon as systemd's CPUSchedulingPolicy= would",
   openssl: 'needs openssl (Debian package openssl) to make the test certificates',
   benchMosquitto: "needs mosquitto (Debian package mosquitto): the bench's broker where it is installed",
   mosquittoTls: 'needs mosquitto (Debian package mosquitto): a TLS listener (the fallback broker, Aedes, runs in-process without one)',
@@ -82,4 +83,12 @@ export function jemallocPath(): string | null {
 
 export function hasOpenssl(): boolean {
   return which('openssl') !== null;
+}
+
+let chrt: boolean | undefined;
+
+/** Whether chrt(1) can start a process as SCHED_BATCH here (util-linux on Linux). */
+export function hasChrt(): boolean {
+  chrt ??= process.platform === 'linux' && spawnSync('chrt', ['--batch', '0', 'true']).status === 0;
+  return chrt;
 }

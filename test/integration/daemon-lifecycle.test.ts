@@ -4,6 +4,7 @@
  * cleanly even in the middle of a first start that is still building and quantizing its model. And the
  * process settings the unit gives it: jemalloc preloaded, or glibc's malloc where it is missing.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,8 +13,9 @@ import type { ResultPayload } from '../../src/publish/index.js';
 import { collect, requester, startBroker, startProxy, type Collector, type TcpProxy, type TestBroker } from '../helpers/broker.js';
 import { projectRoot, startDaemon, writeConfig, type DaemonProcess } from '../helpers/daemon-process.js';
 import { sharedModelEnv } from '../global-setup.js';
-import { unitEnvironment } from '../helpers/systemd-unit.js';
-import { jemallocPath, SKIP } from '../helpers/tools.js';
+import { schedulingPolicy } from '../../src/ops/index.js';
+import { unitEnvironment, unitSchedulingPolicy } from '../helpers/systemd-unit.js';
+import { hasChrt, jemallocPath, SKIP } from '../helpers/tools.js';
 
 let broker: TestBroker;
 let work: string;
@@ -138,23 +140,61 @@ describe('daemon signals', () => {
   });
 });
 
-describe("the unit's memory allocator", () => {
-  async function runUntilResult(
-    name: string,
-    env: Record<string, string>,
-  ): Promise<{ daemon: DaemonProcess; info: Record<string, unknown> }> {
-    const file = await writeConfig(path.join(work, name), baseConfig(name, broker.url, 5));
-    const sub = await watch(`lifecycle/${name}/camera/labels`);
-    const daemon = startDaemon(['run', '-c', file], { ...sharedModelEnv(inject('modelCacheDir')), ...env });
-    daemons.push(daemon);
-    await sub.waitForCount(3);
-    const requests = await requester(broker.url, `lifecycle/${name}`);
-    cleanups.push(() => requests.close());
-    const answer = await requests.ask<{ status: string; data: Record<string, unknown> }>('info');
-    expect(answer.status).toBe('ok');
-    return { daemon, info: answer.data };
-  }
+/** Starts a daemon, waits for three Results and asks it for `info`. */
+async function runUntilResult(
+  name: string,
+  env: Record<string, string>,
+  options: { scheduling?: string } = {},
+): Promise<{ daemon: DaemonProcess; info: Record<string, unknown> }> {
+  const file = await writeConfig(path.join(work, name), baseConfig(name, broker.url, 5));
+  const sub = await watch(`lifecycle/${name}/camera/labels`);
+  const daemon = startDaemon(['run', '-c', file], { ...sharedModelEnv(inject('modelCacheDir')), ...env }, options);
+  daemons.push(daemon);
+  await sub.waitForCount(3);
+  const requests = await requester(broker.url, `lifecycle/${name}`);
+  cleanups.push(() => requests.close());
+  const answer = await requests.ask<{ status: string; data: Record<string, unknown> }>('info');
+  expect(answer.status).toBe('ok');
+  return { daemon, info: answer.data };
+}
 
+describe("the unit's CPU scheduling", () => {
+  /** Each thread of a process: its name and scheduling policy. */
+  const threadPolicies = (pid: number) =>
+    readdirSync(`/proc/${pid}/task`).map((tid) => ({
+      thread: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(),
+      policy: schedulingPolicy(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')),
+    }));
+
+  it("started as the unit starts it, every thread runs batch (ONNX Runtime's and libvips' too) and the daemon says so", async (ctx) => {
+    ctx.skip(!hasChrt(), SKIP.chrt);
+    const policy = unitSchedulingPolicy();
+    expect(policy).toBe('batch');
+    const env = { ...unitEnvironment(), INCEPTIOND_INFERENCE_THREADS: '2' }; // a pool thread on any machine
+    const { daemon, info } = await runUntilResult('batch', env, { scheduling: policy });
+    expect(info.scheduling).toBe('batch');
+    const running = await daemon.waitForLog((l) => String(l.msg).startsWith('running'));
+    expect(running.scheduling).toBe('batch');
+    // Threads inherit the policy from the thread that creates them: the inference worker, the pool thread
+    // ONNX Runtime starts from it, libvips' worker started from libuv's pool.
+    const threads = threadPolicies(daemon.child.pid!);
+    expect(threads.filter((t) => t.thread === 'inference').length).toBeGreaterThanOrEqual(2);
+    expect(threads.some((t) => t.thread.startsWith('libvips'))).toBe(true);
+    expect(threads.filter((t) => t.policy !== 'batch')).toEqual([]);
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+  });
+
+  it('started from a shell, it runs under the shell’s policy and says which', async () => {
+    const { daemon, info } = await runUntilResult('shell-policy', {});
+    const own = schedulingPolicy();
+    expect(own).toBeDefined();
+    expect(info.scheduling).toBe(own);
+    expect(new Set(threadPolicies(daemon.child.pid!).map((t) => t.policy))).toEqual(new Set([own]));
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+  });
+});
+
+describe("the unit's memory allocator", () => {
   it('with libjemalloc2 installed, the daemon runs on jemalloc with the unit’s settings and says so', async (ctx) => {
     ctx.skip(!jemallocPath(), SKIP.jemalloc);
     const env = unitEnvironment();

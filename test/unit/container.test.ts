@@ -1,16 +1,21 @@
 /**
  * The container files (Dockerfile, .dockerignore, compose.yaml). No container engine here, so the image
  * is not built: this checks what can be checked without one — the files the image copies exist and are
- * not ignored, it runs the systemd unit's ExecStart as a non-root user with the unit's environment, and
+ * not ignored, it runs the systemd unit's ExecStart as a non-root user with the unit's environment and
+ * CPU scheduling policy (the entrypoint's script runs here), and
  * compose.yaml parses and mounts what the configuration's defaults expect.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config/index.js';
 import { root } from '../helpers/build.js';
-import { unitEnvironment } from '../helpers/systemd-unit.js';
+import { schedulingPolicy } from '../../src/ops/index.js';
+import { unitEnvironment, unitSchedulingPolicy } from '../helpers/systemd-unit.js';
+import { hasChrt, SKIP } from '../helpers/tools.js';
 
 const read = (file: string) => readFileSync(path.join(root, file), 'utf8');
 
@@ -39,6 +44,16 @@ const finalAll = (op: string) => finalStage.filter((i) => i.op === op).map((i) =
 const unit = read('systemd/inceptiond.service');
 const execStart = /^ExecStart=(.*)$/m.exec(unit)![1]!.trim().split(/\s+/);
 const unitEnv = Object.entries(unitEnvironment());
+
+/**
+ * The ENTRYPOINT: a shell script (`sh -c SCRIPT NAME`) that starts the command after it under chrt, and
+ * that command (node and the script), to which Docker appends CMD.
+ */
+const entrypoint = (() => {
+  const words = JSON.parse(last('ENTRYPOINT')!) as string[];
+  expect(words.slice(0, 2)).toEqual(['/bin/sh', '-c']);
+  return { shell: words.slice(0, 4), command: words.slice(4) };
+})();
 
 describe('Dockerfile', () => {
   it('builds from node:20-bookworm-slim in two stages, TypeScript in the first', () => {
@@ -84,14 +99,36 @@ describe('Dockerfile', () => {
   });
 
   it("runs the unit's ExecStart: the same binary and arguments", () => {
-    const entrypoint = JSON.parse(last('ENTRYPOINT')!) as string[];
     const cmd = JSON.parse(last('CMD')!) as string[];
-    const command = [...entrypoint, ...cmd];
+    const command = [...entrypoint.command, ...cmd];
     expect(path.basename(command[0]!)).toBe(path.basename(execStart[0]!)); // node
     expect(command.slice(1)).toEqual(execStart.slice(1)); // /opt/inceptiond/dist/cli.js run -c /etc/inceptiond/config.json
     // The script is where the image puts dist/.
     expect(command[1]).toBe(path.posix.join(last('WORKDIR')!, 'dist', 'cli.js'));
     expect(existsSync(path.join(root, 'src', 'cli.ts'))).toBe(true);
+  });
+
+  it("starts it under the unit's CPU scheduling policy, and on the default one where the runtime refuses it", (ctx) => {
+    ctx.skip(!hasChrt(), SKIP.chrt);
+    expect(unitSchedulingPolicy()).toBe('batch');
+    // The entrypoint's script, run as the image runs it, on a command that shows its own policy.
+    const run = (env: NodeJS.ProcessEnv = process.env) =>
+      spawnSync(entrypoint.shell[0]!, [...entrypoint.shell.slice(1), 'cat', '/proc/self/stat'], { encoding: 'utf8', env });
+    const started = run();
+    expect(started.stderr).toBe('');
+    expect(schedulingPolicy(started.stdout)).toBe('batch');
+    // A chrt that cannot set the policy (as under a seccomp profile without sched_setscheduler).
+    const bin = mkdtempSync(path.join(tmpdir(), 'inceptiond-chrt-'));
+    writeFileSync(path.join(bin, 'chrt'), '#!/bin/sh\necho "chrt: failed to set pid 0\'s policy: Operation not permitted" >&2\nexit 1\n', {
+      mode: 0o755,
+    });
+    try {
+      const fallback = run({ ...process.env, PATH: `${bin}:${process.env.PATH}` });
+      expect(fallback.status).toBe(0);
+      expect(schedulingPolicy(fallback.stdout)).toBe(schedulingPolicy());
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 
   it("sets the unit's environment and runs as a non-root user with the state volume", () => {
