@@ -5,6 +5,7 @@
 // of the daemon process. Usage:
 //   node scripts/measure-daemon.mjs [--seconds 60 | --frames N [--sample-every 1000]] [--config config/development.json]
 //     [--interval-ms N] [--state DIR] [--probe] [--env K=V]... [--node-arg FLAG]... [--broker embedded|mosquitto]
+//     [--scheduling other|batch|idle]
 // --broker mosquitto starts Mosquitto on the port and turns the daemon's embedded broker off, as on a board
 // that publishes to a broker elsewhere (the embedded Aedes broker otherwise runs inside the measured process).
 // --frames runs until N Results after the first and samples VmRSS every --sample-every Results: the series
@@ -15,6 +16,8 @@
 // jemalloc where libjemalloc2 is installed, else glibc's malloc with the MALLOC_* settings; --plain
 // leaves them all out. `allocator` in the output is the malloc the daemon ran on (its /proc/PID/maps);
 // `--env LD_PRELOAD= --env MALLOC_CONF=` gives `npm start`'s (glibc with the same settings).
+// It runs under the unit's CPUSchedulingPolicy= (chrt, util-linux); `--scheduling other` gives
+// `npm start`'s. `scheduling` in the output is the policy the daemon ran under.
 // --env and --node-arg add process-wide things only the environment can set (MALLOC_*, V8 flags);
 // --env K= (empty) removes K.
 // --ceiling [--rounds N] takes turns: the daemon runs seconds ÷ N, is paused (an MQTT `pause` request;
@@ -31,7 +34,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { memoryAllocator } from '../dist/ops/index.js';
+import { memoryAllocator, schedulingPolicy } from '../dist/ops/index.js';
 import { freePort } from '../dist/util/index.js';
 
 const { values } = parseArgs({
@@ -49,6 +52,7 @@ const { values } = parseArgs({
     broker: { type: 'string', default: 'embedded' },
     ceiling: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '5' },
+    scheduling: { type: 'string' },
   },
 });
 const rounds = values.ceiling ? Number(values.rounds) : 1;
@@ -72,11 +76,11 @@ if (values.broker === 'mosquitto') {
   throw new Error(`--broker must be embedded or mosquitto, got ${values.broker}`);
 }
 const state = values.state ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-')));
-const unitEnv = Object.fromEntries(
-  [...readFileSync(new URL('../systemd/inceptiond.service', import.meta.url), 'utf8').matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(
-    ([, k, v]) => [k, v],
-  ),
-);
+const unitText = readFileSync(new URL('../systemd/inceptiond.service', import.meta.url), 'utf8');
+const unitEnv = Object.fromEntries([...unitText.matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(([, k, v]) => [k, v]));
+// The unit's CPUSchedulingPolicy=, which chrt sets before it execs node (--scheduling overrides it;
+// --plain leaves it out): only the daemon runs under it, not the broker or the ceiling's bench.
+const scheduling = values.scheduling ?? (values.plain ? undefined : /^CPUSchedulingPolicy=(\w+)$/m.exec(unitText)?.[1]);
 const { NODE_OPTIONS: unitNodeOptions = '', ...unitMemoryEnv } = unitEnv;
 const memoryEnv = values.plain ? {} : unitMemoryEnv;
 // The daemon bounds its heap growth itself (run.ts); --plain undoes that too (0 = V8's own heuristics).
@@ -150,7 +154,9 @@ const nodeArgs = [
   ...(values.probe ? ['--import', `data:text/javascript,${encodeURIComponent(probe)}`] : []),
 ];
 const started = performance.now();
-const child = spawn(process.execPath, [...nodeArgs, 'dist/cli.js', 'run', '-c', values.config], {
+const command = [process.execPath, ...nodeArgs, 'dist/cli.js', 'run', '-c', values.config];
+if (scheduling) command.unshift('chrt', `--${scheduling}`, '0');
+const child = spawn(command[0], command.slice(1), {
   env,
   stdio: ['ignore', 'pipe', 'inherit', ...(values.probe ? ['ipc'] : [])],
 });
@@ -379,6 +385,7 @@ const report = {
   rssMB: end.rssMB,
   peakRssMB: Number(status('VmHWM').toFixed(1)),
   allocator: memoryAllocator(env, readFileSync(`/proc/${child.pid}/maps`, 'utf8')).name,
+  scheduling: schedulingPolicy(readFileSync(`/proc/${child.pid}/stat`, 'utf8')),
   seconds: Number(wall.toFixed(1)),
   start,
   end,
