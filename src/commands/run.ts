@@ -31,8 +31,8 @@ function boundHeapGrowth(): void {
 /**
  * V8's baseline compiler (Sparkplug) keeps machine code for every function warm enough, beside the
  * bytecode and the optimized code: without it the daemon held 1-2 MB less at full frame rate (peaks
- * 148.3 and 149.9 MB over 10 000 Results against 150.2-151.2), for about 2 % more CPU per Result on the
- * main thread's JavaScript (README "Daemon memory, fourth round"). Refused in NODE_OPTIONS like the
+ * 148.3 and 149.9 MB over 10 000 Results against 150.2-151.2), for 0-5 % more CPU per Result in three
+ * interleaved pairs (README "Daemon memory, fourth round"). Refused in NODE_OPTIONS like the
  * flag above; a --sparkplug or --no-sparkplug on Node's command line wins.
  */
 function skipBaselineCompiler(): void {
