@@ -22,7 +22,8 @@
 // --env K= (empty) removes K.
 // --ceiling [--rounds N] takes turns: the daemon runs seconds ÷ N, is paused (an MQTT `pause` request;
 // it is quiet once its Results stop), and `inceptiond bench --ceiling-only` measures the CPU-bound ceiling
-// on the same config and state directory (same model and frames) for as long; then the daemon resumes.
+// on the same config and state directory (same model and frames) for as long, under the unit's settings as
+// the bench takes them whatever the daemon's (--scheduling, --plain, --env); then the daemon resumes.
 // `efficiency` = the daemon's Results/s over its stretches ÷ the ceiling's idealFps over its own: a ratio
 // taken in one run, both sides under the same drift of a shared machine.
 // `threads` says where a core's time goes, per thread (the kernel's schedstat): on a CPU, or runnable and
@@ -34,7 +35,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { memoryAllocator, schedulingPolicy } from '../dist/ops/index.js';
+import { memoryAllocator, schedulingPolicy, serviceUnitSettings } from '../dist/ops/index.js';
 import { freePort } from '../dist/util/index.js';
 
 const { values } = parseArgs({
@@ -76,12 +77,11 @@ if (values.broker === 'mosquitto') {
   throw new Error(`--broker must be embedded or mosquitto, got ${values.broker}`);
 }
 const state = values.state ?? (await mkdtemp(path.join(tmpdir(), 'inceptiond-measure-')));
-const unitText = readFileSync(new URL('../systemd/inceptiond.service', import.meta.url), 'utf8');
-const unitEnv = Object.fromEntries([...unitText.matchAll(/^Environment="?(\w+)=(.*?)"?$/gm)].map(([, k, v]) => [k, v]));
+const unit = serviceUnitSettings();
 // The unit's CPUSchedulingPolicy=, which chrt sets before it execs node (--scheduling overrides it;
-// --plain leaves it out): only the daemon runs under it, not the broker or the ceiling's bench.
-const scheduling = values.scheduling ?? (values.plain ? undefined : /^CPUSchedulingPolicy=(\w+)$/m.exec(unitText)?.[1]);
-const { NODE_OPTIONS: unitNodeOptions = '', ...unitMemoryEnv } = unitEnv;
+// --plain leaves it out): only the daemon runs under it, not the broker.
+const scheduling = values.scheduling ?? (values.plain ? undefined : unit.scheduling);
+const { NODE_OPTIONS: unitNodeOptions = '', ...unitMemoryEnv } = unit.env;
 const memoryEnv = values.plain ? {} : unitMemoryEnv;
 // The daemon bounds its heap growth itself (run.ts); --plain undoes that too (0 = V8's own heuristics).
 const memoryArgs = values.plain ? ['--heap-growing-percent=0'] : unitNodeOptions.split(/\s+/).filter(Boolean);

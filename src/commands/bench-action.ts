@@ -9,6 +9,7 @@
 //   preprocessing of the benchmark frames, one after another.
 // - pipelineFps: Results per second of a real Daemon on the same frames, as fast as it can, publishing
 //   to a broker in another process (bench-broker.ts), as on a board whose broker runs elsewhere.
+// All of it in a process started as the systemd unit starts the daemon, unless --no-unit-settings (bench.ts).
 // - efficiency = pipelineFps / idealFps: what the pipeline's overlap, queueing and overheads leave.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -20,10 +21,11 @@ import { projectRoot, type Config } from '../config/index.js';
 import { InferenceEngine, loadRuntime } from '../inference/index.js';
 import { sessionOptionsFor } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
-import { percentile } from '../ops/index.js';
+import { memoryAllocator, percentile, schedulingPolicy, type AllocatorInfo, type SchedulingPolicy } from '../ops/index.js';
 import { byThreadRole, freePort, listImageFiles, round2, THREAD_ROLES, ThreadCpuMeter, type ThreadRole } from '../util/index.js';
 import { createPreprocessor, tuneSharp, type Preprocessor } from '../vision/index.js';
 import { startBenchBroker } from './bench-broker.js';
+import { applyDaemonV8Flags } from './daemon-v8-flags.js';
 
 export interface BenchOptions {
   seconds: number;
@@ -82,6 +84,20 @@ export interface BenchJson {
   seconds: number;
   /** Turns the measurements took: the pipeline for seconds ÷ rounds, then the session loop and the preprocessing. */
   rounds: number;
+  /** The process the measurements ran in: the systemd unit's settings unless --no-unit-settings (bench.ts). */
+  process: BenchProcess;
+}
+
+/** The CPU scheduling policy and the malloc the bench's process ran under. */
+export interface BenchProcess {
+  /** Undefined where the kernel does not say (not Linux). */
+  scheduling: SchedulingPolicy | undefined;
+  allocator: AllocatorInfo['name'];
+}
+
+/** This process's scheduling policy and malloc. */
+function benchProcess(): BenchProcess {
+  return { scheduling: schedulingPolicy(), allocator: memoryAllocator().name };
 }
 
 export interface BenchReport extends BenchJson {
@@ -344,6 +360,7 @@ export interface CeilingJson {
   cores: number;
   seconds: number;
   rounds: number;
+  process: BenchProcess;
 }
 
 /**
@@ -379,6 +396,7 @@ export async function runCeiling(config: Config, logger: Logger, seconds: number
       cores: ceiling.cores,
       seconds,
       rounds,
+      process: benchProcess(),
     };
   } finally {
     await imgs.cleanup();
@@ -437,6 +455,7 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
       cores: os.availableParallelism(),
       seconds,
       rounds,
+      process: benchProcess(),
       synthetic: model.synthetic,
       modelPath: model.modelPath,
       session: { runs: c.runs, latencyMs: c.latencyMs },
@@ -448,7 +467,11 @@ export async function runBench(config: Config, logger: Logger, seconds: number, 
   }
 }
 
+const processLine = (p: BenchProcess) => `process   ${p.scheduling ?? 'unknown'} CPU scheduling, ${p.allocator} malloc`;
+
 export async function benchCommand(config: Config, logger: Logger, opts: BenchOptions): Promise<void> {
+  // As `run` sets them: the pipeline measured here is the daemon's.
+  applyDaemonV8Flags();
   if (opts.ceilingOnly) {
     const c = await runCeiling(config, logger, opts.seconds, opts.images, opts.rounds);
     if (opts.json) {
@@ -459,6 +482,7 @@ export async function benchCommand(config: Config, logger: Logger, opts: BenchOp
       [
         `model     ${c.model} (${c.precision}), provider ${c.provider}, ${c.workers} worker(s) of ${c.threads} intra-op thread(s), ${c.cores} cores`,
         `images    ${c.images.count} from ${c.images.source} (${c.images.sizes.join(', ')})`,
+        processLine(c.process),
         `raw       ${c.sessionFps}/s session.run`,
         `cpu       ${c.cpuMsPerFrame.inference} ms inference + ${c.cpuMsPerFrame.preprocess} ms preprocessing per frame → ideal ${c.idealFps}/s`,
         '',
@@ -477,6 +501,7 @@ export async function benchCommand(config: Config, logger: Logger, opts: BenchOp
       `model     ${r.model} (${r.precision}${r.synthetic ? ', synthetic weights' : ''}) ${r.modelPath}`,
       `provider  ${r.provider}, ${r.workers} worker(s) of ${r.threads} intra-op thread(s), ${r.cores} cores; broker ${r.broker} (own process)`,
       `images    ${r.images.count} from ${r.images.source} (${r.images.sizes.join(', ')})`,
+      processLine(r.process),
       `raw       ${r.sessionFps}/s session.run (p50 ${r.session.latencyMs.p50} ms, p99 ${r.session.latencyMs.p99} ms, ${r.session.runs} runs)`,
       `cpu       ${r.cpuMsPerFrame.inference} ms inference + ${r.cpuMsPerFrame.preprocess} ms preprocessing per frame → ideal ${r.idealFps}/s`,
       `pipeline  ${r.pipelineFps}/s Results (inference p50 ${r.pipeline.inferenceMs.p50} ms, total p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms)`,

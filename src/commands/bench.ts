@@ -1,6 +1,13 @@
-// `inceptiond bench`: registration only; the measurement is in bench-action.ts.
+// `inceptiond bench`: registration, and the re-run under the systemd unit's process settings; the
+// measurement is in bench-action.ts.
+import { spawn, spawnSync } from 'node:child_process';
+import os from 'node:os';
 import type { Command } from 'commander';
+import type { Logger } from 'pino';
+import { schedulingPolicy, serviceUnitSettings } from '../ops/index.js';
 import { parsePositiveInt, type CommandContext } from './shared.js';
+
+const AS_STARTED = '--no-unit-settings';
 
 export function register(program: Command, ctx: CommandContext): void {
   program
@@ -15,10 +22,19 @@ export function register(program: Command, ctx: CommandContext): void {
       '--images <path>',
       'folder or glob of frames, or "generated" (camera-like 640x480 and 1280x720 JPEGs); default: the files source\'s path, else generated',
     )
+    .option(
+      AS_STARTED,
+      "measure in this process as started, not under the systemd unit's environment (allocator, NODE_OPTIONS) and CPU scheduling policy",
+    )
     .action(async (opts) => {
-      const { benchCommand } = await import('./bench-action.js');
       const config = ctx.loadConfig(opts.config);
-      await benchCommand(config, ctx.commandLogger(), {
+      const logger = ctx.commandLogger();
+      if (opts.unitSettings && process.platform === 'linux') {
+        process.exitCode = await rerunUnderUnitSettings(logger);
+        return;
+      }
+      const { benchCommand } = await import('./bench-action.js');
+      await benchCommand(config, logger, {
         seconds: opts.seconds,
         rounds: opts.rounds,
         ceilingOnly: !!opts.ceilingOnly,
@@ -26,4 +42,38 @@ export function register(program: Command, ctx: CommandContext): void {
         images: opts.images,
       });
     });
+}
+
+/**
+ * Runs this same bench command again in a child process started as the unit starts the daemon: with the
+ * unit's Environment= (jemalloc preloaded, its settings, NODE_OPTIONS) and under its CPUSchedulingPolicy=
+ * (chrt). Neither can be set from inside a running process, and without them the bench reported the
+ * pipeline of `npm start` (0.80 of the ceiling), not the service's (0.91-0.94; docs/ARCHITECTURE.md,
+ * "Threads"). Resolves to the child's exit code.
+ */
+async function rerunUnderUnitSettings(logger: Logger): Promise<number> {
+  const unit = serviceUnitSettings();
+  const node = [process.execPath, ...process.execArgv, ...process.argv.slice(1), AS_STARTED];
+  let command = node;
+  if (unit.scheduling && unit.scheduling !== schedulingPolicy()) {
+    const chrt = ['chrt', `--${unit.scheduling}`, '0'];
+    // Refused in some containers (a seccomp profile without sched_setscheduler), absent without util-linux.
+    if (spawnSync(chrt[0]!, [...chrt.slice(1), 'true'], { stdio: 'ignore' }).status === 0) command = [...chrt, ...node];
+    else
+      logger.warn(
+        `chrt --${unit.scheduling} is not available here: measuring under the ${schedulingPolicy() ?? 'default'} CPU scheduling policy`,
+      );
+  }
+  const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env: { ...process.env, ...unit.env } });
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const signal of signals) process.on(signal, forward);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0)));
+    });
+  } finally {
+    for (const signal of signals) process.off(signal, forward);
+  }
 }

@@ -1,11 +1,11 @@
 // `inceptiond run`: the daemon in the foreground. SIGTERM/SIGINT (systemd's stop, Ctrl-C) stop it
 // cleanly — also during a start that takes minutes (a first-start quantization); SIGHUP
 // (`systemctl reload`) re-reads the configuration file.
-import v8 from 'node:v8';
 import type { Command } from 'commander';
 import { ConfigError, EXIT } from '../config/index.js';
 import type { Daemon } from '../daemon/index.js';
 import { createLogger, describeAllocator, memoryAllocator, preloadFailure, schedulingPolicy } from '../ops/index.js';
+import { applyDaemonV8Flags } from './daemon-v8-flags.js';
 import type { CommandContext } from './shared.js';
 
 export function register(program: Command, ctx: CommandContext): void {
@@ -16,33 +16,8 @@ export function register(program: Command, ctx: CommandContext): void {
     .action((opts: { config?: string }) => runDaemon(ctx, opts));
 }
 
-/**
- * V8 lets the old generation grow to ~2-4x its live size before a full GC; at full frame rate the
- * daemon's 16-18 MB of live heap then carried up to 20 MB of garbage (heap used 22 -> 33 MB over 4000
- * Results, RSS following). At 1.2x the heap stays at 16-20 MB with no measurable cost in Results/s
- * (README "Daemon memory"). Node refuses this flag in NODE_OPTIONS, so it is set here, where only the
- * daemon gets it; a --heap-growing-percent on Node's command line wins.
- */
-function boundHeapGrowth(): void {
-  if (process.execArgv.some((a) => a.startsWith('--heap-growing-percent') || a.startsWith('--heap_growing_percent'))) return;
-  v8.setFlagsFromString('--heap-growing-percent=20');
-}
-
-/**
- * V8's baseline compiler (Sparkplug) keeps machine code for every function warm enough, beside the
- * bytecode and the optimized code: without it the daemon held 1-2 MB less at full frame rate (peaks
- * 148.3 and 149.9 MB over 10 000 Results against 150.2-151.2), for 0-5 % more CPU per Result in three
- * interleaved pairs (README "Daemon memory, fourth round"). Refused in NODE_OPTIONS like the
- * flag above; a --sparkplug or --no-sparkplug on Node's command line wins.
- */
-function skipBaselineCompiler(): void {
-  if (process.execArgv.some((a) => /^--(no-)?sparkplug$/.test(a))) return;
-  v8.setFlagsFromString('--no-sparkplug');
-}
-
 async function runDaemon(ctx: CommandContext, opts: { config?: string }): Promise<void> {
-  boundHeapGrowth();
-  skipBaselineCompiler();
+  applyDaemonV8Flags();
   let config = ctx.loadConfig(opts.config);
   // stdout: the journal under systemd (each line with its priority), readable lines on a terminal.
   const logger = createLogger({ level: config.log.level, name: 'inceptiond', format: config.log.format });

@@ -5,16 +5,19 @@
  * The broker the bench publishes to runs in its own process (Mosquitto, else Aedes in a child): its
  * work had been counted as the pipeline's.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { collect, findMosquitto, freePort } from '../helpers/broker.js';
 import { runCli } from '../helpers/daemon-process.js';
 import { root } from '../helpers/build.js';
-import { SKIP } from '../helpers/tools.js';
+import { hasChrt, jemallocPath, SKIP } from '../helpers/tools.js';
+import { unitSchedulingPolicy } from '../helpers/systemd-unit.js';
+import { memoryAllocator, schedulingPolicy } from '../../src/ops/index.js';
 import { sharedModelEnv } from '../global-setup.js';
 
 let work: string;
@@ -77,19 +80,34 @@ describe('bench --json', () => {
     expect(r.coresBusy).toBeGreaterThan(0);
     expect(r.coresBusy).toBeLessThanOrEqual(r.cores + 0.1);
     expect(r.efficiency).toBeCloseTo(r.pipelineFps / r.idealFps, 3);
+    // Measured as the unit runs the daemon: its policy (chrt) and its preloaded malloc.
+    expect(r.process).toEqual({
+      scheduling: hasChrt() ? unitSchedulingPolicy() : schedulingPolicy(),
+      allocator: jemallocPath() ? 'jemalloc' : 'glibc',
+    });
   });
+});
+
+const ceilingArgs = [
+  'bench',
+  '--ceiling-only',
+  '--json',
+  '--seconds',
+  '1',
+  '--rounds',
+  '2',
+  '--images',
+  path.join(root, 'models', 'samples'),
+];
+const benchEnv = () => ({
+  ...sharedModelEnv(inject('modelCacheDir')),
+  INCEPTIOND_STATE_DIR: path.join(work, 'state'),
+  INCEPTIOND_CONFIG: undefined,
 });
 
 describe('bench --ceiling-only --json', () => {
   it('prints the ceiling alone: the session loop and the preprocessing, no pipeline and no broker', async () => {
-    const out = await runCli(
-      ['bench', '--ceiling-only', '--json', '--seconds', '1', '--rounds', '2', '--images', path.join(root, 'models', 'samples')],
-      {
-        ...sharedModelEnv(inject('modelCacheDir')),
-        INCEPTIOND_STATE_DIR: path.join(work, 'state'),
-        INCEPTIOND_CONFIG: undefined,
-      },
-    );
+    const out = await runCli([...ceilingArgs, '--no-unit-settings'], benchEnv());
     expect(out.code).toBe(0);
     const lines = out.stdout.trim().split('\n');
     expect(lines).toHaveLength(1);
@@ -99,6 +117,58 @@ describe('bench --ceiling-only --json', () => {
     expect(r.cpuMsPerFrame.preprocess).toBeGreaterThan(0);
     expect(r.idealFps).toBeCloseTo((r.cores * 1000) / (r.cpuMsPerFrame.inference + r.cpuMsPerFrame.preprocess), 0);
     for (const key of ['pipelineFps', 'efficiency', 'broker', 'rssMb']) expect(r).not.toHaveProperty(key);
+    // --no-unit-settings: in the process as started, which has this test's policy and malloc.
+    expect(r.process).toEqual({ scheduling: schedulingPolicy(), allocator: memoryAllocator().name });
+  });
+});
+
+describe("bench under the unit's process settings", () => {
+  it('falls back to the policy it was started with, and says so, where chrt is refused; the environment still applies', async (ctx) => {
+    ctx.skip(!unitSchedulingPolicy(), 'the unit sets no CPUSchedulingPolicy=');
+    // A chrt that fails as in a container whose seccomp profile refuses sched_setscheduler.
+    const bin = path.join(work, 'refusing-chrt');
+    await mkdir(bin, { recursive: true });
+    await writeFile(
+      path.join(bin, 'chrt'),
+      '#!/bin/sh\necho "chrt: failed to set pid 0\'s policy: Operation not permitted" >&2\nexit 1\n',
+      { mode: 0o755 },
+    );
+    const out = await runCli(ceilingArgs, { ...benchEnv(), PATH: `${bin}:${process.env.PATH}` });
+    expect(out.code).toBe(0);
+    expect(out.stderr).toContain(
+      `chrt --${unitSchedulingPolicy()} is not available here: measuring under the ${schedulingPolicy()} CPU scheduling policy`,
+    );
+    const r = JSON.parse(out.stdout.trim());
+    expect(r.process).toEqual({ scheduling: schedulingPolicy(), allocator: jemallocPath() ? 'jemalloc' : 'glibc' });
+  });
+
+  it('ends its measuring child when it is stopped', async () => {
+    const bench = spawn(
+      process.execPath,
+      [path.join(root, 'dist', 'cli.js'), 'bench', '--json', '--seconds', '600', '--images', path.join(root, 'models', 'samples')],
+      {
+        cwd: root,
+        env: { ...process.env, ...benchEnv() },
+        stdio: 'ignore',
+      },
+    );
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      bench.once('exit', (code, signal) => resolve([code, signal])),
+    );
+    // The child is there once the parent has spawned it (/proc/PID/task/*/children, Linux).
+    const childPid = await vi.waitFor(
+      async () => {
+        const pids = (await readFile(`/proc/${bench.pid}/task/${bench.pid}/children`, 'utf8')).trim().split(' ').filter(Boolean);
+        expect(pids).toHaveLength(1);
+        return Number(pids[0]);
+      },
+      { timeout: 20_000, interval: 50 },
+    );
+    bench.kill('SIGTERM');
+    const [code, signal] = await exited;
+    // The child died of the forwarded SIGTERM, and the parent said so in its exit code.
+    expect([code, signal]).toEqual([128 + os.constants.signals.SIGTERM, null]);
+    expect(() => process.kill(childPid, 0)).toThrow(/ESRCH/);
   });
 });
 

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { root } from '../helpers/build.js';
 import { SKIP, systemdAnalyze } from '../helpers/tools.js';
+import { serviceUnitSettings } from '../../src/ops/index.js';
 import { which } from '../helpers/which.js';
 
 const unitPath = path.join(root, 'systemd', 'inceptiond.service');
@@ -112,5 +113,35 @@ describe('systemd/inceptiond.sysusers.conf', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('serviceUnitSettings: the process settings bench and the measuring scripts start under', () => {
+  it('reads every Environment= line of the shipped unit, quoted or not, and its CPUSchedulingPolicy=', () => {
+    const { env, scheduling } = serviceUnitSettings();
+    // Each Environment= line as the file has it, "K=V" or K=V, split at the first '='.
+    const expected = Object.fromEntries(
+      values('Environment').map((v) => {
+        const kv = v.replace(/^"(.*)"$/, '$1');
+        return [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)];
+      }),
+    );
+    expect(Object.keys(expected).length).toBeGreaterThan(3);
+    expect(env).toEqual(expected);
+    expect(env.NODE_OPTIONS).toMatch(/^--\S+( --\S+)*$/); // unquoted: several flags in one value
+    expect(scheduling).toBe(values('CPUSchedulingPolicy')[0]);
+  });
+
+  it('parses a unit without a policy, with quoted values holding spaces and "=", and ignores comments', () => {
+    const text = [
+      '[Service]',
+      '# Environment=COMMENTED=1',
+      'Environment=A=1',
+      'Environment="B=x y=z"',
+      'EnvironmentFile=-/etc/x.env',
+      'ExecStart=/usr/bin/node cli.js run',
+    ].join('\n');
+    expect(serviceUnitSettings(text)).toEqual({ env: { A: '1', B: 'x y=z' } });
+    expect(serviceUnitSettings(`${text}\nCPUSchedulingPolicy=idle\n`).scheduling).toBe('idle');
   });
 });
