@@ -21,7 +21,7 @@ import { projectRoot, type Config } from '../config/index.js';
 import { InferenceEngine, loadRuntime } from '../inference/index.js';
 import { sessionOptionsFor } from '../inference/session-options.js';
 import { prepareModelIsolated, sessionSettingsFor, type PreparedModel } from '../daemon/model-setup.js';
-import { memoryAllocator, percentile, schedulingPolicy, type AllocatorInfo, type SchedulingPolicy } from '../ops/index.js';
+import { memoryAllocator, percentile, preloadFailure, schedulingPolicy, type AllocatorInfo, type SchedulingPolicy } from '../ops/index.js';
 import { byThreadRole, freePort, listImageFiles, round2, THREAD_ROLES, ThreadCpuMeter, type ThreadRole } from '../util/index.js';
 import { createPreprocessor, tuneSharp, type Preprocessor } from '../vision/index.js';
 import { startBenchBroker } from './bench-broker.js';
@@ -472,6 +472,8 @@ const processLine = (p: BenchProcess) => `process   ${p.scheduling ?? 'unknown'}
 export async function benchCommand(config: Config, logger: Logger, opts: BenchOptions): Promise<void> {
   // As `run` sets them: the pipeline measured here is the daemon's.
   applyDaemonV8Flags();
+  const failure = preloadFailure(memoryAllocator());
+  if (failure) logger.warn(`${failure}: measuring on it, as the service would run`);
   if (opts.ceilingOnly) {
     const c = await runCeiling(config, logger, opts.seconds, opts.images, opts.rounds);
     if (opts.json) {

@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import os from 'node:os';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
-import { schedulingPolicy, serviceUnitSettings } from '../ops/index.js';
+import { schedulingPolicy, serviceUnitSettings, type ServiceUnitSettings } from '../ops/index.js';
 import { parsePositiveInt, type CommandContext } from './shared.js';
 
 const AS_STARTED = '--no-unit-settings';
@@ -30,8 +30,11 @@ export function register(program: Command, ctx: CommandContext): void {
       const config = ctx.loadConfig(opts.config);
       const logger = ctx.commandLogger();
       if (opts.unitSettings && process.platform === 'linux') {
-        process.exitCode = await rerunUnderUnitSettings(logger);
-        return;
+        const code = await rerunUnderUnitSettings(logger);
+        if (code !== undefined) {
+          process.exitCode = code;
+          return;
+        }
       }
       const { benchCommand } = await import('./bench-action.js');
       await benchCommand(config, logger, {
@@ -49,10 +52,16 @@ export function register(program: Command, ctx: CommandContext): void {
  * unit's Environment= (jemalloc preloaded, its settings, NODE_OPTIONS) and under its CPUSchedulingPolicy=
  * (chrt). Neither can be set from inside a running process, and without them the bench reported the
  * pipeline of `npm start` (0.80 of the ceiling), not the service's (0.91-0.94; docs/ARCHITECTURE.md,
- * "Threads"). Resolves to the child's exit code.
+ * "Threads"). Resolves to the child's exit code, or undefined without a unit to read.
  */
-async function rerunUnderUnitSettings(logger: Logger): Promise<number> {
-  const unit = serviceUnitSettings();
+async function rerunUnderUnitSettings(logger: Logger): Promise<number | undefined> {
+  let unit: ServiceUnitSettings;
+  try {
+    unit = serviceUnitSettings();
+  } catch {
+    // No unit beside the package: the container image, whose ENV and entrypoint set the same things.
+    return undefined;
+  }
   const node = [process.execPath, ...process.execArgv, ...process.argv.slice(1), AS_STARTED];
   let command = node;
   if (unit.scheduling && unit.scheduling !== schedulingPolicy()) {

@@ -133,13 +133,14 @@ function tail(logs: LogLine[], other: string[]): string {
   return [...logs.slice(-8).map((l) => JSON.stringify(l)), ...other.slice(-8)].join('\n');
 }
 
-/** Runs a one-shot CLI command to its end. */
+/** Runs a one-shot CLI command to its end (the built one, or `options.cliPath`). */
 export function runCli(
   args: string[],
   env: Record<string, string | undefined> = {},
+  options: { cliPath?: string } = {},
 ): Promise<{ code: number | string; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cliPath, ...args], { cwd: projectRoot, env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [options.cliPath ?? cliPath, ...args], { cwd: projectRoot, env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

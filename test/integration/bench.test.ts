@@ -6,7 +6,7 @@
  * work had been counted as the pipeline's.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
@@ -140,6 +140,19 @@ describe("bench under the unit's process settings", () => {
     );
     const r = JSON.parse(out.stdout.trim());
     expect(r.process).toEqual({ scheduling: schedulingPolicy(), allocator: jemallocPath() ? 'jemalloc' : 'glibc' });
+  });
+
+  it('measures as started where no unit ships beside the program (the container image sets the same itself)', async () => {
+    // The image's layout: dist, config, models and the dependencies, no systemd/.
+    const image = path.join(work, 'image');
+    await mkdir(image, { recursive: true });
+    await cp(path.join(root, 'dist'), path.join(image, 'dist'), { recursive: true });
+    await cp(path.join(root, 'package.json'), path.join(image, 'package.json'));
+    for (const dir of ['node_modules', 'models', 'config']) await symlink(path.join(root, dir), path.join(image, dir));
+    const out = await runCli(ceilingArgs, benchEnv(), { cliPath: path.join(image, 'dist', 'cli.js') });
+    expect(out.stderr).toBe('');
+    expect(out.code).toBe(0);
+    expect(JSON.parse(out.stdout.trim()).process).toEqual({ scheduling: schedulingPolicy(), allocator: memoryAllocator().name });
   });
 
   it('ends its measuring child when it is stopped', async () => {
