@@ -9,8 +9,8 @@
 //   preprocessing of the benchmark frames, one after another.
 // - pipelineFps: Results per second of a real Daemon on the same frames, as fast as it can, publishing
 //   to a broker in another process (bench-broker.ts), as on a board whose broker runs elsewhere.
-// All of it in a process started as the systemd unit starts the daemon, unless --no-unit-settings (bench.ts).
 // - efficiency = pipelineFps / idealFps: what the pipeline's overlap, queueing and overheads leave.
+// All of it in a process started as the systemd unit starts the daemon, unless --no-unit-settings (bench.ts).
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';

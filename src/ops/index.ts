@@ -30,4 +30,4 @@ export { packageVersion } from './package-info.js';
 export { lockStateDir, StateDirLockedError, type StateLock } from './state-lock.js';
 export { describeAllocator, memoryAllocator, preloadFailure, type AllocatorInfo } from './allocator.js';
 export { schedulingPolicy, type SchedulingPolicy } from './scheduling.js';
-export { serviceUnitPath, serviceUnitSettings, type ServiceUnitSettings } from './service-unit.js';
+export { serviceUnitSettings, type ServiceUnitSettings } from './service-unit.js';

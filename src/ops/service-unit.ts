@@ -3,7 +3,7 @@ import path from 'node:path';
 import { projectRoot } from '../config/index.js';
 
 /** The systemd unit the package ships (systemd/inceptiond.service). */
-export const serviceUnitPath = path.join(projectRoot, 'systemd', 'inceptiond.service');
+const serviceUnitPath = path.join(projectRoot, 'systemd', 'inceptiond.service');
 
 /**
  * What the unit sets for the daemon's process, beside the command: its environment (the allocator,
