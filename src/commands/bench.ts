@@ -1,6 +1,6 @@
 // `inceptiond bench`: registration, and the re-run under the systemd unit's process settings; the
 // measurement is in bench-action.ts.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
@@ -62,25 +62,28 @@ async function rerunUnderUnitSettings(logger: Logger): Promise<number | undefine
     // No unit beside the package: the container image, whose ENV and entrypoint set the same things.
     return undefined;
   }
-  const node = [process.execPath, ...process.execArgv, ...process.argv.slice(1), AS_STARTED];
-  let command = node;
-  if (unit.scheduling && unit.scheduling !== schedulingPolicy()) {
-    const chrt = ['chrt', `--${unit.scheduling}`, '0'];
-    // Refused in some containers (a seccomp profile without sched_setscheduler), absent without util-linux.
-    if (spawnSync(chrt[0]!, [...chrt.slice(1), 'true'], { stdio: 'ignore' }).status === 0) command = [...chrt, ...node];
-    else
-      logger.warn(
-        `chrt --${unit.scheduling} is not available here: measuring under the ${schedulingPolicy() ?? 'default'} CPU scheduling policy`,
-      );
-  }
-  const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env: { ...process.env, ...unit.env } });
-  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  // Forwarded from the start: a stop that comes while chrt is probed is handled once the child runs.
+  let child: ChildProcess | undefined;
+  const forward = (signal: NodeJS.Signals) => child?.kill(signal);
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
   for (const signal of signals) process.on(signal, forward);
   try {
+    const node = [process.execPath, ...process.execArgv, ...process.argv.slice(1), AS_STARTED];
+    let command = node;
+    if (unit.scheduling && unit.scheduling !== schedulingPolicy()) {
+      const chrt = ['chrt', `--${unit.scheduling}`, '0'];
+      // Refused in some containers (a seccomp profile without sched_setscheduler), absent without util-linux.
+      if (spawnSync(chrt[0]!, [...chrt.slice(1), 'true'], { stdio: 'ignore' }).status === 0) command = [...chrt, ...node];
+      else
+        logger.warn(
+          `chrt --${unit.scheduling} is not available here: measuring under the ${schedulingPolicy() ?? 'default'} CPU scheduling policy`,
+        );
+    }
+    const started = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env: { ...process.env, ...unit.env } });
+    child = started;
     return await new Promise<number>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0)));
+      started.once('error', reject);
+      started.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0)));
     });
   } finally {
     for (const signal of signals) process.off(signal, forward);

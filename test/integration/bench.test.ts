@@ -16,6 +16,7 @@ import { collect, findMosquitto, freePort } from '../helpers/broker.js';
 import { runCli } from '../helpers/daemon-process.js';
 import { root } from '../helpers/build.js';
 import { hasChrt, jemallocPath, SKIP } from '../helpers/tools.js';
+import { which } from '../helpers/which.js';
 import { unitSchedulingPolicy } from '../helpers/systemd-unit.js';
 import { memoryAllocator, schedulingPolicy } from '../../src/ops/index.js';
 import { sharedModelEnv } from '../global-setup.js';
@@ -155,6 +156,34 @@ describe("bench under the unit's process settings", () => {
     expect(JSON.parse(out.stdout.trim()).process).toEqual({ scheduling: schedulingPolicy(), allocator: memoryAllocator().name });
   });
 
+  it('handles a stop that comes while it probes chrt: it ends with the child it then starts', async (ctx) => {
+    ctx.skip(!hasChrt() || !unitSchedulingPolicy(), SKIP.chrt);
+    // A chrt that takes a second before it does its work: the stop lands while the parent waits on the probe.
+    const bin = path.join(work, 'slow-chrt');
+    await mkdir(bin, { recursive: true });
+    await writeFile(path.join(bin, 'chrt'), `#!/bin/sh\nsleep 1\nexec ${which('chrt')} "$@"\n`, { mode: 0o755 });
+    const bench = spawn(process.execPath, [path.join(root, 'dist', 'cli.js'), 'bench', '--ceiling-only', '--json', '--seconds', '600'], {
+      cwd: root,
+      env: { ...process.env, ...benchEnv(), PATH: `${bin}:${process.env.PATH}` },
+      stdio: 'ignore',
+    });
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      bench.once('exit', (code, signal) => resolve([code, signal])),
+    );
+    await vi.waitFor(
+      async () => {
+        const [pid] = (await readFile(`/proc/${bench.pid}/task/${bench.pid}/children`, 'utf8')).trim().split(' ');
+        // The probe: the stub (a shell) running `chrt --<policy> 0 true`.
+        expect((await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0')).toEqual(
+          expect.arrayContaining([path.join(bin, 'chrt'), 'true']),
+        );
+      },
+      { timeout: 20_000, interval: 20 },
+    );
+    bench.kill('SIGTERM');
+    expect(await exited).toEqual([128 + os.constants.signals.SIGTERM, null]);
+  });
+
   it('ends its measuring child when it is stopped', async () => {
     const bench = spawn(
       process.execPath,
@@ -168,11 +197,14 @@ describe("bench under the unit's process settings", () => {
     const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
       bench.once('exit', (code, signal) => resolve([code, signal])),
     );
-    // The child is there once the parent has spawned it (/proc/PID/task/*/children, Linux).
+    // The measuring child, once the parent has spawned it (/proc/PID/task/*/children, Linux): the bench
+    // again with --no-unit-settings (chrt execs it in place), not chrt's probe that comes before it.
     const childPid = await vi.waitFor(
       async () => {
         const pids = (await readFile(`/proc/${bench.pid}/task/${bench.pid}/children`, 'utf8')).trim().split(' ').filter(Boolean);
         expect(pids).toHaveLength(1);
+        const cmdline = await readFile(`/proc/${pids[0]}/cmdline`, 'utf8');
+        expect(cmdline.split('\0')).toEqual(expect.arrayContaining([process.execPath, 'bench', '--no-unit-settings']));
         return Number(pids[0]);
       },
       { timeout: 20_000, interval: 50 },
