@@ -35,7 +35,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { memoryAllocator, schedulingPolicy, serviceUnitSettings } from '../dist/ops/index.js';
+import { memoryAllocator, schedulingPolicy, serviceUnitSettings, underSchedulingPolicy } from '../dist/ops/index.js';
 import { freePort } from '../dist/util/index.js';
 
 const { values } = parseArgs({
@@ -154,8 +154,8 @@ const nodeArgs = [
   ...(values.probe ? ['--import', `data:text/javascript,${encodeURIComponent(probe)}`] : []),
 ];
 const started = performance.now();
-const command = [process.execPath, ...nodeArgs, 'dist/cli.js', 'run', '-c', values.config];
-if (scheduling) command.unshift('chrt', `--${scheduling}`, '0');
+const daemonCommand = [process.execPath, ...nodeArgs, 'dist/cli.js', 'run', '-c', values.config];
+const command = scheduling ? underSchedulingPolicy(scheduling, daemonCommand) : daemonCommand;
 const child = spawn(command[0], command.slice(1), {
   env,
   stdio: ['ignore', 'pipe', 'inherit', ...(values.probe ? ['ipc'] : [])],

@@ -1,10 +1,10 @@
 // `inceptiond bench`: registration, and the re-run under the systemd unit's process settings; the
 // measurement is in bench-action.ts.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
-import { schedulingPolicy, serviceUnitSettings, type ServiceUnitSettings } from '../ops/index.js';
+import { canStartUnder, schedulingPolicy, serviceUnitSettings, underSchedulingPolicy, type ServiceUnitSettings } from '../ops/index.js';
 import { parsePositiveInt, type CommandContext } from './shared.js';
 
 const AS_STARTED = '--no-unit-settings';
@@ -51,7 +51,7 @@ export function register(program: Command, ctx: CommandContext): void {
  * Runs this same bench command again in a child process started as the unit starts the daemon: with the
  * unit's Environment= (jemalloc preloaded, its settings, NODE_OPTIONS) and under its CPUSchedulingPolicy=
  * (chrt). Neither can be set from inside a running process, and without them the bench reported the
- * pipeline of `npm start` (0.80 of the ceiling), not the service's (0.91-0.94; docs/ARCHITECTURE.md,
+ * pipeline of `npm start` (0.80 of the ceiling), not the service's (0.86-0.94, mean 0.92; docs/ARCHITECTURE.md,
  * "Threads"). Resolves to the child's exit code, or undefined without a unit to read.
  */
 async function rerunUnderUnitSettings(logger: Logger): Promise<number | undefined> {
@@ -71,9 +71,7 @@ async function rerunUnderUnitSettings(logger: Logger): Promise<number | undefine
     const node = [process.execPath, ...process.execArgv, ...process.argv.slice(1), AS_STARTED];
     let command = node;
     if (unit.scheduling && unit.scheduling !== schedulingPolicy()) {
-      const chrt = ['chrt', `--${unit.scheduling}`, '0'];
-      // Refused in some containers (a seccomp profile without sched_setscheduler), absent without util-linux.
-      if (spawnSync(chrt[0]!, [...chrt.slice(1), 'true'], { stdio: 'ignore' }).status === 0) command = [...chrt, ...node];
+      if (canStartUnder(unit.scheduling)) command = underSchedulingPolicy(unit.scheduling, node);
       else
         logger.warn(
           `chrt --${unit.scheduling} is not available here: measuring under the ${schedulingPolicy() ?? 'default'} CPU scheduling policy`,

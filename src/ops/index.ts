@@ -29,5 +29,5 @@ export { createNotifier, type Notifier, type NotifierOptions } from './notify.js
 export { packageVersion } from './package-info.js';
 export { lockStateDir, StateDirLockedError, type StateLock } from './state-lock.js';
 export { describeAllocator, memoryAllocator, preloadFailure, type AllocatorInfo } from './allocator.js';
-export { schedulingPolicy, type SchedulingPolicy } from './scheduling.js';
+export { canStartUnder, schedulingPolicy, underSchedulingPolicy, type SchedulingPolicy } from './scheduling.js';
 export { serviceUnitSettings, type ServiceUnitSettings } from './service-unit.js';

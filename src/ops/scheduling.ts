@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 /**
@@ -30,4 +31,17 @@ function readOwnStat(): string | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * `command` started under `policy` as systemd's `CPUSchedulingPolicy=` starts the daemon: by chrt(1)
+ * (util-linux), which sets the policy and execs the command, so the command keeps chrt's process.
+ */
+export function underSchedulingPolicy(policy: string, command: readonly string[]): string[] {
+  return ['chrt', `--${policy}`, '0', ...command];
+}
+
+/** Whether chrt can start a process under `policy` here: absent without util-linux, refused under some seccomp profiles. */
+export function canStartUnder(policy: string): boolean {
+  return process.platform === 'linux' && spawnSync('chrt', [`--${policy}`, '0', 'true'], { stdio: 'ignore' }).status === 0;
 }

@@ -7,6 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { underSchedulingPolicy } from '../../src/ops/index.js';
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const cliPath = path.join(projectRoot, 'dist', 'cli.js');
@@ -52,8 +53,8 @@ export function startDaemon(
   env: Record<string, string | undefined> = {},
   options: { scheduling?: string } = {},
 ): DaemonProcess {
-  const command = [process.execPath, cliPath, ...args];
-  if (options.scheduling) command.unshift('chrt', `--${options.scheduling}`, '0');
+  const node = [process.execPath, cliPath, ...args];
+  const command = options.scheduling ? underSchedulingPolicy(options.scheduling, node) : node;
   const child = spawn(command[0]!, command.slice(1), {
     cwd: projectRoot,
     env: { ...process.env, NOTIFY_SOCKET: undefined, ...env },

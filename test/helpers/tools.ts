@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { probeProvider } from '../../src/inference/index.js';
+import { canStartUnder } from '../../src/ops/index.js';
 import { findMosquitto } from './broker.js';
 import { testSessionSettings, writeTinyModel } from './tiny-model.js';
 import { which } from './which.js';
@@ -89,6 +90,6 @@ let chrt: boolean | undefined;
 
 /** Whether chrt(1) can start a process as SCHED_BATCH here (util-linux on Linux). */
 export function hasChrt(): boolean {
-  chrt ??= process.platform === 'linux' && spawnSync('chrt', ['--batch', '0', 'true']).status === 0;
+  chrt ??= canStartUnder('batch');
   return chrt;
 }

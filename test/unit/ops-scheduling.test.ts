@@ -1,6 +1,9 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { schedulingPolicy } from '../../src/ops/index.js';
+import { canStartUnder, schedulingPolicy, underSchedulingPolicy } from '../../src/ops/index.js';
 import { hasChrt, SKIP } from '../helpers/tools.js';
 
 /** A /proc/<pid>/stat line with this command name and policy (field 41), the other fields as Linux writes them. */
@@ -22,11 +25,36 @@ describe('schedulingPolicy', () => {
     expect(schedulingPolicy(null)).toBeUndefined();
   });
 
-  it('names the policy a process was started under', (ctx) => {
+  it('names the policy a process was started under (underSchedulingPolicy)', (ctx) => {
     ctx.skip(!hasChrt(), SKIP.chrt);
-    const stat = (args: string[]) => spawnSync('chrt', [...args, 'cat', '/proc/self/stat'], { encoding: 'utf8' }).stdout;
-    expect(schedulingPolicy(stat(['--batch', '0']))).toBe('batch');
-    expect(schedulingPolicy(stat(['--idle', '0']))).toBe('idle');
-    expect(schedulingPolicy(stat(['--other', '0']))).toBe('other');
+    const stat = (policy: string) => {
+      const [file, ...args] = underSchedulingPolicy(policy, ['cat', '/proc/self/stat']);
+      return spawnSync(file!, args, { encoding: 'utf8' }).stdout;
+    };
+    expect(schedulingPolicy(stat('batch'))).toBe('batch');
+    expect(schedulingPolicy(stat('idle'))).toBe('idle');
+    expect(schedulingPolicy(stat('other'))).toBe('other');
+  });
+});
+
+describe('canStartUnder', () => {
+  it('is true where chrt sets the policy, false where chrt fails or is missing', (ctx) => {
+    ctx.skip(!hasChrt(), SKIP.chrt);
+    expect(canStartUnder('batch')).toBe(true);
+    expect(canStartUnder('no-such-policy')).toBe(false);
+    const bin = mkdtempSync(path.join(tmpdir(), 'inceptiond-chrt-'));
+    const path0 = process.env.PATH;
+    try {
+      // Refused, as under a seccomp profile without sched_setscheduler; then missing altogether.
+      writeFileSync(path.join(bin, 'chrt'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+      process.env.PATH = `${bin}:${path0}`;
+      expect(canStartUnder('batch')).toBe(false);
+      process.env.PATH = bin;
+      rmSync(path.join(bin, 'chrt'));
+      expect(canStartUnder('batch')).toBe(false);
+    } finally {
+      process.env.PATH = path0;
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 });
